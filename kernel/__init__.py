@@ -1,0 +1,51 @@
+"""The training kernel: lives inside the training process, applies live commands at safe
+step boundaries and records every change. It imports nothing from the other packages of
+this project, and nothing heavier than torch and pydantic.
+"""
+
+from kernel._kernel import Kernel, KernelSettings, infer_mode
+from kernel.commands import Command, KnobValue, append_command, new_command_id, parse_command_line
+from kernel.errors import CommandError, KernelError, KnobError, RunDirError
+from kernel.freeze import (
+    FreezeState,
+    RecipeEntry,
+    export_recipe,
+    load_recipe,
+    read_freeze,
+    write_freeze,
+    write_recipe,
+)
+from kernel.knobs import FnKnob, Knob, KnobSpec
+from kernel.ledger import LedgerRow, read_ledger
+from kernel.metrics import MetricRecord
+from kernel.state import KernelState, read_kernel_state
+
+__all__ = [
+    "Command",
+    "CommandError",
+    "FnKnob",
+    "FreezeState",
+    "Kernel",
+    "KernelError",
+    "KernelSettings",
+    "KernelState",
+    "Knob",
+    "KnobError",
+    "KnobSpec",
+    "KnobValue",
+    "LedgerRow",
+    "MetricRecord",
+    "RecipeEntry",
+    "RunDirError",
+    "append_command",
+    "export_recipe",
+    "infer_mode",
+    "load_recipe",
+    "new_command_id",
+    "parse_command_line",
+    "read_freeze",
+    "read_kernel_state",
+    "read_ledger",
+    "write_freeze",
+    "write_recipe",
+]

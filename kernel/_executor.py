@@ -1,0 +1,168 @@
+"""Turns command lines into knob changes and ledger rows.
+
+Every line read from ``commands.jsonl`` ends as exactly one ledger row (or, for a command
+with a future ``apply_at_step``, as a pending entry that later ends as one row). Nothing in
+here raises into the training loop: a bad line is ``rejected``, a knob or save function that
+throws is ``failed`` and restored to its snapshot.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from kernel.commands import Command, KnobValue, parse_command_line
+from kernel.errors import CommandError, KnobError
+from kernel.freeze import RecipeEntry
+from kernel.knobs import Knob
+from kernel.ledger import Ledger
+from kernel.state import FreezeMode, PendingCommand
+
+logger = logging.getLogger(__name__)
+
+
+class CommandExecutor:
+    """Applies commands to knobs and run operations, recording each in the ledger."""
+
+    def __init__(self, knobs: Mapping[str, Knob], ledger: Ledger,
+                 save_fn: Callable[[int], Any] | None) -> None:
+        self.knobs, self.ledger, self.save_fn = knobs, ledger, save_fn
+        self.pending: list[PendingCommand] = []
+        self.freeze: FreezeMode = "off"
+        self.paused = False
+        self.stopping = False
+
+    # -- arrival ---------------------------------------------------------------------------
+    def accept(self, offset: int, text: str, step: int | None) -> None:
+        """Handle one new line of ``commands.jsonl`` read at ``step``."""
+        if offset in self.ledger.handled_offsets:
+            return  # answered before a restart
+        try:
+            cmd = parse_command_line(text)
+        except CommandError as exc:
+            self.ledger.record(step=step, decision="rejected", offset=offset, reason=exc.reason,
+                               **_identity_of(text))
+            return
+        if cmd.id in self.ledger.handled_ids or any(p.command.id == cmd.id for p in self.pending):
+            self.ledger.record(step=step, decision="rejected", offset=offset, source=cmd.source,
+                               command_id=cmd.id, reason=f"duplicate command id '{cmd.id}': it was already handled; "
+                                      "send the change again under a new id")
+            return
+        if cmd.apply_at_step is not None and step is not None and cmd.apply_at_step > step:
+            keys = [(p.command.apply_at_step, p.offset) for p in self.pending]
+            at = bisect.bisect(keys, (cmd.apply_at_step, offset))
+            self.pending.insert(at, PendingCommand(offset=offset, command=cmd))
+            return
+        self.execute(offset, cmd, step)
+
+    def next_due_step(self) -> int | None:
+        return self.pending[0].command.apply_at_step if self.pending else None
+
+    def apply_due(self, step: int) -> None:
+        while self.pending and (self.pending[0].command.apply_at_step or 0) <= step:
+            item = self.pending.pop(0)
+            self.execute(item.offset, item.command, step)
+
+    # -- execution -------------------------------------------------------------------------
+    def execute(self, offset: int | None, cmd: Command, step: int | None) -> None:
+        row = {"command_id": cmd.id, "source": cmd.source, "op": cmd.op, "knob": cmd.knob,
+               "proposal_id": cmd.proposal_id, "offset": offset}
+        if cmd.op == "set":
+            if self.freeze != "off":
+                self.ledger.record(step=step, decision="ignored_freeze", **row,
+                                   reason=f"the run is frozen ({self.freeze}); knob changes from "
+                                          "outside are ignored until `freeze off`")
+                return
+            self.set_knob(step, cmd.knob or "", cmd.value, cmd.multiplier, row, cmd.reason)
+        else:
+            self._run_op(step, cmd, row)
+
+    def replay(self, step: int, entry: RecipeEntry, command_id: str) -> None:
+        row = {"command_id": command_id, "source": "replay", "op": "set", "knob": entry.knob}
+        self.set_knob(step, entry.knob, entry.value, None, row, f"recipe step {entry.step}")
+
+    def set_knob(self, step: int | None, name: str, value: KnobValue | None,
+                 multiplier: float | None, row: dict[str, Any], reason: str | None) -> None:
+        knob = self.knobs.get(name)
+        if knob is None:
+            known = ", ".join(sorted(self.knobs)) or "none"
+            self.ledger.record(step=step, decision="rejected", **row,
+                               reason=f"unknown knob '{name}'; this run's knobs are: {known}")
+            return
+        try:
+            target = knob.resolve(value, multiplier)
+        except KnobError as exc:
+            self.ledger.record(step=step, decision="rejected", **row, reason=exc.reason)
+            return
+        self._change(step, knob, target, row, reason)
+
+    def _change(self, step: int | None, knob: Knob, target: KnobValue, row: dict[str, Any],
+                reason: str | None) -> None:
+        before, snap = knob.get(), knob.snapshot()
+        try:
+            knob.set(target)
+            after = knob.get()
+        except Exception as exc:  # a custom knob may throw anything; training goes on
+            error = f"{type(exc).__name__}: {exc}"
+            error += _restore(knob, snap)
+            logger.warning("knob %s failed to change: %s", knob.name, error)
+            self.ledger.record(step=step, decision="failed", **row, before=before, error=error)
+            return
+        self.ledger.record(step=step, decision="applied", **row, before=before, after=after,
+                           reason=reason)
+
+    def _run_op(self, step: int | None, cmd: Command, row: dict[str, Any]) -> None:
+        if cmd.op == "checkpoint":
+            self._checkpoint(step, row, cmd.reason)
+            return
+        if cmd.op == "resume" and not self.paused:
+            self.ledger.record(step=step, decision="rejected", **row, reason="the run is not paused")
+            return
+        if cmd.op == "stop":
+            self.stopping, self.paused = True, False
+        else:
+            self.paused = cmd.op == "pause"
+        self.ledger.record(step=step, decision="applied", **row, reason=cmd.reason)
+
+    def _checkpoint(self, step: int | None, row: dict[str, Any], reason: str | None) -> None:
+        if self.save_fn is None:
+            self.ledger.record(step=step, decision="rejected", **row,
+                               reason="no save function: pass save_fn=... to Kernel to enable "
+                                      "checkpoint commands")
+            return
+        try:
+            self.save_fn(step if step is not None else -1)
+        except Exception as exc:  # the user's save function; record it and keep training
+            logger.warning("checkpoint at step %s failed: %s", step, exc)
+            self.ledger.record(step=step, decision="failed", **row,
+                               error=f"{type(exc).__name__}: {exc}")
+            return
+        self.ledger.record(step=step, decision="applied", **row, reason=reason)
+
+
+def _restore(knob: Knob, snapshot: Any) -> str:
+    try:
+        knob.restore(snapshot)
+        return ""
+    except Exception as exc:
+        logger.error("knob %s could not be restored after a failed change: %s", knob.name, exc)
+        return f"; restoring the previous value failed too: {type(exc).__name__}: {exc}"
+
+
+def _identity_of(text: str) -> dict[str, Any]:
+    """Best-effort id and source of a malformed line, so its ledger row can be traced."""
+    try:
+        raw = json.loads(text)
+    except (ValueError, RecursionError):
+        return {}
+    if not isinstance(raw, dict):
+        return {}
+    found: dict[str, Any] = {}
+    if isinstance(raw.get("id"), str) and 0 < len(raw["id"]) <= 200:
+        found["command_id"] = raw["id"]
+    if raw.get("source") in ("human", "rules", "ai", "tune", "replay", "api"):
+        found["source"] = raw["source"]
+    return found

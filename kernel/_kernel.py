@@ -1,0 +1,355 @@
+"""The ``Kernel``: the autopilot's foothold inside a user's training process.
+
+The training loop calls ``log`` and ``step`` once per step, and ``clip_grad_norm_`` if it
+clips. ``step`` is the safe point where commands are applied. With nothing new to read it
+costs a clock read and, every ``poll_interval_s``, one ``stat``: no file is read unless
+``commands.jsonl`` grew. Metrics are buffered and written in batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType, TracebackType
+from typing import Any, Literal
+
+import torch
+
+from kernel._executor import CommandExecutor
+from kernel.commands import COMMANDS_FILE
+from kernel.errors import KernelError
+from kernel.freeze import FREEZE_FILE, FreezeState, RecipeEntry, load_recipe, read_freeze
+from kernel.jsonl import JsonlTail
+from kernel.knobs import GradClipKnob, Knob, KnobSpec, LossWeightKnob, optimizer_knobs
+from kernel.ledger import Ledger
+from kernel.metrics import MetricsWriter
+from kernel.state import KernelState, Status, read_kernel_state, write_kernel_state
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class KernelSettings:
+    """Cadences of the kernel. The defaults suit steps from ~100 us to minutes."""
+
+    poll_interval_s: float = 0.0
+    """Minimum time between two looks at ``commands.jsonl`` (0: at every step)."""
+    flush_interval_s: float = 0.25
+    """How often buffered metrics are appended to ``metrics.jsonl``."""
+    heartbeat_interval_s: float = 1.0
+    """How often ``kernel.json`` is rewritten when nothing else changed."""
+    pause_poll_s: float = 0.05
+    """How often a paused run looks for ``resume`` or ``stop``."""
+    grad_norm_every: int = 10
+    """With clipping off, record ``grad/norm`` every N ``clip_grad_norm_`` calls (0: never)."""
+
+
+def infer_mode(metric: str | None) -> Literal["min", "max"] | None:
+    """Guess whether a metric is minimised or maximised from its name."""
+    if metric is None:
+        return None
+    name = metric.lower()
+    if any(w in name for w in ("loss", "error", "perplexity", "ppl", "mse", "mae", "rmse")):
+        return "min"
+    if any(w in name for w in ("acc", "f1", "auc", "precision", "recall", "bleu", "score", "r2")):
+        return "max"
+    return None
+
+
+class Kernel:
+    """Live, bounded, recorded changes to a running PyTorch training job.
+
+    Example:
+        >>> import torch, tempfile
+        >>> model = torch.nn.Linear(4, 1)
+        >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> with Kernel(tempfile.mkdtemp(), optimizer=opt, key_metric="train/loss") as k:
+        ...     for step in range(3):
+        ...         loss = model(torch.randn(8, 4)).pow(2).mean()
+        ...         loss.backward()
+        ...         k.clip_grad_norm_(model.parameters())
+        ...         opt.step(); opt.zero_grad()
+        ...         k.log(step, {"train/loss": loss.item()})
+        ...         k.step(step)
+        ...         if k.should_stop:
+        ...             break
+
+    Args:
+        run_dir: the run directory shared with the autopilot (created if missing).
+        optimizer: its ``lr``, ``weight_decay``, ``momentum`` and ``betas`` become knobs.
+        scheduler: LR scheduler(s) kept consistent with live ``lr`` changes.
+        loss_weights: the user's dict of loss weights (floats) and term toggles (bools); the
+            kernel changes it in place, so read it at every step.
+        key_metric: the metric the autopilot judges the run by, e.g. ``"val/loss"``.
+        key_metric_mode: ``"min"`` or ``"max"``; inferred from the name when omitted.
+        grad_clip: initial max gradient norm for ``clip_grad_norm_`` (None or 0: off).
+        knobs: extra user knobs (see ``kernel.knobs.Knob`` and ``FnKnob``).
+        save_fn: called with the step on a ``checkpoint`` command.
+        bounds: ``{knob name: (lo, hi)}`` overriding default hard bounds.
+        settings: cadences; see ``KernelSettings``.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike[str], *, optimizer: Any = None,
+                 scheduler: Any = None, loss_weights: MutableMapping[str, Any] | None = None,
+                 key_metric: str | None = None,
+                 key_metric_mode: Literal["min", "max"] | None = None,
+                 grad_clip: float | None = None, knobs: Iterable[Knob] = (),
+                 save_fn: Callable[[int], Any] | None = None,
+                 bounds: Mapping[str, tuple[float, float]] | None = None,
+                 settings: KernelSettings | None = None) -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.settings = settings or KernelSettings()
+        self.key_metric = key_metric
+        self.key_metric_mode = key_metric_mode or infer_mode(key_metric)
+        self._knobs: dict[str, Knob] = {}
+        self._discover(optimizer, scheduler, loss_weights, grad_clip, bounds or {})
+        for knob in knobs:
+            self.register(knob)
+        self._executor = CommandExecutor(self._knobs, Ledger(self.run_dir), save_fn)
+        self._commands = JsonlTail(self.run_dir / COMMANDS_FILE)
+        self._restore_previous_state()
+        self._metrics = MetricsWriter(self.run_dir)
+        self._extra: dict[str, Any] = {}
+        self._clip_calls = 0
+        self._last_step: int | None = None
+        self._started_at = time.time()
+        self._freeze_stamp: tuple[int, int] | None = None
+        self._recipe: list[RecipeEntry] = []
+        self._recipe_pos = 0
+        self._recipe_tag = ""
+        self._next_poll = self._next_flush = self._next_heartbeat = 0.0
+        self._closed = False
+        self._refresh_freeze()
+        self._write_state()
+
+    # -- setup -----------------------------------------------------------------------------
+    def _discover(self, optimizer: Any, scheduler: Any,
+                  loss_weights: MutableMapping[str, Any] | None, grad_clip: float | None,
+                  bounds: Mapping[str, tuple[float, float]]) -> None:
+        schedulers: Sequence[Any] = (scheduler if isinstance(scheduler, (list, tuple))
+                                     else [scheduler] if scheduler is not None else [])
+        if optimizer is not None:
+            for knob in optimizer_knobs(optimizer, schedulers, bounds):
+                self.register(knob)
+        self._grad_clip = GradClipKnob(grad_clip, **_bounds_kw(bounds.get("grad_clip")))
+        self.register(self._grad_clip)
+        for key in loss_weights or {}:
+            name = f"loss.{key}"
+            self.register(LossWeightKnob(loss_weights, key, **_bounds_kw(bounds.get(name))))  # type: ignore[arg-type]
+
+    def register(self, knob: Knob) -> None:
+        """Add a custom knob. Names are unique within a run."""
+        if knob.name in self._knobs:
+            raise KernelError(f"a knob named '{knob.name}' already exists; pick another name")
+        self._knobs[knob.name] = knob
+
+    def _restore_previous_state(self) -> None:
+        try:
+            previous = read_kernel_state(self.run_dir)
+        except KernelError as exc:
+            logger.warning("ignoring the previous kernel.json: %s", exc)
+            previous = None
+        if previous is None:
+            return
+        self._commands.offset = previous.cursor
+        handled = self._executor.ledger.handled_offsets
+        self._executor.pending = [p for p in previous.pending if p.offset not in handled]
+
+    # -- the training loop's calls ---------------------------------------------------------
+    def clip_grad_norm_(self, parameters: Iterable[torch.Tensor] | torch.Tensor) -> torch.Tensor | None:
+        """Clip gradients to the live ``grad_clip`` knob, if it is on; return the total norm.
+
+        The norm is recorded as ``grad/norm`` with the next ``log`` call: at every call while
+        clipping is on, every ``grad_norm_every`` calls while it is off.
+        """
+        try:
+            max_norm = self._grad_clip.value
+            if max_norm > 0:
+                norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+            else:
+                self._clip_calls += 1
+                every = self.settings.grad_norm_every
+                if not every or self._clip_calls % every:
+                    return None
+                norm = _total_norm(parameters)
+            self._extra["grad/norm"] = norm.detach()
+            return norm
+        except Exception:
+            logger.exception("clip_grad_norm_ failed; training continues unclipped")
+            return None
+
+    def log(self, step: int, metrics: Mapping[str, Any]) -> None:
+        """Record metrics for ``step``. Values may be floats or 0-d tensors."""
+        try:
+            if self._extra:
+                metrics = {**metrics, **self._extra}
+                self._extra = {}
+            self._metrics.add(step, time.time(), metrics)
+        except Exception:
+            logger.exception("could not record metrics at step %s", step)
+
+    def step(self, step: int) -> None:
+        """The safe point: apply pending commands; block here while the run is paused."""
+        try:
+            self._last_step = step
+            now = time.monotonic()
+            if now >= self._next_poll:
+                self._next_poll = now + self.settings.poll_interval_s
+                if self._commands.changed():
+                    self._read_commands(step)
+            executor = self._executor
+            if executor.pending and executor.next_due_step() <= step:  # type: ignore[operator]
+                executor.apply_due(step)
+                self._write_state()
+            if self._recipe_pos < len(self._recipe) and self._recipe[self._recipe_pos].step <= step:
+                self._replay(step)
+            if now >= self._next_flush:
+                self._flush(now)
+            if executor.paused:
+                self._wait_while_paused(step)
+        except Exception:
+            logger.exception("kernel.step(%s) failed; training continues", step)
+
+    @property
+    def should_stop(self) -> bool:
+        """True once a ``stop`` command was applied: end the training loop."""
+        return self._executor.stopping
+
+    @property
+    def paused(self) -> bool:
+        return self._executor.paused
+
+    @property
+    def knobs(self) -> Mapping[str, Knob]:
+        return MappingProxyType(self._knobs)
+
+    @property
+    def last_step(self) -> int | None:
+        return self._last_step
+
+    def close(self, status: Status = "closed") -> None:
+        """Flush metrics and mark the run closed in ``kernel.json``. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._metrics.flush()
+            self._write_state(status)
+        except Exception:
+            logger.exception("kernel.close failed")
+
+    def __enter__(self) -> Kernel:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close("crashed" if exc_type is not None else "closed")
+
+    # -- internals -------------------------------------------------------------------------
+    def _read_commands(self, step: int) -> None:
+        self._refresh_freeze()
+        for offset, text in self._commands.read_new():
+            self._executor.accept(offset, text, step)
+        self._write_state()
+
+    def _wait_while_paused(self, step: int) -> None:
+        self._write_state()
+        while self._executor.paused and not self._executor.stopping:
+            time.sleep(self.settings.pause_poll_s)
+            if self._commands.changed():
+                self._read_commands(step)
+            self._flush(time.monotonic())
+        self._write_state()
+
+    def _flush(self, now: float) -> None:
+        self._next_flush = now + self.settings.flush_interval_s
+        self._metrics.flush()
+        if now >= self._next_heartbeat:
+            self._refresh_freeze()
+            self._write_state()
+
+    def _refresh_freeze(self) -> None:
+        try:
+            st = os.stat(self.run_dir / FREEZE_FILE)
+            stamp = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            stamp = (0, 0)
+        if stamp == self._freeze_stamp:
+            return
+        self._freeze_stamp = stamp
+        try:
+            freeze = read_freeze(self.run_dir)
+        except KernelError as exc:
+            logger.error("%s; keeping freeze mode %s", exc, self._executor.freeze)
+            return
+        self._apply_freeze(freeze)
+
+    def _apply_freeze(self, freeze: FreezeState) -> None:
+        self._executor.freeze = freeze.mode
+        self._recipe, self._recipe_pos = [], 0
+        if freeze.mode != "replay" or freeze.recipe is None:
+            return
+        try:
+            self._recipe = load_recipe(freeze.recipe)
+        except KernelError as exc:
+            logger.error("replay recipe unusable, nothing will be replayed: %s", exc)
+            return
+        self._recipe_tag = hashlib.sha1(freeze.recipe.encode()).hexdigest()[:8]
+        handled = self._executor.ledger.handled_ids
+        while (self._recipe_pos < len(self._recipe)
+               and self._replay_id(self._recipe_pos) in handled):
+            self._recipe_pos += 1
+        logger.info("replaying %d recipe entries from %s", len(self._recipe), freeze.recipe)
+
+    def _replay_id(self, index: int) -> str:
+        return f"replay-{self._recipe_tag}-{index}"
+
+    def _replay(self, step: int) -> None:
+        while self._recipe_pos < len(self._recipe) and self._recipe[self._recipe_pos].step <= step:
+            entry = self._recipe[self._recipe_pos]
+            self._executor.replay(step, entry, self._replay_id(self._recipe_pos))
+            self._recipe_pos += 1
+        self._write_state()
+
+    def _write_state(self, status: Status | None = None) -> None:
+        self._next_heartbeat = time.monotonic() + self.settings.heartbeat_interval_s
+        executor = self._executor
+        if status is None:
+            status = ("stopping" if executor.stopping else "paused" if executor.paused
+                      else "running")
+        state = KernelState(
+            pid=os.getpid(), host=socket.gethostname(), started_at=self._started_at,
+            heartbeat=time.time(), status=status, last_step=self._last_step,
+            cursor=self._commands.offset, pending=list(executor.pending),
+            key_metric=self.key_metric, key_metric_mode=self.key_metric_mode,
+            freeze=executor.freeze, knobs=self._specs(),
+        )
+        write_kernel_state(self.run_dir, state)
+
+    def _specs(self) -> list[KnobSpec]:
+        specs = []
+        for knob in self._knobs.values():
+            try:
+                specs.append(knob.spec())
+            except Exception as exc:  # a custom knob's getter may fail; keep the others
+                logger.warning("knob %s cannot report its value: %s", knob.name, exc)
+        return specs
+
+
+def _bounds_kw(bounds: tuple[float, float] | None) -> dict[str, float]:
+    return {} if bounds is None else {"lo": bounds[0], "hi": bounds[1]}
+
+
+def _total_norm(parameters: Iterable[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+    params = [parameters] if isinstance(parameters, torch.Tensor) else parameters
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.tensor(0.0)
+    return torch.nn.utils.get_total_norm(grads)

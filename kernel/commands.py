@@ -1,0 +1,139 @@
+"""Commands: the only way anything outside the training process changes it.
+
+A command is one line of ``commands.jsonl``. It either sets a knob (to a ``value`` or by a
+``multiplier`` of the knob's current value) or is an operation on the run (``stop``,
+``pause``, ``resume``, ``checkpoint``). Bounds and knob names are checked by the kernel when
+it applies the command, because only the kernel knows the knobs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    ValidationError,
+    model_validator,
+)
+
+from kernel.errors import CommandError
+from kernel.jsonl import append_line
+
+Source = Literal["human", "rules", "ai", "tune", "replay", "api"]
+Op = Literal["set", "stop", "pause", "resume", "checkpoint"]
+KnobValue = Union[StrictBool, StrictFloat, Annotated[list[StrictFloat], Field(min_length=1)]]
+"""A knob's value: a bool toggle, a number, or one number per optimizer param group."""
+
+COMMANDS_FILE = "commands.jsonl"
+
+
+class Command(BaseModel):
+    """One instruction to the training process.
+
+    Example:
+        >>> Command(id="c1", source="human", knob="lr", value=1e-4).op
+        'set'
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    id: str = Field(min_length=1, max_length=200)
+    source: Source
+    op: Op = "set"
+    knob: str | None = Field(default=None, min_length=1, max_length=200)
+    value: KnobValue | None = None
+    multiplier: StrictFloat | None = Field(default=None, gt=0)
+    apply_at_step: int | None = Field(default=None, ge=0)
+    reason: str | None = Field(default=None, max_length=4000)
+    proposal_id: str | None = Field(default=None, max_length=200)
+    created_at: float | None = None
+
+    @model_validator(mode="after")
+    def _check_shape(self) -> Command:
+        if self.op == "set":
+            if self.knob is None:
+                raise ValueError("a 'set' command needs a knob")
+            if (self.value is None) == (self.multiplier is None):
+                raise ValueError("a 'set' command needs exactly one of value or multiplier")
+        elif self.knob is not None or self.value is not None or self.multiplier is not None:
+            raise ValueError(f"op '{self.op}' takes no knob, value or multiplier")
+        return self
+
+    def describe(self) -> str:
+        """A short human-readable form, e.g. ``lr=0.0001`` or ``lr x0.5`` or ``stop``."""
+        if self.op != "set":
+            return self.op
+        if self.multiplier is not None:
+            return f"{self.knob} x{self.multiplier:g}"
+        return f"{self.knob}={self.value}"
+
+
+def new_command_id(prefix: str = "cmd") -> str:
+    """A fresh unique command id."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def parse_command_line(text: str) -> Command:
+    """Parse one line of ``commands.jsonl``.
+
+    Raises:
+        CommandError: with a one-line reason when the line is not a valid command.
+    """
+    try:
+        raw = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise CommandError(f"not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise CommandError(f"a command must be a JSON object, got {type(raw).__name__}")
+    try:
+        return Command.model_validate(raw)
+    except ValidationError as exc:
+        raise CommandError(summarize_validation_error(exc)) from None
+
+
+def summarize_validation_error(exc: ValidationError, limit: int = 3) -> str:
+    """One line naming each bad field and what was wrong with it."""
+    parts: list[str] = []
+    seen: set[str] = set()
+    for err in exc.errors():
+        where = str(err["loc"][0]) if err["loc"] else "command"
+        if where in seen:
+            continue  # one message per field, not one per member of a union
+        seen.add(where)
+        msg = _UNION_MESSAGES.get(where, err["msg"]) if len(err["loc"]) > 1 else err["msg"]
+        got = "" if where == "command" else f", got {_short(err.get('input'))}"
+        parts.append(f"{where}: {msg.removeprefix('Value error, ')}{got}")
+    more = len(parts) - limit
+    parts = parts[:limit]
+    if more > 0:
+        parts.append(f"and {more} more")
+    return "; ".join(parts)
+
+
+_UNION_MESSAGES = {"value": "must be a finite number, true/false, or a list of finite numbers"}
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def append_command(run_dir: str | os.PathLike[str], command: Command) -> int:
+    """Append ``command`` to the run directory's ``commands.jsonl``; return its byte offset.
+
+    Safe to call from several processes at once.
+    """
+    if command.created_at is None:
+        command = command.model_copy(update={"created_at": time.time()})
+    path = Path(run_dir) / COMMANDS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return append_line(path, command.model_dump_json(exclude_none=True))

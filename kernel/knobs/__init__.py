@@ -1,0 +1,16 @@
+"""Knobs: what a command can change in a live training run."""
+
+from kernel.knobs._base import FnKnob, Knob, KnobSpec
+from kernel.knobs.optimizer import DEFAULT_BOUNDS, OptimizerKnob, optimizer_knobs
+from kernel.knobs.simple import GradClipKnob, LossWeightKnob
+
+__all__ = [
+    "DEFAULT_BOUNDS",
+    "FnKnob",
+    "GradClipKnob",
+    "Knob",
+    "KnobSpec",
+    "LossWeightKnob",
+    "OptimizerKnob",
+    "optimizer_knobs",
+]

@@ -1,0 +1,88 @@
+"""The applied ledger (``applied.jsonl``): one row per command the kernel handled.
+
+The ledger is the truth about what happened to a run. Each row says at which step, from
+which source, with which decision, and the knob's value before and after. Rows also carry
+the byte offset of the command line they answer, which is how a restarted kernel knows which
+lines it has already handled (a command is applied at most once).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from kernel.commands import KnobValue
+from kernel.jsonl import append_line
+
+logger = logging.getLogger(__name__)
+
+LEDGER_FILE = "applied.jsonl"
+Decision = Literal["applied", "rejected", "ignored_freeze", "failed"]
+
+
+class LedgerRow(BaseModel):
+    """One handled command. ``decision`` is ``applied`` only when the whole change took."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    seq: int
+    step: int | None
+    wall_time: float
+    decision: Decision
+    command_id: str | None = None
+    source: str | None = None
+    op: str | None = None
+    knob: str | None = None
+    before: KnobValue | None = None
+    after: KnobValue | None = None
+    reason: str | None = None
+    error: str | None = None
+    proposal_id: str | None = None
+    offset: int | None = None
+
+
+def read_ledger(run_dir: str | os.PathLike[str]) -> list[LedgerRow]:
+    """All valid rows of a run's ledger, oldest first (an empty list when there is none)."""
+    path = Path(run_dir) / LEDGER_FILE
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    rows = []
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            rows.append(LedgerRow.model_validate_json(line))
+        except ValidationError:
+            logger.warning("skipping an unreadable ledger line in %s: %.80s", path, line)
+    return rows
+
+
+class Ledger:
+    """Appends rows to a run's ledger and remembers what it already answered."""
+
+    def __init__(self, run_dir: str | os.PathLike[str]) -> None:
+        self.path = Path(run_dir) / LEDGER_FILE
+        rows = read_ledger(run_dir)
+        self._seq = max((r.seq for r in rows), default=0)
+        self.handled_offsets = {r.offset for r in rows if r.offset is not None}
+        self.handled_ids = {r.command_id for r in rows
+                            if r.command_id is not None and r.decision != "rejected"}
+
+    def record(self, *, step: int | None, decision: Decision, **fields: object) -> LedgerRow:
+        """Append one row and return it."""
+        self._seq += 1
+        row = LedgerRow(seq=self._seq, step=step, wall_time=time.time(), decision=decision,
+                        **fields)  # type: ignore[arg-type]
+        append_line(self.path, row.model_dump_json(exclude_none=True))
+        if row.offset is not None:
+            self.handled_offsets.add(row.offset)
+        if row.command_id is not None and decision != "rejected":
+            self.handled_ids.add(row.command_id)  # a rejected id may be sent again, fixed
+        return row

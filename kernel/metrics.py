@@ -1,0 +1,91 @@
+"""Metric records (``metrics.jsonl``): the kernel writes them, everything else reads them.
+
+A line is ``{"step": int, "wall_time": float, "metrics": {name: float}}``. NaN and infinities
+are kept, because they are the strongest sign of divergence: JSON has no literal for them, so
+they are written as the strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` and their names
+are listed under ``"nonfinite"``. ``MetricRecord`` reads them back as floats.
+
+Writing is off the hot path: ``log`` only buffers; ``flush`` converts values (tensors are
+read here, so a GPU is synchronised once per flush, not once per step), serialises and
+appends the whole batch with one ``write``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+logger = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
+_NONFINITE = {"nan": '"NaN"', "inf": '"Infinity"', "-inf": '"-Infinity"'}
+
+
+class MetricRecord(BaseModel):
+    """One line of ``metrics.jsonl`` as read back (non-finite strings become floats)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    step: int
+    wall_time: float | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    nonfinite: list[str] = Field(default_factory=list)
+
+
+def _to_float(value: Any) -> float:
+    if hasattr(value, "item"):
+        value = value.item()
+    return float(value)
+
+
+class MetricsWriter:
+    """Buffers metric records and appends them to ``metrics.jsonl`` in batches."""
+
+    def __init__(self, run_dir: str | os.PathLike[str]) -> None:
+        self.path = Path(run_dir) / METRICS_FILE
+        self._pending: list[tuple[int, float, dict[str, Any]]] = []
+        self._keys: dict[str, str] = {}
+
+    def add(self, step: int, wall_time: float, metrics: Mapping[str, Any]) -> None:
+        self._pending.append((step, wall_time, dict(metrics)))
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        text = "".join(self._line(*record) for record in batch)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, text.encode("utf-8"))
+        finally:
+            os.close(fd)
+
+    def _line(self, step: int, wall_time: float, metrics: dict[str, Any]) -> str:
+        fields, nonfinite = [], []
+        for name, raw in metrics.items():
+            try:
+                value = _to_float(raw)
+            except (TypeError, ValueError, RuntimeError):
+                logger.warning("metric %r at step %d is not a number (%r); not recorded",
+                               name, step, raw)
+                continue
+            text = repr(value) if math.isfinite(value) else _NONFINITE[repr(value)]
+            if not math.isfinite(value):
+                nonfinite.append(name)
+            fields.append(f"{self._key(name)}:{text}")
+        extra = f',"nonfinite":{json.dumps(nonfinite)}' if nonfinite else ""
+        return (f'{{"step":{int(step)},"wall_time":{wall_time:.6f},'
+                f'"metrics":{{{",".join(fields)}}}{extra}}}\n')
+
+    def _key(self, name: str) -> str:
+        key = self._keys.get(name)
+        if key is None:
+            key = self._keys[name] = json.dumps(str(name))
+        return key
