@@ -38,15 +38,15 @@ logger = logging.getLogger(__name__)
 class KernelSettings:
     """Cadences of the kernel. The defaults suit steps from ~100 us to minutes."""
 
-    poll_interval_s: float = 0.0
-    """Minimum time between two looks at ``commands.jsonl`` (0: at every step)."""
+    poll_interval_s: float = 0.001
+    """Minimum time between two looks (one ``stat``) at ``commands.jsonl``; 0: every step."""
     flush_interval_s: float = 0.25
     """How often buffered metrics are appended to ``metrics.jsonl``."""
     heartbeat_interval_s: float = 1.0
     """How often ``kernel.json`` is rewritten when nothing else changed."""
     pause_poll_s: float = 0.05
     """How often a paused run looks for ``resume`` or ``stop``."""
-    grad_norm_every: int = 10
+    grad_norm_every: int = 20
     """With clipping off, record ``grad/norm`` every N ``clip_grad_norm_`` calls (0: never)."""
 
 

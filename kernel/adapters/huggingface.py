@@ -6,7 +6,7 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
@@ -104,7 +104,7 @@ class AutopilotTrainerCallback(TrainerCallback):
         *,
         loss_weights: dict[str, float | bool] | None = None,
         key_metric: str | None = "val/loss",
-        key_metric_mode: str | None = None,
+        key_metric_mode: Literal["min", "max"] | None = None,
         grad_clip: float | None = None,
         bounds: Mapping[str, tuple[float, float]] | None = None,
         save_fn: Callable[[int], Any] | None = None,
@@ -132,7 +132,7 @@ class AutopilotTrainerCallback(TrainerCallback):
         lr_scheduler: Any = None,
         **kwargs: Any,
     ) -> None:
-        self._close()
+        self._close("crashed")  # a previous train() that never reached its end
         self._give_back_clipping()
         self._control = None
         self.kernel = Kernel(
@@ -154,10 +154,7 @@ class AutopilotTrainerCallback(TrainerCallback):
         model = kwargs.get("model")
         if self.kernel is None or model is None:
             return
-        try:
-            self.kernel.clip_grad_norm_(model.parameters())
-        except Exception:
-            logger.exception("autopilot: gradient clipping failed; the step goes on unclipped")
+        self.kernel.clip_grad_norm_(model.parameters())
 
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -214,11 +211,7 @@ class AutopilotTrainerCallback(TrainerCallback):
             raise RuntimeError(f"checkpoint at step {step} needs a running Trainer step")
         self._control.should_save = True
 
-    def _close(self) -> None:
+    def _close(self, status: Literal["closed", "crashed"] = "closed") -> None:
         kernel, self.kernel = self.kernel, None
-        if kernel is None:
-            return
-        try:
-            kernel.close()
-        except Exception:
-            logger.exception("autopilot: closing the kernel failed")
+        if kernel is not None:
+            kernel.close(status)

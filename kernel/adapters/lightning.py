@@ -6,7 +6,7 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
@@ -106,7 +106,7 @@ class AutopilotCallback(pl.Callback):
         *,
         loss_weights: dict[str, float | bool] | None = None,
         key_metric: str | None = "val/loss",
-        key_metric_mode: str | None = None,
+        key_metric_mode: Literal["min", "max"] | None = None,
         grad_clip: float | None = None,
         bounds: Mapping[str, tuple[float, float]] | None = None,
         save_fn: Callable[[int], Any] | None = None,
@@ -151,7 +151,7 @@ class AutopilotCallback(pl.Callback):
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
-        self._close()
+        self._close("crashed")
 
     # -- training ------------------------------------------------------------------
 
@@ -160,10 +160,7 @@ class AutopilotCallback(pl.Callback):
     ) -> None:
         if self.kernel is None or not pl_module.automatic_optimization:
             return
-        try:
-            self.kernel.clip_grad_norm_(pl_module.parameters())
-        except Exception:
-            logger.exception("autopilot: gradient clipping failed; the step goes on unclipped")
+        self.kernel.clip_grad_norm_(pl_module.parameters())
 
     def on_train_batch_end(
         self,
@@ -243,15 +240,11 @@ class AutopilotCallback(pl.Callback):
 
         return save
 
-    def _close(self) -> None:
+    def _close(self, status: Literal["closed", "crashed"] = "closed") -> None:
         """Close the kernel and give clipping back to the trainer (for a later ``fit``)."""
         if self._taken_clip is not None:
             trainer, value = self._taken_clip
             trainer.gradient_clip_val, self._taken_clip = value, None
         kernel, self.kernel = self.kernel, None
-        if kernel is None:
-            return
-        try:
-            kernel.close()
-        except Exception:
-            logger.exception("autopilot: closing the kernel failed")
+        if kernel is not None:
+            kernel.close(status)

