@@ -48,8 +48,9 @@ class CommandExecutor:
             return
         if cmd.id in self.ledger.handled_ids or any(p.command.id == cmd.id for p in self.pending):
             self.ledger.record(step=step, decision="rejected", offset=offset, source=cmd.source,
-                               command_id=cmd.id, reason=f"duplicate command id '{cmd.id}': it was already handled; "
-                                      "send the change again under a new id")
+                               command_id=cmd.id,
+                               reason=f"duplicate command id '{cmd.id}': it was already "
+                                      "handled; send the change again under a new id")
             return
         if cmd.apply_at_step is not None and step is not None and cmd.apply_at_step > step:
             keys = [(p.command.apply_at_step, p.offset) for p in self.pending]
@@ -119,7 +120,8 @@ class CommandExecutor:
             self._checkpoint(step, row, cmd.reason)
             return
         if cmd.op == "resume" and not self.paused:
-            self.ledger.record(step=step, decision="rejected", **row, reason="the run is not paused")
+            self.ledger.record(step=step, decision="rejected", **row,
+                               reason="the run is not paused")
             return
         if cmd.op == "stop":
             self.stopping, self.paused = True, False

@@ -23,13 +23,21 @@ import torch
 
 from kernel._executor import CommandExecutor
 from kernel.commands import COMMANDS_FILE
+from kernel.distributed import RankSync
 from kernel.errors import KernelError
 from kernel.freeze import FREEZE_FILE, FreezeState, RecipeEntry, load_recipe, read_freeze
 from kernel.jsonl import JsonlTail
 from kernel.knobs import GradClipKnob, Knob, KnobSpec, LossWeightKnob, optimizer_knobs
 from kernel.ledger import Ledger
 from kernel.metrics import MetricsWriter
-from kernel.state import KernelState, Status, read_kernel_state, write_kernel_state
+from kernel.state import (
+    FreezeMode,
+    KernelState,
+    PendingCommand,
+    Status,
+    read_kernel_state,
+    write_kernel_state,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +56,10 @@ class KernelSettings:
     """How often a paused run looks for ``resume`` or ``stop``."""
     grad_norm_every: int = 20
     """With clipping off, record ``grad/norm`` every N ``clip_grad_norm_`` calls (0: never)."""
+    distributed: bool = True
+    """Under an initialised ``torch.distributed`` group, keep all ranks in step (see below)."""
+    sync_every: int = 10
+    """In a distributed job, rank 0 shares new commands every N steps (a collective call)."""
 
 
 def infer_mode(metric: str | None) -> Literal["min", "max"] | None:
@@ -93,6 +105,13 @@ class Kernel:
         save_fn: called with the step on a ``checkpoint`` command.
         bounds: ``{knob name: (lo, hi)}`` overriding default hard bounds.
         settings: cadences; see ``KernelSettings``.
+
+    Distributed training: create a ``Kernel`` on every rank after
+    ``torch.distributed.init_process_group``. Rank 0 reads commands and writes the run
+    directory; every ``sync_every`` steps it broadcasts what it read, and all ranks apply the
+    same commands at the same step. ``step`` must then be called by every rank with the same
+    step numbers. ``save_fn`` runs on every rank (check the rank inside it if only one should
+    write).
     """
 
     def __init__(self, run_dir: str | os.PathLike[str], *, optimizer: Any = None,
@@ -104,17 +123,23 @@ class Kernel:
                  bounds: Mapping[str, tuple[float, float]] | None = None,
                  settings: KernelSettings | None = None) -> None:
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.settings = settings or KernelSettings()
+        distributed = self.settings.distributed
+        self._sync = RankSync.detect(self.settings.sync_every) if distributed else None
+        self._writes = self._sync is None or self._sync.is_leader
+        if self._writes:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         self.key_metric = key_metric
         self.key_metric_mode = key_metric_mode or infer_mode(key_metric)
         self._knobs: dict[str, Knob] = {}
         self._discover(optimizer, scheduler, loss_weights, grad_clip, bounds or {})
         for knob in knobs:
             self.register(knob)
-        self._executor = CommandExecutor(self._knobs, Ledger(self.run_dir), save_fn)
+        ledger = Ledger(self.run_dir if self._writes else None)
+        self._executor = CommandExecutor(self._knobs, ledger, save_fn)
         self._commands = JsonlTail(self.run_dir / COMMANDS_FILE)
-        self._restore_previous_state()
+        if self._writes:
+            self._restore_previous_state()
         self._metrics = MetricsWriter(self.run_dir)
         self._extra: dict[str, Any] = {}
         self._clip_calls = 0
@@ -126,8 +151,11 @@ class Kernel:
         self._recipe_tag = ""
         self._next_poll = self._next_flush = self._next_heartbeat = 0.0
         self._closed = False
-        self._refresh_freeze()
-        self._write_state()
+        if self._writes:
+            self._refresh_freeze()
+            self._write_state()
+        if self._sync is not None:
+            self._share_initial_state()
 
     # -- setup -----------------------------------------------------------------------------
     def _discover(self, optimizer: Any, scheduler: Any,
@@ -162,8 +190,23 @@ class Kernel:
         handled = self._executor.ledger.handled_offsets
         self._executor.pending = [p for p in previous.pending if p.offset not in handled]
 
+    def _share_initial_state(self) -> None:
+        assert self._sync is not None
+        executor = self._executor
+        state = None
+        if self._sync.is_leader:
+            state = {"ledger": executor.ledger.memory(), "freeze": self._freeze_payload(),
+                     "pending": [p.model_dump(mode="json") for p in executor.pending]}
+        state = self._sync.broadcast(state)
+        if not self._sync.is_leader:
+            executor.ledger.adopt(state["ledger"])
+            executor.pending = [PendingCommand.model_validate(p) for p in state["pending"]]
+            self._install_freeze(**state["freeze"])
+
     # -- the training loop's calls ---------------------------------------------------------
-    def clip_grad_norm_(self, parameters: Iterable[torch.Tensor] | torch.Tensor) -> torch.Tensor | None:
+    def clip_grad_norm_(
+        self, parameters: Iterable[torch.Tensor] | torch.Tensor
+    ) -> torch.Tensor | None:
         """Clip gradients to the live ``grad_clip`` knob, if it is on; return the total norm.
 
         The norm is recorded as ``grad/norm`` with the next ``log`` call: at every call while
@@ -186,7 +229,12 @@ class Kernel:
             return None
 
     def log(self, step: int, metrics: Mapping[str, Any]) -> None:
-        """Record metrics for ``step``. Values may be floats or 0-d tensors."""
+        """Record metrics for ``step``. Values may be floats or 0-d tensors.
+
+        In a distributed job only rank 0's metrics are written.
+        """
+        if not self._writes:
+            return
         try:
             if self._extra:
                 metrics = {**metrics, **self._extra}
@@ -200,7 +248,10 @@ class Kernel:
         try:
             self._last_step = step
             now = time.monotonic()
-            if now >= self._next_poll:
+            if self._sync is not None:
+                if self._sync.due(step):
+                    self._sync_commands(step)
+            elif now >= self._next_poll:
                 self._next_poll = now + self.settings.poll_interval_s
                 if self._commands.changed():
                     self._read_commands(step)
@@ -210,7 +261,7 @@ class Kernel:
                 self._write_state()
             if self._recipe_pos < len(self._recipe) and self._recipe[self._recipe_pos].step <= step:
                 self._replay(step)
-            if now >= self._next_flush:
+            if now >= self._next_flush and self._writes:
                 self._flush(now)
             if executor.paused:
                 self._wait_while_paused(step)
@@ -236,7 +287,8 @@ class Kernel:
 
     def close(self, status: Status = "closed") -> None:
         """Flush metrics and mark the run closed in ``kernel.json``. Safe to call twice."""
-        if self._closed:
+        if self._closed or not self._writes:
+            self._closed = True
             return
         self._closed = True
         try:
@@ -259,54 +311,87 @@ class Kernel:
             self._executor.accept(offset, text, step)
         self._write_state()
 
+    def _sync_commands(self, step: int) -> None:
+        """Rank 0 reads; every rank applies the same lines at the same step."""
+        assert self._sync is not None
+        payload = None
+        if self._sync.is_leader:
+            freeze = self._freeze_payload() if self._refresh_freeze() else None
+            lines = self._commands.read_new() if self._commands.changed() else []
+            payload = {"freeze": freeze, "lines": lines}
+        payload = self._sync.broadcast(payload)
+        if not self._sync.is_leader and payload["freeze"] is not None:
+            self._install_freeze(**payload["freeze"])
+        for offset, text in payload["lines"]:
+            self._executor.accept(offset, text, step)
+        if payload["lines"]:
+            self._write_state()
+
     def _wait_while_paused(self, step: int) -> None:
         self._write_state()
         while self._executor.paused and not self._executor.stopping:
-            time.sleep(self.settings.pause_poll_s)
-            if self._commands.changed():
-                self._read_commands(step)
-            self._flush(time.monotonic())
+            if self._sync is not None:
+                if self._sync.is_leader:
+                    time.sleep(self.settings.pause_poll_s)
+                self._sync_commands(step)  # every rank leaves the loop at the same time
+            else:
+                time.sleep(self.settings.pause_poll_s)
+                if self._commands.changed():
+                    self._read_commands(step)
+            if self._writes:
+                self._flush(time.monotonic())
         self._write_state()
 
     def _flush(self, now: float) -> None:
         self._next_flush = now + self.settings.flush_interval_s
         self._metrics.flush()
         if now >= self._next_heartbeat:
-            self._refresh_freeze()
+            if self._sync is None:  # distributed: freeze changes travel with the commands
+                self._refresh_freeze()
             self._write_state()
 
-    def _refresh_freeze(self) -> None:
+    def _refresh_freeze(self) -> bool:
+        """Reload ``freeze.json`` if it changed; return whether it did."""
         try:
             st = os.stat(self.run_dir / FREEZE_FILE)
             stamp = (st.st_mtime_ns, st.st_size)
         except FileNotFoundError:
             stamp = (0, 0)
         if stamp == self._freeze_stamp:
-            return
+            return False
         self._freeze_stamp = stamp
         try:
             freeze = read_freeze(self.run_dir)
         except KernelError as exc:
             logger.error("%s; keeping freeze mode %s", exc, self._executor.freeze)
-            return
-        self._apply_freeze(freeze)
+            return False
+        self._install_freeze(freeze.mode, *self._load_recipe(freeze))
+        return True
 
-    def _apply_freeze(self, freeze: FreezeState) -> None:
-        self._executor.freeze = freeze.mode
-        self._recipe, self._recipe_pos = [], 0
+    def _load_recipe(self, freeze: FreezeState) -> tuple[str, list[RecipeEntry]]:
         if freeze.mode != "replay" or freeze.recipe is None:
-            return
+            return "", []
         try:
-            self._recipe = load_recipe(freeze.recipe)
+            entries = load_recipe(freeze.recipe)
         except KernelError as exc:
             logger.error("replay recipe unusable, nothing will be replayed: %s", exc)
-            return
-        self._recipe_tag = hashlib.sha1(freeze.recipe.encode()).hexdigest()[:8]
+            return "", []
+        logger.info("replaying %d recipe entries from %s", len(entries), freeze.recipe)
+        return hashlib.sha1(freeze.recipe.encode()).hexdigest()[:8], entries
+
+    def _install_freeze(self, mode: FreezeMode, tag: str, recipe: list[Any]) -> None:
+        self._executor.freeze = mode
+        self._recipe_tag = tag
+        self._recipe = [RecipeEntry.model_validate(e) for e in recipe]
+        self._recipe_pos = 0
         handled = self._executor.ledger.handled_ids
         while (self._recipe_pos < len(self._recipe)
                and self._replay_id(self._recipe_pos) in handled):
             self._recipe_pos += 1
-        logger.info("replaying %d recipe entries from %s", len(self._recipe), freeze.recipe)
+
+    def _freeze_payload(self) -> dict[str, Any]:
+        return {"mode": self._executor.freeze, "tag": self._recipe_tag,
+                "recipe": [e.model_dump(mode="json") for e in self._recipe]}
 
     def _replay_id(self, index: int) -> str:
         return f"replay-{self._recipe_tag}-{index}"
@@ -319,6 +404,8 @@ class Kernel:
         self._write_state()
 
     def _write_state(self, status: Status | None = None) -> None:
+        if not self._writes:
+            return
         self._next_heartbeat = time.monotonic() + self.settings.heartbeat_interval_s
         executor = self._executor
         if status is None:

@@ -30,7 +30,7 @@ from kernel.jsonl import append_line
 
 Source = Literal["human", "rules", "ai", "tune", "replay", "api"]
 Op = Literal["set", "stop", "pause", "resume", "checkpoint"]
-KnobValue = Union[StrictBool, StrictFloat, Annotated[list[StrictFloat], Field(min_length=1)]]
+KnobValue = Union[StrictBool, StrictFloat, Annotated[list[StrictFloat], Field(min_length=1)]]  # noqa: UP007 (a runtime alias)
 """A knob's value: a bool toggle, a number, or one number per optimizer param group."""
 
 COMMANDS_FILE = "commands.jsonl"

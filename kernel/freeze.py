@@ -82,7 +82,8 @@ def load_recipe(path: str | os.PathLike[str]) -> list[RecipeEntry]:
         try:
             entries.append(RecipeEntry.model_validate_json(line))
         except ValidationError as exc:
-            raise RunDirError(f"{path}:{n} is not a recipe entry: {exc.errors()[0]['msg']}") from None
+            msg = exc.errors()[0]["msg"]
+            raise RunDirError(f"{path}:{n} is not a recipe entry: {msg}") from None
     return sorted(entries, key=lambda e: e.step)
 
 

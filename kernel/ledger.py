@@ -65,11 +65,15 @@ def read_ledger(run_dir: str | os.PathLike[str]) -> list[LedgerRow]:
 
 
 class Ledger:
-    """Appends rows to a run's ledger and remembers what it already answered."""
+    """Appends rows to a run's ledger and remembers what it already answered.
 
-    def __init__(self, run_dir: str | os.PathLike[str]) -> None:
-        self.path = Path(run_dir) / LEDGER_FILE
-        rows = read_ledger(run_dir)
+    With ``run_dir=None`` the ledger keeps its memory but writes nothing: the ranks other
+    than 0 of a distributed job use it to decide exactly as rank 0 does.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike[str] | None) -> None:
+        self.path = None if run_dir is None else Path(run_dir) / LEDGER_FILE
+        rows = [] if run_dir is None else read_ledger(run_dir)
         self._seq = max((r.seq for r in rows), default=0)
         self.handled_offsets = {r.offset for r in rows if r.offset is not None}
         self.handled_ids = {r.command_id for r in rows
@@ -80,9 +84,21 @@ class Ledger:
         self._seq += 1
         row = LedgerRow(seq=self._seq, step=step, wall_time=time.time(), decision=decision,
                         **fields)  # type: ignore[arg-type]
-        append_line(self.path, row.model_dump_json(exclude_none=True))
+        if self.path is not None:
+            append_line(self.path, row.model_dump_json(exclude_none=True))
         if row.offset is not None:
             self.handled_offsets.add(row.offset)
         if row.command_id is not None and decision != "rejected":
             self.handled_ids.add(row.command_id)  # a rejected id may be sent again, fixed
         return row
+
+    def memory(self) -> dict[str, object]:
+        """What this ledger remembers, as plain data (to hand to another rank)."""
+        return {"seq": self._seq, "offsets": sorted(self.handled_offsets),
+                "ids": sorted(self.handled_ids)}
+
+    def adopt(self, memory: dict[str, object]) -> None:
+        """Remember what another rank's ledger remembers."""
+        self._seq = int(memory["seq"])  # type: ignore[call-overload]
+        self.handled_offsets = set(memory["offsets"])  # type: ignore[call-overload]
+        self.handled_ids = set(memory["ids"])  # type: ignore[call-overload]

@@ -65,13 +65,15 @@ def read_kernel_state(run_dir: str | os.PathLike[str]) -> KernelState | None:
     try:
         raw = read_json(path)
     except ValueError as exc:
-        raise RunDirError(f"{path} is not valid JSON ({exc}); is another tool writing it?") from None
+        raise RunDirError(f"{path} is not valid JSON ({exc}); "
+                          "is another tool writing it?") from None
     if raw is None:
         return None
     try:
         return KernelState.model_validate(raw)
     except ValidationError as exc:
-        raise RunDirError(f"{path} does not hold a kernel state: {exc.errors()[0]['msg']}") from None
+        msg = exc.errors()[0]["msg"]
+        raise RunDirError(f"{path} does not hold a kernel state: {msg}") from None
 
 
 def write_kernel_state(run_dir: str | os.PathLike[str], state: KernelState) -> None:

@@ -77,11 +77,12 @@ class Knob(ABC):
         self._write(self.validate(value))
 
     def resolve(self, value: KnobValue | None = None, multiplier: float | None = None) -> KnobValue:
-        """The validated target of a command: ``value``, or the current value times ``multiplier``."""
+        """The validated target of a command: ``value``, or the current value x ``multiplier``."""
         if multiplier is None:
             return self.validate(value)
         if self.kind == "bool":
-            raise KnobError(self.name, "a multiplier cannot apply to an on/off knob; set true or false")
+            raise KnobError(self.name,
+                            "a multiplier cannot apply to an on/off knob; set true or false")
         current = self.get()
         if isinstance(current, list):
             return self.validate([v * multiplier for v in current])

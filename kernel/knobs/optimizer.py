@@ -59,7 +59,7 @@ class OptimizerKnob(Knob):
         if len(values) != len(self.groups):
             raise KnobError(self.name, f"expects one value per param group "
                                        f"({len(self.groups)}), got {len(values)}")
-        for g, v in zip(self.groups, values):
+        for g, v in zip(self.groups, values, strict=True):
             if self.hyper == "lr":
                 self._rescale_lr(g, v)
             else:
@@ -72,7 +72,7 @@ class OptimizerKnob(Knob):
 
     def restore(self, snapshot: Any) -> None:
         if self.hyper != "lr":
-            for g, v in zip(self.groups, snapshot):
+            for g, v in zip(self.groups, snapshot, strict=True):
                 self._store(g, v)
             return
         for container, key, value in snapshot:
@@ -133,8 +133,14 @@ def _flatten(schedulers: Iterable[Any]) -> Iterable[Any]:
         yield from _flatten(getattr(sched, "_schedulers", ()))
 
 
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float)) or getattr(value, "numel", lambda: 0)() == 1
+
+
 def _hypers(group: Mapping[str, Any]) -> list[str]:
-    found = [h for h in ("lr", "weight_decay", "momentum") if isinstance(group.get(h), (int, float))]
+    found = [h for h in ("lr", "weight_decay", "momentum") if _is_number(group.get(h))]
     betas = group.get("betas")
     if isinstance(betas, (tuple, list)) and len(betas) == 2:
         found += ["beta1", "beta2"]
