@@ -1,10 +1,21 @@
 """The training kernel: lives inside the training process, applies live commands at safe
 step boundaries and records every change. It imports nothing from the other packages of
 this project, and nothing heavier than torch and pydantic.
+
+``Kernel`` (which needs torch) is imported on first use, so that tools reading a run
+directory (the CLI, the autopilot) start without loading torch.
 """
 
-from kernel._kernel import Kernel, KernelSettings, infer_mode
-from kernel.commands import Command, KnobValue, append_command, new_command_id, parse_command_line
+from typing import TYPE_CHECKING, Any
+
+from kernel.commands import (
+    Command,
+    KnobValue,
+    append_command,
+    format_value,
+    new_command_id,
+    parse_command_line,
+)
 from kernel.errors import CommandError, KernelError, KnobError, RunDirError
 from kernel.freeze import (
     FreezeState,
@@ -19,6 +30,20 @@ from kernel.knobs import FnKnob, Knob, KnobSpec
 from kernel.ledger import LedgerRow, read_ledger
 from kernel.metrics import MetricRecord
 from kernel.state import KernelState, read_kernel_state
+
+if TYPE_CHECKING:
+    from kernel._kernel import Kernel, KernelSettings, infer_mode
+
+_LAZY = {"Kernel", "KernelSettings", "infer_mode"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from kernel import _kernel
+
+        return getattr(_kernel, name)
+    raise AttributeError(f"module 'kernel' has no attribute {name!r}")
+
 
 __all__ = [
     "Command",
@@ -39,6 +64,7 @@ __all__ = [
     "RunDirError",
     "append_command",
     "export_recipe",
+    "format_value",
     "infer_mode",
     "load_recipe",
     "new_command_id",

@@ -27,8 +27,9 @@ logger = logging.getLogger(__name__)
 class CommandExecutor:
     """Applies commands to knobs and run operations, recording each in the ledger."""
 
-    def __init__(self, knobs: Mapping[str, Knob], ledger: Ledger,
-                 save_fn: Callable[[int], Any] | None) -> None:
+    def __init__(
+        self, knobs: Mapping[str, Knob], ledger: Ledger, save_fn: Callable[[int], Any] | None
+    ) -> None:
         self.knobs, self.ledger, self.save_fn = knobs, ledger, save_fn
         self.pending: list[PendingCommand] = []
         self.freeze: FreezeMode = "off"
@@ -41,16 +42,32 @@ class CommandExecutor:
         if offset in self.ledger.handled_offsets:
             return  # answered before a restart
         try:
+            self._accept(offset, text, step)
+        except Exception as exc:  # a bug must cost one line, not the batch or the run
+            self._record_crash(step, offset, None, exc)
+
+    def _accept(self, offset: int, text: str, step: int | None) -> None:
+        try:
             cmd = parse_command_line(text)
         except CommandError as exc:
-            self.ledger.record(step=step, decision="rejected", offset=offset, reason=exc.reason,
-                               **_identity_of(text))
+            self.ledger.record(
+                step=step,
+                decision="rejected",
+                offset=offset,
+                reason=exc.reason,
+                **_identity_of(text),
+            )
             return
         if cmd.id in self.ledger.handled_ids or any(p.command.id == cmd.id for p in self.pending):
-            self.ledger.record(step=step, decision="rejected", offset=offset, source=cmd.source,
-                               command_id=cmd.id,
-                               reason=f"duplicate command id '{cmd.id}': it was already "
-                                      "handled; send the change again under a new id")
+            self.ledger.record(
+                step=step,
+                decision="rejected",
+                offset=offset,
+                source=cmd.source,
+                command_id=cmd.id,
+                reason=f"duplicate command id '{cmd.id}': it was already "
+                "handled; send the change again under a new id",
+            )
             return
         if cmd.apply_at_step is not None and step is not None and cmd.apply_at_step > step:
             keys = [(p.command.apply_at_step, p.offset) for p in self.pending]
@@ -69,13 +86,42 @@ class CommandExecutor:
 
     # -- execution -------------------------------------------------------------------------
     def execute(self, offset: int | None, cmd: Command, step: int | None) -> None:
-        row = {"command_id": cmd.id, "source": cmd.source, "op": cmd.op, "knob": cmd.knob,
-               "proposal_id": cmd.proposal_id, "offset": offset}
+        """Apply ``cmd`` now; whatever happens, it ends as one ledger row."""
+        try:
+            self._execute(offset, cmd, step)
+        except Exception as exc:
+            self._record_crash(step, offset, cmd, exc)
+
+    def _record_crash(
+        self, step: int | None, offset: int | None, cmd: Command | None, exc: Exception
+    ) -> None:
+        logger.exception("handling a command failed unexpectedly; training continues")
+        ids = {} if cmd is None else {"command_id": cmd.id, "source": cmd.source, "op": cmd.op}
+        try:
+            self.ledger.record(
+                step=step, decision="failed", offset=offset, error=_describe(exc), **ids
+            )
+        except Exception:
+            logger.exception("could not record the failure in the ledger either")
+
+    def _execute(self, offset: int | None, cmd: Command, step: int | None) -> None:
+        row = {
+            "command_id": cmd.id,
+            "source": cmd.source,
+            "op": cmd.op,
+            "knob": cmd.knob,
+            "proposal_id": cmd.proposal_id,
+            "offset": offset,
+        }
         if cmd.op == "set":
             if self.freeze != "off":
-                self.ledger.record(step=step, decision="ignored_freeze", **row,
-                                   reason=f"the run is frozen ({self.freeze}); knob changes from "
-                                          "outside are ignored until `freeze off`")
+                self.ledger.record(
+                    step=step,
+                    decision="ignored_freeze",
+                    **row,
+                    reason=f"the run is frozen ({self.freeze}); knob changes from "
+                    "outside are ignored until `freeze off`",
+                )
                 return
             self.set_knob(step, cmd.knob or "", cmd.value, cmd.multiplier, row, cmd.reason)
         else:
@@ -85,43 +131,71 @@ class CommandExecutor:
         row = {"command_id": command_id, "source": "replay", "op": "set", "knob": entry.knob}
         self.set_knob(step, entry.knob, entry.value, None, row, f"recipe step {entry.step}")
 
-    def set_knob(self, step: int | None, name: str, value: KnobValue | None,
-                 multiplier: float | None, row: dict[str, Any], reason: str | None) -> None:
+    def set_knob(
+        self,
+        step: int | None,
+        name: str,
+        value: KnobValue | None,
+        multiplier: float | None,
+        row: dict[str, Any],
+        reason: str | None,
+    ) -> None:
         knob = self.knobs.get(name)
         if knob is None:
             known = ", ".join(sorted(self.knobs)) or "none"
-            self.ledger.record(step=step, decision="rejected", **row,
-                               reason=f"unknown knob '{name}'; this run's knobs are: {known}")
+            self.ledger.record(
+                step=step,
+                decision="rejected",
+                **row,
+                reason=f"unknown knob '{name}'; this run's knobs are: {known}",
+            )
             return
         try:
             target = knob.resolve(value, multiplier)
         except KnobError as exc:
             self.ledger.record(step=step, decision="rejected", **row, reason=exc.reason)
             return
+        except Exception as exc:  # a custom knob's getter may throw anything
+            error = f"could not read {name} to resolve the change: {_describe(exc)}"
+            self.ledger.record(step=step, decision="failed", **row, error=error)
+            return
         self._change(step, knob, target, row, reason)
 
-    def _change(self, step: int | None, knob: Knob, target: KnobValue, row: dict[str, Any],
-                reason: str | None) -> None:
-        before, snap = knob.get(), knob.snapshot()
+    def _change(
+        self,
+        step: int | None,
+        knob: Knob,
+        target: KnobValue,
+        row: dict[str, Any],
+        reason: str | None,
+    ) -> None:
+        try:
+            before, snap = knob.get(), knob.snapshot()
+        except Exception as exc:
+            error = f"could not read {knob.name} before changing it: {_describe(exc)}"
+            self.ledger.record(step=step, decision="failed", **row, error=error)
+            return
         try:
             knob.set(target)
             after = knob.get()
         except Exception as exc:  # a custom knob may throw anything; training goes on
-            error = f"{type(exc).__name__}: {exc}"
+            error = _describe(exc)
             error += _restore(knob, snap)
             logger.warning("knob %s failed to change: %s", knob.name, error)
             self.ledger.record(step=step, decision="failed", **row, before=before, error=error)
             return
-        self.ledger.record(step=step, decision="applied", **row, before=before, after=after,
-                           reason=reason)
+        self.ledger.record(
+            step=step, decision="applied", **row, before=before, after=after, reason=reason
+        )
 
     def _run_op(self, step: int | None, cmd: Command, row: dict[str, Any]) -> None:
         if cmd.op == "checkpoint":
             self._checkpoint(step, row, cmd.reason)
             return
         if cmd.op == "resume" and not self.paused:
-            self.ledger.record(step=step, decision="rejected", **row,
-                               reason="the run is not paused")
+            self.ledger.record(
+                step=step, decision="rejected", **row, reason="the run is not paused"
+            )
             return
         if cmd.op == "stop":
             self.stopping, self.paused = True, False
@@ -131,18 +205,24 @@ class CommandExecutor:
 
     def _checkpoint(self, step: int | None, row: dict[str, Any], reason: str | None) -> None:
         if self.save_fn is None:
-            self.ledger.record(step=step, decision="rejected", **row,
-                               reason="no save function: pass save_fn=... to Kernel to enable "
-                                      "checkpoint commands")
+            self.ledger.record(
+                step=step,
+                decision="rejected",
+                **row,
+                reason="no save function: pass save_fn=... to Kernel to enable checkpoint commands",
+            )
             return
         try:
             self.save_fn(step if step is not None else -1)
         except Exception as exc:  # the user's save function; record it and keep training
             logger.warning("checkpoint at step %s failed: %s", step, exc)
-            self.ledger.record(step=step, decision="failed", **row,
-                               error=f"{type(exc).__name__}: {exc}")
+            self.ledger.record(step=step, decision="failed", **row, error=_describe(exc))
             return
         self.ledger.record(step=step, decision="applied", **row, reason=reason)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _restore(knob: Knob, snapshot: Any) -> str:
@@ -151,7 +231,15 @@ def _restore(knob: Knob, snapshot: Any) -> str:
         return ""
     except Exception as exc:
         logger.error("knob %s could not be restored after a failed change: %s", knob.name, exc)
-        return f"; restoring the previous value failed too: {type(exc).__name__}: {exc}"
+        return f"; restoring the previous value failed too: {_describe(exc)}"
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # a lone surrogate: JSON readers would refuse the ledger row
+        return False
 
 
 def _identity_of(text: str) -> dict[str, Any]:
@@ -163,7 +251,7 @@ def _identity_of(text: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
         return {}
     found: dict[str, Any] = {}
-    if isinstance(raw.get("id"), str) and 0 < len(raw["id"]) <= 200:
+    if isinstance(raw.get("id"), str) and 0 < len(raw["id"]) <= 200 and _is_unicode(raw["id"]):
         found["command_id"] = raw["id"]
     if raw.get("source") in ("human", "rules", "ai", "tune", "replay", "api"):
         found["source"] = raw["source"]

@@ -114,14 +114,21 @@ class Kernel:
     write).
     """
 
-    def __init__(self, run_dir: str | os.PathLike[str], *, optimizer: Any = None,
-                 scheduler: Any = None, loss_weights: MutableMapping[str, Any] | None = None,
-                 key_metric: str | None = None,
-                 key_metric_mode: Literal["min", "max"] | None = None,
-                 grad_clip: float | None = None, knobs: Iterable[Knob] = (),
-                 save_fn: Callable[[int], Any] | None = None,
-                 bounds: Mapping[str, tuple[float, float]] | None = None,
-                 settings: KernelSettings | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: str | os.PathLike[str],
+        *,
+        optimizer: Any = None,
+        scheduler: Any = None,
+        loss_weights: MutableMapping[str, Any] | None = None,
+        key_metric: str | None = None,
+        key_metric_mode: Literal["min", "max"] | None = None,
+        grad_clip: float | None = None,
+        knobs: Iterable[Knob] = (),
+        save_fn: Callable[[int], Any] | None = None,
+        bounds: Mapping[str, tuple[float, float]] | None = None,
+        settings: KernelSettings | None = None,
+    ) -> None:
         self.run_dir = Path(run_dir)
         self.settings = settings or KernelSettings()
         distributed = self.settings.distributed
@@ -158,11 +165,21 @@ class Kernel:
             self._share_initial_state()
 
     # -- setup -----------------------------------------------------------------------------
-    def _discover(self, optimizer: Any, scheduler: Any,
-                  loss_weights: MutableMapping[str, Any] | None, grad_clip: float | None,
-                  bounds: Mapping[str, tuple[float, float]]) -> None:
-        schedulers: Sequence[Any] = (scheduler if isinstance(scheduler, (list, tuple))
-                                     else [scheduler] if scheduler is not None else [])
+    def _discover(
+        self,
+        optimizer: Any,
+        scheduler: Any,
+        loss_weights: MutableMapping[str, Any] | None,
+        grad_clip: float | None,
+        bounds: Mapping[str, tuple[float, float]],
+    ) -> None:
+        schedulers: Sequence[Any] = (
+            scheduler
+            if isinstance(scheduler, (list, tuple))
+            else [scheduler]
+            if scheduler is not None
+            else []
+        )
         if optimizer is not None:
             for knob in optimizer_knobs(optimizer, schedulers, bounds):
                 self.register(knob)
@@ -195,8 +212,11 @@ class Kernel:
         executor = self._executor
         state = None
         if self._sync.is_leader:
-            state = {"ledger": executor.ledger.memory(), "freeze": self._freeze_payload(),
-                     "pending": [p.model_dump(mode="json") for p in executor.pending]}
+            state = {
+                "ledger": executor.ledger.memory(),
+                "freeze": self._freeze_payload(),
+                "pending": [p.model_dump(mode="json") for p in executor.pending],
+            }
         state = self._sync.broadcast(state)
         if not self._sync.is_leader:
             executor.ledger.adopt(state["ledger"])
@@ -291,17 +311,21 @@ class Kernel:
             self._closed = True
             return
         self._closed = True
-        try:
-            self._metrics.flush()
-            self._write_state(status)
-        except Exception:
-            logger.exception("kernel.close failed")
+        for action in (self._metrics.flush, lambda: self._write_state(status)):
+            try:
+                action()
+            except Exception:
+                logger.exception("kernel.close: part of closing failed")
 
     def __enter__(self) -> Kernel:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close("crashed" if exc_type is not None else "closed")
 
     # -- internals -------------------------------------------------------------------------
@@ -385,13 +409,15 @@ class Kernel:
         self._recipe = [RecipeEntry.model_validate(e) for e in recipe]
         self._recipe_pos = 0
         handled = self._executor.ledger.handled_ids
-        while (self._recipe_pos < len(self._recipe)
-               and self._replay_id(self._recipe_pos) in handled):
+        while self._recipe_pos < len(self._recipe) and self._replay_id(self._recipe_pos) in handled:
             self._recipe_pos += 1
 
     def _freeze_payload(self) -> dict[str, Any]:
-        return {"mode": self._executor.freeze, "tag": self._recipe_tag,
-                "recipe": [e.model_dump(mode="json") for e in self._recipe]}
+        return {
+            "mode": self._executor.freeze,
+            "tag": self._recipe_tag,
+            "recipe": [e.model_dump(mode="json") for e in self._recipe],
+        }
 
     def _replay_id(self, index: int) -> str:
         return f"replay-{self._recipe_tag}-{index}"
@@ -409,14 +435,20 @@ class Kernel:
         self._next_heartbeat = time.monotonic() + self.settings.heartbeat_interval_s
         executor = self._executor
         if status is None:
-            status = ("stopping" if executor.stopping else "paused" if executor.paused
-                      else "running")
+            status = "stopping" if executor.stopping else "paused" if executor.paused else "running"
         state = KernelState(
-            pid=os.getpid(), host=socket.gethostname(), started_at=self._started_at,
-            heartbeat=time.time(), status=status, last_step=self._last_step,
-            cursor=self._commands.offset, pending=list(executor.pending),
-            key_metric=self.key_metric, key_metric_mode=self.key_metric_mode,
-            freeze=executor.freeze, knobs=self._specs(),
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            started_at=self._started_at,
+            heartbeat=time.time(),
+            status=status,
+            last_step=self._last_step,
+            cursor=self._commands.offset,
+            pending=list(executor.pending),
+            key_metric=self.key_metric,
+            key_metric_mode=self.key_metric_mode,
+            freeze=executor.freeze,
+            knobs=self._specs(),
         )
         write_kernel_state(self.run_dir, state)
 

@@ -74,7 +74,16 @@ class Command(BaseModel):
             return self.op
         if self.multiplier is not None:
             return f"{self.knob} x{self.multiplier:g}"
-        return f"{self.knob}={self.value}"
+        return f"{self.knob}={format_value(self.value)}"
+
+
+def format_value(value: KnobValue | None) -> str:
+    """A knob value as a person types it: ``true``, ``0.0001``, ``[0.001, 0.0001]``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(f"{v:g}" for v in value) + "]"
+    return "none" if value is None else f"{value:g}"
 
 
 def new_command_id(prefix: str = "cmd") -> str:
@@ -94,6 +103,14 @@ def parse_command_line(text: str) -> Command:
         raise CommandError(f"not valid JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise CommandError(f"a command must be a JSON object, got {type(raw).__name__}")
+    try:
+        text.encode("utf-8")
+        json.dumps(raw, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise CommandError(
+            "the command holds text that is not valid Unicode "
+            "(a lone surrogate such as \\ud800); send it as UTF-8"
+        ) from None
     try:
         return Command.model_validate(raw)
     except ValidationError as exc:

@@ -50,12 +50,15 @@ def read_freeze(run_dir: str | os.PathLike[str]) -> FreezeState:
         raw = read_json(path)
         return FreezeState() if raw is None else FreezeState.model_validate(raw)
     except (ValueError, ValidationError) as exc:
-        raise RunDirError(f"{path} is not a valid freeze file ({exc}); "
-                          "rewrite it with `autopilot --dir D freeze off`") from None
+        raise RunDirError(
+            f"{path} is not a valid freeze file ({exc}); "
+            "rewrite it with `autopilot --dir D freeze off`"
+        ) from None
 
 
-def write_freeze(run_dir: str | os.PathLike[str], mode: FreezeMode,
-                 recipe: str | os.PathLike[str] | None = None) -> FreezeState:
+def write_freeze(
+    run_dir: str | os.PathLike[str], mode: FreezeMode, recipe: str | os.PathLike[str] | None = None
+) -> FreezeState:
     """Set the run's freeze mode; ``replay`` needs a readable recipe file."""
     if mode == "replay":
         if recipe is None:
@@ -65,6 +68,7 @@ def write_freeze(run_dir: str | os.PathLike[str], mode: FreezeMode,
     elif recipe is not None:
         raise RunDirError(f"a recipe only makes sense with freeze replay, not {mode}")
     state = FreezeState(mode=mode, recipe=None if recipe is None else str(recipe))
+    Path(run_dir).mkdir(parents=True, exist_ok=True)  # freezing before the run starts is fine
     write_json_atomic(Path(run_dir) / FREEZE_FILE, state.model_dump(mode="json"))
     return state
 
@@ -72,7 +76,7 @@ def write_freeze(run_dir: str | os.PathLike[str], mode: FreezeMode,
 def load_recipe(path: str | os.PathLike[str]) -> list[RecipeEntry]:
     """Read a recipe file, sorted by step."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        lines = Path(path).read_text(encoding="utf-8").split("\n")  # not splitlines: U+2028 is text
     except OSError as exc:
         raise RunDirError(f"cannot read recipe {path}: {exc.strerror}") from None
     entries = []
@@ -90,14 +94,23 @@ def load_recipe(path: str | os.PathLike[str]) -> list[RecipeEntry]:
 def export_recipe(run_dir: str | os.PathLike[str]) -> list[RecipeEntry]:
     """The recipe of a run: every applied knob change in its ledger, in order."""
     return [
-        RecipeEntry(step=row.step, knob=row.knob, value=row.after,
-                    command_id=row.command_id, source=row.source)
+        RecipeEntry(
+            step=row.step,
+            knob=row.knob,
+            value=row.after,
+            command_id=row.command_id,
+            source=row.source,
+        )
         for row in read_ledger(run_dir)
-        if row.decision == "applied" and row.op == "set" and row.step is not None
-        and row.knob is not None and row.after is not None
+        if row.decision == "applied"
+        and row.op == "set"
+        and row.step is not None
+        and row.knob is not None
+        and row.after is not None
     ]
 
 
 def write_recipe(entries: list[RecipeEntry], out: str | os.PathLike[str]) -> None:
-    Path(out).write_text("".join(e.model_dump_json(exclude_none=True) + "\n" for e in entries),
-                         encoding="utf-8")
+    Path(out).write_text(
+        "".join(e.model_dump_json(exclude_none=True) + "\n" for e in entries), encoding="utf-8"
+    )

@@ -99,7 +99,10 @@ class JsonlTail:
                 if size < self.offset:
                     logger.warning(
                         "%s shrank from %d to %d bytes; it must be append-only. "
-                        "Continuing from its new end.", self.path, self.offset, size,
+                        "Continuing from its new end.",
+                        self.path,
+                        self.offset,
+                        size,
                     )
                     self.offset = size
                     return []

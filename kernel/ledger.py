@@ -50,7 +50,7 @@ def read_ledger(run_dir: str | os.PathLike[str]) -> list[LedgerRow]:
     """All valid rows of a run's ledger, oldest first (an empty list when there is none)."""
     path = Path(run_dir) / LEDGER_FILE
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8").split("\n")  # not splitlines: U+2028 is text
     except FileNotFoundError:
         return []
     rows = []
@@ -76,14 +76,22 @@ class Ledger:
         rows = [] if run_dir is None else read_ledger(run_dir)
         self._seq = max((r.seq for r in rows), default=0)
         self.handled_offsets = {r.offset for r in rows if r.offset is not None}
-        self.handled_ids = {r.command_id for r in rows
-                            if r.command_id is not None and r.decision != "rejected"}
+        self.handled_ids = {
+            r.command_id for r in rows if r.command_id is not None and r.decision != "rejected"
+        }
 
     def record(self, *, step: int | None, decision: Decision, **fields: object) -> LedgerRow:
         """Append one row and return it."""
         self._seq += 1
-        row = LedgerRow(seq=self._seq, step=step, wall_time=time.time(), decision=decision,
-                        **fields)  # type: ignore[arg-type]
+        row = LedgerRow.model_validate(
+            {
+                "seq": self._seq,
+                "step": step,
+                "wall_time": time.time(),
+                "decision": decision,
+                **fields,
+            }
+        )
         if self.path is not None:
             append_line(self.path, row.model_dump_json(exclude_none=True))
         if row.offset is not None:
@@ -94,8 +102,11 @@ class Ledger:
 
     def memory(self) -> dict[str, object]:
         """What this ledger remembers, as plain data (to hand to another rank)."""
-        return {"seq": self._seq, "offsets": sorted(self.handled_offsets),
-                "ids": sorted(self.handled_ids)}
+        return {
+            "seq": self._seq,
+            "offsets": sorted(self.handled_offsets),
+            "ids": sorted(self.handled_ids),
+        }
 
     def adopt(self, memory: dict[str, object]) -> None:
         """Remember what another rank's ledger remembers."""

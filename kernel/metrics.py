@@ -72,17 +72,20 @@ class MetricsWriter:
         for name, raw in metrics.items():
             try:
                 value = _to_float(raw)
-            except (TypeError, ValueError, RuntimeError):
-                logger.warning("metric %r at step %d is not a number (%r); not recorded",
-                               name, step, raw)
+            except Exception:  # anything float() refuses, e.g. a huge int overflowing
+                logger.warning(
+                    "metric %r at step %d is not a number (%r); not recorded", name, step, raw
+                )
                 continue
             text = repr(value) if math.isfinite(value) else _NONFINITE[repr(value)]
             if not math.isfinite(value):
                 nonfinite.append(name)
             fields.append(f"{self._key(name)}:{text}")
         extra = f',"nonfinite":{json.dumps(nonfinite)}' if nonfinite else ""
-        return (f'{{"step":{int(step)},"wall_time":{wall_time:.6f},'
-                f'"metrics":{{{",".join(fields)}}}{extra}}}\n')
+        return (
+            f'{{"step":{int(step)},"wall_time":{wall_time:.6f},'
+            f'"metrics":{{{",".join(fields)}}}{extra}}}\n'
+        )
 
     def _key(self, name: str) -> str:
         key = self._keys.get(name)

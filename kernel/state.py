@@ -65,8 +65,9 @@ def read_kernel_state(run_dir: str | os.PathLike[str]) -> KernelState | None:
     try:
         raw = read_json(path)
     except ValueError as exc:
-        raise RunDirError(f"{path} is not valid JSON ({exc}); "
-                          "is another tool writing it?") from None
+        raise RunDirError(
+            f"{path} is not valid JSON ({exc}); is another tool writing it?"
+        ) from None
     if raw is None:
         return None
     try:

@@ -29,6 +29,8 @@ class KnobSpec(BaseModel):
     hi: float | None = None
     scale: Scale = "linear"
     value: KnobValue
+    groups: int | None = None
+    """For a knob over several optimizer param groups: how many numbers a list value needs."""
     description: str = ""
 
 
@@ -49,8 +51,19 @@ class Knob(ABC):
         2.0
     """
 
-    def __init__(self, name: str, *, kind: Kind = "float", lo: float | None = None,
-                 hi: float | None = None, scale: Scale = "linear", description: str = "") -> None:
+    groups: int | None = None
+    """Knobs over several param groups accept a list with one number per group."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        kind: Kind = "float",
+        lo: float | None = None,
+        hi: float | None = None,
+        scale: Scale = "linear",
+        description: str = "",
+    ) -> None:
         if lo is not None and hi is not None and lo > hi:
             raise ValueError(f"knob {name}: lower bound {lo} is above upper bound {hi}")
         self.name, self.kind, self.lo, self.hi = name, kind, lo, hi
@@ -81,8 +94,9 @@ class Knob(ABC):
         if multiplier is None:
             return self.validate(value)
         if self.kind == "bool":
-            raise KnobError(self.name,
-                            "a multiplier cannot apply to an on/off knob; set true or false")
+            raise KnobError(
+                self.name, "a multiplier cannot apply to an on/off knob; set true or false"
+            )
         current = self.get()
         if isinstance(current, list):
             return self.validate([v * multiplier for v in current])
@@ -95,6 +109,9 @@ class Knob(ABC):
                 raise KnobError(self.name, f"expects true or false, got {value!r}")
             return value
         if isinstance(value, list):
+            if self.groups is None or len(value) != self.groups:
+                need = "one number" if self.groups is None else f"{self.groups} numbers or one"
+                raise KnobError(self.name, f"expects {need}, got a list of {len(value)}")
             return [self._check_number(v) for v in value]
         return self._check_number(value)
 
@@ -111,8 +128,16 @@ class Knob(ABC):
         return value
 
     def spec(self) -> KnobSpec:
-        return KnobSpec(name=self.name, kind=self.kind, lo=self.lo, hi=self.hi,
-                        scale=self.scale, value=self.get(), description=self.description)
+        return KnobSpec(
+            name=self.name,
+            kind=self.kind,
+            lo=self.lo,
+            hi=self.hi,
+            scale=self.scale,
+            value=self.get(),
+            groups=self.groups,
+            description=self.description,
+        )
 
 
 class FnKnob(Knob):
@@ -126,9 +151,18 @@ class FnKnob(Knob):
         0.3
     """
 
-    def __init__(self, name: str, *, get: Callable[[], Any], set: Callable[[Any], None],
-                 kind: Kind = "float", lo: float | None = None, hi: float | None = None,
-                 scale: Scale = "linear", description: str = "") -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        get: Callable[[], Any],
+        set: Callable[[Any], None],
+        kind: Kind = "float",
+        lo: float | None = None,
+        hi: float | None = None,
+        scale: Scale = "linear",
+        description: str = "",
+    ) -> None:
         super().__init__(name, kind=kind, lo=lo, hi=hi, scale=scale, description=description)
         self._get, self._set = get, set
 

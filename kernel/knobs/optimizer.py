@@ -19,7 +19,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from kernel.commands import KnobValue
-from kernel.errors import KnobError
 from kernel.knobs._base import Knob, Scale
 
 DEFAULT_BOUNDS: dict[str, tuple[float, float, Scale]] = {
@@ -44,22 +43,30 @@ Slot = tuple[Any, Any]  # (container, key): container[key] holds a number tied t
 class OptimizerKnob(Knob):
     """One hyperparameter over some of an optimizer's param groups."""
 
-    def __init__(self, optimizer: Any, hyper: str, groups: Sequence[int], *, name: str,
-                 lo: float, hi: float, scale: Scale, schedulers: Sequence[Any] = ()) -> None:
+    def __init__(
+        self,
+        optimizer: Any,
+        hyper: str,
+        groups: Sequence[int],
+        *,
+        name: str,
+        lo: float,
+        hi: float,
+        scale: Scale,
+        schedulers: Sequence[Any] = (),
+    ) -> None:
         super().__init__(name, lo=lo, hi=hi, scale=scale, description=_DESCRIPTIONS[hyper])
-        self.optimizer, self.hyper, self.groups = optimizer, hyper, list(groups)
+        self.optimizer, self.hyper, self.group_indices = optimizer, hyper, list(groups)
+        self.groups = len(self.group_indices) if len(self.group_indices) > 1 else None
         self.schedulers = list(_flatten(schedulers))
 
     def get(self) -> KnobValue:
-        values = [self._read(g) for g in self.groups]
+        values = [self._read(g) for g in self.group_indices]
         return values[0] if all(v == values[0] for v in values) else values
 
     def _write(self, value: Any) -> None:
-        values = value if isinstance(value, list) else [value] * len(self.groups)
-        if len(values) != len(self.groups):
-            raise KnobError(self.name, f"expects one value per param group "
-                                       f"({len(self.groups)}), got {len(values)}")
-        for g, v in zip(self.groups, values, strict=True):
+        values = value if isinstance(value, list) else [value] * len(self.group_indices)
+        for g, v in zip(self.group_indices, values, strict=True):
             if self.hyper == "lr":
                 self._rescale_lr(g, v)
             else:
@@ -67,12 +74,12 @@ class OptimizerKnob(Knob):
 
     def snapshot(self) -> Any:
         if self.hyper != "lr":
-            return [self._read(g) for g in self.groups]
-        return [(c, k, c[k]) for g in self.groups for c, k in self._lr_slots(g)]
+            return [self._read(g) for g in self.group_indices]
+        return [(c, k, _copy(c[k])) for g in self.group_indices for c, k in self._lr_slots(g)]
 
     def restore(self, snapshot: Any) -> None:
         if self.hyper != "lr":
-            for g, v in zip(self.groups, snapshot, strict=True):
+            for g, v in zip(self.group_indices, snapshot, strict=True):
                 self._store(g, v)
             return
         for container, key, value in snapshot:
@@ -117,8 +124,15 @@ class OptimizerKnob(Knob):
         return slots
 
 
+def _copy(value: Any) -> Any:
+    """A value that later in-place changes of ``value`` cannot reach (tensors are cloned)."""
+    return value.clone() if hasattr(value, "clone") else value
+
+
 def _assign(container: Any, key: Any, value: float) -> None:
     current = container[key]
+    if hasattr(value, "item"):
+        value = value.item()
     if hasattr(current, "fill_"):  # a tensor-valued hyperparameter (capturable optimizers)
         current.fill_(value)
     else:
@@ -147,8 +161,11 @@ def _hypers(group: Mapping[str, Any]) -> list[str]:
     return found
 
 
-def optimizer_knobs(optimizer: Any, schedulers: Sequence[Any] = (),
-                    bounds: Mapping[str, tuple[float, float]] | None = None) -> list[OptimizerKnob]:
+def optimizer_knobs(
+    optimizer: Any,
+    schedulers: Sequence[Any] = (),
+    bounds: Mapping[str, tuple[float, float]] | None = None,
+) -> list[OptimizerKnob]:
     """Discover the knobs of ``optimizer``: all-group knobs, plus per-group ones if several."""
     bounds = bounds or {}
     n_groups = len(optimizer.param_groups)
@@ -160,6 +177,16 @@ def optimizer_knobs(optimizer: Any, schedulers: Sequence[Any] = (),
             names += [(f"{hyper}[{g}]", [g]) for g in range(n_groups)]
         for name, groups in names:
             lo_, hi_ = bounds.get(name, bounds.get(hyper, (lo, hi)))
-            knobs.append(OptimizerKnob(optimizer, hyper, groups, name=name, lo=lo_, hi=hi_,
-                                       scale=scale, schedulers=schedulers))
+            knobs.append(
+                OptimizerKnob(
+                    optimizer,
+                    hyper,
+                    groups,
+                    name=name,
+                    lo=lo_,
+                    hi=hi_,
+                    scale=scale,
+                    schedulers=schedulers,
+                )
+            )
     return knobs

@@ -13,8 +13,12 @@ class GradClipKnob(Knob):
     """Max gradient norm used by ``Kernel.clip_grad_norm_``; ``0`` means clipping is off."""
 
     def __init__(self, initial: float | None = None, *, lo: float = 0.0, hi: float = 1e4) -> None:
-        super().__init__("grad_clip", lo=lo, hi=hi,
-                         description="max gradient norm for clipping; 0 turns clipping off")
+        super().__init__(
+            "grad_clip",
+            lo=lo,
+            hi=hi,
+            description="max gradient norm for clipping; 0 turns clipping off",
+        )
         self.value = float(initial or 0.0)
 
     def get(self) -> KnobValue:
@@ -27,8 +31,11 @@ class GradClipKnob(Knob):
         if multiplier is not None and self.value == 0.0:
             from kernel.errors import KnobError
 
-            raise KnobError(self.name, "clipping is off (0), so a multiplier has nothing to "
-                                       "scale; set a max norm first, e.g. grad_clip=1.0")
+            raise KnobError(
+                self.name,
+                "clipping is off (0), so a multiplier has nothing to "
+                "scale; set a max norm first, e.g. grad_clip=1.0",
+            )
         return super().resolve(value, multiplier)
 
 
@@ -39,12 +46,17 @@ class LossWeightKnob(Knob):
     next read of ``weights["name"]``.
     """
 
-    def __init__(self, weights: MutableMapping[str, Any], key: str, *, lo: float = 0.0,
-                 hi: float = 100.0) -> None:
+    def __init__(
+        self, weights: MutableMapping[str, Any], key: str, *, lo: float = 0.0, hi: float = 100.0
+    ) -> None:
         is_toggle = isinstance(weights[key], bool)
-        super().__init__(f"loss.{key}", kind="bool" if is_toggle else "float",
-                         lo=None if is_toggle else lo, hi=None if is_toggle else hi,
-                         description=f"loss term '{key}' " + ("on/off" if is_toggle else "weight"))
+        super().__init__(
+            f"loss.{key}",
+            kind="bool" if is_toggle else "float",
+            lo=None if is_toggle else lo,
+            hi=None if is_toggle else hi,
+            description=f"loss term '{key}' " + ("on/off" if is_toggle else "weight"),
+        )
         self._weights, self._key = weights, key
 
     def get(self) -> KnobValue:

@@ -46,6 +46,7 @@ def _worker(rank: int, world: int, port: int, run_dir: str, out_dir: str) -> Non
                 break
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump(lrs, f)
+    dist.barrier()  # leave together: a rank exiting mid-teardown can abort gloo
     dist.destroy_process_group()
 
 

@@ -1,0 +1,131 @@
+"""The argument parser of ``autopilot``: subcommands and their options, nothing else.
+
+Each subcommand names its handler as ``"module:function"`` (``args.handler``); ``main``
+imports the module only when that subcommand runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import NoReturn
+
+from autopilot.cli._common import ENV_DIR, CliError
+
+OPS = ("stop", "pause", "resume", "checkpoint")
+_OP_HELP = {
+    "stop": "end the training loop at the next step",
+    "pause": "block the training loop at the next step until resume or stop",
+    "resume": "continue a paused run",
+    "checkpoint": "call the run's save function at the next step",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports usage mistakes as one ``error:`` line instead of usage text and an exit."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CliError(f"{message} (see `{self.prog} --help`)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``autopilot`` parser."""
+    parser = _Parser(
+        prog="autopilot",
+        description="Live, bounded, recorded changes to a "
+        "running PyTorch training job, through its run directory.",
+    )
+    parser.add_argument("--dir", help=f"the run directory (default: ${ENV_DIR})")
+    common = _Parser(add_help=False)
+    common.add_argument("--dir", default=argparse.SUPPRESS, help="the run directory")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_set(sub, common)
+    for op in OPS:
+        _add_op(sub, common, op)
+    _add_inspect(sub, common)
+    _add_freeze(sub, common)
+    _add_demo(sub, common)
+    return parser
+
+
+def _add_wait(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reason", help="why; recorded in the ledger")
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait until the kernel has handled the command and print its decision",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="how long --wait waits (default: 30 s)",
+    )
+
+
+def _add_set(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "set",
+        parents=[common],
+        help="change knobs live",
+        description="Queue one command per assignment. Values: 1e-4, x0.5 or "
+        "*0.5 (multiply), true/false/on/off, 1e-3,1e-4 (one per param group), "
+        "grad_clip=off.",
+    )
+    p.add_argument(
+        "assignments",
+        nargs="+",
+        metavar="KNOB=VALUE",
+        help="e.g. lr=1e-4, lr=x0.5, loss.aux=0.5, lr[1]=1e-3, grad_clip=off",
+    )
+    p.add_argument("--at-step", type=int, metavar="N", help="apply at step N, not the next step")
+    _add_wait(p)
+    p.set_defaults(handler="run_commands:cmd_set")
+
+
+def _add_op(sub: argparse._SubParsersAction, common: argparse.ArgumentParser, op: str) -> None:
+    p = sub.add_parser(op, parents=[common], help=_OP_HELP[op], description=_OP_HELP[op])
+    _add_wait(p)
+    p.set_defaults(handler="run_commands:cmd_op", op=op)
+
+
+def _add_inspect(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("status", parents=[common], help="the run's state, knobs and recent changes")
+    p.set_defaults(handler="inspect:cmd_status")
+    p = sub.add_parser("ledger", parents=[common], help="every command the kernel handled")
+    p.add_argument("--tail", type=int, metavar="N", help="only the last N rows")
+    p.add_argument("--json", action="store_true", help="one JSON object per row")
+    p.set_defaults(handler="inspect:cmd_ledger")
+
+
+def _add_freeze(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "freeze",
+        parents=[common],
+        help="stop outside knob changes (prod) or replay a recipe (replay); off lifts it",
+    )
+    p.add_argument("mode", choices=("off", "prod", "replay"))
+    p.add_argument("--recipe", metavar="F", help="the recipe file to replay (freeze replay)")
+    p.set_defaults(handler="freeze:cmd_freeze")
+    p = sub.add_parser("recipe", parents=[common], help="export the run's knob history")
+    p.add_argument("action", choices=("export",))
+    p.add_argument("--out", required=True, metavar="F", help="the recipe file to write")
+    p.set_defaults(handler="freeze:cmd_recipe")
+
+
+def _add_demo(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "demo",
+        parents=[common],
+        help="train a small model under the kernel "
+        "and change its learning rate live from another process",
+    )
+    p.add_argument("--steps", type=int, default=600, metavar="N", help="training steps (600)")
+    p.add_argument(
+        "--pace",
+        type=float,
+        default=0.015,
+        metavar="S",
+        help="seconds per training step, so the run can be watched (0.015)",
+    )
+    p.set_defaults(handler="demo:cmd_demo")

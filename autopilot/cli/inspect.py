@@ -1,0 +1,139 @@
+"""``autopilot status`` and ``autopilot ledger``: what a run is doing and what happened to it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from autopilot.cli._common import CliError, run_dir_of
+from autopilot.cli._format import age_text, ledger_lines, table, value_text
+from autopilot.cli._metrics import latest_values, recent_metrics
+from kernel import (
+    CommandError,
+    KernelState,
+    KnobSpec,
+    parse_command_line,
+    read_freeze,
+    read_kernel_state,
+    read_ledger,
+)
+from kernel.commands import COMMANDS_FILE
+from kernel.jsonl import JsonlTail
+
+STALE_HEARTBEAT_S = 30.0
+_STATUS_ROWS = 5
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print the run's state, knobs, pending commands, recent ledger rows and metrics."""
+    run_dir = run_dir_of(args)
+    state = read_kernel_state(run_dir)
+    if state is None:
+        print(
+            f"no kernel has started in {run_dir} yet; start the training with "
+            f"Kernel({str(run_dir)!r}, ...)"
+        )
+        return 1
+    for block in (
+        _summary(run_dir, state),
+        _knobs(state),
+        _pending(run_dir, state),
+        _recent_ledger(run_dir),
+        _latest_metrics(run_dir),
+    ):
+        print("\n".join(block))
+    return 0
+
+
+def cmd_ledger(args: argparse.Namespace) -> int:
+    """Print the ledger as a table, or as JSON lines with ``--json``."""
+    run_dir = run_dir_of(args)
+    if args.tail is not None and args.tail < 1:
+        raise CliError(f"--tail must be at least 1, got {args.tail}")
+    rows = read_ledger(run_dir)
+    rows = rows[-args.tail :] if args.tail else rows
+    if args.json:
+        sys.stdout.write("".join(r.model_dump_json(exclude_none=True) + "\n" for r in rows))
+    elif not rows:
+        print(f"the ledger of {run_dir} is empty: the kernel has handled no command yet")
+    else:
+        print("\n".join(ledger_lines(rows)))
+    return 0
+
+
+def _summary(run_dir: Path, state: KernelState) -> list[str]:
+    age = state.heartbeat_age()
+    lines = [
+        f"run dir     {run_dir}",
+        f"status      {state.status} (pid {state.pid} on {state.host})",
+        f"last step   {'-' if state.last_step is None else state.last_step}",
+        f"heartbeat   {age_text(max(age, 0.0))} ago",
+        f"freeze      {_freeze_text(run_dir, state)}",
+        f"key metric  {state.key_metric or '-'} ({state.key_metric_mode or 'mode unknown'})",
+    ]
+    if state.status in ("running", "paused") and age > STALE_HEARTBEAT_S:
+        lines.append(f"warning: no heartbeat for {age:.0f} s: is the training process alive?")
+    return lines
+
+
+def _freeze_text(run_dir: Path, state: KernelState) -> str:
+    if state.freeze != "replay":
+        return state.freeze
+    recipe = read_freeze(run_dir).recipe
+    return f"replay (recipe {recipe})" if recipe else "replay"
+
+
+def _knobs(state: KernelState) -> list[str]:
+    if not state.knobs:
+        return ["", "knobs: none"]
+    rows = [
+        (k.name, value_text(k.value), _bounds(k), "-" if k.kind == "bool" else k.scale)
+        for k in state.knobs
+    ]
+    return ["", "knobs", *table(("name", "value", "bounds", "scale"), rows, indent="  ")]
+
+
+def _bounds(spec: KnobSpec) -> str:
+    if spec.kind == "bool":
+        return "true/false"
+    return f"[{value_text(spec.lo)}, {value_text(spec.hi)}]"
+
+
+def _pending(run_dir: Path, state: KernelState) -> list[str]:
+    rows = [
+        (p.command.id, p.command.describe(), f"waits for step {p.command.apply_at_step}")
+        for p in state.pending
+    ]
+    for offset, text in JsonlTail(run_dir / COMMANDS_FILE, offset=state.cursor).read_new():
+        try:
+            cmd = parse_command_line(text)
+            rows.append((cmd.id, cmd.describe(), "queued, not read by the kernel yet"))
+        except CommandError as exc:
+            rows.append((f"byte {offset}", "malformed", f"will be rejected: {exc.reason}"))
+    if not rows:
+        return ["", "pending commands: none"]
+    return ["", "pending commands", *table(("command", "change", "state"), rows, indent="  ")]
+
+
+def _recent_ledger(run_dir: Path) -> list[str]:
+    rows = read_ledger(run_dir)
+    if not rows:
+        return ["", "ledger: empty"]
+    title = f"last {min(len(rows), _STATUS_ROWS)} of {len(rows)} ledger rows"
+    return ["", title, *ledger_lines(rows[-_STATUS_ROWS:], indent="  ", width=70)]
+
+
+def _latest_metrics(run_dir: Path) -> list[str]:
+    records = recent_metrics(run_dir)
+    if not records:
+        return ["", "metrics: none yet"]
+    last = records[-1]
+    line = ", ".join(f"{k}={value_text(v)}" for k, v in last.metrics.items())
+    older = [
+        f"{k}={value_text(v)} (step {s})"
+        for k, (s, v) in latest_values(records).items()
+        if k not in last.metrics
+    ]
+    lines = ["", f"latest metrics (step {last.step}): {line or '-'}"]
+    return lines + ([f"  earlier: {', '.join(older)}"] if older else [])

@@ -1,0 +1,108 @@
+"""``autopilot set`` and the run operations (``stop``, ``pause``, ``resume``, ``checkpoint``).
+
+Each queues commands in the run's ``commands.jsonl`` with source ``human``; the kernel
+applies them at its next safe step and answers in the ledger. ``--wait`` reads that answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from autopilot.cli._assign import parse_assignment
+from autopilot.cli._common import CliError, run_dir_of
+from autopilot.cli._format import decision_text
+from kernel import (
+    Command,
+    KernelState,
+    LedgerRow,
+    append_command,
+    new_command_id,
+    read_kernel_state,
+    read_ledger,
+)
+from kernel.commands import summarize_validation_error
+
+_POLL_S = 0.05
+
+
+def cmd_set(args: argparse.Namespace) -> int:
+    """Queue one ``set`` command per ``KNOB=VALUE``, checked against the run's knobs first."""
+    run_dir = run_dir_of(args)
+    state = read_kernel_state(run_dir)
+    assignments = [parse_assignment(text, state) for text in args.assignments]
+    commands = [
+        _command(
+            knob=a.knob,
+            value=a.value,
+            multiplier=a.multiplier,
+            apply_at_step=args.at_step,
+            reason=args.reason,
+        )
+        for a in assignments
+    ]
+    return _queue(run_dir, state, commands, args)
+
+
+def cmd_op(args: argparse.Namespace) -> int:
+    """Queue a run operation: ``stop``, ``pause``, ``resume`` or ``checkpoint``."""
+    run_dir = run_dir_of(args)
+    state = read_kernel_state(run_dir)
+    return _queue(run_dir, state, [_command(op=args.op, reason=args.reason)], args)
+
+
+def _command(**fields: object) -> Command:
+    fields = {k: v for k, v in fields.items() if v is not None}
+    try:
+        return Command(id=new_command_id("human"), source="human", **fields)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise CliError(f"not a valid command: {summarize_validation_error(exc)}") from None
+
+
+def _queue(
+    run_dir: Path, state: KernelState | None, commands: list[Command], args: argparse.Namespace
+) -> int:
+    for cmd in commands:
+        append_command(run_dir, cmd)
+        print(f"queued {cmd.id}: {cmd.describe()} ({_when(cmd, state, run_dir)})")
+    if not args.wait:
+        return 0
+    return _wait(run_dir, [c.id for c in commands], args.timeout)
+
+
+def _when(cmd: Command, state: KernelState | None, run_dir: Path) -> str:
+    if state is None:
+        return f"no kernel has started in {run_dir} yet; it is read when one does"
+    if state.status in ("closed", "crashed"):
+        return f"the run is {state.status}; it is read when a kernel starts in {run_dir} again"
+    if cmd.apply_at_step is not None and (state.last_step or 0) < cmd.apply_at_step:
+        return f"applied at step {cmd.apply_at_step}"
+    return "applied at the next step"
+
+
+def _wait(run_dir: Path, ids: list[str], timeout: float) -> int:
+    rows = wait_for_rows(run_dir, ids, timeout)
+    for row in rows.values():
+        print(decision_text(row))
+    missing = [i for i in ids if i not in rows]
+    if missing:
+        raise CliError(
+            f"no decision on {', '.join(missing)} after {timeout:g} s; is the "
+            f"training process alive? see `autopilot --dir {run_dir} status`",
+            code=1,
+        )
+    return 0 if all(r.decision == "applied" for r in rows.values()) else 1
+
+
+def wait_for_rows(run_dir: Path, ids: list[str], timeout: float) -> dict[str, LedgerRow]:
+    """Poll the ledger until each id has a row or ``timeout`` passes; return the rows found."""
+    deadline = time.monotonic() + timeout
+    wanted = set(ids)
+    while True:
+        found = {r.command_id: r for r in read_ledger(run_dir) if r.command_id in wanted}
+        if len(found) == len(wanted) or time.monotonic() >= deadline:
+            return {i: found[i] for i in ids if i in found}
+        time.sleep(_POLL_S)

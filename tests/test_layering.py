@@ -1,0 +1,63 @@
+"""The kernel lives inside the training process: it imports no other package of this project
+and pulls in nothing heavy."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+KERNEL = Path(__file__).resolve().parents[1] / "kernel"
+UPPER_LAYERS = {"autopilot", "memory", "evals", "prompts"}
+HEAVY = ["langgraph", "fastapi", "openai", "optuna", "uvicorn"]
+
+
+def _imported_packages(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+KERNEL_MODULES = sorted(KERNEL.rglob("*.py"))
+
+
+def test_the_kernel_has_modules_to_check():
+    assert len(KERNEL_MODULES) >= 10
+
+
+@pytest.mark.parametrize("path", KERNEL_MODULES, ids=lambda p: str(p.relative_to(KERNEL)))
+def test_no_kernel_module_imports_an_upper_layer(path):
+    assert not _imported_packages(path) & UPPER_LAYERS
+
+
+def test_the_import_check_sees_nested_and_from_imports(tmp_path):
+    sample = tmp_path / "m.py"
+    sample.write_text(
+        "def f():\n    import autopilot.cli\nfrom memory.sqlite import X\nfrom . import y\n"
+    )
+    assert _imported_packages(sample) == {"autopilot", "memory"}
+
+
+def test_importing_the_kernel_pulls_in_nothing_heavy():
+    code = (
+        "import sys, kernel\n"
+        f"heavy = sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r}))\n"
+        "print(','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_reading_a_run_directory_does_not_load_torch(tmp_path):
+    code = (
+        f"import sys, kernel; kernel.read_ledger({str(tmp_path)!r}); print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
