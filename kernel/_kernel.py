@@ -2,8 +2,8 @@
 
 The training loop calls ``log`` and ``step`` once per step, and ``clip_grad_norm_`` if it
 clips. ``step`` is the safe point where commands are applied. With nothing new to read it
-costs a clock read and, every ``poll_interval_s``, one ``stat``: no file is read unless
-``commands.jsonl`` grew. Metrics are buffered and written in batches.
+costs a clock read and, at most every ``poll_interval_s``, one ``stat``: no file is read
+unless ``commands.jsonl`` grew. Metrics are buffered and written in batches.
 """
 
 from __future__ import annotations
@@ -46,16 +46,20 @@ logger = logging.getLogger(__name__)
 class KernelSettings:
     """Cadences of the kernel. The defaults suit steps from ~100 us to minutes."""
 
-    poll_interval_s: float = 0.001
-    """Minimum time between two looks (one ``stat``) at ``commands.jsonl``; 0: every step."""
+    poll_interval_s: float = 0.02
+    """Minimum time between two looks (one ``stat``) at ``commands.jsonl``; 0: every step.
+    A system call between steps costs the next forward pass more than itself (TLB and
+    cache), so fast loops look at most 50 times a second; slow ones at every step."""
     flush_interval_s: float = 0.25
     """How often buffered metrics are appended to ``metrics.jsonl``."""
     heartbeat_interval_s: float = 1.0
     """How often ``kernel.json`` is rewritten when nothing else changed."""
     pause_poll_s: float = 0.05
     """How often a paused run looks for ``resume`` or ``stop``."""
-    grad_norm_every: int = 20
-    """With clipping off, record ``grad/norm`` every N ``clip_grad_norm_`` calls (0: never)."""
+    grad_norm_interval_s: float = 1.0
+    """With clipping off, ``clip_grad_norm_`` still measures the gradient norm (a divergence
+    signal) at most this often; a negative value turns that off. With clipping on, the norm
+    is measured, and recorded, at every call."""
     distributed: bool = True
     """Under an initialised ``torch.distributed`` group, keep all ranks in step (see below)."""
     sync_every: int = 10
@@ -149,7 +153,7 @@ class Kernel:
             self._restore_previous_state()
         self._metrics = MetricsWriter(self.run_dir)
         self._extra: dict[str, Any] = {}
-        self._clip_calls = 0
+        self._next_norm = 0.0
         self._last_step: int | None = None
         self._started_at = time.time()
         self._freeze_stamp: tuple[int, int] | None = None
@@ -230,17 +234,18 @@ class Kernel:
         """Clip gradients to the live ``grad_clip`` knob, if it is on; return the total norm.
 
         The norm is recorded as ``grad/norm`` with the next ``log`` call: at every call while
-        clipping is on, every ``grad_norm_every`` calls while it is off.
+        clipping is on, at most every ``grad_norm_interval_s`` while it is off.
         """
         try:
             max_norm = self._grad_clip.value
             if max_norm > 0:
                 norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm)
             else:
-                self._clip_calls += 1
-                every = self.settings.grad_norm_every
-                if not every or self._clip_calls % every:
+                now = time.monotonic()
+                interval = self.settings.grad_norm_interval_s
+                if interval < 0 or now < self._next_norm:
                     return None
+                self._next_norm = now + interval
                 norm = _total_norm(parameters)
             self._extra["grad/norm"] = norm.detach()
             return norm

@@ -68,19 +68,23 @@ class MetricsWriter:
             os.close(fd)
 
     def _line(self, step: int, wall_time: float, metrics: dict[str, Any]) -> str:
+        keys = self._keys
         fields, nonfinite = [], []
-        for name, raw in metrics.items():
-            try:
-                value = _to_float(raw)
-            except Exception:  # anything float() refuses, e.g. a huge int overflowing
-                logger.warning(
-                    "metric %r at step %d is not a number (%r); not recorded", name, step, raw
-                )
-                continue
-            text = repr(value) if math.isfinite(value) else _NONFINITE[repr(value)]
-            if not math.isfinite(value):
+        for name, value in metrics.items():
+            if type(value) is not float:  # the common case needs no conversion
+                try:
+                    value = _to_float(value)
+                except Exception:  # anything float() refuses, e.g. a huge int overflowing
+                    logger.warning(
+                        "metric %r at step %d is not a number (%r); not recorded", name, step, value
+                    )
+                    continue
+            key = keys.get(name) or self._key(name)
+            if math.isfinite(value):
+                fields.append(f"{key}:{value!r}")
+            else:
+                fields.append(f"{key}:{_NONFINITE[repr(value)]}")
                 nonfinite.append(name)
-            fields.append(f"{self._key(name)}:{text}")
         extra = f',"nonfinite":{json.dumps(nonfinite)}' if nonfinite else ""
         return (
             f'{{"step":{int(step)},"wall_time":{wall_time:.6f},'
@@ -88,7 +92,5 @@ class MetricsWriter:
         )
 
     def _key(self, name: str) -> str:
-        key = self._keys.get(name)
-        if key is None:
-            key = self._keys[name] = json.dumps(str(name))
+        key = self._keys[name] = json.dumps(str(name))
         return key

@@ -38,8 +38,9 @@ def _worker(rank: int, world: int, port: int, run_dir: str, out_dir: str) -> Non
             opt.zero_grad()
             kernel.log(step, {"train/loss": loss.item()})
             if rank == 0 and step == 12:  # a command arriving mid-run, as from another process
-                append_command(run_dir, Command(id="mid", source="human", knob="lr",
-                                                multiplier=0.5))
+                append_command(
+                    run_dir, Command(id="mid", source="human", knob="lr", multiplier=0.5)
+                )
             kernel.step(step)
             lrs.append((opt.param_groups[0]["lr"], weights["aux"]))
             if kernel.should_stop:
@@ -55,8 +56,9 @@ def test_all_ranks_apply_the_same_commands_at_the_same_steps(tmp_path):
     run_dir, out_dir = tmp_path / "run", tmp_path / "out"
     out_dir.mkdir()
     append_command(run_dir, Command(id="early", source="human", knob="lr", value=0.05))
-    append_command(run_dir, Command(id="later", source="human", knob="loss.aux", value=0.25,
-                                    apply_at_step=21))
+    append_command(
+        run_dir, Command(id="later", source="human", knob="loss.aux", value=0.25, apply_at_step=21)
+    )
     append_command(run_dir, Command(id="halt", source="human", op="stop", apply_at_step=33))
     mp.spawn(_worker, args=(2, _free_port(), str(run_dir), str(out_dir)), nprocs=2, join=True)
 
@@ -69,8 +71,12 @@ def test_all_ranks_apply_the_same_commands_at_the_same_steps(tmp_path):
     assert rank0[21] == [0.025, 0.25]
     rows = read_ledger(run_dir)
     assert [(r.command_id, r.step, r.decision) for r in rows] == [
-        ("early", 0, "applied"), ("mid", 15, "applied"), ("later", 21, "applied"),
-        ("halt", 33, "applied")]
-    metric_steps = [json.loads(line)["step"]
-                    for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        ("early", 0, "applied"),
+        ("mid", 15, "applied"),
+        ("later", 21, "applied"),
+        ("halt", 33, "applied"),
+    ]
+    metric_steps = [
+        json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
     assert metric_steps == list(range(34))  # rank 0 only: no duplicated records

@@ -231,11 +231,11 @@ def test_a_grad_clip_command_turns_clipping_on(make_kernel, send):
     assert _grad_norm(model) <= 0.25 + 1e-6
 
 
-def test_without_clipping_the_norm_is_recorded_every_n_calls(make_kernel, run_dir):
+def test_without_clipping_the_norm_is_recorded_at_most_once_per_interval(make_kernel, run_dir):
     from kernel import KernelSettings
 
     model = torch.nn.Linear(4, 2)
-    kernel = make_kernel(settings=KernelSettings(poll_interval_s=0, grad_norm_every=3))
+    kernel = make_kernel(settings=KernelSettings(poll_interval_s=0, grad_norm_interval_s=3600))
     _backward(model)
     norm = _grad_norm(model)
     for step in range(6):
@@ -243,8 +243,21 @@ def test_without_clipping_the_norm_is_recorded_every_n_calls(make_kernel, run_di
         kernel.log(step, {"x": 1.0})
     kernel.close()
     assert _grad_norm(model) == norm  # untouched
-    recorded = [r.step for r in _metrics(run_dir) if "grad/norm" in r.metrics]
-    assert recorded == [2, 5]
+    recorded = [r for r in _metrics(run_dir) if "grad/norm" in r.metrics]
+    assert [r.step for r in recorded] == [0]  # the first call, then not within the hour
+    assert recorded[0].metrics["grad/norm"] == pytest.approx(norm, rel=1e-5)
+
+
+def test_a_negative_interval_turns_the_norm_off(make_kernel, run_dir):
+    from kernel import KernelSettings
+
+    model = torch.nn.Linear(4, 2)
+    kernel = make_kernel(settings=KernelSettings(poll_interval_s=0, grad_norm_interval_s=-1))
+    _backward(model)
+    assert kernel.clip_grad_norm_(model.parameters()) is None
+    kernel.log(0, {"x": 1.0})
+    kernel.close()
+    assert all("grad/norm" not in r.metrics for r in _metrics(run_dir))
 
 
 # -- operations ----------------------------------------------------------------------
