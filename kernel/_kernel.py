@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from kernel.commands import COMMANDS_FILE
 from kernel.distributed import RankSync
 from kernel.errors import KernelError
 from kernel.freeze import FREEZE_FILE, FreezeState, RecipeEntry, load_recipe, read_freeze
+from kernel.heartbeat import Heartbeat
 from kernel.jsonl import JsonlTail
 from kernel.knobs import GradClipKnob, Knob, KnobSpec, LossWeightKnob, optimizer_knobs
 from kernel.ledger import Ledger
@@ -36,7 +38,6 @@ from kernel.state import (
     PendingCommand,
     Status,
     read_kernel_state,
-    write_kernel_state,
 )
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,8 @@ class KernelSettings:
     flush_interval_s: float = 0.25
     """How often buffered metrics are appended to ``metrics.jsonl``."""
     heartbeat_interval_s: float = 1.0
-    """How often ``kernel.json`` is rewritten when nothing else changed."""
+    """How often ``kernel.json`` is rewritten when nothing else changed (a daemon thread
+    keeps it beating during steps longer than this)."""
     pause_poll_s: float = 0.05
     """How often a paused run looks for ``resume`` or ``stop``."""
     grad_norm_interval_s: float = 1.0
@@ -155,6 +157,8 @@ class Kernel:
         self._extra: dict[str, Any] = {}
         self._next_norm = 0.0
         self._last_step: int | None = None
+        self._last_step_at: float | None = None
+        self._heartbeat: Heartbeat | None = None
         self._started_at = time.time()
         self._freeze_stamp: tuple[int, int] | None = None
         self._recipe: list[RecipeEntry] = []
@@ -272,7 +276,7 @@ class Kernel:
         """The safe point: apply pending commands; block here while the run is paused."""
         try:
             self._last_step = step
-            now = time.monotonic()
+            self._last_step_at = now = time.monotonic()
             if self._sync is not None:
                 if self._sync.due(step):
                     self._sync_commands(step)
@@ -321,6 +325,8 @@ class Kernel:
                 action()
             except Exception:
                 logger.exception("kernel.close: part of closing failed")
+        if self._heartbeat is not None:
+            self._heartbeat.close()
 
     def __enter__(self) -> Kernel:
         return self
@@ -441,13 +447,14 @@ class Kernel:
         executor = self._executor
         if status is None:
             status = "stopping" if executor.stopping else "paused" if executor.paused else "running"
+        now = time.time()
         state = KernelState(
             pid=os.getpid(),
             host=socket.gethostname(),
             started_at=self._started_at,
-            heartbeat=time.time(),
+            heartbeat=now,
             status=status,
-            last_step=self._last_step,
+            **self._progress(),
             cursor=self._commands.offset,
             pending=list(executor.pending),
             key_metric=self.key_metric,
@@ -455,7 +462,25 @@ class Kernel:
             freeze=executor.freeze,
             knobs=self._specs(),
         )
-        write_kernel_state(self.run_dir, state)
+        heartbeat = self._heartbeat or self._start_heartbeat()
+        heartbeat.publish(state)
+
+    def _start_heartbeat(self) -> Heartbeat:
+        ref = weakref.ref(self)  # the thread must not keep a forgotten kernel alive
+
+        def progress() -> dict[str, Any]:
+            kernel = ref()
+            return {} if kernel is None else kernel._progress()
+
+        self._heartbeat = Heartbeat(self.run_dir, self.settings.heartbeat_interval_s, progress)
+        weakref.finalize(self, self._heartbeat.stop)  # a kernel never closed stops beating
+        return self._heartbeat
+
+    def _progress(self) -> dict[str, Any]:
+        """The last step and its wall time (steps are timed with the cheap monotonic clock)."""
+        at = self._last_step_at
+        when = None if at is None else time.time() - (time.monotonic() - at)
+        return {"last_step": self._last_step, "last_step_time": when}
 
     def _specs(self) -> list[KnobSpec]:
         specs = []

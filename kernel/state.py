@@ -41,6 +41,8 @@ class KernelState(BaseModel):
     heartbeat: float
     status: Status = "running"
     last_step: int | None = None
+    last_step_time: float | None = None
+    """Wall time of the last ``kernel.step``: a process can beat and yet be stuck."""
     cursor: int = 0
     pending: list[PendingCommand] = Field(default_factory=list)
     key_metric: str | None = None

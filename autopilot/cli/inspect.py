@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from autopilot.cli._common import CliError, run_dir_of
@@ -67,7 +68,7 @@ def _summary(run_dir: Path, state: KernelState) -> list[str]:
     lines = [
         f"run dir     {run_dir}",
         f"status      {state.status} (pid {state.pid} on {state.host})",
-        f"last step   {'-' if state.last_step is None else state.last_step}",
+        f"last step   {_last_step_text(state)}",
         f"heartbeat   {age_text(max(age, 0.0))} ago",
         f"freeze      {_freeze_text(run_dir, state)}",
         f"key metric  {state.key_metric or '-'} ({state.key_metric_mode or 'mode unknown'})",
@@ -75,6 +76,14 @@ def _summary(run_dir: Path, state: KernelState) -> list[str]:
     if state.status in ("running", "paused") and age > STALE_HEARTBEAT_S:
         lines.append(f"warning: no heartbeat for {age:.0f} s: is the training process alive?")
     return lines
+
+
+def _last_step_text(state: KernelState) -> str:
+    if state.last_step is None:
+        return "-"
+    if state.last_step_time is None:
+        return str(state.last_step)
+    return f"{state.last_step} ({age_text(max(time.time() - state.last_step_time, 0.0))} ago)"
 
 
 def _freeze_text(run_dir: Path, state: KernelState) -> str:

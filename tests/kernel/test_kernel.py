@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+import time
 
 import pytest
 import torch
@@ -444,3 +445,24 @@ def test_infer_mode(metric, mode):
 def test_an_explicit_mode_wins(make_kernel, run_dir):
     make_kernel(key_metric="val/loss", key_metric_mode="max")
     assert read_kernel_state(run_dir).key_metric_mode == "max"
+
+
+# -- heartbeat -----------------------------------------------------------------------
+
+
+def test_the_heartbeat_goes_on_during_a_long_step(tmp_path, wait_for):
+    from kernel import Kernel, KernelSettings
+
+    kernel = Kernel(tmp_path, settings=KernelSettings(heartbeat_interval_s=0.05))
+    before = time.time()
+    kernel.step(7)
+    after = time.time()
+    first = read_kernel_state(tmp_path)
+    # the training thread is now "inside a long step": it makes no call at all
+    wait_for(lambda: read_kernel_state(tmp_path).heartbeat > first.heartbeat + 0.15)
+    state = read_kernel_state(tmp_path)
+    assert state.status == "running" and state.last_step == 7
+    assert before - 0.01 <= state.last_step_time <= after + 0.01
+    kernel.close()
+    closed = read_kernel_state(tmp_path)
+    assert closed.status == "closed"
