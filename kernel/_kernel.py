@@ -181,13 +181,11 @@ class Kernel:
         grad_clip: float | None,
         bounds: Mapping[str, tuple[float, float]],
     ) -> None:
-        schedulers: Sequence[Any] = (
-            scheduler
-            if isinstance(scheduler, (list, tuple))
-            else [scheduler]
-            if scheduler is not None
-            else []
-        )
+        schedulers: Sequence[Any] = []
+        if isinstance(scheduler, (list, tuple)):
+            schedulers = list(scheduler)
+        elif scheduler is not None:
+            schedulers = [scheduler]
         if optimizer is not None:
             for knob in optimizer_knobs(optimizer, schedulers, bounds):
                 self.register(knob)

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from kernel import Kernel
+from kernel.adapters._options import KernelOptions
 
 logger = logging.getLogger(__name__)
 
@@ -110,14 +111,16 @@ class AutopilotTrainerCallback(TrainerCallback):
         save_fn: Callable[[int], Any] | None = None,
         knobs: Iterable[Any] = (),
     ) -> None:
-        self.run_dir = Path(run_dir)
-        self.loss_weights = loss_weights
-        self.key_metric = key_metric
-        self.key_metric_mode = key_metric_mode
-        self.grad_clip = grad_clip
-        self.bounds = bounds
-        self.save_fn = save_fn
-        self.knobs = tuple(knobs)
+        self.options = KernelOptions(
+            run_dir=Path(run_dir),
+            loss_weights=loss_weights,
+            key_metric=key_metric,
+            key_metric_mode=key_metric_mode,
+            grad_clip=grad_clip,
+            bounds=bounds,
+            save_fn=save_fn,
+            knobs=tuple(knobs),
+        )
         self.kernel: Kernel | None = None
         self._control: TrainerControl | None = None
         self._args: TrainingArguments | None = None
@@ -135,17 +138,11 @@ class AutopilotTrainerCallback(TrainerCallback):
         self._close("crashed")  # a previous train() that never reached its end
         self._give_back_clipping()
         self._control = None
-        self.kernel = Kernel(
-            self.run_dir,
+        self.kernel = self.options.build(
             optimizer=_unwrap(optimizer, "optimizer") if optimizer is not None else None,
             scheduler=_unwrap(lr_scheduler, "scheduler") if lr_scheduler is not None else None,
-            loss_weights=self.loss_weights,
-            key_metric=self.key_metric,
-            key_metric_mode=self.key_metric_mode,
             grad_clip=self._initial_grad_clip(args),
-            knobs=self.knobs,
-            save_fn=self.save_fn or self._request_save,
-            bounds=self.bounds,
+            default_save_fn=self._request_save,
         )
 
     def on_pre_optimizer_step(
@@ -188,12 +185,12 @@ class AutopilotTrainerCallback(TrainerCallback):
         """The knob's start value; takes over the trainer's clipping unless told not to."""
         own = args.max_grad_norm
         if not own or own <= 0:
-            return self.grad_clip
-        if self.grad_clip is not None:
+            return self.options.grad_clip
+        if self.options.grad_clip is not None:
             logger.warning(
                 "autopilot: the Trainer also clips at max_grad_norm=%s; the smaller wins", own
             )
-            return self.grad_clip
+            return self.options.grad_clip
         logger.info("autopilot: grad_clip knob takes over max_grad_norm=%s", own)
         self._args, self._taken_max_grad_norm = args, float(own)
         args.max_grad_norm = 0.0

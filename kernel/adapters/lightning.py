@@ -12,6 +12,7 @@ import lightning.pytorch as pl
 import torch
 
 from kernel import Kernel
+from kernel.adapters._options import KernelOptions
 
 logger = logging.getLogger(__name__)
 
@@ -113,15 +114,17 @@ class AutopilotCallback(pl.Callback):
         metric_names: Mapping[str, str] | None = None,
         knobs: Iterable[Any] = (),
     ) -> None:
-        self.run_dir = Path(run_dir)
-        self.loss_weights = loss_weights
-        self.key_metric = key_metric
-        self.key_metric_mode = key_metric_mode
-        self.grad_clip = grad_clip
-        self.bounds = bounds
-        self.save_fn = save_fn
+        self.options = KernelOptions(
+            run_dir=Path(run_dir),
+            loss_weights=loss_weights,
+            key_metric=key_metric,
+            key_metric_mode=key_metric_mode,
+            grad_clip=grad_clip,
+            bounds=bounds,
+            save_fn=save_fn,
+            knobs=tuple(knobs),
+        )
         self.metric_names = dict(metric_names or {})
-        self.knobs = tuple(knobs)
         self.kernel: Kernel | None = None
         self._last_step: int | None = None
         self._taken_clip: tuple[pl.Trainer, float] | None = None
@@ -131,17 +134,11 @@ class AutopilotCallback(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._close()
         optimizer = self._optimizer(trainer)
-        self.kernel = Kernel(
-            self.run_dir,
+        self.kernel = self.options.build(
             optimizer=optimizer,
             scheduler=self._schedulers(trainer, optimizer),
-            loss_weights=self.loss_weights,
-            key_metric=self.key_metric,
-            key_metric_mode=self.key_metric_mode,
             grad_clip=self._initial_grad_clip(trainer),
-            knobs=self.knobs,
-            save_fn=self.save_fn or self._default_save_fn(trainer),
-            bounds=self.bounds,
+            default_save_fn=self._default_save_fn(trainer),
         )
         self._last_step = None
 
@@ -220,20 +217,20 @@ class AutopilotCallback(pl.Callback):
         own = trainer.gradient_clip_val
         by_norm = trainer.gradient_clip_algorithm in (None, "norm")  # None means norm
         if not own or not by_norm:
-            return self.grad_clip
-        if self.grad_clip is not None:
+            return self.options.grad_clip
+        if self.options.grad_clip is not None:
             logger.warning(
                 "autopilot: Lightning also clips at gradient_clip_val=%s; the smaller bound wins",
                 own,
             )
-            return self.grad_clip
+            return self.options.grad_clip
         logger.info("autopilot: grad_clip knob takes over gradient_clip_val=%s", own)
         self._taken_clip = (trainer, float(own))
         trainer.gradient_clip_val = None
         return float(own)
 
     def _default_save_fn(self, trainer: pl.Trainer) -> Callable[[int], None]:
-        directory = self.run_dir / "checkpoints"
+        directory = self.options.run_dir / "checkpoints"
 
         def save(step: int) -> None:
             trainer.save_checkpoint(directory / f"step{step}.ckpt")
