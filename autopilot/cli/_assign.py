@@ -91,11 +91,6 @@ def _number(text: str, raw: str) -> float:
 
 def _check(spec: KnobSpec, assignment: Assignment) -> None:
     probe = _SpecKnob(spec)
-    if assignment.multiplier is not None and spec.value == 0.0:
-        raise CliError(
-            f"{spec.name} is 0, so a multiplier has nothing to scale; "
-            f"set a value first, e.g. {spec.name}=1.0"
-        )
     try:
         probe.resolve(assignment.value, assignment.multiplier)
     except KnobError as exc:
@@ -113,6 +108,7 @@ class _SpecKnob(Knob):
     def __init__(self, spec: KnobSpec) -> None:
         super().__init__(spec.name, kind=spec.kind, lo=spec.lo, hi=spec.hi, scale=spec.scale)
         self._value: Any = spec.value
+        self.groups = spec.groups  # so a list of the wrong length is refused here too
 
     def get(self) -> KnobValue:
         return self._value

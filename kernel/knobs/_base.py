@@ -53,6 +53,8 @@ class Knob(ABC):
 
     groups: int | None = None
     """Knobs over several param groups accept a list with one number per group."""
+    zero_reason: str | None = None
+    """Why a multiplier is refused while the knob is 0 (a default message when None)."""
 
     def __init__(
         self,
@@ -98,6 +100,14 @@ class Knob(ABC):
                 self.name, "a multiplier cannot apply to an on/off knob; set true or false"
             )
         current = self.get()
+        values = current if isinstance(current, list) else [float(current)]
+        if not any(values):  # scaling zero would be "applied" and change nothing
+            raise KnobError(
+                self.name,
+                self.zero_reason
+                or f"is 0, so a multiplier has nothing to scale; set a value first, "
+                f"e.g. {self.name}=0.01",
+            )
         if isinstance(current, list):
             return self.validate([v * multiplier for v in current])
         return self.validate(float(current) * multiplier)

@@ -27,16 +27,10 @@ class GradClipKnob(Knob):
     def _write(self, value: Any) -> None:
         self.value = float(value)
 
-    def resolve(self, value: KnobValue | None = None, multiplier: float | None = None) -> KnobValue:
-        if multiplier is not None and self.value == 0.0:
-            from kernel.errors import KnobError
-
-            raise KnobError(
-                self.name,
-                "clipping is off (0), so a multiplier has nothing to "
-                "scale; set a max norm first, e.g. grad_clip=1.0",
-            )
-        return super().resolve(value, multiplier)
+    zero_reason = (
+        "clipping is off (0), so a multiplier has nothing to scale; "
+        "set a max norm first, e.g. grad_clip=1.0"
+    )
 
 
 class LossWeightKnob(Knob):

@@ -259,3 +259,13 @@ def test_demo_applies_a_live_lr_change_from_another_process(tmp_path: Path, caps
     assert (rows[0].decision, rows[0].knob, rows[0].before) == ("applied", "lr", 0.1)
     assert rows[0].after == pytest.approx(0.01)
     assert "val/loss is" in out and "human" in out
+
+
+def test_set_refuses_a_multiplier_on_a_knob_at_zero(kernel: Kernel, capsys) -> None:
+    code, _, err = run(capsys, "--dir", kernel.run_dir, "set", "weight_decay=x2")
+    assert code == 2 and "weight_decay is 0, so a multiplier has nothing to scale" in err
+
+
+def test_set_refuses_a_list_on_a_one_group_knob(kernel: Kernel, capsys) -> None:
+    code, _, err = run(capsys, "--dir", kernel.run_dir, "set", "lr=1e-3,1e-4")
+    assert code == 2 and "expects one number, got a list of 2" in err
