@@ -1,0 +1,34 @@
+"""A diagnosis: what a detector (or the LLM analyst) found wrong with a run, with evidence.
+
+Diagnoses cross process boundaries (decision records, the review queue, the LLM prompt), so
+they are pydantic models with JSON-able fields only.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DiagnosisKind = Literal["plateau", "divergence", "overfitting", "oscillation"]
+Severity = Literal["low", "medium", "high"]
+Evidence = dict[str, float | int | str | bool | None]
+
+
+class Diagnosis(BaseModel):
+    """One problem found at ``step``: its kind, the metric that shows it, and the numbers.
+
+    Example:
+        >>> Diagnosis(kind="plateau", metric="val/loss", step=900,
+        ...           message="val/loss has not improved for 400 steps").kind
+        'plateau'
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: DiagnosisKind
+    metric: str
+    step: int
+    severity: Severity = "medium"
+    message: str = Field(max_length=1000)
+    evidence: Evidence = Field(default_factory=dict)

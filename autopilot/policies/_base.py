@@ -1,0 +1,55 @@
+"""What every policy sees and returns.
+
+A policy turns a tick's diagnoses into a ``Proposal``. It never sends anything: the guards
+check the proposal and the graph routes it. ``PolicyContext`` is everything a policy may use,
+already read from the run directory (knob values come from ``kernel.json``, never a guess).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from autopilot.diagnoses import Diagnosis
+from autopilot.proposals import Proposal
+from kernel import KnobSpec, LedgerRow
+
+
+@dataclass(frozen=True, kw_only=True)
+class PastDecision:
+    """A recent decision of this run, as the LLM reads it: what was done and what it did."""
+
+    step: int
+    diagnosis: str
+    actions: list[str]
+    """Applied changes as text, e.g. ``["lr x0.5"]``."""
+    effect: str | None = None
+    """The measured effect, e.g. ``"val/loss 12% better than projected"``; None until known."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PolicyContext:
+    """Everything a policy may use to propose changes at ``step``."""
+
+    step: int
+    mode: str
+    key_metric: str
+    key_mode: str
+    diagnoses: list[Diagnosis]
+    knobs: dict[str, KnobSpec]
+    """The knobs the kernel published, with bounds already narrowed by the config."""
+    summary_table: str = ""
+    """The compressed metric summary as text (what the LLM reads)."""
+    recent_changes: list[LedgerRow] = field(default_factory=list)
+    """Applied ledger rows of knob changes, oldest first (any source)."""
+    past_decisions: list[PastDecision] = field(default_factory=list)
+    memory_notes: str = ""
+    """What memory says about earlier runs, as plain text."""
+
+
+class Policy(Protocol):
+    """A policy: ``propose`` returns a proposal, or raises to make the graph fall back."""
+
+    name: str
+
+    def propose(self, ctx: PolicyContext) -> Proposal: ...

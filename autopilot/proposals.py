@@ -1,0 +1,61 @@
+"""Proposals: the bounded changes a policy (rules, the LLM agent, Optuna) suggests for a run.
+
+An ``Action`` names a knob and either an absolute ``value`` or a ``multiplier`` of the knob's
+current value. A ``Proposal`` is what a policy returns for one decision; the guards turn its
+actions into verdicts and commands. Both cross boundaries (the LLM's output, decision
+records, the review queue), so they are pydantic models.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from kernel import KnobValue
+
+Proposer = Literal["rules", "ai", "tune", "human"]
+
+
+class Action(BaseModel):
+    """Change one knob: to ``value``, or by ``multiplier`` times its current value."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    knob: str = Field(min_length=1, max_length=200)
+    value: KnobValue | None = None
+    multiplier: float | None = Field(default=None, gt=0)
+    reason: str = Field(default="", max_length=1000)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Action:
+        if (self.value is None) == (self.multiplier is None):
+            raise ValueError(f"action on {self.knob!r} needs exactly one of value or multiplier")
+        return self
+
+    def describe(self) -> str:
+        """``lr x0.5`` or ``weight_decay=0.0001``."""
+        if self.multiplier is not None:
+            return f"{self.knob} x{self.multiplier:g}"
+        from kernel import format_value
+
+        return f"{self.knob}={format_value(self.value)}"
+
+
+class Proposal(BaseModel):
+    """What one policy proposes for one decision, and what it cost to get it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    proposer: Proposer
+    diagnosis: str = Field(max_length=2000)
+    actions: list[Action] = Field(default_factory=list, max_length=20)
+    confidence: float = Field(default=1.0, ge=0.0, le=1.0)
+    reasoning: str = Field(default="", max_length=8000)
+    look_again_steps: int | None = Field(default=None, ge=0)
+    prompt_version: str | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    fallback_reason: str | None = None
+    """Set when this proposal comes from the rules because the LLM could not be used."""
