@@ -1,0 +1,324 @@
+"""LLM spend: estimated before a call, reserved under a lock, charged after; never past a cap.
+
+Two append-only JSON-lines ledgers hold the spend: ``RUN_DIR/autopilot/spend.jsonl`` for the
+per-run cap and ``budget.day_ledger`` (shared by every run of the user) for the per-day cap,
+whose entries carry the UTC date of their reservation. A call goes:
+
+1. ``estimate``: the worst case, from the prompt's tokens (counted offline, plus overhead and
+   a margin for other tokenizers) and every output token the call may produce;
+2. ``reserve``: under the locks of both ledgers, refuse if spend plus that worst case would
+   pass either cap, else append a ``reserve`` line. Two processes sharing the day ledger
+   cannot both pass the check on the same headroom;
+3. ``charge``: append the actual cost, which replaces the reservation.
+
+A reservation never charged (a crash mid-call) stays counted at its worst case, so spend
+cannot pass a cap however a process dies. Spend is re-read from the files on every check.
+
+Example (writes to a run directory, hence skipped as a doctest):
+    >>> budget = Budget(run_dir, settings)  # doctest: +SKIP
+    >>> held = budget.reserve(budget.estimate(messages, 600), "analyst")  # doctest: +SKIP
+    >>> usd = budget.charge(held, tokens_in=812, tokens_out=95)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import math
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from autopilot.config import Price, Settings
+from autopilot.errors import BudgetExceeded
+from autopilot.tokens import count_tokens
+from kernel.jsonl import append_line
+
+logger = logging.getLogger(__name__)
+
+SPEND_FILE = "spend.jsonl"
+MESSAGE_OVERHEAD = 4
+"""Tokens a chat message costs beyond its text (role and separators)."""
+REPLY_OVERHEAD = 3
+MARGIN = 1.2
+"""Counting uses cl100k; other tokenizers may need up to this much more."""
+RETRY_OVERHEAD = 200
+"""Tokens a repair request adds beyond echoing the previous reply (the error, the ask)."""
+
+
+def count_message_tokens(messages: Sequence[Mapping[str, object]], model: str | None = None) -> int:
+    """Input tokens of chat ``messages``: their text plus the per-message framing."""
+    texts = (str(m.get("content") or "") for m in messages)
+    return REPLY_OVERHEAD + sum(MESSAGE_OVERHEAD + count_tokens(t, model) for t in texts)
+
+
+def cost_usd(price: Price, tokens_in: int, tokens_out: int, cached_in: int = 0) -> float:
+    """USD for a call's tokens at ``price`` (per million; cached input at its own rate)."""
+    cached = min(max(cached_in, 0), tokens_in)
+    cached_rate = price.input if price.cached_input is None else price.cached_input
+    total = (tokens_in - cached) * price.input + cached * cached_rate + tokens_out * price.output
+    return total / 1_000_000
+
+
+@dataclass(frozen=True, kw_only=True)
+class Estimate:
+    """The worst case of one call: every input and output token it may be billed for."""
+
+    model: str
+    tokens_in: int
+    tokens_out: int
+    usd: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reservation:
+    """Spend held for a call until ``Budget.charge`` replaces it with the actual cost."""
+
+    id: str
+    purpose: str
+    date: str
+    """UTC date the spend counts for, in the per-day ledger."""
+    model: str
+    usd: float
+
+
+class SpendEntry(BaseModel):
+    """One line of a spend ledger."""
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+    type: Literal["reserve", "charge"]
+    id: str
+    run: str
+    date: str
+    usd: float = Field(ge=0)
+    purpose: str = ""
+    model: str = ""
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cached_in: int = 0
+    usage_reported: bool = True
+    time: float = 0.0
+
+
+def _utc_today() -> str:
+    return datetime.now(UTC).date().isoformat()
+
+
+class Budget:
+    """The per-run and per-day LLM spend of one run directory.
+
+    Args:
+        run_dir: the run directory; its spend goes to ``RUN_DIR/autopilot/spend.jsonl``.
+        settings: caps (``budget``), the model (``llm.model``) and its price (``prices``).
+        today: the UTC date as ``YYYY-MM-DD`` (tests pass a fixed one).
+    """
+
+    def __init__(
+        self,
+        run_dir: str | os.PathLike[str],
+        settings: Settings,
+        *,
+        today: Callable[[], str] = _utc_today,
+    ) -> None:
+        self._settings = settings
+        self._caps = settings.budget
+        self._run_file = Path(run_dir) / "autopilot" / SPEND_FILE
+        self._day_file = settings.budget.day_ledger_path()
+        self._run_id = str(Path(run_dir).resolve())
+        self._today = today
+
+    @property
+    def model(self) -> str:
+        return self._settings.llm.model
+
+    def estimate(
+        self,
+        messages: Sequence[Mapping[str, object]],
+        max_output_tokens: int,
+        *,
+        attempts: int = 1,
+        extra_text: str = "",
+    ) -> Estimate:
+        """The worst-case tokens and cost of a call that may take ``attempts`` requests.
+
+        A later attempt resends the messages plus the previous reply and a short note
+        (a repair request). ``extra_text`` is anything else the request carries, such as
+        a response JSON schema.
+
+        Raises:
+            BudgetExceeded: when the model has no price (nothing can be checked).
+        """
+        price = self._price()
+        prompt = count_message_tokens(messages, self.model) + count_tokens(extra_text, self.model)
+        resent = (attempts - 1) * (max_output_tokens + RETRY_OVERHEAD)
+        tokens_in = math.ceil((attempts * prompt + resent) * MARGIN)
+        tokens_out = attempts * max_output_tokens
+        usd = cost_usd(price, tokens_in, tokens_out)
+        return Estimate(model=self.model, tokens_in=tokens_in, tokens_out=tokens_out, usd=usd)
+
+    def reserve(self, estimate: Estimate, purpose: str) -> Reservation:
+        """Hold ``estimate.usd`` for a call, or refuse it.
+
+        Raises:
+            BudgetExceeded: if spend plus the worst case would pass the per-run or the
+                per-day cap; the message names the cap, the spend and the worst case.
+        """
+        with self._locked():
+            date = self._today()
+            self._check("per-run", self._caps.per_run_usd, self._spent(self._run_file), estimate)
+            self._check("per-day", self._caps.per_day_usd, self._spent_on(date), estimate)
+            held = Reservation(
+                id=uuid.uuid4().hex,
+                purpose=purpose,
+                date=date,
+                model=estimate.model,
+                usd=estimate.usd,
+            )
+            self._append(self._entry("reserve", held, usd=held.usd))
+        return held
+
+    def charge(
+        self,
+        reservation: Reservation,
+        tokens_in: int,
+        tokens_out: int,
+        cached_in: int = 0,
+        usage_reported: bool = True,
+    ) -> float:
+        """Record what the call really cost (this releases the reservation); return it."""
+        price = self._settings.price(reservation.model) or self._price()
+        usd = cost_usd(price, tokens_in, tokens_out, cached_in)
+        if usd > reservation.usd:
+            logger.warning(
+                "%s cost $%.6f, more than its worst-case estimate $%.6f (a tokenizer much "
+                "less efficient than cl100k?)",
+                reservation.purpose,
+                usd,
+                reservation.usd,
+            )
+        entry = self._entry(
+            "charge",
+            reservation,
+            usd=usd,
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
+            cached_in=cached_in,
+            usage_reported=usage_reported,
+        )
+        with self._locked():
+            self._append(entry)
+        return usd
+
+    def spent_run(self) -> float:
+        """USD spent by this run, unsettled reservations included."""
+        return self._spent(self._run_file)
+
+    def spent_day(self) -> float:
+        """USD spent today (UTC) by every run sharing the day ledger."""
+        return self._spent_on(self._today())
+
+    def remaining(self) -> float:
+        """USD that may still be spent before the first cap is reached."""
+        left = min(
+            self._caps.per_run_usd - self.spent_run(), self._caps.per_day_usd - self.spent_day()
+        )
+        return max(left, 0.0)
+
+    def _price(self) -> Price:
+        price = self._settings.price(self.model)
+        if price is None:
+            raise BudgetExceeded(
+                f"no price known for model {self.model!r}, so its spend cannot be capped; add "
+                f'[prices."{self.model}"] with input = ... and output = ... (USD per 1M '
+                "tokens) to autopilot.toml (a local provider can set both to 0)"
+            )
+        return price
+
+    def _check(self, name: str, cap: float, spent: float, estimate: Estimate) -> None:
+        if spent + estimate.usd > cap:
+            raise BudgetExceeded(
+                f"{name} cap ${cap:.6f} would be exceeded: ${spent:.6f} spent so far "
+                f"(reservations included), this call could cost up to ${estimate.usd:.6f}; "
+                f"raise budget.{name.replace('-', '_')}_usd in autopilot.toml to allow more"
+            )
+
+    def _entry(self, kind: Literal["reserve", "charge"], held: Reservation, **kw: object) -> str:
+        entry = SpendEntry.model_validate(
+            {
+                "type": kind,
+                "id": held.id,
+                "run": self._run_id,
+                "date": held.date,
+                "purpose": held.purpose,
+                "model": held.model,
+                "time": time.time(),
+                **kw,
+            }
+        )
+        return entry.model_dump_json()
+
+    def _files(self) -> list[Path]:
+        # the same path twice would double-count and self-deadlock on its lock
+        files = [self._day_file, self._run_file]
+        return files[1:] if _same(*files) else files
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold both ledgers' locks (day first, then run: one order, no deadlock)."""
+        with contextlib.ExitStack() as stack:
+            for path in self._files():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+                stack.callback(os.close, fd)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                stack.callback(fcntl.flock, fd, fcntl.LOCK_UN)
+            yield
+
+    def _append(self, line: str) -> None:
+        for path in self._files():
+            append_line(path, line)
+
+    def _spent(self, path: Path) -> float:
+        return _total(_read(path))
+
+    def _spent_on(self, date: str) -> float:
+        return _total(e for e in _read(self._day_file) if e.date == date)
+
+
+def _same(a: Path, b: Path) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _read(path: Path) -> list[SpendEntry]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    entries = []
+    for line in text.split("\n"):
+        if not line.strip():
+            continue
+        try:
+            entries.append(SpendEntry.model_validate_json(line))
+        except ValidationError:
+            logger.warning("skipping an unreadable spend line in %s: %.80s", path, line)
+    return entries
+
+
+def _total(entries: Iterator[SpendEntry] | list[SpendEntry]) -> float:
+    """Charges, plus every reservation that has no charge yet."""
+    reserved: dict[str, float] = {}
+    charged: dict[str, float] = {}
+    for entry in entries:
+        (reserved if entry.type == "reserve" else charged)[entry.id] = entry.usd
+    pending = sum(usd for rid, usd in reserved.items() if rid not in charged)
+    return sum(charged.values()) + pending
