@@ -1,0 +1,392 @@
+"""The review queue: proposals that wait for a person (modes ``suggest`` and ``ai_suggest``).
+
+``RUN_DIR/autopilot/review.jsonl`` is an append-only log of events (``proposed``,
+``approved``, ``rejected``, ``expired``, ``applied``); an item's state is the fold of its
+events. Two more states are computed when reading: a pending item past its
+``expires_after_step`` is ``expired``, and an approved item whose commands the kernel's
+ledger shows as applied is ``applied``.
+
+Every transition runs read-fold-check-append under an exclusive ``flock`` on
+``autopilot/review.lock``, so the CLI and the autopilot's watcher never both decide the same
+item. Approving re-runs the guards on the run as it is now: an approval (edited or not)
+cannot get past bounds, caps or cooldowns that the proposal met when it was made.
+
+Example:
+    >>> queue = ReviewQueue(run_dir, settings)  # doctest: +SKIP
+    >>> item = queue.add(queue.new_item(step=900, proposal=p, verdicts=v))  # doctest: +SKIP
+    >>> queue.approve(item.id[:6]).commands[0].id  # doctest: +SKIP
+    'ai-rv-1a2b3c4d5e6f-0'
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from autopilot.config import Settings
+from autopilot.decisions import AUTOPILOT_DIR
+from autopilot.diagnoses import Diagnosis
+from autopilot.errors import ReviewError
+from autopilot.guards import GuardContext, Verdict, check, commands_for
+from autopilot.proposals import Action, Proposal
+from kernel import Command, append_command, read_kernel_state, read_ledger
+from kernel.jsonl import append_line
+
+logger = logging.getLogger(__name__)
+
+REVIEW_FILE = "review.jsonl"
+LOCK_FILE = "review.lock"
+ReviewStatus = Literal["pending", "approved", "rejected", "expired", "applied"]
+EventKind = Literal["proposed", "approved", "rejected", "expired", "applied"]
+_NEXT: dict[str, set[str]] = {
+    "pending": {"approved", "rejected", "expired"},
+    "approved": {"applied"},
+}
+"""The recorded transitions; any other event on an item is ignored when folding."""
+
+
+class ReviewItem(BaseModel):
+    """A proposal waiting for (or past) a person's decision."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(min_length=1, max_length=150)
+    step: int
+    created_at: float
+    diagnoses: list[Diagnosis] = Field(default_factory=list)
+    proposal: Proposal
+    verdicts: list[Verdict] = Field(default_factory=list)
+    """The guards' verdicts when the proposal was made."""
+    cost_usd: float = 0.0
+    status: ReviewStatus = "pending"
+    expires_after_step: int
+    decided_at: float | None = None
+    decided_step: int | None = None
+    why: str | None = None
+    edits: list[Action] = Field(default_factory=list)
+    approval_verdicts: list[Verdict] = Field(default_factory=list)
+    """The guards' verdicts when it was approved (on the edited proposal)."""
+    command_ids: list[str] = Field(default_factory=list)
+    applied_step: int | None = None
+
+
+class ReviewEvent(BaseModel):
+    """One line of ``review.jsonl``: an item proposed, or a transition of one."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    event: EventKind
+    id: str
+    at: float = Field(default_factory=time.time)
+    step: int | None = None
+    item: ReviewItem | None = None
+    why: str | None = None
+    edits: list[Action] = Field(default_factory=list)
+    verdicts: list[Verdict] = Field(default_factory=list)
+    command_ids: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _proposed_has_item(self) -> ReviewEvent:
+        if self.event == "proposed" and (self.item is None or self.item.id != self.id):
+            raise ValueError("a 'proposed' event needs the item, with the same id")
+        return self
+
+    def apply_to(self, item: ReviewItem) -> ReviewItem:
+        """``item`` after this transition."""
+        if self.event == "applied":
+            return item.model_copy(update={"status": "applied", "applied_step": self.step})
+        update: dict[str, Any] = {"status": self.event, "decided_at": self.at}
+        update["decided_step"] = self.step
+        if self.event == "approved":
+            update |= {"edits": self.edits, "approval_verdicts": self.verdicts}
+            update["command_ids"] = self.command_ids
+        elif self.event == "rejected":
+            update["why"] = self.why
+        return item.model_copy(update=update)
+
+
+def read_events(path: Path) -> list[ReviewEvent]:
+    """The valid events of a review file, oldest first; torn or invalid lines are skipped."""
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")  # not splitlines: U+2028 is text
+    except FileNotFoundError:
+        return []
+    events = []
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            events.append(ReviewEvent.model_validate_json(line))
+        except ValidationError:
+            logger.warning("skipping an unreadable line in %s: %.80s", path, line)
+    return events
+
+
+def fold(events: Iterable[ReviewEvent]) -> dict[str, ReviewItem]:
+    """Each item's recorded state: its ``proposed`` event, then its valid transitions."""
+    items: dict[str, ReviewItem] = {}
+    for event in events:
+        if event.event == "proposed" and event.item is not None:
+            items.setdefault(event.id, event.item)
+        elif event.id in items and event.event in _NEXT.get(items[event.id].status, ()):
+            items[event.id] = event.apply_to(items[event.id])
+    return items
+
+
+@dataclass(frozen=True, kw_only=True)
+class Approval:
+    """The outcome of ``ReviewQueue.approve``: the item, the guards' verdicts, the commands."""
+
+    item: ReviewItem
+    verdicts: list[Verdict]
+    commands: list[Command]
+
+
+class ReviewQueue:
+    """A run's review queue.
+
+    Args:
+        run_dir: the run directory.
+        settings: the guards re-run on approval, and ``review.expire_after_steps``.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike[str], settings: Settings | None = None) -> None:
+        self.run_dir = Path(run_dir)
+        self.settings = settings or Settings()
+        self.path = self.run_dir / AUTOPILOT_DIR / REVIEW_FILE
+        self._lock_path = self.run_dir / AUTOPILOT_DIR / LOCK_FILE
+
+    def new_item(
+        self,
+        *,
+        step: int,
+        proposal: Proposal,
+        verdicts: Sequence[Verdict],
+        diagnoses: Sequence[Diagnosis] = (),
+        item_id: str | None = None,
+    ) -> ReviewItem:
+        """A pending item that expires ``review.expire_after_steps`` after ``step``."""
+        return ReviewItem(
+            id=item_id or f"rv-{uuid.uuid4().hex[:12]}",
+            step=step,
+            created_at=time.time(),
+            diagnoses=list(diagnoses),
+            proposal=proposal,
+            verdicts=list(verdicts),
+            cost_usd=proposal.cost_usd,
+            expires_after_step=step + self.settings.review.expire_after_steps,
+        )
+
+    def add(self, item: ReviewItem) -> ReviewItem:
+        """Queue ``item``; adding an id that is already queued returns the queued item."""
+        with self._locked():
+            existing = [i for i in self._recorded() if i.id == item.id]
+            if existing:
+                return existing[0]
+            pending = item.model_copy(update={"status": "pending"})
+            self._append(ReviewEvent(event="proposed", id=item.id, step=item.step, item=pending))
+            return pending
+
+    def items(self, current_step: int | None = None) -> list[ReviewItem]:
+        """Every item, oldest first, with its current status.
+
+        Args:
+            current_step: the run's step for expiry; ``None``: the last step in kernel.json.
+        """
+        step, applied = self._step(current_step), self._applied_ids()
+        return [_current(i, step, applied) for i in self._recorded()]
+
+    def get(self, item_id: str, current_step: int | None = None) -> ReviewItem:
+        """The item with id ``item_id``, or the only one whose id starts with it.
+
+        Raises:
+            ReviewError: when no item, or more than one, matches.
+        """
+        return _find(self.items(current_step), item_id)
+
+    def approve(
+        self,
+        item_id: str,
+        *,
+        edits: Sequence[Action] | None = None,
+        current_step: int | None = None,
+    ) -> Approval:
+        """Re-check the (edited) proposal with the guards and queue its commands.
+
+        Args:
+            item_id: the item's id or a unique prefix.
+            edits: actions replacing the proposal's action on the same knob (or added).
+            current_step: the run's step; ``None``: the last step in kernel.json.
+
+        Raises:
+            ReviewError: when the item is unknown, decided or expired, or the guards reject
+                every action now (the item stays pending).
+        """
+        with self._locked():
+            item = self._pending(item_id, current_step)
+            ctx = GuardContext.from_run(self.run_dir)
+            if current_step is not None:
+                ctx = replace(ctx, step=current_step)
+            verdicts = check(_edited(item.proposal, edits or ()), ctx, self.settings)
+            commands = commands_for(
+                verdicts,
+                source=item.proposal.proposer,
+                proposal_id=item.id,
+                reason_prefix=f"approved in review {item.id}",
+            )
+            if not commands:
+                raise ReviewError(_all_rejected(item.id, verdicts))
+            for command in commands:
+                append_command(self.run_dir, command)
+            event = ReviewEvent(
+                event="approved",
+                id=item.id,
+                step=ctx.step,
+                edits=list(edits or ()),
+                verdicts=verdicts,
+                command_ids=[c.id for c in commands],
+            )
+            self._append(event)
+        return Approval(item=event.apply_to(item), verdicts=verdicts, commands=commands)
+
+    def reject(
+        self, item_id: str, why: str | None = None, *, current_step: int | None = None
+    ) -> ReviewItem:
+        """Decide against a pending item; ``why`` is kept with it.
+
+        Raises:
+            ReviewError: when the item is unknown, decided or expired.
+        """
+        with self._locked():
+            item = self._pending(item_id, current_step)
+            event = ReviewEvent(
+                event="rejected", id=item.id, step=self._step(current_step), why=why
+            )
+            self._append(event)
+        return event.apply_to(item)
+
+    def expire_due(self, current_step: int) -> list[ReviewItem]:
+        """Record ``expired`` for each pending item past its expiry; return those items."""
+        done = []
+        with self._locked():
+            for item in self._recorded():
+                if item.status == "pending" and current_step > item.expires_after_step:
+                    event = ReviewEvent(event="expired", id=item.id, step=current_step)
+                    self._append(event)
+                    done.append(event.apply_to(item))
+        return done
+
+    def note_applied(self) -> list[ReviewItem]:
+        """Record ``applied`` for each approved item the kernel has applied; return them."""
+        done = []
+        with self._locked():
+            applied = self._applied_ids()
+            for item in self._recorded():
+                if item.status == "approved" and applied.intersection(item.command_ids):
+                    event = ReviewEvent(event="applied", id=item.id, step=self._step(None))
+                    self._append(event)
+                    done.append(event.apply_to(item))
+        return done
+
+    # -- internals -------------------------------------------------------------------------
+    def _pending(self, item_id: str, current_step: int | None) -> ReviewItem:
+        """The pending item ``item_id``; an expiry found here is recorded before refusing."""
+        step = self._step(current_step)
+        recorded = _find(self._recorded(), item_id)
+        item = _current(recorded, step, set())
+        if item.status == "expired" and recorded.status == "pending":
+            self._append(ReviewEvent(event="expired", id=item.id, step=step))
+        if item.status != "pending":
+            raise ReviewError(_not_pending(item, step))
+        return item
+
+    def _step(self, current_step: int | None) -> int | None:
+        if current_step is not None:
+            return current_step
+        state = read_kernel_state(self.run_dir)
+        return None if state is None else state.last_step
+
+    def _recorded(self) -> list[ReviewItem]:
+        return list(fold(read_events(self.path)).values())
+
+    def _applied_ids(self) -> set[str]:
+        rows = read_ledger(self.run_dir)
+        return {r.command_id for r in rows if r.decision == "applied" and r.command_id}
+
+    def _append(self, event: ReviewEvent) -> None:
+        append_line(self.path, event.model_dump_json(exclude_none=True))
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self._lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+
+def _current(item: ReviewItem, step: int | None, applied: set[str]) -> ReviewItem:
+    """``item`` with the statuses that are computed, not recorded: expired and applied."""
+    if item.status == "pending" and step is not None and step > item.expires_after_step:
+        return item.model_copy(update={"status": "expired"})
+    if item.status == "approved" and applied.intersection(item.command_ids):
+        return item.model_copy(update={"status": "applied"})
+    return item
+
+
+def _find(items: list[ReviewItem], item_id: str) -> ReviewItem:
+    exact = [i for i in items if i.id == item_id]
+    matches = exact or [i for i in items if i.id.startswith(item_id)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise ReviewError(
+            f"no proposal '{item_id}' in the review queue; see `autopilot review list`"
+        )
+    ids = ", ".join(i.id for i in matches[:5])
+    raise ReviewError(f"'{item_id}' matches {len(matches)} proposals ({ids}); give more of the id")
+
+
+def _not_pending(item: ReviewItem, step: int | None) -> str:
+    if item.status == "expired":
+        now = item.decided_step if step is None else step
+        return (
+            f"proposal {item.id} expired at step {item.expires_after_step} (the run is at step "
+            f"{now}); the autopilot will propose again if the problem persists"
+        )
+    at = "" if item.decided_step is None else f" at step {item.decided_step}"
+    return f"proposal {item.id} was already {item.status}{at}; only a pending one can be decided"
+
+
+def _all_rejected(item_id: str, verdicts: list[Verdict]) -> str:
+    reasons = "; ".join(f"{v.requested.describe()}: {v.reason}" for v in verdicts) or "no actions"
+    return (
+        f"nothing to approve in {item_id}: the guards reject every action now ({reasons}); "
+        "it stays pending, so edit it (--edit KNOB=VALUE) or reject it"
+    )
+
+
+def _edited(proposal: Proposal, edits: Sequence[Action]) -> Proposal:
+    """``proposal`` with each edit replacing the first action on its knob, or appended."""
+    actions = list(proposal.actions)
+    for edit in edits:
+        if not edit.reason:
+            edit = edit.model_copy(update={"reason": "edited in review"})
+        at = next((n for n, a in enumerate(actions) if a.knob == edit.knob), None)
+        if at is None:
+            actions.append(edit)
+        else:
+            actions[at] = edit
+    return proposal.model_copy(update={"actions": actions})

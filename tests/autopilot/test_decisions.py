@@ -1,0 +1,115 @@
+"""Decision records: appended, read back with their effects, torn lines skipped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from _runs import mul, proposal
+
+from autopilot.decisions import DecisionLog, DecisionRecord, EffectRecord, parse_record
+from autopilot.diagnoses import Diagnosis
+from autopilot.guards import Verdict
+
+
+def decision(id: str = "d1000-abc", **kw) -> DecisionRecord:
+    fields: dict[str, Any] = {
+        "id": id,
+        "step": 1000,
+        "mode": "ai_auto",
+        "summary_hash": "abc123",
+        "diagnoses": [
+            Diagnosis(kind="plateau", metric="val/loss", step=1000, message="flat for 400 steps")
+        ],
+        "proposer": "ai",
+        "prompt_version": "planner-v1",
+        "tokens_in": 1200,
+        "tokens_out": 150,
+        "cost_usd": 0.0003,
+        "proposal": proposal(mul("lr", 0.5)),
+        "verdicts": [
+            Verdict(
+                index=0,
+                knob="lr",
+                status="allowed",
+                requested=mul("lr", 0.5),
+                value=0.05,
+                before=0.1,
+                reason="lr 0.1 -> 0.05",
+            )
+        ],
+        "route": "kernel",
+        "command_ids": [f"ai-{id}-0"],
+        "proposal_id": id,
+    }
+    return DecisionRecord(**(fields | kw))
+
+
+def effect(decision_id: str = "d1000-abc", **kw) -> EffectRecord:
+    fields: dict[str, Any] = {
+        "decision_id": decision_id,
+        "command_id": f"ai-{decision_id}-0",
+        "knob": "lr",
+        "applied_step": 1001,
+        "horizon_steps": 100,
+        "key_metric": "val/loss",
+        "projected": 0.5,
+        "observed": 0.48,
+        "change_rel": 0.04,
+        "verdict": "better",
+        "measured_at_step": 1101,
+    }
+    return EffectRecord(**(fields | kw))
+
+
+def test_records_round_trip_and_effects_are_joined(tmp_path: Path) -> None:
+    log = DecisionLog(tmp_path)
+    log.append(decision())
+    log.append(decision("d1200-def", route="none", command_ids=[]))
+    log.append(effect())
+    views = log.read()
+    assert [v.record.id for v in views] == ["d1000-abc", "d1200-def"]
+    assert views[0].record == decision().model_copy(update={"time": views[0].record.time})
+    assert [e.verdict for e in views[0].effects] == ["better"] and views[1].effects == []
+    assert (tmp_path / "autopilot" / "decisions.jsonl").is_file()
+
+
+def test_ids_see_what_another_writer_appended(tmp_path: Path) -> None:
+    reader, writer = DecisionLog(tmp_path), DecisionLog(tmp_path)
+    assert reader.ids() == set()
+    writer.append(decision())
+    assert reader.ids() == {"d1000-abc"}
+    writer.append(decision("d2"))
+    assert reader.ids() == {"d1000-abc", "d2"}
+
+
+def test_torn_and_invalid_lines_are_skipped(tmp_path: Path) -> None:
+    log = DecisionLog(tmp_path)
+    log.append(decision())
+    path = tmp_path / "autopilot" / "decisions.jsonl"
+    with path.open("a") as f:
+        f.write('{"record": "decision", "id": 7}\n')  # invalid
+        f.write('{"record": "effect", "decision_')  # a writer died mid-line
+    assert log.ids() == {"d1000-abc"}
+    log.append(decision("d2"))  # the torn fragment is closed first, then skipped
+    assert [v.record.id for v in DecisionLog(tmp_path).read()] == ["d1000-abc", "d2"]
+    assert log.ids() == {"d1000-abc", "d2"}
+
+
+def test_a_repeated_id_keeps_the_first_record(tmp_path: Path) -> None:
+    log = DecisionLog(tmp_path)
+    log.append(decision(note="first"))
+    log.append(decision(note="second"))
+    assert [v.record.note for v in log.read()] == ["first"]
+
+
+def test_an_effect_without_its_decision_is_not_shown(tmp_path: Path) -> None:
+    log = DecisionLog(tmp_path)
+    log.append(effect("d-unknown"))
+    log.append(decision())
+    assert [len(v.effects) for v in log.read()] == [0]
+
+
+def test_parse_record_tells_the_kinds_apart() -> None:
+    assert isinstance(parse_record(decision().model_dump_json()), DecisionRecord)
+    assert isinstance(parse_record(effect(rolled_back=True).model_dump_json()), EffectRecord)

@@ -1,0 +1,171 @@
+"""The review queue: events folded into state, approvals through the guards, one winner."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+from _runs import mul, proposal, record_change, val, write_run
+
+from autopilot.config import Settings
+from autopilot.errors import ReviewError
+from autopilot.guards import GuardContext, check
+from autopilot.review import ReviewItem, ReviewQueue
+from kernel import write_freeze
+
+SETTINGS = Settings.model_validate({"review": {"expire_after_steps": 500}})
+
+
+def queued(run_dir: Path) -> list[dict]:
+    path = run_dir / "commands.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def add(queue: ReviewQueue, *actions, step: int = 1000, item_id: str | None = None) -> ReviewItem:
+    p = proposal(*(actions or (mul("lr", 0.5),)))
+    verdicts = check(p, GuardContext.from_run(queue.run_dir), queue.settings)
+    return queue.add(queue.new_item(step=step, proposal=p, verdicts=verdicts, item_id=item_id))
+
+
+@pytest.fixture
+def queue(tmp_path: Path) -> ReviewQueue:
+    write_run(tmp_path, step=1000)
+    return ReviewQueue(tmp_path, SETTINGS)
+
+
+def test_add_list_and_get_by_prefix(queue: ReviewQueue) -> None:
+    item = add(queue)
+    assert item.status == "pending" and item.expires_after_step == 1500
+    assert item.verdicts[0].value == 0.05
+    assert [i.id for i in queue.items()] == [item.id]
+    assert queue.get(item.id[:5]).id == item.id
+    assert add(queue, item_id=item.id).created_at == item.created_at  # adding again: a no-op
+    assert len(queue.items()) == 1
+
+
+def test_unknown_and_ambiguous_ids(queue: ReviewQueue) -> None:
+    add(queue, item_id="rv-aa1")
+    add(queue, item_id="rv-aa2")
+    with pytest.raises(ReviewError, match="no proposal 'zz' in the review queue"):
+        queue.get("zz")
+    with pytest.raises(ReviewError, match="'rv-aa' matches 2 proposals"):
+        queue.get("rv-aa")
+
+
+def test_approve_queues_commands_from_the_proposer(queue: ReviewQueue) -> None:
+    item = add(queue, mul("lr", 0.5), mul("weight_decay", 2.0), item_id="rv-1")
+    approval = queue.approve("rv-1")
+    assert [c.id for c in approval.commands] == ["ai-rv-1-0", "ai-rv-1-1"]
+    sent = queued(queue.run_dir)
+    assert [(c["knob"], c["value"], c["source"], c["proposal_id"]) for c in sent] == [
+        ("lr", 0.05, "ai", "rv-1"),
+        ("weight_decay", 0.02, "ai", "rv-1"),
+    ]
+    now = queue.get(item.id)
+    assert now.status == "approved" and now.command_ids == ["ai-rv-1-0", "ai-rv-1-1"]
+    assert now.decided_step == 1000 and len(now.approval_verdicts) == 2
+
+
+def test_an_approved_item_becomes_applied_with_the_ledger(queue: ReviewQueue) -> None:
+    add(queue, item_id="rv-1")
+    queue.approve("rv-1")
+    assert queue.note_applied() == []
+    record_change(queue.run_dir, step=1001, knob="lr", source="ai", command_id="ai-rv-1-0")
+    assert queue.get("rv-1").status == "applied"  # computed from the ledger
+    assert [i.applied_step for i in queue.note_applied()] == [1000]
+    assert queue.note_applied() == []  # recorded once
+
+
+def test_an_edited_approval_is_still_clamped_by_the_guards(queue: ReviewQueue) -> None:
+    add(queue, mul("lr", 0.5), item_id="rv-1")
+    approval = queue.approve("rv-1", edits=[mul("lr", 10.0), val("grad_clip", 1.0)])
+    lr, clip = approval.verdicts
+    assert (lr.status, lr.value, lr.requested.multiplier) == ("clamped", 0.2, 10.0)
+    assert (clip.status, clip.value) == ("allowed", 1.0)
+    assert [c["value"] for c in queued(queue.run_dir)] == [0.2, 1.0]
+    assert [e.describe() for e in queue.get("rv-1").edits] == ["lr x10", "grad_clip=1"]
+
+
+def test_approval_rechecks_the_run_as_it_is_now(queue: ReviewQueue) -> None:
+    add(queue, item_id="rv-1")
+    record_change(queue.run_dir, step=990, knob="lr", source="human")
+    with pytest.raises(ReviewError, match="the guards reject every action now") as exc:
+        queue.approve("rv-1")
+    assert "lr was changed at step 990" in str(exc.value) and "stays pending" in str(exc.value)
+    assert queue.get("rv-1").status == "pending" and queued(queue.run_dir) == []
+    write_freeze(queue.run_dir, "prod")
+    with pytest.raises(ReviewError, match=r"the run is frozen \(freeze prod\)"):
+        queue.approve("rv-1", current_step=1100)
+
+
+def test_reject_keeps_why_and_a_decided_item_cannot_be_decided_again(queue: ReviewQueue) -> None:
+    add(queue, item_id="rv-1")
+    item = queue.reject("rv-1", "the plateau is the warmup")
+    assert (item.status, item.why) == ("rejected", "the plateau is the warmup")
+    assert queue.get("rv-1").why == "the plateau is the warmup"
+    with pytest.raises(ReviewError, match="proposal rv-1 was already rejected at step 1000"):
+        queue.approve("rv-1")
+    assert queued(queue.run_dir) == []
+
+
+def test_expiry_is_computed_then_recorded(queue: ReviewQueue) -> None:
+    add(queue, item_id="rv-1", step=700)  # expires after step 1200
+    add(queue, item_id="rv-2", step=1000)
+    assert [i.status for i in queue.items(current_step=1750)] == ["expired", "expired"]
+    assert [i.status for i in queue.items(current_step=1300)] == ["expired", "pending"]
+    assert [i.id for i in queue.expire_due(1300)] == ["rv-1"]
+    assert queue.expire_due(1300) == []
+    assert queue.get("rv-1", current_step=1000).status == "expired"  # recorded now
+
+
+def test_approving_an_expired_item_is_refused(queue: ReviewQueue) -> None:
+    add(queue, item_id="rv-1", step=700)
+    with pytest.raises(ReviewError) as exc:
+        queue.approve("rv-1", current_step=1750)
+    assert str(exc.value) == (
+        "proposal rv-1 expired at step 1200 (the run is at step 1750); the autopilot will "
+        "propose again if the problem persists"
+    )
+    assert queue.get("rv-1", current_step=0).status == "expired"
+
+
+def test_torn_lines_in_the_queue_are_skipped(queue: ReviewQueue) -> None:
+    add(queue, item_id="rv-1")
+    with queue.path.open("a") as f:
+        f.write('{"event": "approved", "id": "rv-1", "comm')
+    assert queue.get("rv-1").status == "pending"
+    add(queue, item_id="rv-2")
+    assert [i.id for i in queue.items()] == ["rv-1", "rv-2"]
+
+
+def race(run_dir: Path, item_id: str) -> list[str]:
+    """Two queues on the same run approve ``item_id`` at once; what each one got."""
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def approve() -> None:
+        rival = ReviewQueue(run_dir, SETTINGS)
+        barrier.wait()
+        try:
+            rival.approve(item_id)
+            outcomes.append("approved")
+        except ReviewError as exc:
+            outcomes.append(str(exc))
+
+    threads = [threading.Thread(target=approve) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sorted(outcomes)
+
+
+def test_two_concurrent_approvals_have_exactly_one_winner(queue: ReviewQueue) -> None:
+    for n in range(5):
+        add(queue, item_id=f"rv-{n}")
+        won, lost = race(queue.run_dir, f"rv-{n}")
+        assert won == "approved" and f"proposal rv-{n} was already approved" in lost
+    ids = [c["id"] for c in queued(queue.run_dir)]
+    assert ids == [f"ai-rv-{n}-0" for n in range(5)]
