@@ -121,7 +121,7 @@ class DetectorSettings(_Section):
     grad_explosion_factor: float = Field(default=10.0, gt=1.0)
     overfit_patience_steps: int = Field(default=200, ge=10)
     overfit_rel: float = Field(default=0.05, ge=0)
-    oscillation_volatility: float = Field(default=0.25, gt=0)
+    oscillation_volatility: float = Field(default=0.2, gt=0)
 
 
 class EvaluateSettings(_Section):

@@ -1,0 +1,179 @@
+"""Divergence: a loss that turned non-finite, jumped far above its recent best, or a
+gradient norm that exploded.
+
+A single bad batch is not a divergence: a jump must hold for the last few points (five for
+per-batch metrics, three for evaluations), and must clear the metric's own noise. The
+reference is the best *smoothed* level of the window, not the run's best raw value, which
+for a noisy per-batch loss is a lucky batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from autopilot._trends import finite_series, noise, relative, rolling_median, series
+from autopilot.config import DetectorSettings
+from autopilot.detectors._base import (
+    is_dense,
+    is_grad_norm,
+    is_loss,
+    is_primary_loss,
+    key_first,
+    num,
+    paired_vals,
+)
+from autopilot.diagnoses import Diagnosis, Evidence, Severity
+from autopilot.summary import RunSummary, Windows
+
+NOISE_Z = 3.0
+"""A jump must also exceed this many per-point noise standard deviations (relative)."""
+GRAD_SUSTAIN = 3
+GRAD_NONFINITE_RUN = 10
+"""Mixed precision skips a few overflowing steps routinely; this many in a row is not."""
+
+
+class DivergenceDetector:
+    """Non-finite losses (high), sustained loss jumps, sustained gradient-norm explosions."""
+
+    name = "divergence"
+
+    def detect(
+        self, summary: RunSummary, windows: Windows, settings: DetectorSettings
+    ) -> list[Diagnosis]:
+        found: list[Diagnosis | None] = []
+        losses = key_first(summary, [n for n in windows if is_loss(n)] + [summary.key_metric])
+        for name in dict.fromkeys(n for n in losses if n in windows):
+            found.append(_nonfinite(name, windows[name], summary.step))
+        for name in _jump_candidates(summary, windows):
+            found.append(_jump(name, summary, windows[name], settings.divergence_factor))
+        for name in sorted(n for n in windows if is_grad_norm(n)):
+            found.append(_explosion(name, summary.step, windows[name], settings))
+        return [d for d in found if d is not None]
+
+
+def _jump_candidates(summary: RunSummary, windows: Windows) -> list[str]:
+    # A component (loss_kl, loss_aux) may rise by design while the total falls; when a total
+    # loss is logged, a real divergence shows there. A validation loss with a train
+    # counterpart rising is overfitting's business.
+    losses = [n for n in windows if is_loss(n)]
+    primaries = [n for n in losses if is_primary_loss(n)]
+    names = set(primaries or losses) | ({summary.key_metric} & set(windows))
+    return key_first(summary, sorted(names - paired_vals(summary)))
+
+
+def _nonfinite(name: str, points: list[list[float]], step: int) -> Diagnosis | None:
+    steps, values = series(points)
+    bad = ~np.isfinite(values)
+    count = int(bad.sum())
+    if not count or (not bad[-1] and count < 2):
+        return None  # one bad batch long recovered from is not worth an intervention
+    latest = "nan" if np.isnan(values[-1]) else ("inf" if bad[-1] else "finite again")
+    message = (
+        f"{name} is {latest} at step {int(steps[-1])}: {count} non-finite of the last "
+        f"{len(values)} points"
+    )
+    evidence: Evidence = {"nonfinite": count, "points": len(values), "latest_finite": not bad[-1]}
+    severity: Severity = "high" if bad[-1] else "medium"
+    return Diagnosis(
+        kind="divergence",
+        metric=name,
+        step=step,
+        severity=severity,
+        message=message,
+        evidence=evidence,
+    )
+
+
+def _jump(
+    name: str, summary: RunSummary, points: list[list[float]], factor: float
+) -> Diagnosis | None:
+    steps, raw = finite_series(points)
+    recent_n, smooth = (5, 9) if is_dense(steps) else (3, 5)
+    if len(raw) < recent_n + 3 * smooth:
+        return None  # too little history to tell a jump from a streak of unlucky batches
+    sign = 1.0 if summary.metrics[name].mode == "min" else -1.0
+    scale = summary.metrics[name].scale
+    logs = bool(raw.min() > 0)
+    rel = relative(raw, scale)  # order-preserving, so medians and minima commute with it
+    ref = sign * float(np.min(sign * rolling_median(rel[:-recent_n], smooth)))
+    level = sign * float(np.min(sign * rel[-recent_n:]))  # the least bad recent point
+    if logs:
+        ref, level, needed = math.exp(ref), math.exp(level), math.log(factor)
+        excess = sign * math.log(level / ref)
+    else:
+        ref, level = ref * scale, level * scale
+        needed = ((factor - 1) if sign > 0 else (1 - 1 / factor)) * abs(ref) / scale
+        excess = sign * (level - ref) / scale
+    if excess <= max(needed, NOISE_Z * noise(rel[:-recent_n])):
+        return None
+    return _jump_diagnosis(name, summary.step, level, ref, factor, recent_n)
+
+
+def _jump_diagnosis(
+    name: str, step: int, level: float, ref: float, factor: float, recent_n: int
+) -> Diagnosis:
+    ratio = level / ref if ref else None
+    high = ratio is not None and (ratio >= factor**2 or 0 < ratio <= 1 / factor**2)
+    ratio_text = "" if ratio is None else f"x{num(ratio)}, "
+    worse = "above" if level > ref else "below"
+    threshold = f"x{num(factor)}" if level > ref else f"/{num(factor)}"
+    message = (
+        f"{name} {worse} its recent best for the last {recent_n} points: {num(level)} vs "
+        f"{num(ref)} ({ratio_text}threshold {threshold})"
+    )
+    evidence: Evidence = {
+        "level": level,
+        "reference": ref,
+        "ratio": ratio,
+        "factor": factor,
+        "points": recent_n,
+    }
+    return Diagnosis(
+        kind="divergence",
+        metric=name,
+        step=step,
+        severity="high" if high else "medium",
+        message=message,
+        evidence=evidence,
+    )
+
+
+def _explosion(
+    name: str, step: int, points: list[list[float]], settings: DetectorSettings
+) -> Diagnosis | None:
+    _, raw = series(points)
+    if len(raw) >= GRAD_NONFINITE_RUN and not np.isfinite(raw[-GRAD_NONFINITE_RUN:]).any():
+        message = f"{name} non-finite for the last {GRAD_NONFINITE_RUN} points"
+        return _grad_diagnosis(name, step, "high", message, {"nonfinite_run": GRAD_NONFINITE_RUN})
+    _, values = finite_series(points)
+    if len(values) < GRAD_SUSTAIN + settings.min_points:
+        return None
+    base = float(np.median(values[:-GRAD_SUSTAIN]))
+    level = float(np.min(values[-GRAD_SUSTAIN:]))  # one spike is not an explosion
+    factor = settings.grad_explosion_factor
+    if base <= 0 or level <= factor * base:
+        return None
+    ratio = level / base
+    message = (
+        f"{name} exploded: {num(level)} for the last {GRAD_SUSTAIN} points, x{num(ratio)} "
+        f"its window median {num(base)} (threshold x{num(factor)})"
+    )
+    evidence: Evidence = {"level": level, "median": base, "ratio": ratio, "factor": factor}
+    return _grad_diagnosis(
+        name, step, "high" if ratio >= factor**2 else "medium", message, evidence
+    )
+
+
+def _grad_diagnosis(
+    name: str, step: int, severity: Severity, message: str, evidence: Evidence
+) -> Diagnosis:
+    return Diagnosis(
+        kind="divergence",
+        metric=name,
+        step=step,
+        severity=severity,
+        message=message,
+        evidence=evidence,
+    )

@@ -1,0 +1,116 @@
+"""Oscillation: the key metric or the train loss swings widely around a flat trend.
+
+The hard part is not to mistake ordinary minibatch noise for instability. A per-batch loss
+is independent noise around a smooth curve: averaged over blocks of ``b`` steps, its
+volatility shrinks by ``sqrt(b)``. Instability (loss bouncing up for tens of steps, then
+back) survives the averaging. So for per-batch metrics the volatility that counts is the
+block means' volatility *in excess of* what the within-block noise predicts. Evaluation
+metrics (``val/...``) are already averages, so their volatility counts as it is.
+
+Volatility is measured around a quadratic trend (a curving but healthy decline is trend),
+and only counts when it dominates the trend: a noisy but clearly improving run is healthy.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from autopilot._trends import finite_series, linear_fit, quadratic_residual_std, relative
+from autopilot.config import DetectorSettings
+from autopilot.detectors._base import is_primary_loss, is_val, key_first
+from autopilot.diagnoses import Diagnosis, Evidence
+from autopilot.summary import MetricSummary, RunSummary, Windows
+
+BLOCKS = 20
+MIN_BLOCK = 5
+"""Per-batch metrics need ``BLOCKS * MIN_BLOCK`` points before they are judged."""
+MIN_EVALS = 10
+RECENT_EVALS = 40
+"""An evaluation metric is judged on its latest points only: a sparse window spans a long
+history whose early decline would otherwise read as trend."""
+RECENT_BATCHES = BLOCKS * 10
+
+
+class OscillationDetector:
+    """Volatility above ``oscillation_volatility`` that dominates the trend."""
+
+    name = "oscillation"
+
+    def detect(
+        self, summary: RunSummary, windows: Windows, settings: DetectorSettings
+    ) -> list[Diagnosis]:
+        names = [n for n in windows if is_primary_loss(n) and not is_val(n)]
+        found = []
+        for name in key_first(summary, list({*names, summary.key_metric} & set(windows))):
+            m = summary.metrics[name]
+            measured = _volatility(name, windows[name], m.scale)
+            if measured is None:
+                continue
+            vol, trend = measured
+            if vol > settings.oscillation_volatility and vol > trend:
+                found.append(_diagnosis(summary.step, m, vol, trend, settings))
+        return found
+
+
+def _volatility(name: str, points: list[list[float]], scale: float) -> tuple[float, float] | None:
+    """(volatility, |relative change| of the linear trend across the window)."""
+    steps, values = finite_series(points)
+    recent = -RECENT_EVALS if is_val(name) else -RECENT_BATCHES
+    steps, values = steps[recent:], relative(values[recent:], scale)
+    if is_val(name):
+        if len(values) < MIN_EVALS:
+            return None
+        vol = quadratic_residual_std(steps, values)
+    else:
+        if len(values) < BLOCKS * MIN_BLOCK:
+            return None
+        steps, values, vol = _excess_block_volatility(steps, values)
+    fit = linear_fit(steps, values)
+    if vol is None or fit is None:
+        return None
+    return vol, abs(fit[0]) * float(np.ptp(steps))
+
+
+def _excess_block_volatility(
+    steps: np.ndarray, values: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, float | None]:
+    """Block means (steps, values) and their volatility beyond what white noise explains."""
+    size = len(values) // BLOCKS
+    keep = size * BLOCKS  # the oldest few points are dropped to make whole blocks
+    blocks = values[-keep:].reshape(BLOCKS, size)
+    block_steps = steps[-keep:].reshape(BLOCKS, size).mean(axis=1)
+    means = blocks.mean(axis=1)
+    spread = quadratic_residual_std(block_steps, means)
+    if spread is None:
+        return block_steps, means, None
+    # What independent noise alone would give the block means, plus two standard errors
+    # of a variance estimated on BLOCKS - 3 degrees of freedom.
+    white = float(blocks.var(axis=1, ddof=1).mean()) / size
+    allowance = white * (1 + 2 * math.sqrt(2 / (BLOCKS - 3)))
+    return block_steps, means, math.sqrt(max(0.0, spread**2 - allowance))
+
+
+def _diagnosis(
+    step: int, m: MetricSummary, vol: float, trend: float, settings: DetectorSettings
+) -> Diagnosis:
+    threshold = settings.oscillation_volatility
+    message = (
+        f"{m.name} oscillates: swings of {vol:.0%} of its level (threshold {threshold:.0%}) "
+        f"around a trend that moves it only {trend:.0%} across its recent window"
+    )
+    evidence: Evidence = {
+        "volatility": vol,
+        "trend_change": trend,
+        "level": m.scale,
+        "threshold": threshold,
+    }
+    return Diagnosis(
+        kind="oscillation",
+        metric=m.name,
+        step=step,
+        severity="high" if vol >= 2 * threshold else "medium",
+        message=message,
+        evidence=evidence,
+    )

@@ -1,0 +1,317 @@
+"""The compressed view of a run that the LLM and the detectors read instead of raw values.
+
+Per metric: where it is, its best, and its trend over the window, all relative to the
+metric's own scale so that a loss of 2.3 and a learning rate of 1e-4 read alike. Pairs of a
+train metric and its validation counterpart also get their gap. Everything here is JSON-able
+(it lives in the graph state and in decision records).
+
+Example:
+    >>> windows = {"val/loss": [[s, 1.0 - 0.001 * s] for s in range(0, 400, 20)]}
+    >>> s = summarize(windows, {"val/loss": [0.62, 380]}, step=380,
+    ...               key_metric="val/loss", key_mode="min")
+    >>> s.metrics["val/loss"].direction, round(s.metrics["val/loss"].slope, 3)
+    ('improving', -0.123)
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from autopilot import _trends
+
+MetricMode = Literal["min", "max"]
+Direction = Literal["improving", "worsening", "flat", "noisy"]
+Windows = dict[str, list[list[float]]]
+Best = dict[str, list[float]]
+
+_MAX_WORDS = frozenset(
+    {"acc", "accuracy", "f1", "auc", "precision", "recall", "score", "bleu", "iou", "map", "r2"}
+)
+_SPLIT = re.compile(r"[/_.\-\s@:]+")
+_ROLE = re.compile(r"^(train|training|val|valid|validation|eval)[/_.\-](.+)$", re.IGNORECASE)
+_NOISY_T = 2.0
+"""A slope under this many standard errors is indistinguishable from noise."""
+_NOISY_VOL = 0.05
+_FLAT_CHANGE = 0.01
+"""Less relative change than this across the whole window reads as flat."""
+
+
+def name_tokens(name: str) -> list[str]:
+    """The lower-case words of a metric name: ``"val/top1_acc"`` -> ``["val", "top1", "acc"]``."""
+    return [t for t in _SPLIT.split(name.lower()) if t]
+
+
+@functools.lru_cache(maxsize=4096)
+def metric_mode(name: str) -> MetricMode:
+    """``"max"`` for accuracy-like names (acc, f1, auc, map@50...), else ``"min"``.
+
+    Whole words count, so ``bitmap_loss`` is minimised; a ``loss`` word always means min.
+    """
+    tokens = name_tokens(name)
+    if "loss" in tokens:
+        return "min"
+    for token in tokens:
+        if token in _MAX_WORDS or token.rstrip("0123456789") in _MAX_WORDS - {"f", "r"}:
+            return "max"
+    return "min"
+
+
+def split_role(name: str) -> tuple[str, str]:
+    """``("val", "loss")`` for ``val/loss`` or ``val_loss``; ``("", name)`` without a prefix."""
+    match = _ROLE.match(name)
+    if not match:
+        return "", name
+    role = match.group(1).lower()
+    return ("train" if role.startswith("train") else "val"), match.group(2)
+
+
+def metric_pairs(names: list[str]) -> list[tuple[str, str]]:
+    """``(train, val)`` name pairs: ``train/X`` (or ``train_X``, or plain ``X``) with ``val/X``."""
+    present, pairs = set(names), []
+    for val in sorted(names):
+        role, base = split_role(val)
+        if role != "val":
+            continue
+        sep = val[len(val) - len(base) - 1]  # the same style first: eval_loss goes with loss
+        candidates = (f"train{sep}{base}", f"training{sep}{base}", base, f"train/{base}")
+        train = next((c for c in candidates if c in present), None)
+        if train is not None:
+            pairs.append((train, val))
+    return pairs
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+
+
+class MetricSummary(_Model):
+    """One metric over its window. Slopes are relative change per 100 steps (``-0.02``: the
+    metric falls by 2% of its scale every 100 steps); ``None`` with too few finite points."""
+
+    name: str
+    mode: MetricMode
+    n: int = Field(ge=0, description="finite points in the window")
+    first_step: int | None = None
+    last_step: int | None = None
+    last: float | None = Field(default=None, description="None when the latest is non-finite")
+    best: float | None = Field(default=None, description="over the whole run")
+    best_step: int | None = None
+    steps_since_best: int | None = None
+    scale: float = Field(default=1.0, gt=0, description="median |value| in the window")
+    slope: float | None = None
+    short_slope: float | None = Field(default=None, description="over the latest quarter")
+    volatility: float | None = Field(default=None, description="noise around the trend / scale")
+    direction: Direction | None = None
+    nonfinite: int = Field(default=0, ge=0)
+
+
+class GapSummary(_Model):
+    """A train metric and its validation counterpart. ``gap`` is ``val - train`` relative to
+    the validation metric's scale; ``widening`` means it moves the overfitting way."""
+
+    train: str
+    val: str
+    mode: MetricMode
+    gap: float | None = None
+    gap_slope: float | None = Field(default=None, description="per 100 steps, relative")
+    widening: bool = False
+
+
+class RunSummary(_Model):
+    """All metrics at ``step``, with the key metric named."""
+
+    step: int
+    key_metric: str
+    key_mode: MetricMode
+    metrics: dict[str, MetricSummary] = Field(default_factory=dict)
+    gaps: list[GapSummary] = Field(default_factory=list)
+
+
+def summarize(
+    windows: Windows,
+    best: Best,
+    *,
+    step: int,
+    key_metric: str,
+    key_mode: MetricMode,
+    min_points: int = 5,
+) -> RunSummary:
+    """Summarise every metric's window (vectorised over metrics: well under 1 ms for 20x200).
+
+    Args:
+        windows: per metric the latest ``[step, value]`` points, non-finite values included.
+        best: per metric ``[best_value, best_step]`` over the whole run.
+        step: the run's current step.
+        key_metric: the metric the autopilot optimises.
+        key_mode: its direction (it overrides the name-based one).
+        min_points: fewer finite points than this leave trends ``None``.
+    """
+    names = [key_metric] if key_metric in windows else []
+    names += sorted(n for n in windows if n != key_metric)
+    modes = [key_mode if n == key_metric else metric_mode(n) for n in names]
+    packed = _trends.pack([windows[n] for n in names])
+    stats = _trends.window_stats(packed, min_points)
+    metrics = {
+        name: _metric(
+            name, mode, stats, i, best.get(name) if mode == metric_mode(name) else None, step
+        )
+        for i, (name, mode) in enumerate(zip(names, modes, strict=True))
+    }
+    rows = {name: i for i, name in enumerate(names)}
+    gaps = [
+        _gap(metrics[val], train, packed.row(rows[train]), packed.row(rows[val]))
+        for train, val in metric_pairs(names)
+    ]
+    return RunSummary(
+        step=step, key_metric=key_metric, key_mode=key_mode, metrics=metrics, gaps=gaps
+    )
+
+
+def _metric(
+    name: str,
+    mode: MetricMode,
+    stats: _trends.Stats,
+    i: int,
+    run_best: list[float] | None,
+    step: int,
+) -> MetricSummary:
+    best_value, best_step = _best(mode, stats, i, run_best)
+    volatility = stats.volatility[i]
+    return MetricSummary(
+        name=name,
+        mode=mode,
+        n=stats.n[i],
+        first_step=stats.first_step[i],
+        last_step=stats.last_step[i],
+        last=stats.last[i],
+        best=best_value,
+        best_step=best_step,
+        steps_since_best=None if best_step is None else max(0, step - best_step),
+        scale=stats.scale[i],
+        slope=stats.slope[i],
+        short_slope=stats.short_slope[i],
+        volatility=volatility,
+        direction=_direction(stats.slope[i], stats.slope_se[i], volatility, stats.span[i], mode),
+        nonfinite=stats.nonfinite[i],
+    )
+
+
+def _best(
+    mode: MetricMode, stats: _trends.Stats, i: int, run_best: list[float] | None
+) -> tuple[float | None, int | None]:
+    # The observer keeps bests by the name's direction; a key_mode that disagrees, or a
+    # missing entry, falls back to the window's own best.
+    if run_best is not None and math.isfinite(run_best[0]):
+        return float(run_best[0]), int(run_best[1])
+    pick = stats.window_min[i] if mode == "min" else stats.window_max[i]
+    return (None, None) if pick is None else pick
+
+
+def _direction(
+    slope: float | None, se: float | None, vol: float | None, span: float, mode: MetricMode
+) -> Direction | None:
+    if slope is None or se is None or vol is None:
+        return None
+    if abs(slope) < _NOISY_T * se:
+        return "noisy" if vol >= _NOISY_VOL else "flat"
+    if abs(slope) * span / 100 < _FLAT_CHANGE:
+        return "flat"
+    return "improving" if (slope < 0) == (mode == "min") else "worsening"
+
+
+def _gap(
+    val: MetricSummary, train: str, train_row: _trends.Series, val_row: _trends.Series
+) -> GapSummary:
+    mode = val.mode
+    g = _trends.gap_trend(train_row, val_row, val.scale)
+    worse = None if g.slope is None else (g.slope if mode == "min" else -g.slope)
+    widening = worse is not None and g.slope_se is not None and worse > 0 and worse >= g.slope_se
+    return GapSummary(
+        train=train, val=val.name, mode=mode, gap=g.gap, gap_slope=g.slope, widening=widening
+    )
+
+
+def render_table(summary: RunSummary) -> str:
+    """A compact fixed-width table, key metric first and starred, then one line per gap.
+
+    Values have 3 significant digits; slopes and volatility are percent of the metric's
+    scale, to 0.1 (slopes per 100 steps). The best's step is left out (``since`` says it
+    in fewer tokens). About 30 tokens per metric.
+    """
+    metrics = list(summary.metrics.values())
+    show_nf = any(m.nonfinite for m in metrics)
+    head = [
+        f"step {summary.step}, key metric * {summary.key_metric} ({summary.key_mode}); "
+        "since: steps since best; slope: % change per 100 steps (short: latest quarter of "
+        "window); vol: % noise; gap: val - its train counterpart, % of val"
+        + ("; nf: non-finite values" if show_nf else "")
+    ]
+    cells = [[" metric", "last", "best", "since", "slope", "short", "vol", "dir"]]
+    cells[0] += ["nf"] * show_nf
+    cells += [_cells(m, m.name == summary.key_metric, show_nf) for m in metrics]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    lines = [_aligned(row, widths) for row in cells]
+    return "\n".join(head + lines + [_gap_line(g) for g in summary.gaps])
+
+
+def _cells(m: MetricSummary, key: bool, show_nf: bool) -> list[str]:
+    since = "-" if m.steps_since_best is None else str(m.steps_since_best)
+    row = [("*" if key else " ") + m.name, _num(m.last, m.nonfinite), _num(m.best), since]
+    row += [_pct(m.slope), _pct(m.short_slope), _pct(m.volatility), m.direction or "-"]
+    return row + [str(m.nonfinite)] * show_nf
+
+
+def _aligned(row: list[str], widths: list[int]) -> str:
+    # Names and words left, numbers right; the widths come from the content, because every
+    # run of padding spaces costs a token.
+    parts = [row[0].ljust(widths[0])]
+    parts += [c.rjust(w) for c, w in zip(row[1:7], widths[1:7], strict=True)]
+    parts += [c.ljust(w) for c, w in zip(row[7:], widths[7:], strict=True)]
+    return " ".join(parts).rstrip()
+
+
+def _gap_line(g: GapSummary) -> str:
+    trend = "" if g.gap_slope is None else f", slope {_pct(g.gap_slope)}"
+    widening = ", widening" if g.widening else ""
+    return f"gap {g.val}: {_pct(g.gap)}%{trend}{widening}"
+
+
+def _num(value: float | None, nonfinite: int = 0) -> str:
+    if value is None:
+        return "nan" if nonfinite else "-"
+    return f"{value:.3g}"
+
+
+def _pct(value: float | None) -> str:
+    if value is None:
+        return "-"
+    pct = 100 * value
+    if abs(pct) < 0.05:
+        return "0"  # one token, where float dust like "2.19e-14" costs six
+    return f"{pct:.0f}" if abs(pct) >= 9.95 else f"{pct:.1f}"
+
+
+def summary_hash(summary: RunSummary) -> str:
+    """12 hex chars of sha256 over canonical JSON (floats to 6 significant digits, so that
+    the last bits of a float sum on another machine do not change the hash)."""
+    canonical = json.dumps(
+        _rounded(summary.model_dump(mode="json")), sort_keys=True, separators=(",", ":")
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return float(f"{value:.6g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value

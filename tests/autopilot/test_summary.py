@@ -1,0 +1,201 @@
+"""The metric summary: names, trends, gaps, the table the LLM reads, and its hash."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from autopilot.summary import (
+    RunSummary,
+    metric_mode,
+    metric_pairs,
+    render_table,
+    summarize,
+    summary_hash,
+)
+from autopilot.tokens import count_tokens
+
+Points = list[list[float]]
+
+
+def points(steps: np.ndarray, values: np.ndarray) -> Points:
+    return [[float(s), float(v)] for s, v in zip(steps, values, strict=True)]
+
+
+def summary_of(windows: dict[str, Points], key: str = "val/loss", **kw) -> RunSummary:
+    step = int(max(p[-1][0] for p in windows.values() if p))
+    return summarize(windows, {}, step=step, key_metric=key, key_mode=metric_mode(key), **kw)
+
+
+@pytest.mark.parametrize(
+    ("name", "mode"),
+    [
+        ("val/acc", "max"),
+        ("train/accuracy", "max"),
+        ("val_f1", "max"),
+        ("eval/mAP@50", "max"),
+        ("val/top1_acc", "max"),
+        ("val/r2", "max"),
+        ("bleu", "max"),
+        ("train/loss", "min"),
+        ("bitmap_loss", "min"),
+        ("heatmap/error", "min"),
+        ("val/score_loss", "min"),
+        ("lr", "min"),
+        ("grad/norm", "min"),
+    ],
+)
+def test_metric_mode_reads_whole_words_of_the_name(name, mode):
+    assert metric_mode(name) == mode
+
+
+def test_train_and_validation_metrics_are_paired_by_name():
+    names = ["train/loss", "val/loss", "val/acc", "loss", "eval_loss", "train_f1", "val_f1", "lr"]
+    assert metric_pairs(names) == [
+        ("loss", "eval_loss"),
+        ("train/loss", "val/loss"),
+        ("train_f1", "val_f1"),
+    ]
+
+
+@pytest.mark.parametrize(("tau", "most"), [(150, 0.01), (100, 0.025)])
+def test_a_clean_exponential_decline_is_improving_with_about_no_volatility(tau, most):
+    # A decline that curves (two e-folds inside the window) is trend, not noise.
+    steps = np.arange(0.0, 200.0)
+    s = summary_of({"train/loss": points(steps, 0.3 + 2 * np.exp(-steps / tau))}, "train/loss")
+    m = s.metrics["train/loss"]
+    assert m.direction == "improving"
+    assert m.slope is not None and m.slope < -0.5
+    assert m.volatility is not None and m.volatility < most
+
+
+def test_noise_around_a_flat_line_is_noisy_with_high_volatility():
+    rng = np.random.default_rng(0)
+    steps = np.arange(0.0, 200.0)
+    s = summary_of({"train/loss": points(steps, 1 + 0.3 * rng.standard_normal(200))}, "train/loss")
+    m = s.metrics["train/loss"]
+    assert m.direction == "noisy"
+    assert m.volatility is not None and 0.2 < m.volatility < 0.4
+
+
+def test_a_constant_metric_is_flat():
+    s = summary_of({"lr": [[float(i), 1e-3] for i in range(50)]}, "lr")
+    assert s.metrics["lr"].direction == "flat"
+    assert s.metrics["lr"].volatility == 0
+
+
+def test_direction_follows_the_mode_of_the_metric():
+    steps = np.arange(20.0, 2001.0, 20)
+    acc = points(steps, 0.9 - 0.0001 * steps)
+    s = summary_of({"val/acc": acc, "val/loss": points(steps, 0.2 + 0.0001 * steps)})
+    assert s.metrics["val/acc"].direction == "worsening"
+    assert s.metrics["val/loss"].direction == "worsening"
+    assert s.metrics["val/acc"].slope is not None and s.metrics["val/acc"].slope < 0
+
+
+def test_slopes_are_relative_change_per_100_steps():
+    steps = np.arange(0.0, 400.0, 20)
+    m = summary_of({"val/loss": points(steps, 1.0 - 0.001 * steps)}).metrics["val/loss"]
+    assert m.scale == pytest.approx(0.81)
+    assert m.slope == pytest.approx(-0.1 / 0.81)
+
+
+def test_short_slope_sees_a_recent_drop_the_window_slope_dilutes():
+    steps = np.arange(0.0, 200.0)
+    values = np.where(steps < 150, 1.0, 1.0 - 0.01 * (steps - 150))
+    m = summary_of({"train/loss": points(steps, values)}, "train/loss").metrics["train/loss"]
+    assert m.short_slope is not None and m.slope is not None
+    assert m.short_slope < 3 * m.slope < 0
+
+
+def test_non_finite_values_are_counted_and_everything_stays_json():
+    values = [[float(i), 1.0 / (i + 1)] for i in range(30)] + [[30.0, math.nan], [31.0, math.inf]]
+    s = summary_of({"train/loss": values}, "train/loss")
+    m = s.metrics["train/loss"]
+    assert (m.n, m.nonfinite, m.last, m.last_step) == (30, 2, None, 31)
+    json.dumps(s.model_dump(mode="json"), allow_nan=False)
+
+
+def test_too_few_points_leave_trends_unknown():
+    s = summary_of({"val/loss": [[0.0, 1.0], [20.0, 0.9]], "lr": []})
+    m = s.metrics["val/loss"]
+    assert (m.n, m.slope, m.volatility, m.direction) == (2, None, None, None)
+    assert s.metrics["lr"].n == 0 and s.metrics["lr"].best is None
+
+
+def test_best_comes_from_the_run_not_only_the_window():
+    window = [[float(s), 1.0] for s in range(900, 1000)]
+    best = {"val/loss": [0.5, 120]}
+    s = summarize({"val/loss": window}, best, step=999, key_metric="val/loss", key_mode="min")
+    m = s.metrics["val/loss"]
+    assert (m.best, m.best_step, m.steps_since_best) == (0.5, 120, 879)
+
+
+def test_a_key_mode_against_the_name_uses_the_windows_best():
+    window = [[float(s), float(s)] for s in range(10)]
+    s = summarize({"loss": window}, {"loss": [0.0, 0]}, step=9, key_metric="loss", key_mode="max")
+    assert (s.metrics["loss"].best, s.metrics["loss"].best_step) == (9.0, 9)
+
+
+def test_gap_widens_when_validation_rises_while_train_falls():
+    train_steps, val_steps = np.arange(1000.0, 1200.0), np.arange(20.0, 1200.0, 20)
+    train = points(train_steps, 1.0 - 0.002 * (train_steps - 1000))
+    val = points(val_steps, 0.8 + 0.001 * val_steps)
+    gap = summary_of({"train/loss": train, "val/loss": val}).gaps[0]
+    assert (gap.train, gap.val, gap.widening) == ("train/loss", "val/loss", True)
+    assert gap.gap_slope is not None and gap.gap_slope > 0
+
+
+def test_a_steady_generalisation_gap_is_not_widening():
+    rng = np.random.default_rng(1)
+    train_steps, val_steps = np.arange(1.0, 201.0), np.arange(20.0, 201.0, 20)
+    train = points(train_steps, 1.0 * rng.lognormal(0, 0.2, 200))
+    val = points(val_steps, 1.2 + 0.01 * rng.standard_normal(10))
+    gap = summary_of({"train/loss": train, "val/loss": val}).gaps[0]
+    assert gap.gap is not None and 0.05 < gap.gap < 0.4
+    assert not gap.widening
+
+
+def twenty_metrics() -> dict[str, Points]:
+    rng = np.random.default_rng(2)
+    steps = np.arange(4801.0, 5001.0)
+    names = [f"train/loss_{i}" for i in range(8)] + [f"val/loss_{i}" for i in range(8)]
+    names += ["lr", "grad/norm", "val/acc", "throughput"]
+    return {n: points(steps, 0.5 + 0.1 * rng.standard_normal(200)) for n in names}
+
+
+def test_the_table_puts_the_key_metric_first_and_starred():
+    table = render_table(summary_of(twenty_metrics(), key="val/acc"))
+    rows = table.splitlines()
+    assert rows[2].startswith("*val/acc ")
+    assert sum(row.startswith("*") for row in rows) == 1
+    assert all(f" {name} " in table for name in twenty_metrics())
+
+
+def test_twenty_metrics_render_well_under_a_thousand_tokens():
+    table = render_table(summary_of(twenty_metrics(), key="val/loss_0"))
+    assert count_tokens(table) < 800
+
+
+def test_the_table_shows_non_finite_counts_only_when_there_are_some():
+    healthy = summary_of({"val/loss": [[float(i), 1.0] for i in range(10)]})
+    broken = summary_of({"val/loss": [[float(i), 1.0] for i in range(9)] + [[9.0, math.nan]]})
+    assert " nf" not in render_table(healthy)
+    assert render_table(broken).splitlines()[2].split()[1] == "nan"
+
+
+def test_summary_hash_is_short_stable_and_survives_the_graph_state():
+    s = summary_of(twenty_metrics(), key="val/acc")
+    revived = RunSummary.model_validate(json.loads(json.dumps(s.model_dump(mode="json"))))
+    assert len(summary_hash(s)) == 12
+    assert (
+        summary_hash(s)
+        == summary_hash(revived)
+        == summary_hash(summary_of(twenty_metrics(), key="val/acc"))
+    )
+    changed = twenty_metrics()
+    changed["lr"][-1][1] = 0.7
+    assert summary_hash(summary_of(changed, key="val/acc")) != summary_hash(s)
