@@ -1,3 +1,8 @@
-"""Multi-run memory: runs, interventions, their measured effects, and the lessons drawn."""
+"""Multi-run memory: what the autopilot learned in earlier runs.
 
-__all__: list[str] = []
+For now a plain summary of measured effects in sibling run directories (``past_run_notes``).
+"""
+
+from memory.past_runs import past_run_notes
+
+__all__ = ["past_run_notes"]

@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inspect(sub, common)
     _add_freeze(sub, common)
     _add_demo(sub, common)
+    _add_watch(sub, common)
+    _add_review(sub, common)
+    _add_decisions(sub, common)
     return parser
 
 
@@ -117,8 +120,8 @@ def _add_demo(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
     p = sub.add_parser(
         "demo",
         parents=[common],
-        help="train a small model under the kernel "
-        "and change its learning rate live from another process",
+        help="a real training run diverges and the autopilot rescues it live "
+        "(rules without a key, the LLM agents with one)",
     )
     p.add_argument("--steps", type=int, default=600, metavar="N", help="training steps (600)")
     p.add_argument(
@@ -129,3 +132,74 @@ def _add_demo(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
         help="seconds per training step, so the run can be watched (0.015)",
     )
     p.set_defaults(handler="demo:cmd_demo")
+
+
+def _add_watch(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "watch",
+        parents=[common],
+        help="run the autopilot beside a training run (until the training ends)",
+        description="Read the run's metrics as they arrive, diagnose plateau, divergence, "
+        "overfitting and instability, and propose bounded changes: to the review queue "
+        "(suggest, ai_suggest) or to the kernel (auto, ai_auto). off only records diagnoses.",
+    )
+    p.add_argument(
+        "--mode",
+        choices=("off", "suggest", "auto", "ai_suggest", "ai_auto"),
+        help="what to do with proposals (default: the config's mode, else suggest)",
+    )
+    p.add_argument("--config", metavar="F", help="autopilot.toml (default: RUN_DIR/ or ./)")
+    p.add_argument("--once", action="store_true", help="one tick, then exit")
+    p.add_argument(
+        "--forever", action="store_true", help="keep watching after the training has ended"
+    )
+    p.set_defaults(handler="watch:cmd_watch")
+
+
+def _add_review(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    review = sub.add_parser(
+        "review",
+        parents=[common],
+        help="list, show, approve or reject the autopilot's proposals (suggest modes)",
+        description="Proposals wait here in the suggest modes. Approving re-checks them with "
+        "the guards on the run as it is now and queues their commands.",
+    )
+    actions = review.add_subparsers(dest="review_action", required=True, metavar="ACTION")
+    p = actions.add_parser("list", parents=[common], help="every proposal and its status")
+    p.add_argument("--pending", action="store_true", help="only proposals waiting for a decision")
+    p.set_defaults(handler="review:cmd_list")
+    p = actions.add_parser("show", parents=[common], help="one proposal in full")
+    p.add_argument("id", help="the proposal's id (a unique prefix will do)")
+    p.set_defaults(handler="review:cmd_show")
+    p = actions.add_parser("approve", parents=[common], help="apply a proposal, within the guards")
+    p.add_argument("id", help="the proposal's id (a unique prefix will do)")
+    p.add_argument(
+        "--edit",
+        action="append",
+        metavar="KNOB=VALUE",
+        help="change an action before approving, as in `autopilot set` (lr=1e-4, lr=x0.5); "
+        "repeat for several knobs",
+    )
+    p.set_defaults(handler="review:cmd_approve")
+    p = actions.add_parser("reject", parents=[common], help="decide against a proposal")
+    p.add_argument("id", help="the proposal's id (a unique prefix will do)")
+    p.add_argument("--why", help="why; kept with the proposal")
+    p.set_defaults(handler="review:cmd_reject")
+    for p in (review, *actions.choices.values()):
+        p.add_argument(
+            "--config",
+            default=argparse.SUPPRESS,
+            metavar="F",
+            help="autopilot.toml (default: RUN_DIR/ or ./)",
+        )
+
+
+def _add_decisions(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "decisions",
+        parents=[common],
+        help="what the autopilot decided, why, at what cost, and the measured effect",
+    )
+    p.add_argument("--tail", type=int, metavar="N", help="only the last N decisions")
+    p.add_argument("--json", action="store_true", help="one JSON object per decision")
+    p.set_defaults(handler="decisions:cmd_decisions")

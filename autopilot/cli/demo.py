@@ -1,9 +1,11 @@
-"""``autopilot demo``: a real training run under the kernel, changed live from another process.
+"""``autopilot demo``: a real training run goes wrong and the autopilot rescues it live.
 
-The demo starts ``autopilot.cli.demo_train`` as a subprocess (a small MLP on scikit-learn's
-bundled digits, with a learning rate that is too high), follows its ``metrics.jsonl``, and
-near step 200 runs the real CLI in a third process: ``autopilot set lr=x0.1``. When training
-ends it prints the ledger and the validation loss before and after the change.
+Three processes: the training (``autopilot.cli.demo_train``, a small MLP on scikit-learn's
+bundled digits whose learning-rate schedule has a bug: at step 150 it raises Adam's rate from
+0.003 to 0.1), the autopilot (``autopilot watch``, in ``auto`` mode, or ``ai_auto`` when the
+key named in ``autopilot.toml`` is set), and an identical twin run without the autopilot, to
+compare against. The demo prints progress and each decision as it happens, then the ledger,
+the decisions and the validation loss of both runs.
 """
 
 from __future__ import annotations
@@ -11,44 +13,62 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
+from statistics import fmean
 
 from autopilot.cli._common import CliError
 from autopilot.cli._demo_watch import Watch
-from autopilot.cli._format import decision_text, ledger_lines
-from autopilot.cli.demo_train import DEFAULT_LR, EVAL_EVERY
-from kernel import LedgerRow, read_ledger
+from autopilot.cli._format import ledger_lines
+from autopilot.cli.demo_train import EVAL_EVERY, SPIKE_LR, SPIKE_STEP
+from autopilot.cli.watch import DecisionPrinter
+from autopilot.config import load_settings
+from kernel import read_ledger
 
-CHANGE = "lr=x0.1"
-REASON = f"demo: val loss is noisy at lr {DEFAULT_LR:g}"
 _POLL_S = 0.05
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Run the demo; 0 when the live change was applied and training finished."""
-    if args.steps < 6 * EVAL_EVERY:
-        raise CliError(f"--steps must be at least {6 * EVAL_EVERY}, got {args.steps}")
+    """Run the demo; 0 when the autopilot changed the run and training finished."""
+    if args.steps < SPIKE_STEP + 10 * EVAL_EVERY:
+        raise CliError(f"--steps must be at least {SPIKE_STEP + 10 * EVAL_EVERY}")
     started = time.monotonic()
     if isinstance(sys.stdout, io.TextIOWrapper):  # show progress live, even through a pipe
         sys.stdout.reconfigure(line_buffering=True)
     run_dir = _fresh_run_dir(args.dir)
-    change_at = max(3 * EVAL_EVERY, min(200, args.steps // 3))
-    print(f"autopilot demo: an MLP learns scikit-learn's digits under the kernel in {run_dir}")
-    print(
-        f"Adam starts at lr {DEFAULT_LR:g} (too high); at step ~{change_at} another process "
-        "lowers it live.\n"
-    )
-    proc = _start_training(run_dir, args.steps, args.pace)
+    twin_dir = run_dir.with_name(run_dir.name + "-without-autopilot")
+    _fresh_run_dir(str(twin_dir))
+    mode = "ai_auto" if load_settings(None, run_dir).api_key() else "auto"
+    _intro(run_dir, mode)
+    procs = [
+        _start_training(run_dir, args),
+        _start_training(twin_dir, args),
+        _start_autopilot(run_dir, mode),
+    ]
     watch = Watch(run_dir)
     try:
-        command_id = _follow(proc, watch, run_dir, change_at)
+        _follow(procs, watch, DecisionPrinter(run_dir))
     finally:
-        _stop(proc)
-    return _report(run_dir, proc.returncode, watch, command_id, time.monotonic() - started)
+        for proc in procs:
+            _stop(proc)
+    return _report(run_dir, twin_dir, procs, watch, time.monotonic() - started)
+
+
+def _intro(run_dir: Path, mode: str) -> None:
+    print(f"autopilot demo: an MLP learns scikit-learn's digits under the kernel in {run_dir}")
+    print(
+        f"Adam trains at lr 0.003; at step {SPIKE_STEP} a schedule bug raises it to "
+        f"{SPIKE_LR:g} and the run diverges."
+    )
+    how = "the LLM agents (ai_auto)" if mode == "ai_auto" else "the rule policy (auto)"
+    print(
+        f"The autopilot watches from its own process with {how}; a twin run without it "
+        "trains alongside.\n"
+    )
+    if mode == "auto":
+        print("(set the key named in autopilot.toml, e.g. OPENAI_API_KEY, for the AI mode)\n")
 
 
 def _fresh_run_dir(name: str | None) -> Path:
@@ -65,70 +85,39 @@ def _child_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": root if not path else f"{root}{os.pathsep}{path}"}
 
 
-def _start_training(run_dir: Path, steps: int, pace: float) -> subprocess.Popen[bytes]:
-    argv = [
-        sys.executable,
-        "-m",
-        "autopilot.cli.demo_train",
-        "--dir",
-        str(run_dir),
-        "--steps",
-        str(steps),
-        "--pace",
-        str(pace),
-    ]
-    with open(run_dir / "train.log", "wb") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=_child_env())
-    print(f"training process started (pid {proc.pid}; its log: {run_dir / 'train.log'})")
-    return proc
+def _spawn(argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            [sys.executable, *argv], stdout=log, stderr=subprocess.STDOUT, env=_child_env()
+        )
+
+
+def _start_training(run_dir: Path, args: argparse.Namespace) -> subprocess.Popen[bytes]:
+    argv = ["-m", "autopilot.cli.demo_train", "--dir", str(run_dir), "--steps", str(args.steps)]
+    argv += ["--pace", str(args.pace), "--spike-lr", str(SPIKE_LR)]
+    return _spawn(argv, run_dir / "train.log")
+
+
+def _start_autopilot(run_dir: Path, mode: str) -> subprocess.Popen[bytes]:
+    argv = ["-m", "autopilot", "--dir", str(run_dir), "watch", "--mode", mode]
+    print(f"  $ autopilot --dir {run_dir} watch --mode {mode}   (log: {run_dir}/autopilot.log)\n")
+    return _spawn(argv, run_dir / "autopilot.log")
 
 
 def _follow(
-    proc: subprocess.Popen[bytes], watch: Watch, run_dir: Path, change_at: int
-) -> str | None:
-    """Print progress until training ends; issue the change at ``change_at``; return its id."""
-    command_id, confirmed = None, False
+    procs: list[subprocess.Popen[bytes]], watch: Watch, printer: DecisionPrinter
+) -> None:
+    """Print progress and decisions until the training and the autopilot have ended."""
     while True:
-        ended = proc.poll() is not None
-        if command_id is not None and not confirmed:
-            confirmed = _confirm(run_dir, command_id, watch)  # before update: in step order
+        ended = procs[0].poll() is not None and procs[2].poll() is not None
         watch.update()
-        if command_id is None and watch.last_step >= change_at and not ended:
-            command_id = _issue_change(run_dir, watch.last_step)
-        elif ended:
+        printer.print_new()
+        if ended:
             watch.finish()
-            return command_id
+            printer.print_new()
+            procs[1].wait(timeout=120)
+            return
         time.sleep(_POLL_S)
-
-
-def _issue_change(run_dir: Path, step: int) -> str:
-    argv = ["--dir", str(run_dir), "set", CHANGE, "--reason", REASON]
-    print(f"\n  step {step}: changing the learning rate from another process:")
-    print(f"  $ autopilot {shlex.join(argv)}")
-    done = subprocess.run(
-        [sys.executable, "-m", "autopilot", *argv],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=_child_env(),
-    )
-    for line in (done.stdout + done.stderr).splitlines():
-        print(f"  {line}")
-    words = done.stdout.split()
-    if done.returncode != 0 or len(words) < 2 or words[0] != "queued":
-        raise CliError(f"the CLI could not queue the change (exit {done.returncode})", code=1)
-    return words[1].rstrip(":")
-
-
-def _confirm(run_dir: Path, command_id: str, watch: Watch) -> bool:
-    row = _row_of(run_dir, command_id)
-    if row is not None:
-        watch.note(row.step or 0, f"  the kernel answered in the ledger: {decision_text(row)}\n")
-    return row is not None
-
-
-def _row_of(run_dir: Path, command_id: str | None) -> LedgerRow | None:
-    return next((r for r in read_ledger(run_dir) if r.command_id == command_id), None)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -137,21 +126,34 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=30)
 
 
+def _final_val_loss(run_dir: Path, window: int = 3) -> float | None:
+    from autopilot.cli._metrics import recent_metrics
+
+    values = [r.metrics["val/loss"] for r in recent_metrics(run_dir) if "val/loss" in r.metrics]
+    return fmean(values[-window:]) if values else None
+
+
 def _report(
-    run_dir: Path, returncode: int, watch: Watch, command_id: str | None, elapsed: float
+    run_dir: Path,
+    twin_dir: Path,
+    procs: list[subprocess.Popen[bytes]],
+    watch: Watch,
+    elapsed: float,
 ) -> int:
-    if returncode != 0:
-        raise CliError(
-            f"the training process exited with code {returncode}; see {run_dir / 'train.log'}",
-            code=1,
-        )
+    for proc, log in zip(procs, ("train.log", "train.log", "autopilot.log"), strict=True):
+        if proc.returncode != 0:
+            where = twin_dir if proc is procs[1] else run_dir
+            raise CliError(f"a demo process exited with {proc.returncode}; see {where / log}", 1)
+    rows = [r for r in read_ledger(run_dir) if r.source in ("rules", "ai")]
     print(f"\nledger (autopilot --dir {run_dir} ledger):")
-    print("\n".join(ledger_lines(read_ledger(run_dir), indent="  ")))
-    row = _row_of(run_dir, command_id)
-    if row is None or row.decision != "applied" or row.step is None:
-        why = "it arrived after training ended" if row is None else decision_text(row)
-        raise CliError(f"the live change was not applied: {why}; try more --steps", code=1)
-    print("\nbefore -> after the live change (mean of 3 evaluations):")
-    print("\n".join(watch.comparison(row.step)))
-    print(f"\ndone in {elapsed:.1f} s. Look around: autopilot --dir {run_dir} status")
+    print("\n".join(ledger_lines(read_ledger(run_dir), indent="  ", width=70)))
+    with_pilot, without = _final_val_loss(run_dir), _final_val_loss(twin_dir)
+    print("\nval/loss at the end (mean of the last 3 evaluations):")
+    print(f"  without the autopilot  {without:.4f}" if without is not None else "  -")
+    print(f"  with the autopilot     {with_pilot:.4f}" if with_pilot is not None else "  -")
+    if with_pilot is not None and without:
+        print(f"  the rescued run ends {1 - with_pilot / without:.0%} lower")
+    print(f"\ndone in {elapsed:.1f} s. Look around: autopilot --dir {run_dir} decisions")
+    if not any(r.decision == "applied" for r in rows):
+        raise CliError("the autopilot changed nothing in this run; see autopilot.log", code=1)
     return 0

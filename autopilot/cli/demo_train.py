@@ -1,11 +1,12 @@
 """The demo's training process: a small MLP on scikit-learn's bundled digits, under the kernel.
 
-It starts with a learning rate that is too high for Adam (0.1), so the validation loss is
-poor and noisy; ``autopilot demo`` lowers it live from another process. The run is seeded
-and paced (``--pace`` seconds per step) so a person can watch it.
+Adam starts at a good learning rate (0.003). With ``--spike-step N --spike-lr X`` the
+learning-rate schedule has a bug: from step N on it multiplies the rate up to X, and the run
+diverges unless something lowers it. ``autopilot demo`` lets the autopilot rescue it live.
+The run is seeded and paced (``--pace`` seconds per step) so a person can watch it.
 
-Run alone: ``python -m autopilot.cli.demo_train --dir runs/x --steps 600``, then change it
-from another shell with ``autopilot --dir runs/x set lr=x0.1``.
+Run alone: ``python -m autopilot.cli.demo_train --dir runs/x --spike-lr 0.1``, and beside it
+``autopilot --dir runs/x watch --mode auto``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from kernel import Kernel
 
 EVAL_EVERY = 20
 KEY_METRIC = "val/loss"
-DEFAULT_LR = 0.1
+DEFAULT_LR = 0.003
+SPIKE_STEP = 150
+SPIKE_LR = 0.1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,23 +90,47 @@ def evaluate(model: nn.Module, data: Digits) -> dict[str, float]:
     return {"val/loss": loss, "val/acc": acc}
 
 
-def train(run_dir: str, *, steps: int, lr: float, pace: float, seed: int) -> int:
-    """Train for ``steps`` steps under a ``Kernel`` in ``run_dir``; return the last step."""
+def train(
+    run_dir: str,
+    *,
+    steps: int,
+    lr: float,
+    pace: float,
+    seed: int,
+    spike_step: int = SPIKE_STEP,
+    spike_lr: float = 0.0,
+) -> int:
+    """Train for ``steps`` steps under a ``Kernel`` in ``run_dir``; return the last step.
+
+    With ``spike_lr > 0`` the schedule raises the learning rate to ``spike_lr`` at
+    ``spike_step`` (a schedule bug the autopilot has to catch).
+    """
     torch.set_num_threads(1)
     torch.manual_seed(seed)
     data = load_digits_split(seed)
     model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    factor = spike_lr / lr if spike_lr > 0 else 1.0
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda i: factor if i + 1 >= spike_step else 1.0
+    )
     weights = {"l2": 1e-4}
     batches = Batches(data, batch_size=64, seed=seed)
     step = 0
-    with Kernel(run_dir, optimizer=optimizer, loss_weights=weights, key_metric=KEY_METRIC) as k:
+    with Kernel(
+        run_dir,
+        optimizer=optimizer,
+        scheduler=schedule,
+        loss_weights=weights,
+        key_metric=KEY_METRIC,
+    ) as k:
         for step in range(1, steps + 1):
             started = time.monotonic()
             loss = loss_fn(model, *batches.next(), weights)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            schedule.step()
             metrics = {"train/loss": loss.detach(), "lr": optimizer.param_groups[0]["lr"]}
             if step % EVAL_EVERY == 0:
                 metrics.update(evaluate(model, data))
@@ -123,10 +150,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=DEFAULT_LR)
     parser.add_argument("--pace", type=float, default=0.015, help="seconds per step")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--spike-step", type=int, default=SPIKE_STEP)
+    parser.add_argument(
+        "--spike-lr", type=float, default=0.0, help="the buggy schedule's rate (0: no bug)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    last = train(args.dir, steps=args.steps, lr=args.lr, pace=args.pace, seed=args.seed)
+    last = train(
+        args.dir,
+        steps=args.steps,
+        lr=args.lr,
+        pace=args.pace,
+        seed=args.seed,
+        spike_step=args.spike_step,
+        spike_lr=args.spike_lr,
+    )
     logging.getLogger(__name__).info("training ended at step %d", last)
     return 0
 

@@ -25,6 +25,7 @@ class PastDecision:
     """Applied changes as text, e.g. ``["lr x0.5"]``."""
     effect: str | None = None
     """The measured effect, e.g. ``"val/loss 12% better than projected"``; None until known."""
+    decision_id: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from autopilot.cli import main
-from kernel import Kernel, read_freeze, read_kernel_state, read_ledger
+from kernel import Kernel, read_freeze, read_kernel_state
 from kernel.state import write_kernel_state
 
 
@@ -247,18 +247,6 @@ def test_recipe_export(kernel: Kernel, tmp_path: Path, capsys) -> None:
 def test_usage_mistakes_are_one_line(capsys) -> None:
     code, _, err = run(capsys, "frobnicate")
     assert_one_error_line(code, err, "invalid choice: 'frobnicate'")
-
-
-# -- demo -----------------------------------------------------------------------------------
-def test_demo_applies_a_live_lr_change_from_another_process(tmp_path: Path, capsys) -> None:
-    run_dir = tmp_path / "demo"
-    code, out, err = run(capsys, "demo", "--dir", run_dir, "--steps", 300, "--pace", 0.02)
-    assert code == 0, out + err
-    rows = [r for r in read_ledger(run_dir) if r.source == "human"]
-    assert len(rows) == 1
-    assert (rows[0].decision, rows[0].knob, rows[0].before) == ("applied", "lr", 0.1)
-    assert rows[0].after == pytest.approx(0.01)
-    assert "val/loss is" in out and "human" in out
 
 
 def test_set_refuses_a_multiplier_on_a_knob_at_zero(kernel: Kernel, capsys) -> None:

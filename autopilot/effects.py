@@ -1,0 +1,124 @@
+"""Measured effects of applied changes, and rollbacks of the ones that made things worse.
+
+The graph's ``evaluate`` node uses ``Effects``: it records a baseline when a change made by
+the autopilot shows up in the ledger, measures it once the horizon has passed (see
+``autopilot.evaluate``), writes an effect record next to the decision, and in the auto modes
+sends a command that restores the value from before a change that was clearly harmful.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from autopilot.config import Settings
+from autopilot.decisions import DecisionLog, EffectRecord
+from autopilot.evaluate import make_baseline, measure
+from kernel import Command, LedgerRow, append_command, format_value, read_kernel_state
+
+logger = logging.getLogger(__name__)
+
+_GIVE_UP = 3
+"""A baseline with nothing to compare after this many horizons is dropped."""
+
+
+class Effects:
+    """Baselines, measurements and rollbacks for one run."""
+
+    def __init__(self, run_dir: Path, settings: Settings, mode: str, log: DecisionLog) -> None:
+        self.run_dir, self.settings, self.mode, self.log = run_dir, settings, mode, log
+
+    def baselines_for(
+        self, rows: list[LedgerRow], windows: dict[str, list[list[float]]], key: str | None
+    ) -> list[dict[str, Any]]:
+        """A baseline for each applied change in ``rows`` (none without a key metric)."""
+        if key is None:
+            return []
+        points = windows.get(key, [])
+        horizon = self.settings.evaluate.horizon_steps
+        return [make_baseline(r, points, horizon, r.proposal_id) for r in rows]
+
+    def measure_due(
+        self, state: dict[str, Any]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Measure the baselines whose horizon has passed; return what is left and the
+        recent decisions with their effects filled in."""
+        step, key = state["step"], state["key_metric"]
+        horizon = self.settings.evaluate.horizon_steps
+        left, past = [], [dict(p) for p in state.get("past", [])]
+        for base in state.get("baselines", []):
+            if step < base["applied_step"] + horizon:
+                left.append(base)
+                continue
+            points = state["windows"].get(key, [])
+            effect = measure(base, points, state["key_mode"], self.settings.evaluate)
+            if effect is None:
+                if step < base["applied_step"] + _GIVE_UP * horizon:
+                    left.append(base)
+                continue
+            record = self._record(base, effect, step, key)
+            _note(past, base, record)
+        return left, past
+
+    def _record(
+        self, base: dict[str, Any], effect: dict[str, Any], step: int, key: str
+    ) -> EffectRecord:
+        rollback = self._rollback(base, effect, key) if effect["verdict"] == "worse" else None
+        record = EffectRecord(
+            decision_id=base.get("decision_id") or "",
+            command_id=base.get("command_id") or "",
+            knob=base.get("knob") or "",
+            applied_step=base["applied_step"],
+            horizon_steps=self.settings.evaluate.horizon_steps,
+            key_metric=key,
+            projected=effect["projected"],
+            observed=effect["observed"],
+            change_rel=effect["change_rel"],
+            verdict=effect["verdict"],
+            rolled_back=rollback is not None,
+            rollback_command_id=rollback,
+            measured_at_step=step,
+        )
+        self.log.append(record)
+        logger.info(
+            "effect of %s at step %d: %s %+.1f%% vs projection (%s)",
+            record.knob,
+            record.applied_step,
+            key,
+            100 * record.change_rel,
+            record.verdict,
+        )
+        return record
+
+    def _rollback(self, base: dict[str, Any], effect: dict[str, Any], key: str) -> str | None:
+        """Restore the value from before a harmful change (auto modes only); the command id."""
+        if self.mode not in ("auto", "ai_auto") or base.get("before") is None:
+            return None
+        if str(base.get("reason", "")).startswith("rollback"):
+            return None  # never undo an undo
+        kernel = read_kernel_state(self.run_dir)
+        if kernel is None or kernel.freeze != "off" or kernel.knob(base["knob"]) is None:
+            return None
+        command = Command(
+            id=f"rollback-{base['command_id']}",
+            source=base.get("source") or "rules",
+            knob=base["knob"],
+            value=base["before"],
+            reason=f"rollback: {base['knob']}={format_value(base['after'])} from step "
+            f"{base['applied_step']} left {key} {abs(effect['change_rel']):.0%} worse than "
+            "projected",
+            proposal_id=base.get("decision_id"),
+        )
+        append_command(self.run_dir, command)
+        logger.warning("%s", command.reason)
+        return command.id
+
+
+def _note(past: list[dict[str, Any]], base: dict[str, Any], record: EffectRecord) -> None:
+    text = f"{record.key_metric} {record.change_rel:+.0%} vs projection ({record.verdict})"
+    if record.rolled_back:
+        text += ", rolled back"
+    for entry in past:
+        if entry.get("decision_id") == base.get("decision_id"):
+            entry["effect"] = text if not entry.get("effect") else f"{entry['effect']}; {text}"

@@ -1,0 +1,100 @@
+"""Observe: read what the run appended since the last tick, and fold it into the windows.
+
+The autopilot never re-reads history. It keeps byte offsets into ``metrics.jsonl`` and
+``applied.jsonl`` in its graph state, reads only the bytes appended since, and keeps the last
+``window`` points of each metric plus each metric's best value over the run. An autopilot
+that starts late on a long run begins from the last ``START_TAIL_BYTES`` of the metrics.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from autopilot.summary import metric_mode
+from kernel import LedgerRow, MetricRecord
+from kernel.jsonl import JsonlTail
+from kernel.ledger import LEDGER_FILE
+from kernel.metrics import METRICS_FILE
+
+START_TAIL_BYTES = 4 << 20
+"""How much of an existing metrics file a freshly started autopilot reads."""
+
+Windows = dict[str, list[list[float]]]
+Best = dict[str, list[float]]
+
+
+def start_offset(run_dir: Path, tail_bytes: int = START_TAIL_BYTES) -> int:
+    """Where a new autopilot starts reading ``metrics.jsonl``: at most ``tail_bytes`` back,
+    at the start of a line."""
+    path = run_dir / METRICS_FILE
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return 0
+    if size <= tail_bytes:
+        return 0
+    with open(path, "rb") as f:
+        f.seek(size - tail_bytes)
+        skipped = f.readline()  # probably a partial line
+    return size - tail_bytes + len(skipped)
+
+
+def read_metrics(run_dir: Path, offset: int) -> tuple[list[MetricRecord], int]:
+    """The complete metric records appended after ``offset``, and the new offset."""
+    tail = JsonlTail(run_dir / METRICS_FILE, offset)
+    records = []
+    for _, text in tail.read_new():
+        try:
+            records.append(MetricRecord.model_validate_json(text))
+        except ValidationError:
+            continue  # not a metric record (written by something else); never fatal
+    return records, tail.offset
+
+
+def read_changes(run_dir: Path, offset: int) -> tuple[list[LedgerRow], int]:
+    """Ledger rows appended after ``offset`` (every decision), and the new offset."""
+    tail = JsonlTail(run_dir / LEDGER_FILE, offset)
+    rows = []
+    for _, text in tail.read_new():
+        try:
+            rows.append(LedgerRow.model_validate_json(text))
+        except ValidationError:
+            continue
+    return rows, tail.offset
+
+
+def fold_records(
+    windows: Windows, best: Best, records: Iterable[MetricRecord], window: int
+) -> tuple[Windows, Best]:
+    """New windows and bests with ``records`` folded in (the inputs are not changed)."""
+    windows = {name: list(points) for name, points in windows.items()}
+    best = dict(best)
+    for record in records:
+        for name, value in record.metrics.items():
+            value = float(value)
+            windows.setdefault(name, []).append([record.step, value])
+            if math.isfinite(value) and _better(name, value, best.get(name)):
+                best[name] = [value, record.step]
+    for name, points in windows.items():
+        if len(points) > window:
+            del points[: len(points) - window]
+    return windows, best
+
+
+def _better(name: str, value: float, current: list[float] | None) -> bool:
+    if current is None:
+        return True
+    return value < current[0] if metric_mode(name) == "min" else value > current[0]
+
+
+def file_size(path: str | os.PathLike[str]) -> int:
+    """The size of ``path`` in bytes, 0 when it does not exist."""
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0

@@ -1,0 +1,108 @@
+"""The rule policy: deterministic proposals, used in ``suggest``/``auto`` and whenever the LLM
+cannot be used.
+
+| diagnosis   | proposal                                                              |
+|-------------|-----------------------------------------------------------------------|
+| divergence  | roll back the last autopilot change if it came shortly before; else    |
+|             | ``lr x0.1`` (and turn gradient clipping on if gradients exploded)     |
+|             | (a change made for divergence itself is never rolled back)            |
+| oscillation | ``lr x0.5``                                                           |
+| overfitting | ``weight_decay x2`` when weight decay is on, else ``lr x0.5``         |
+| plateau     | ``lr x0.5``                                                           |
+
+Multipliers are resolved later by the guards against the knob's true current value from
+``kernel.json``; this policy only decides the direction and the factor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from autopilot.diagnoses import Diagnosis
+from autopilot.policies._base import PolicyContext
+from autopilot.proposals import Action, Proposal
+from kernel import LedgerRow, format_value
+
+AUTOPILOT_SOURCES = ("rules", "ai", "tune")
+_CONFIDENCE = {"divergence": 0.9, "oscillation": 0.7, "overfitting": 0.7, "plateau": 0.8}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RulePolicy:
+    """Fixed responses to each diagnosis.
+
+    Args:
+        rollback_window_steps: a divergence this soon after an autopilot change rolls it back.
+        grad_clip_on: the clipping norm set when gradients explode and clipping is off.
+    """
+
+    name: str = "rules"
+    rollback_window_steps: int = 100
+    grad_clip_on: float = 1.0
+
+    def propose(self, ctx: PolicyContext) -> Proposal:
+        """Actions for the most urgent diagnosis in ``ctx`` (diagnoses come sorted by urgency)."""
+        if not ctx.diagnoses:
+            return Proposal(proposer="rules", diagnosis="healthy", confidence=1.0)
+        first = ctx.diagnoses[0]
+        actions = self._actions(first, ctx)
+        return Proposal(
+            proposer="rules",
+            diagnosis=first.message,
+            actions=actions,
+            confidence=_CONFIDENCE[first.kind],
+            reasoning=f"rule for {first.kind}: " + ", ".join(a.describe() for a in actions)
+            if actions
+            else f"no rule applies to {first.kind} with this run's knobs",
+        )
+
+    def _actions(self, diagnosis: Diagnosis, ctx: PolicyContext) -> list[Action]:
+        if diagnosis.kind == "divergence":
+            return self._divergence(diagnosis, ctx)
+        if diagnosis.kind == "overfitting":
+            wd = ctx.knobs.get("weight_decay")
+            if wd is not None and _positive(wd.value):
+                return [Action(knob="weight_decay", multiplier=2.0, reason="overfitting")]
+        return _lr(0.5, diagnosis.kind, ctx)
+
+    def _divergence(self, diagnosis: Diagnosis, ctx: PolicyContext) -> list[Action]:
+        last = _last_autopilot_change(ctx.recent_changes)
+        if (
+            last is not None
+            and last.step is not None
+            and last.before is not None
+            and diagnosis.step - last.step <= self.rollback_window_steps
+            and last.knob in ctx.knobs
+            and not (last.reason or "").startswith(("divergence", "rollback"))
+        ):
+            why = f"roll back {last.knob}={format_value(last.after)} from step {last.step}"
+            return [Action(knob=str(last.knob), value=last.before, reason=why)]
+        actions = _lr(0.1, "divergence", ctx)
+        clip = ctx.knobs.get("grad_clip")
+        exploded = "grad" in str(diagnosis.evidence.get("signal", "")) or "grad" in (
+            diagnosis.metric
+        )
+        if exploded and clip is not None and clip.value == 0:
+            actions.append(Action(knob="grad_clip", value=self.grad_clip_on, reason="grad norm"))
+        return actions
+
+
+def _lr(factor: float, why: str, ctx: PolicyContext) -> list[Action]:
+    if "lr" not in ctx.knobs:
+        return []
+    return [Action(knob="lr", multiplier=factor, reason=why)]
+
+
+def _positive(value: object) -> bool:
+    if isinstance(value, list):
+        return any(v > 0 for v in value)
+    return isinstance(value, float | int) and not isinstance(value, bool) and value > 0
+
+
+def _last_autopilot_change(rows: list[LedgerRow]) -> LedgerRow | None:
+    changes = [
+        r
+        for r in rows
+        if r.decision == "applied" and r.source in AUTOPILOT_SOURCES and r.knob is not None
+    ]
+    return changes[-1] if changes else None

@@ -1,0 +1,237 @@
+"""The autopilot process: ticks the graph as new metrics arrive, beside a training run.
+
+``Autopilot`` owns one run directory (an exclusive lock file keeps a second autopilot out),
+the graph and its SQLite checkpointer. ``run`` polls the metrics file with one ``stat`` per
+poll and ticks when it grew; it returns once the training has ended and everything it wrote
+was read. ``start_in_background`` runs the same loop in a daemon thread of the training
+process: the loop never touches the training objects, so an LLM call that takes 30 s never
+delays ``kernel.step``.
+
+Example:
+    >>> from autopilot.watch import start_in_background            # doctest: +SKIP
+    >>> pilot = start_in_background("runs/exp1", mode="auto")        # doctest: +SKIP
+    >>> ...  # train under the Kernel as usual
+    >>> pilot.stop()                                                 # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import fcntl
+import gc
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from autopilot.config import MODES, Settings
+from autopilot.errors import AutopilotError
+from autopilot.graph import build_graph
+from autopilot.nodes import Nodes
+from autopilot.observe import file_size
+from kernel import read_kernel_state
+from kernel.jsonl import read_json, write_json_atomic
+from kernel.metrics import METRICS_FILE
+
+logger = logging.getLogger(__name__)
+
+STATE_DIR = "autopilot"
+ROLLOVER_TICKS = 1000
+"""Checkpoints move to a fresh graph thread this often, and the old thread is deleted."""
+_ENDED = ("closed", "crashed")
+
+
+class Autopilot:
+    """The autopilot of one run directory.
+
+    Args:
+        run_dir: the training run's directory (the one given to ``Kernel``).
+        mode: ``off``, ``suggest``, ``auto``, ``ai_suggest`` or ``ai_auto``.
+        settings: the loaded ``autopilot.toml`` (defaults when ``None``).
+        llm_policy: a ready LLM policy (tests and embedders); built on first use otherwise.
+
+    Raises:
+        AutopilotError: for an unknown mode, or when another autopilot watches the run.
+    """
+
+    def __init__(
+        self,
+        run_dir: str | os.PathLike[str],
+        *,
+        mode: str,
+        settings: Settings | None = None,
+        llm_policy: Any = None,
+    ) -> None:
+        if mode not in MODES:
+            raise AutopilotError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        self.run_dir, self.mode = Path(run_dir), mode
+        self.settings = settings or Settings()
+        self.state_dir = self.run_dir / STATE_DIR
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = _lock(self.state_dir / "watch.lock")
+        from langgraph.checkpoint.sqlite import SqliteSaver
+
+        # the saver writes from a background thread: the connection must allow it
+        self._conn = sqlite3.connect(self.state_dir / "graph.sqlite", check_same_thread=False)
+        # WAL without an fsync per tick: a crash of the process loses nothing, a power cut
+        # at most the last ticks (which then run again: their side effects are idempotent)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._saver = SqliteSaver(self._conn)
+        self.nodes = Nodes(self.run_dir, self.settings, mode, llm_policy=llm_policy)
+        self.graph = build_graph(self.nodes, self._saver)
+        self._meta_path = self.state_dir / "graph.json"
+        meta = read_json(self._meta_path) or {}
+        self._thread, self._ticks = str(meta.get("thread", "autopilot-0")), 0
+        self._resume = bool(self.graph.get_state(self._config(self._thread)).next)
+
+    @staticmethod
+    def _config(thread: str) -> dict[str, Any]:
+        return {"configurable": {"thread_id": thread}}
+
+    def tick(self) -> dict[str, Any]:
+        """One pass of the graph over what was appended since the last; the new state."""
+        config = self._config(self._thread)
+        given: dict[str, Any] | None = None if self._resume else {}
+        self._resume = False
+        self._ticks += 1
+        if self._ticks % ROLLOVER_TICKS == 0:
+            given, config = self._rollover()
+        return self.graph.invoke(given, config, durability="exit")
+
+    def _rollover(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Carry the state to a fresh thread and delete the old one's checkpoints."""
+        old = self._thread
+        values = dict(self.graph.get_state(self._config(old)).values)
+        number = int(old.rsplit("-", 1)[-1]) + 1 if old[-1].isdigit() else 1
+        self._thread = f"autopilot-{number}"
+        write_json_atomic(self._meta_path, {"thread": self._thread})
+        self._saver.delete_thread(old)
+        return values, self._config(self._thread)
+
+    def run(
+        self,
+        *,
+        stop: threading.Event | None = None,
+        until_ended: bool = True,
+        on_tick: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        """Tick whenever the metrics grow, until ``stop`` is set or (with ``until_ended``) the
+        training has ended and its last metrics were read. Errors are logged, never raised:
+        the autopilot must not take anything down with it.
+
+        The kernel flushes its last metrics before it marks itself closed, so the end is
+        checked before the file's size: a size read afterwards includes the last flush."""
+        stop = stop or threading.Event()
+        metrics, seen, failures = self.run_dir / METRICS_FILE, -1, 0
+        while not stop.is_set():
+            ended = until_ended and self._training_ended()  # before the size: see run()
+            size = file_size(metrics)
+            if size != seen:
+                seen = size
+                failures = self._safe_tick(on_tick, failures)
+            elif ended:
+                return
+            stop.wait(self.settings.cadence.poll_interval_s)
+
+    def _safe_tick(
+        self, on_tick: Callable[[dict[str, Any]], None] | None, failures: int
+    ) -> int:
+        try:
+            state = self.tick()
+        except Exception:  # a bug in a node must not end the watch, nor the training
+            failures += 1
+            if failures <= 3 or failures % 100 == 0:
+                logger.exception("autopilot tick failed (%d in a row); continuing", failures)
+            return failures
+        if on_tick is not None:
+            on_tick(state)
+        return 0
+
+    def _training_ended(self) -> bool:
+        try:
+            state = read_kernel_state(self.run_dir)
+        except Exception:  # a half-written kernel.json from another tool; look again later
+            return False
+        return state is not None and state.status in _ENDED
+
+    def close(self) -> None:
+        """Release the database and the lock."""
+        self._conn.close()
+        os.close(self._lock_fd)
+
+    def __enter__(self) -> Autopilot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def quiet_gc() -> None:
+    """Tune the garbage collector for a process whose main job is to watch.
+
+    Each tick unpacks the checkpointed windows (thousands of small lists), which with the
+    default thresholds sets off collections that scan every long-lived object of LangGraph,
+    pydantic and numpy. Freezing what is alive after start-up and collecting young objects
+    less often takes about a third off a tick. ``autopilot watch`` calls this; a training
+    process that runs the autopilot in a thread keeps its own settings.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
+
+
+def _lock(path: Path) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 100).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise AutopilotError(
+            f"another autopilot is watching {path.parent.parent} (pid {holder}); "
+            "stop it first, or watch another run directory"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
+class BackgroundAutopilot:
+    """An ``Autopilot`` ticking in a daemon thread of the training process."""
+
+    def __init__(self, pilot: Autopilot) -> None:
+        self.pilot = pilot
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"autopilot[{pilot.run_dir}]", daemon=True
+        )
+
+    def _run(self) -> None:
+        try:
+            self.pilot.run(stop=self._stop, until_ended=False)
+        finally:
+            self.pilot.close()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Let the current tick finish, then stop the thread."""
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def __enter__(self) -> BackgroundAutopilot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_in_background(
+    run_dir: str | os.PathLike[str], *, mode: str, settings: Settings | None = None
+) -> BackgroundAutopilot:
+    """Start the autopilot for ``run_dir`` in a daemon thread; ``stop()`` it at the end."""
+    background = BackgroundAutopilot(Autopilot(run_dir, mode=mode, settings=settings))
+    background._thread.start()
+    return background
