@@ -30,14 +30,18 @@ class Effects:
         self.run_dir, self.settings, self.mode, self.log = run_dir, settings, mode, log
 
     def baselines_for(
-        self, rows: list[LedgerRow], windows: dict[str, list[list[float]]], key: str | None
+        self,
+        rows: list[LedgerRow],
+        windows: dict[str, list[list[float]]],
+        key: str | None,
+        mode: str = "min",
     ) -> list[dict[str, Any]]:
         """A baseline for each applied change in ``rows`` (none without a key metric)."""
         if key is None:
             return []
         points = windows.get(key, [])
         horizon = self.settings.evaluate.horizon_steps
-        return [make_baseline(r, points, horizon, r.proposal_id) for r in rows]
+        return [make_baseline(r, points, horizon, r.proposal_id, mode) for r in rows]
 
     def measure_due(
         self, state: dict[str, Any]

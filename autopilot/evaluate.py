@@ -4,7 +4,8 @@ When the autopilot first sees an applied change in the ledger it fits a line thr
 metric's points just before the change (the *baseline*). After ``horizon_steps`` it compares
 the key metric's mean over the second half of the horizon with that line, extrapolated at
 half its slope (learning curves flatten, so a full-slope projection would call most changes
-harmful). The signed relative difference is the effect: positive means better than the run
+harmful), and never past the best value seen before the change (a run recovering from a
+spike falls steeply, and that slope does not go on). The signed relative difference is the effect: positive means better than the run
 was heading. A change clearly worse than projected is rolled back in the auto modes.
 """
 
@@ -21,14 +22,20 @@ _DAMPING = 0.5
 
 
 def make_baseline(
-    row: LedgerRow, points: list[list[float]], horizon: int, decision_id: str | None
+    row: LedgerRow,
+    points: list[list[float]],
+    horizon: int,
+    decision_id: str | None,
+    mode: str = "min",
 ) -> dict[str, Any]:
     """The trend of the key metric ``points`` up to the change in ``row``, as plain data."""
     step = int(row.step or 0)
     pre = [(s, v) for s, v in points if s <= step and math.isfinite(v)]
     recent = [(s, v) for s, v in pre if s > step - horizon] or pre[-3:]
     level, slope = _line(recent, step)
+    finite = [v for _, v in recent]
     return {
+        "best_before": (min(finite) if mode == "min" else max(finite)) if finite else None,
         "command_id": row.command_id,
         "decision_id": decision_id,
         "knob": row.knob,
@@ -71,6 +78,9 @@ def measure(
     values = [v for _, v in post]
     at = fmean(s for s, _ in post)
     projected = baseline["level"] + _DAMPING * baseline["slope"] * (at - start)
+    best = baseline.get("best_before")
+    if best is not None:  # a trend is never credited with beating the best seen before
+        projected = max(projected, best) if key_mode == "min" else min(projected, best)
     observed = fmean(values) if all(math.isfinite(v) for v in values) else math.inf
     return _effect(projected, observed, key_mode, settings)
 

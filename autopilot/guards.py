@@ -148,7 +148,12 @@ def command_id(source: str, proposal_id: str, index: int) -> str:
 def commands_for(
     verdicts: list[Verdict], *, source: Source, proposal_id: str, reason_prefix: str = ""
 ) -> list[Command]:
-    """Kernel commands (absolute values) for the verdicts that passed.
+    """Kernel commands for the verdicts that passed.
+
+    A multiplier action stays a multiplier (the guarded factor), so the kernel scales the
+    knob's value at the step it applies it: a value that moved since ``kernel.json`` was
+    read (a scheduler) still changes by at most the guarded factor, and the kernel refuses a
+    result outside the knob's bounds. An absolute action is sent as the guarded value.
 
     Example:
         >>> v = Verdict(index=0, knob="lr", status="allowed", value=0.05, before=0.1,
@@ -161,13 +166,31 @@ def commands_for(
             id=command_id(source, proposal_id, v.index),
             source=source,
             knob=v.knob,
-            value=v.value,
+            **_change(v),
             proposal_id=proposal_id,
             reason="; ".join(p for p in (reason_prefix, v.requested.reason, v.reason) if p)[:4000],
         )
         for v in verdicts
         if v.passed
     ]
+
+
+def _change(verdict: Verdict) -> dict[str, Any]:
+    """``{"multiplier": m}`` for a multiplier action with one factor, else ``{"value": v}``."""
+    before, after = verdict.before, verdict.value
+    if verdict.requested.multiplier is None or isinstance(after, bool):
+        return {"value": after}
+    pairs = (
+        list(zip(before, after, strict=True))
+        if isinstance(before, list) and isinstance(after, list)
+        else [(before, after)]
+        if isinstance(before, float | int) and isinstance(after, float | int)
+        else []
+    )
+    factors = {round(a / b, 12) for b, a in pairs if b}
+    if len(factors) != 1 or len(pairs) == 0 or any(not b for b, _ in pairs):
+        return {"value": after}
+    return {"multiplier": float(factors.pop())}
 
 
 def _blanket_reason(proposal: Proposal, ctx: GuardContext, settings: Settings) -> str | None:

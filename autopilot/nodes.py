@@ -9,6 +9,7 @@ so a tick that is re-run after a crash does not act twice.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -82,6 +83,7 @@ class Nodes:
                 [r for r in changes if r.source in AUTOPILOT_SOURCES],
                 windows,
                 update.get("key_metric") or state.get("key_metric"),
+                update.get("key_mode") or state.get("key_mode") or "min",
             )
         due = records and step - state.get("due_step", -(10**9)) >= self._every
         update["outcome"] = "due" if due else "idle"
@@ -203,6 +205,8 @@ class Nodes:
         """Check every action against bounds, caps, cooldowns, freeze and the noop bias."""
         proposal = Proposal.model_validate(state["proposal"])
         ctx = GuardContext.from_run(self.run_dir)
+        # kernel.json's step lags by up to a heartbeat; the metrics are the fresher clock
+        ctx = dataclasses.replace(ctx, step=max(ctx.step, state["step"]))
         verdicts = check(proposal, ctx, self.settings)
         return {"verdicts": [v.model_dump(mode="json") for v in verdicts]}
 

@@ -165,6 +165,7 @@ class Kernel:
         self._recipe_pos = 0
         self._recipe_tag = ""
         self._next_poll = self._next_flush = self._next_heartbeat = 0.0
+        self._published_values: list[Any] = []
         self._closed = False
         if self._writes:
             self._refresh_freeze()
@@ -378,7 +379,7 @@ class Kernel:
     def _flush(self, now: float) -> None:
         self._next_flush = now + self.settings.flush_interval_s
         self._metrics.flush()
-        if now >= self._next_heartbeat:
+        if now >= self._next_heartbeat or self._knobs_moved():
             if self._sync is None:  # distributed: freeze changes travel with the commands
                 self._refresh_freeze()
             self._write_state()
@@ -460,6 +461,7 @@ class Kernel:
             freeze=executor.freeze,
             knobs=self._specs(),
         )
+        self._published_values = self._knob_values()
         heartbeat = self._heartbeat or self._start_heartbeat()
         heartbeat.publish(state)
 
@@ -479,6 +481,21 @@ class Kernel:
         at = self._last_step_at
         when = None if at is None else time.time() - (time.monotonic() - at)
         return {"last_step": self._last_step, "last_step_time": when}
+
+    def _knobs_moved(self) -> bool:
+        """Whether a knob changed outside commands (a scheduler, the training code) since
+        ``kernel.json`` was written. Readers resolve multipliers against the published values,
+        so those must not lag by a heartbeat; this costs a few float reads per flush."""
+        return self._published_values != self._knob_values()
+
+    def _knob_values(self) -> list[Any]:
+        values = []
+        for knob in self._knobs.values():
+            try:
+                values.append(knob.get())
+            except Exception:  # reported by _specs when the state is written
+                values.append(None)
+        return values
 
     def _specs(self) -> list[KnobSpec]:
         specs = []

@@ -127,3 +127,30 @@ def _labelled(label: str, lines: Sequence[str]) -> list[str]:
 def _cut(text: str, width: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def brief_lines(text: str) -> list[str]:
+    """A raw line of ``decisions.jsonl`` in two lines at most, for a live stream: what was
+    found, and what was done about it (``autopilot decisions`` prints the whole record)."""
+    try:
+        record = parse_record(text)
+    except ValidationError:
+        return []
+    if isinstance(record, EffectRecord):
+        return [f"  step {record.measured_at_step}: effect of the change to {effect_text(record)}"]
+    first = record.diagnoses[0] if record.diagnoses else None
+    found = f"{first.kind}: {first.message}" if first else "-"
+    done = [f"{v.knob} {value_text(v.before)} -> {value_text(v.value)}" for v in record.verdicts]
+    done = [d for d, v in zip(done, record.verdicts, strict=True) if v.status != "rejected"]
+    rejected = [v.reason for v in record.verdicts if v.status == "rejected"]
+    what = ", ".join(done) or ("nothing: " + _cut(rejected[0], 120) if rejected else "nothing")
+    via = record.proposer or "-"
+    if record.fallback_reason:
+        via += f" (LLM not used: {_cut(record.fallback_reason, 80)})"
+    return [
+        f"  step {record.step}: {_cut(found, 150)}",
+        f"    -> {what} [{via}, {_ROUTES[record.route]}]",
+    ]
+
+
+_ROUTES = {"kernel": "sent to the kernel", "review": "queued for review", "none": "no change"}

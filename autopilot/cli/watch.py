@@ -58,8 +58,8 @@ class DecisionPrinter:
         self._tail = JsonlTail(run_dir / "autopilot" / "decisions.jsonl")
 
     def print_new(self) -> None:
-        from autopilot.cli.decisions import record_lines
+        from autopilot.cli.decisions import brief_lines
 
         for _, text in self._tail.read_new():
-            for line in record_lines(text):
+            for line in brief_lines(text):
                 print(line, flush=True)

@@ -62,8 +62,8 @@ class RulePolicy:
         if diagnosis.kind == "overfitting":
             wd = ctx.knobs.get("weight_decay")
             if wd is not None and _positive(wd.value):
-                return [Action(knob="weight_decay", multiplier=2.0, reason="overfitting")]
-        return _lr(0.5, diagnosis.kind, ctx)
+                return [Action(knob="weight_decay", multiplier=2.0)]
+        return _lr(0.5, ctx)
 
     def _divergence(self, diagnosis: Diagnosis, ctx: PolicyContext) -> list[Action]:
         last = _last_autopilot_change(ctx.recent_changes)
@@ -77,7 +77,7 @@ class RulePolicy:
         ):
             why = f"roll back {last.knob}={format_value(last.after)} from step {last.step}"
             return [Action(knob=str(last.knob), value=last.before, reason=why)]
-        actions = _lr(0.1, "divergence", ctx)
+        actions = _lr(0.1, ctx)
         clip = ctx.knobs.get("grad_clip")
         exploded = "grad" in str(diagnosis.evidence.get("signal", "")) or "grad" in (
             diagnosis.metric
@@ -87,10 +87,10 @@ class RulePolicy:
         return actions
 
 
-def _lr(factor: float, why: str, ctx: PolicyContext) -> list[Action]:
+def _lr(factor: float, ctx: PolicyContext) -> list[Action]:
     if "lr" not in ctx.knobs:
         return []
-    return [Action(knob="lr", multiplier=factor, reason=why)]
+    return [Action(knob="lr", multiplier=factor)]
 
 
 def _positive(value: object) -> bool:
