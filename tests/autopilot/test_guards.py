@@ -181,13 +181,15 @@ def test_a_change_to_the_same_value_is_no_change() -> None:
 
 
 # -- commands -------------------------------------------------------------------------------
-def test_commands_for_sends_absolute_values_with_deterministic_ids() -> None:
+def test_commands_for_keeps_guarded_multipliers_with_deterministic_ids() -> None:
     p = proposal(mul("lr", 5.0, reason="escape the plateau"), mul("nope", 2), val("grad_clip", 1))
     verdicts = check(p, ctx(), SETTINGS)
     commands = commands_for(verdicts, source="ai", proposal_id="d1000-abc", reason_prefix="plateau")
     assert [c.id for c in commands] == ["ai-d1000-abc-0", "ai-d1000-abc-2"]
     lr = commands[0]
-    assert (lr.knob, lr.value, lr.multiplier, lr.source) == ("lr", 0.2, None, "ai")
+    # x5 was clamped to x2: the kernel scales the value it holds when it applies it
+    assert (lr.knob, lr.value, lr.multiplier, lr.source) == ("lr", None, 2.0, "ai")
+    assert (commands[1].value, commands[1].multiplier) == (1.0, None)
     assert lr.proposal_id == "d1000-abc"
     assert (lr.reason or "").startswith("plateau; escape the plateau; lr x5 would give 0.5")
     again = commands_for(check(p, ctx(), SETTINGS), source="ai", proposal_id="d1000-abc")
