@@ -59,9 +59,9 @@ def test_approve_queues_commands_from_the_proposer(queue: ReviewQueue) -> None:
     approval = queue.approve("rv-1")
     assert [c.id for c in approval.commands] == ["ai-rv-1-0", "ai-rv-1-1"]
     sent = queued(queue.run_dir)
-    assert [(c["knob"], c["value"], c["source"], c["proposal_id"]) for c in sent] == [
-        ("lr", 0.05, "ai", "rv-1"),
-        ("weight_decay", 0.02, "ai", "rv-1"),
+    assert [(c["knob"], c["multiplier"], c["source"], c["proposal_id"]) for c in sent] == [
+        ("lr", 0.5, "ai", "rv-1"),
+        ("weight_decay", 2.0, "ai", "rv-1"),
     ]
     now = queue.get(item.id)
     assert now.status == "approved" and now.command_ids == ["ai-rv-1-0", "ai-rv-1-1"]
@@ -84,7 +84,7 @@ def test_an_edited_approval_is_still_clamped_by_the_guards(queue: ReviewQueue) -
     lr, clip = approval.verdicts
     assert (lr.status, lr.value, lr.requested.multiplier) == ("clamped", 0.2, 10.0)
     assert (clip.status, clip.value) == ("allowed", 1.0)
-    assert [c["value"] for c in queued(queue.run_dir)] == [0.2, 1.0]
+    assert [c.get("multiplier", c.get("value")) for c in queued(queue.run_dir)] == [2.0, 1.0]
     assert [e.describe() for e in queue.get("rv-1").edits] == ["lr x10", "grad_clip=1"]
 
 

@@ -82,13 +82,13 @@ def test_approve_queues_the_commands(run_dir: Path, capsys) -> None:
     code, out, _ = run(capsys, "--dir", run_dir, "review", "approve", "rv-1")
     assert code == 0
     assert out.startswith("approved rv-1: queued 1 command from ai (applied at the next step)\n")
-    assert "  ai-rv-1-0: lr=0.05\n" in out
+    assert "  ai-rv-1-0: lr x0.5\n" in out
     (cmd,) = commands(run_dir)
-    assert (cmd["id"], cmd["source"], cmd["proposal_id"], cmd["value"]) == (
+    assert (cmd["id"], cmd["source"], cmd["proposal_id"], cmd["multiplier"]) == (
         "ai-rv-1-0",
         "ai",
         "rv-1",
-        0.05,
+        0.5,
     )
     assert "approved in review rv-1; escape the plateau" in cmd["reason"]
     _, out, _ = run(capsys, "--dir", run_dir, "review", "show", "rv-1")
@@ -105,16 +105,16 @@ def test_an_edit_is_parsed_like_set_and_clamped_by_the_guards(run_dir: Path, cap
         capsys, "--dir", run_dir, "review", "approve", "rv-1", "--edit", "lr=x10", "--edit",
         "grad_clip=1",
     )  # fmt: skip
-    assert code == 0 and "ai-rv-1-0: lr=0.2" in out and "ai-rv-1-1: grad_clip=1" in out
+    assert code == 0 and "ai-rv-1-0: lr x2" in out and "ai-rv-1-1: grad_clip=1" in out
     assert "capped at x2 (guards.max_up)" in out
-    assert [c["value"] for c in commands(run_dir)] == [0.2, 1.0]
+    assert [c.get("multiplier", c.get("value")) for c in commands(run_dir)] == [2.0, 1.0]
 
 
 def test_the_run_config_sets_the_guards(run_dir: Path, capsys) -> None:
     (run_dir / "autopilot.toml").write_text("[guards]\nmax_up = 1.5\n")
     queue_item(run_dir)
     code, out, _ = run(capsys, "--dir", run_dir, "review", "approve", "rv-1", "--edit", "lr=x3")
-    assert code == 0 and "lr=0.15" in out
+    assert code == 0 and "lr x1.5" in out and "0.1 -> 0.15" in out
     bad = run_dir / "bad.toml"
     bad.write_text("[guards]\nmax_upp = 1\n")
     code, _, err = run(capsys, "--dir", run_dir, "review", "list", "--config", bad)
