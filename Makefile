@@ -24,6 +24,8 @@ test: install
 
 bench: install
 	$(PY) benchmarks/kernel_overhead.py
+	$(PY) benchmarks/autopilot_tick.py
+	$(PY) benchmarks/prompt_size.py
 
 lint: install
 	$(VENV)/bin/ruff check .

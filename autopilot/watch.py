@@ -39,6 +39,7 @@ from kernel.metrics import METRICS_FILE
 logger = logging.getLogger(__name__)
 
 STATE_DIR = "autopilot"
+LOCK_FILE = "watch.lock"
 ROLLOVER_TICKS = 1000
 """Checkpoints move to a fresh graph thread this often, and the old thread is deleted."""
 _ENDED = ("closed", "crashed")
@@ -71,7 +72,7 @@ class Autopilot:
         self.settings = settings or Settings()
         self.state_dir = self.run_dir / STATE_DIR
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = _lock(self.state_dir / "watch.lock")
+        self._lock_fd = _lock(self.state_dir / LOCK_FILE, mode)
         from langgraph.checkpoint.sqlite import SqliteSaver
 
         # the saver writes from a background thread: the connection must allow it
@@ -184,19 +185,20 @@ def quiet_gc() -> None:
     gc.set_threshold(20_000, 20, 20)
 
 
-def _lock(path: Path) -> int:
+def _lock(path: Path, mode: str) -> int:
+    """Hold ``path`` exclusively while this autopilot lives; it says ``PID MODE``."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.read(fd, 100).decode(errors="replace").strip() or "unknown"
+        holder = os.read(fd, 100).decode(errors="replace").split(" ")[0] or "unknown"
         os.close(fd)
         raise AutopilotError(
             f"another autopilot is watching {path.parent.parent} (pid {holder}); "
             "stop it first, or watch another run directory"
         ) from None
     os.ftruncate(fd, 0)
-    os.write(fd, str(os.getpid()).encode())
+    os.write(fd, f"{os.getpid()} {mode}".encode())
     return fd
 
 

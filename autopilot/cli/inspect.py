@@ -10,6 +10,7 @@ from pathlib import Path
 from autopilot.cli._common import CliError, run_dir_of
 from autopilot.cli._format import age_text, ledger_lines, table, value_text
 from autopilot.cli._metrics import latest_values, recent_metrics
+from autopilot.cli._status_autopilot import autopilot_lines
 from kernel import (
     CommandError,
     KernelState,
@@ -42,6 +43,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         _pending(run_dir, state),
         _recent_ledger(run_dir),
         _latest_metrics(run_dir),
+        autopilot_lines(run_dir),
     ):
         print("\n".join(block))
     return 0

@@ -1,0 +1,76 @@
+"""The autopilot's part of ``autopilot status``: is one watching, what it last decided, what
+waits for review, and what the LLM has cost this run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from autopilot.cli._format import table
+
+
+def autopilot_lines(run_dir: Path) -> list[str]:
+    """Lines for the status page; a run never watched says how to start the autopilot."""
+    state_dir = run_dir / "autopilot"
+    if not state_dir.is_dir():
+        return ["", f"autopilot: never ran here (start it: autopilot --dir {run_dir} watch)"]
+    lines = ["", "autopilot", f"  watcher     {_watcher(state_dir)}"]
+    lines += _last_decision(run_dir)
+    lines += _reviews(run_dir)
+    lines.append(f"  LLM spend   {_spend(run_dir)}")
+    return lines
+
+
+def _watcher(state_dir: Path) -> str:
+    try:
+        pid, _, mode = (state_dir / "watch.lock").read_text().partition(" ")
+        os.kill(int(pid), 0)
+    except (OSError, ValueError):
+        return "not running"
+    return f"running (pid {pid}, mode {mode or '?'})"
+
+
+def _last_decision(run_dir: Path) -> list[str]:
+    from autopilot.decisions import DecisionLog
+
+    views = DecisionLog(run_dir).read()
+    if not views:
+        return ["  decisions   none yet"]
+    r = views[-1].record
+    kinds = ", ".join(d.kind for d in r.diagnoses) or "-"
+    line = f"  decisions   {len(views)}; last at step {r.step}: {kinds} -> {r.route}"
+    line += f" via {r.proposer or '-'}"
+    fallbacks = sum(1 for v in views if v.record.fallback_reason)
+    lines = [line]
+    if r.fallback_reason:
+        lines.append(f"  fallback    the LLM was not used: {r.fallback_reason}")
+    elif fallbacks:
+        lines.append(f"  fallbacks   {fallbacks} decisions used the rules instead of the LLM")
+    return lines
+
+
+def _reviews(run_dir: Path) -> list[str]:
+    from autopilot.review import ReviewQueue
+
+    pending = [i for i in ReviewQueue(run_dir).items() if i.status == "pending"]
+    if not pending:
+        return ["  review      nothing pending"]
+    rows = [(i.id, str(i.step), i.proposal.diagnosis[:60]) for i in pending[-5:]]
+    return [
+        f"  review      {len(pending)} pending (autopilot --dir {run_dir} review list)",
+        *table(("id", "step", "diagnosis"), rows, indent="    "),
+    ]
+
+
+def _spend(run_dir: Path) -> str:
+    from autopilot.budget import Budget
+    from autopilot.config import load_settings
+    from autopilot.errors import AutopilotError
+
+    try:
+        settings = load_settings(None, run_dir)
+        budget = Budget(run_dir, settings)
+        spent = budget.spent_run()
+    except (AutopilotError, OSError) as exc:
+        return f"unknown ({exc})"
+    return f"${spent:.4f} of ${settings.budget.per_run_usd:g} for this run"

@@ -1,0 +1,66 @@
+"""autopilot.toml: the example documents the defaults, and mistakes are one clear line."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from autopilot.config import Settings, load_settings
+from autopilot.errors import ConfigError
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "autopilot.example.toml"
+
+
+def test_the_example_file_holds_exactly_the_defaults() -> None:
+    assert load_settings(EXAMPLE) == Settings()
+
+
+def test_the_example_documents_every_section() -> None:
+    text = EXAMPLE.read_text()
+    for section in Settings.model_fields:
+        if section != "mode":
+            assert f"[{section}]" in text or f"[{section}." in text, section
+
+
+def test_a_typo_is_an_error_that_names_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "autopilot.toml"
+    path.write_text("[guards]\ncooldown_step = 5\n")
+    with pytest.raises(ConfigError, match="guards.cooldown_step: unknown setting"):
+        load_settings(path)
+
+
+def test_a_cooldown_below_the_minimum_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "autopilot.toml"
+    path.write_text("[guards]\ncooldown_steps = 5\n")
+    with pytest.raises(ConfigError, match="guards.cooldown_steps"):
+        load_settings(path)
+
+
+def test_bad_toml_and_a_missing_file_say_so(tmp_path: Path) -> None:
+    path = tmp_path / "autopilot.toml"
+    path.write_text("[guards\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.toml")
+
+
+def test_the_run_directory_file_is_found(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "autopilot.toml").write_text('mode = "auto"\n')
+    assert load_settings(None, tmp_path / "run").mode == "auto"
+    assert load_settings(None, tmp_path).mode == "suggest"
+
+
+def test_prices_and_the_key_come_from_the_config(monkeypatch) -> None:
+    s = Settings.model_validate(
+        tomllib.loads('[llm]\nmodel = "local"\napi_key_env = "MY_KEY"\n[prices.local]\ninput = 0\noutput = 0\n')
+    )
+    assert s.price("local") is not None and s.price("unknown-model") is None
+    monkeypatch.delenv("MY_KEY", raising=False)
+    assert s.api_key() is None
+    monkeypatch.setenv("MY_KEY", "k")
+    assert s.api_key() == "k"
