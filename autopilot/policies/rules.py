@@ -39,22 +39,51 @@ class RulePolicy:
     name: str = "rules"
     rollback_window_steps: int = 100
     grad_clip_on: float = 1.0
+    undo_memory_steps: int = 1000
+    """A knob whose change was rolled back this recently is left alone (except to stop a
+    divergence): the same rule would only make the same mistake again."""
 
     def propose(self, ctx: PolicyContext) -> Proposal:
         """Actions for the most urgent diagnosis in ``ctx`` (diagnoses come sorted by urgency)."""
         if not ctx.diagnoses:
             return Proposal(proposer="rules", diagnosis="healthy", confidence=1.0)
         first = ctx.diagnoses[0]
-        actions = self._actions(first, ctx)
+        actions, skipped = self._remembered(first, self._actions(first, ctx), ctx)
+        reasoning = (
+            f"rule for {first.kind}: " + ", ".join(a.describe() for a in actions)
+            if actions
+            else f"no rule applies to {first.kind} with this run's knobs"
+        )
         return Proposal(
             proposer="rules",
             diagnosis=first.message,
             actions=actions,
             confidence=_CONFIDENCE[first.kind],
-            reasoning=f"rule for {first.kind}: " + ", ".join(a.describe() for a in actions)
-            if actions
-            else f"no rule applies to {first.kind} with this run's knobs",
+            reasoning="; ".join([reasoning, *skipped]),
         )
+
+    def _remembered(
+        self, diagnosis: Diagnosis, actions: list[Action], ctx: PolicyContext
+    ) -> tuple[list[Action], list[str]]:
+        """``actions`` without those on knobs whose last change was rolled back lately."""
+        if diagnosis.kind == "divergence":
+            return actions, []
+        undone = {
+            _family(r.knob): r.step
+            for r in ctx.recent_changes
+            if r.knob
+            and r.step is not None
+            and (r.reason or "").startswith("rollback")
+            and ctx.step - r.step <= self.undo_memory_steps
+        }
+        kept = [a for a in actions if _family(a.knob) not in undone]
+        skipped = [
+            f"{a.describe()} skipped: a change to {a.knob} was rolled back at step "
+            f"{undone[_family(a.knob)]} because it made things worse"
+            for a in actions
+            if _family(a.knob) in undone
+        ]
+        return kept, skipped
 
     def _actions(self, diagnosis: Diagnosis, ctx: PolicyContext) -> list[Action]:
         if diagnosis.kind == "divergence":
@@ -91,6 +120,11 @@ def _lr(factor: float, ctx: PolicyContext) -> list[Action]:
     if "lr" not in ctx.knobs:
         return []
     return [Action(knob="lr", multiplier=factor)]
+
+
+def _family(knob: str) -> str:
+    """``lr[1]`` belongs to ``lr``."""
+    return knob.split("[", 1)[0]
 
 
 def _positive(value: object) -> bool:
