@@ -62,9 +62,9 @@ def knobs_with_bounds(state: KernelState | None, settings: Settings) -> dict[str
     return knobs
 
 
-def build_context(nodes: Nodes, state: dict[str, Any]) -> PolicyContext:
-    """The policy context of the current tick."""
-    summary = nodes.summary_of(state)
+def build_context(nodes: Nodes, state: dict[str, Any], *, table: bool = True) -> PolicyContext:
+    """The policy context of the current tick; ``table=False`` leaves out the summary table,
+    which only the LLM reads (the rule policy saves rendering it)."""
     return PolicyContext(
         step=state["step"],
         mode=nodes.mode,
@@ -72,7 +72,7 @@ def build_context(nodes: Nodes, state: dict[str, Any]) -> PolicyContext:
         key_mode=state["key_mode"],
         diagnoses=[Diagnosis.model_validate(d) for d in state.get("diagnoses", [])],
         knobs=knobs_with_bounds(read_kernel_state(nodes.run_dir), nodes.settings),
-        summary_table=render_table(summary),
+        summary_table=render_table(nodes.summary_of(state)) if table else "",
         recent_changes=[LedgerRow.model_validate(r) for r in state.get("changes", [])],
         past_decisions=[PastDecision(**p) for p in state.get("past", [])],
         memory_notes=nodes.memory_notes,

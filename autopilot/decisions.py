@@ -142,10 +142,17 @@ class DecisionLog:
             ]
 
     def ids(self) -> set[str]:
-        """The ids of the decisions written so far (a re-run tick checks its id here)."""
+        """The ids of the decisions written so far."""
         with self._lock:
             self._refresh()
             return set(self._decisions)
+
+    def has(self, decision_id: str) -> bool:
+        """Whether ``decision_id`` was written (a re-run tick checks its id here, without
+        copying every id of a long run)."""
+        with self._lock:
+            self._refresh()
+            return decision_id in self._decisions
 
     def _refresh(self) -> None:
         for offset, line in self._tail.read_new():

@@ -3,7 +3,8 @@
 The graph's ``evaluate`` node uses ``Effects``: it records a baseline when a change made by
 the autopilot shows up in the ledger, measures it once the horizon has passed (see
 ``autopilot.evaluate``), writes an effect record next to the decision, and in the auto modes
-sends a command that restores the value from before a change that was clearly harmful.
+sends a command that restores the value from before a change that was clearly harmful,
+unless the knob was set again since (a rollback must not undo a later change).
 """
 
 from __future__ import annotations
@@ -15,7 +16,15 @@ from typing import Any
 from autopilot.config import Settings
 from autopilot.decisions import DecisionLog, EffectRecord
 from autopilot.evaluate import make_baseline, measure
-from kernel import Command, LedgerRow, append_command, format_value, read_kernel_state
+from autopilot.summary import Windows
+from kernel import (
+    Command,
+    LedgerRow,
+    append_command,
+    format_value,
+    read_kernel_state,
+    read_ledger,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -32,16 +41,16 @@ class Effects:
     def baselines_for(
         self,
         rows: list[LedgerRow],
-        windows: dict[str, list[list[float]]],
+        windows: Windows,
         key: str | None,
         mode: str = "min",
     ) -> list[dict[str, Any]]:
         """A baseline for each applied change in ``rows`` (none without a key metric)."""
         if key is None:
             return []
-        points = windows.get(key, [])
+        window = windows.get(key, [])
         horizon = self.settings.evaluate.horizon_steps
-        return [make_baseline(r, points, horizon, r.proposal_id, mode) for r in rows]
+        return [make_baseline(r, window, horizon, r.proposal_id, mode) for r in rows]
 
     def measure_due(
         self, state: dict[str, Any]
@@ -55,8 +64,8 @@ class Effects:
             if step < base["applied_step"] + horizon:
                 left.append(base)
                 continue
-            points = state["windows"].get(key, [])
-            effect = measure(base, points, state["key_mode"], self.settings.evaluate)
+            window = state["windows"].get(key, [])
+            effect = measure(base, window, state["key_mode"], self.settings.evaluate)
             if effect is None:
                 if step < base["applied_step"] + _GIVE_UP * horizon:
                     left.append(base)
@@ -104,6 +113,14 @@ class Effects:
         kernel = read_kernel_state(self.run_dir)
         if kernel is None or kernel.freeze != "off" or kernel.knob(base["knob"]) is None:
             return None
+        if _changed_since(self.run_dir, base):
+            logger.info(
+                "not rolling back %s from step %d: it was changed again since, and a rollback "
+                "would undo that later change too",
+                base["knob"],
+                base["applied_step"],
+            )
+            return None
         command = Command(
             id=f"rollback-{base['command_id']}",
             source=base.get("source") or "rules",
@@ -117,6 +134,21 @@ class Effects:
         append_command(self.run_dir, command)
         logger.warning("%s", command.reason)
         return command.id
+
+
+def _changed_since(run_dir: Path, base: dict[str, Any]) -> bool:
+    """Whether the ledger shows the knob of ``base`` (or another group of it) set again, by
+    anyone, after the change ``base`` measures."""
+    family = str(base["knob"]).split("[", 1)[0]
+    seen = False
+    for row in read_ledger(run_dir):
+        if row.command_id == base.get("command_id"):
+            seen = True
+        elif (
+            seen and row.decision == "applied" and row.knob and row.knob.split("[", 1)[0] == family
+        ):
+            return True
+    return False
 
 
 def _note(past: list[dict[str, Any]], base: dict[str, Any], record: EffectRecord) -> None:

@@ -5,8 +5,9 @@ metric's points just before the change (the *baseline*). After ``horizon_steps``
 the key metric's mean over the second half of the horizon with that line, extrapolated at
 half its slope (learning curves flatten, so a full-slope projection would call most changes
 harmful), and never past the best value seen before the change (a run recovering from a
-spike falls steeply, and that slope does not go on). The signed relative difference is the effect: positive means better than the run
-was heading. A change clearly worse than projected is rolled back in the auto modes.
+spike falls steeply, and that slope does not go on). The signed relative difference is the
+effect: positive means better than the run was heading. A change clearly worse than
+projected is rolled back in the auto modes.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from statistics import fmean
 from typing import Any
 
 from autopilot.config import EvaluateSettings
+from autopilot.summary import Window
 from kernel import LedgerRow
 
 _DAMPING = 0.5
@@ -23,14 +25,15 @@ _DAMPING = 0.5
 
 def make_baseline(
     row: LedgerRow,
-    points: list[list[float]],
+    window: Window,
     horizon: int,
     decision_id: str | None,
     mode: str = "min",
 ) -> dict[str, Any]:
-    """The trend of the key metric ``points`` up to the change in ``row``, as plain data."""
+    """The trend of the key metric's ``[steps, values]`` window up to the change in ``row``,
+    as plain data."""
     step = int(row.step or 0)
-    pre = [(s, v) for s, v in points if s <= step and math.isfinite(v)]
+    pre = [(s, v) for s, v in _points(window) if s <= step and math.isfinite(v)]
     recent = [(s, v) for s, v in pre if s > step - horizon] or pre[-3:]
     level, slope = _line(recent, step)
     finite = [v for _, v in recent]
@@ -49,6 +52,10 @@ def make_baseline(
     }
 
 
+def _points(window: Window) -> list[tuple[float, float]]:
+    return list(zip(*window, strict=True)) if window else []
+
+
 def _line(points: list[tuple[float, float]], at: int) -> tuple[float | None, float]:
     """Least-squares line through ``points``: its value at step ``at`` and its slope."""
     if not points:
@@ -64,13 +71,15 @@ def _line(points: list[tuple[float, float]], at: int) -> tuple[float | None, flo
 
 def measure(
     baseline: dict[str, Any],
-    points: list[list[float]],
+    window: Window,
     key_mode: str,
     settings: EvaluateSettings,
 ) -> dict[str, Any] | None:
-    """The effect of the change, or ``None`` when there is nothing to compare yet."""
+    """The effect of the change on the key metric's ``[steps, values]`` window, or ``None``
+    when there is nothing to compare yet."""
     start = baseline["applied_step"]
     horizon = settings.horizon_steps
+    points = _points(window)
     post = [(s, v) for s, v in points if start + horizon / 2 < s <= start + horizon]
     post = post or [(s, v) for s, v in points if start < s <= start + horizon][-1:]
     if baseline["level"] is None or not post:

@@ -31,6 +31,8 @@ class TickState(TypedDict, total=False):
     step: int
     due_step: int
     windows: dict[str, list[list[float]]]
+    """Per metric ``[steps, values]``: columnar, so a checkpoint holds two flat lists per
+    metric rather than a list per point, which made unpacking and converting them slow."""
     best: dict[str, list[float]]
     key_metric: str
     key_mode: str

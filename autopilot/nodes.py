@@ -198,7 +198,7 @@ class Nodes:
         return {"proposal": proposal.model_dump(mode="json")}
 
     def rules_policy_proposal(self, state: dict[str, Any]) -> Proposal:
-        return self.rule_policy.propose(build_context(self, state))
+        return self.rule_policy.propose(build_context(self, state, table=False))
 
     # -- guard and route ----------------------------------------------------------------
     def guard(self, state: dict[str, Any]) -> dict[str, Any]:
@@ -216,7 +216,7 @@ class Nodes:
         digest = summary_hash(self.summary_of(state))
         decision_id = f"d{state['step']}-{digest[:6]}"
         update = {"decided": self._decided(state, diagnoses), "last_decision_id": decision_id}
-        if decision_id in self.log.ids():
+        if self.log.has(decision_id):
             return update  # this tick already ran to the end before a restart
         proposal = Proposal.model_validate(state["proposal"]) if state.get("proposal") else None
         verdicts = state.get("verdicts", [])

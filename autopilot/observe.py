@@ -2,12 +2,14 @@
 
 The autopilot never re-reads history. It keeps byte offsets into ``metrics.jsonl`` and
 ``applied.jsonl`` in its graph state, reads only the bytes appended since, and keeps the last
-``window`` points of each metric plus each metric's best value over the run. An autopilot
-that starts late on a long run begins from the last ``START_TAIL_BYTES`` of the metrics.
+``window`` points of each metric (columnar: ``[steps, values]``) plus each metric's best
+value over the run. An autopilot that starts late on a long run begins from the last
+``START_TAIL_BYTES`` of the metrics.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Iterable
@@ -15,17 +17,16 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from autopilot.summary import metric_mode
+from autopilot.summary import Best, Windows, metric_mode
 from kernel import LedgerRow, MetricRecord
 from kernel.jsonl import JsonlTail
 from kernel.ledger import LEDGER_FILE
 from kernel.metrics import METRICS_FILE
 
+logger = logging.getLogger(__name__)
+
 START_TAIL_BYTES = 4 << 20
 """How much of an existing metrics file a freshly started autopilot reads."""
-
-Windows = dict[str, list[list[float]]]
-Best = dict[str, list[float]]
 
 
 def start_offset(run_dir: Path, tail_bytes: int = START_TAIL_BYTES) -> int:
@@ -71,19 +72,40 @@ def read_changes(run_dir: Path, offset: int) -> tuple[list[LedgerRow], int]:
 def fold_records(
     windows: Windows, best: Best, records: Iterable[MetricRecord], window: int
 ) -> tuple[Windows, Best]:
-    """New windows and bests with ``records`` folded in (the inputs are not changed)."""
-    windows = {name: list(points) for name, points in windows.items()}
+    """New windows and bests with ``records`` folded in (the inputs are not changed).
+
+    Example:
+        >>> from kernel import MetricRecord
+        >>> records = [MetricRecord(step=s, metrics={"loss": 1 / s}) for s in (1, 2, 4)]
+        >>> fold_records({}, {}, records, window=2)
+        ({'loss': [[2, 4], [0.5, 0.25]]}, {'loss': [0.25, 4]})
+    """
+    windows = {name: _copy(name, w) for name, w in windows.items()}
     best = dict(best)
     for record in records:
+        step = record.step
         for name, value in record.metrics.items():
             value = float(value)
-            windows.setdefault(name, []).append([record.step, value])
+            columns = windows.get(name)
+            if columns is None:
+                columns = windows[name] = [[], []]
+            columns[0].append(step)
+            columns[1].append(value)
             if math.isfinite(value) and _better(name, value, best.get(name)):
-                best[name] = [value, record.step]
-    for name, points in windows.items():
-        if len(points) > window:
-            del points[: len(points) - window]
+                best[name] = [value, step]
+    for steps, values in windows.values():
+        if (extra := len(steps) - window) > 0:
+            del steps[:extra], values[:extra]
     return windows, best
+
+
+def _copy(name: str, window: list[list[float]]) -> list[list[float]]:
+    """A copy of ``window``, or an empty window when it is not ``[steps, values]`` (a state
+    checkpointed by an older version, which kept a ``[step, value]`` pair per point)."""
+    if len(window) == 2 and len(window[0]) == len(window[1]):
+        return [list(window[0]), list(window[1])]
+    logger.warning("the window of %s is not [steps, values]; starting it again", name)
+    return [[], []]
 
 
 def _better(name: str, value: float, current: list[float] | None) -> bool:

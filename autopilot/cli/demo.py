@@ -104,9 +104,7 @@ def _start_autopilot(run_dir: Path, mode: str) -> subprocess.Popen[bytes]:
     return _spawn(argv, run_dir / "autopilot.log")
 
 
-def _follow(
-    procs: list[subprocess.Popen[bytes]], watch: Watch, printer: DecisionPrinter
-) -> None:
+def _follow(procs: list[subprocess.Popen[bytes]], watch: Watch, printer: DecisionPrinter) -> None:
     """Print progress and decisions until the training and the autopilot have ended."""
     while True:
         ended = procs[0].poll() is not None and procs[2].poll() is not None

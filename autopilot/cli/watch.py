@@ -45,9 +45,7 @@ def header(run_dir: Path, mode: str, settings: Any) -> str:
             where = settings.llm.base_url or "the provider's default URL"
             line += f" (LLM {settings.llm.model} at {where})"
         else:
-            line += (
-                f" (no key in ${settings.llm.api_key_env}: every decision falls back to rules)"
-            )
+            line += f" (no key in ${settings.llm.api_key_env}: every decision falls back to rules)"
     return line
 
 

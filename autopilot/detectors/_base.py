@@ -1,8 +1,9 @@
 """What a detector is, and the metric-name rules the detectors share.
 
 A detector looks at the summary (and, where it needs more than the summary keeps, at the raw
-windows) and returns diagnoses as data. It never acts and never raises on odd data: too few
-points, a missing metric or non-finite values mean "nothing to report" or a diagnosis.
+windows: per metric ``[steps, values]``, read with ``autopilot._trends.series``) and returns
+diagnoses as data. It never acts and never raises on odd data: too few points, a missing
+metric or non-finite values mean "nothing to report" or a diagnosis.
 
 Example:
     >>> from autopilot.config import DetectorSettings
@@ -16,7 +17,7 @@ Example:
     ...             return []
     ...         return [Diagnosis(kind="plateau", metric="lr", step=summary.step,
     ...                           message="lr is 0: the run cannot improve")]
-    >>> windows = {"lr": [[s, 0.0] for s in range(10)]}
+    >>> windows = {"lr": [list(range(10)), [0.0] * 10]}
     >>> s = summarize(windows, {}, step=9, key_metric="lr", key_mode="min")
     >>> [d.message for d in StuckLr().detect(s, windows, DetectorSettings())]
     ['lr is 0: the run cannot improve']
@@ -28,6 +29,7 @@ from typing import Protocol
 
 import numpy as np
 
+from autopilot._trends import median
 from autopilot.config import DetectorSettings
 from autopilot.diagnoses import Diagnosis, Severity
 from autopilot.summary import RunSummary, Windows, metric_pairs, split_role
@@ -71,7 +73,7 @@ def paired_vals(summary: RunSummary) -> set[str]:
 
 
 def is_dense(steps: np.ndarray) -> bool:
-    return len(steps) > 1 and float(np.median(np.diff(steps))) <= DENSE_SPACING
+    return len(steps) > 1 and median(np.diff(steps)) <= DENSE_SPACING
 
 
 def key_first(summary: RunSummary, names: list[str]) -> list[str]:

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from autopilot._trends import finite_series, noise, relative, rolling_median, series
+from autopilot._trends import finite_series, median, noise, relative, rolling_median, series
 from autopilot.config import DetectorSettings
 from autopilot.detectors._base import (
     is_dense,
@@ -25,7 +25,7 @@ from autopilot.detectors._base import (
     paired_vals,
 )
 from autopilot.diagnoses import Diagnosis, Evidence, Severity
-from autopilot.summary import RunSummary, Windows
+from autopilot.summary import RunSummary, Window, Windows
 
 NOISE_Z = 3.0
 """A jump must also exceed this many per-point noise standard deviations (relative)."""
@@ -45,12 +45,21 @@ class DivergenceDetector:
         found: list[Diagnosis | None] = []
         losses = key_first(summary, [n for n in windows if is_loss(n)] + [summary.key_metric])
         for name in dict.fromkeys(n for n in losses if n in windows):
-            found.append(_nonfinite(name, windows[name], summary.step))
+            if _nonfinite_count(summary, name):
+                found.append(_nonfinite(name, windows[name], summary.step))
         for name in _jump_candidates(summary, windows):
             found.append(_jump(name, summary, windows[name], settings.divergence_factor))
         for name in sorted(n for n in windows if is_grad_norm(n)):
-            found.append(_explosion(name, summary.step, windows[name], settings))
+            run = _nonfinite_count(summary, name) >= GRAD_NONFINITE_RUN
+            found.append(_explosion(name, summary.step, windows[name], settings, run))
         return [d for d in found if d is not None]
+
+
+def _nonfinite_count(summary: RunSummary, name: str) -> float:
+    """Non-finite values in the window of ``name`` as the summary counted them (the summary
+    saves converting the windows of healthy metrics); unknown counts as infinitely many."""
+    m = summary.metrics.get(name)
+    return math.inf if m is None else m.nonfinite
 
 
 def _jump_candidates(summary: RunSummary, windows: Windows) -> list[str]:
@@ -63,8 +72,8 @@ def _jump_candidates(summary: RunSummary, windows: Windows) -> list[str]:
     return key_first(summary, sorted(names - paired_vals(summary)))
 
 
-def _nonfinite(name: str, points: list[list[float]], step: int) -> Diagnosis | None:
-    steps, values = series(points)
+def _nonfinite(name: str, window: Window, step: int) -> Diagnosis | None:
+    steps, values = series(window)
     bad = ~np.isfinite(values)
     count = int(bad.sum())
     if not count or (not bad[-1] and count < 2):
@@ -86,10 +95,8 @@ def _nonfinite(name: str, points: list[list[float]], step: int) -> Diagnosis | N
     )
 
 
-def _jump(
-    name: str, summary: RunSummary, points: list[list[float]], factor: float
-) -> Diagnosis | None:
-    steps, raw = finite_series(points)
+def _jump(name: str, summary: RunSummary, window: Window, factor: float) -> Diagnosis | None:
+    steps, raw = finite_series(window)
     recent_n, smooth = (5, 9) if is_dense(steps) else (3, 5)
     if len(raw) < recent_n + 3 * smooth:
         return None  # too little history to tell a jump from a streak of unlucky batches
@@ -141,17 +148,17 @@ def _jump_diagnosis(
 
 
 def _explosion(
-    name: str, step: int, points: list[list[float]], settings: DetectorSettings
+    name: str, step: int, window: Window, settings: DetectorSettings, nonfinite_run: bool
 ) -> Diagnosis | None:
-    _, raw = series(points)
-    if len(raw) >= GRAD_NONFINITE_RUN and not np.isfinite(raw[-GRAD_NONFINITE_RUN:]).any():
+    """``nonfinite_run``: the window may end in ``GRAD_NONFINITE_RUN`` non-finite values."""
+    if nonfinite_run and not np.isfinite(series(window)[1][-GRAD_NONFINITE_RUN:]).any():
         message = f"{name} non-finite for the last {GRAD_NONFINITE_RUN} points"
         return _grad_diagnosis(name, step, "high", message, {"nonfinite_run": GRAD_NONFINITE_RUN})
-    _, values = finite_series(points)
+    _, values = finite_series(window)
     if len(values) < GRAD_SUSTAIN + settings.min_points:
         return None
-    base = float(np.median(values[:-GRAD_SUSTAIN]))
-    level = float(np.min(values[-GRAD_SUSTAIN:]))  # one spike is not an explosion
+    base = median(values[:-GRAD_SUSTAIN])
+    level = float(values[-GRAD_SUSTAIN:].min())  # one spike is not an explosion
     factor = settings.grad_explosion_factor
     if base <= 0 or level <= factor * base:
         return None

@@ -21,7 +21,7 @@ from autopilot._trends import finite_series, linear_fit, quadratic_residual_std,
 from autopilot.config import DetectorSettings
 from autopilot.detectors._base import is_primary_loss, is_val, key_first
 from autopilot.diagnoses import Diagnosis, Evidence
-from autopilot.summary import MetricSummary, RunSummary, Windows
+from autopilot.summary import MetricSummary, RunSummary, Window, Windows
 
 BLOCKS = 20
 MIN_BLOCK = 5
@@ -54,9 +54,9 @@ class OscillationDetector:
         return found
 
 
-def _volatility(name: str, points: list[list[float]], scale: float) -> tuple[float, float] | None:
+def _volatility(name: str, window: Window, scale: float) -> tuple[float, float] | None:
     """(volatility, |relative change| of the linear trend across the window)."""
-    steps, values = finite_series(points)
+    steps, values = finite_series(window)
     recent = -RECENT_EVALS if is_val(name) else -RECENT_BATCHES
     steps, values = steps[recent:], relative(values[recent:], scale)
     if is_val(name):

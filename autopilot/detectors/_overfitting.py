@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from autopilot._trends import finite_series, linear_fit, noise, rolling_median
+from autopilot._trends import finite_series, linear_fit, median, noise, rolling_median
 from autopilot.config import DetectorSettings
 from autopilot.detectors._base import num
 from autopilot.diagnoses import Diagnosis, Evidence, Severity
-from autopilot.summary import GapSummary, MetricSummary, RunSummary, Windows
+from autopilot.summary import GapSummary, MetricSummary, RunSummary, Window, Windows
 
 RECENT = 3
 NOISE_Z = 4.0
@@ -35,27 +35,27 @@ class OverfittingDetector:
     ) -> list[Diagnosis]:
         found = []
         for gap in summary.gaps:
+            if not gap.widening:
+                continue
             val, train = summary.metrics[gap.val], summary.metrics[gap.train]
             worse = _val_worsening(val, windows[val.name], settings)
-            if worse is not None and gap.widening and _train_holds(train, windows[train.name]):
+            if worse is not None and _train_holds(train, windows[train.name]):
                 found.append(_diagnosis(summary.step, val, train, gap, worse, settings))
         return found
 
 
-def _val_worsening(
-    val: MetricSummary, points: list[list[float]], settings: DetectorSettings
-) -> float | None:
+def _val_worsening(val: MetricSummary, window: Window, settings: DetectorSettings) -> float | None:
     """How much worse than its best the validation metric is, relative; ``None`` if not
     convincingly worse."""
     since = val.steps_since_best
     if since is None or val.best is None or since < settings.overfit_patience_steps:
         return None
-    steps, values = finite_series(points)
+    steps, values = finite_series(window)
     if len(values) < max(settings.min_points, RECENT + 1):
         return None
     sign = 1.0 if val.mode == "min" else -1.0
     best = _smoothed_best(val, steps, values, sign)
-    level = float(np.median(values[-RECENT:]))
+    level = median(values[-RECENT:])
     worse = sign * (level - best) / max(abs(best), val.scale * 1e-3)
     floor = max(settings.overfit_rel, NOISE_Z * noise(values) / max(abs(best), 1e-12))
     since_best = steps >= (val.best_step or 0)
@@ -73,9 +73,9 @@ def _smoothed_best(val: MetricSummary, steps: np.ndarray, values: np.ndarray, si
     return sign * float(np.min(sign * rolling_median(values, RECENT)))
 
 
-def _train_holds(train: MetricSummary, points: list[list[float]]) -> bool:
+def _train_holds(train: MetricSummary, window: Window) -> bool:
     """The train metric improves, or at least is not clearly (one standard error) worse."""
-    steps, values = finite_series(points)
+    steps, values = finite_series(window)
     fit = linear_fit(steps, values)
     if fit is None:
         return False

@@ -18,7 +18,7 @@ from autopilot._trends import finite_series, linear_fit, relative
 from autopilot.config import DetectorSettings
 from autopilot.detectors._base import num
 from autopilot.diagnoses import Diagnosis, Evidence, Severity
-from autopilot.summary import MetricSummary, RunSummary, Windows
+from autopilot.summary import MetricSummary, RunSummary, Window, Windows
 
 TREND_Z = 2.5
 """A plateau's trend is within this many standard errors of flat (and below progress)."""
@@ -51,11 +51,11 @@ def _stalled(gain: float, se: float, progress: float) -> bool:
 
 
 def _projected_gain(
-    key: MetricSummary, points: list[list[float]], step: int, settings: DetectorSettings
+    key: MetricSummary, window: Window, step: int, settings: DetectorSettings
 ) -> tuple[float, float] | None:
     """Relative improvement the recent trend projects over one patience window, and its
     standard error; ``None`` with too little history."""
-    steps, values = finite_series(points)
+    steps, values = finite_series(window)
     if len(steps) < settings.min_points:
         return None
     # The last patience window, but at least a quarter of the window's points: a residual

@@ -203,10 +203,7 @@ class LLMClient:
         )
 
     def _format_param(self, schema: type[BaseModel]) -> dict[str, Any]:
-        if self._format == "json_object":
-            return {"type": "json_object"}
-        spec = {"name": schema.__name__, "schema": schema.model_json_schema(), "strict": False}
-        return {"type": "json_schema", "json_schema": spec}
+        return response_format_for(schema, self._format)
 
     def _fall_back_from(self, exc: openai.APIStatusError) -> bool:
         """Switch to JSON mode if ``exc`` refuses the response format and the config allows."""
@@ -248,6 +245,15 @@ class LLMClient:
             f"provider timed out after {self._settings.timeout_s:g} s; raise llm.timeout_s "
             "if the model is slow"
         )
+
+
+def response_format_for(schema: type[BaseModel], kind: str = "json_schema") -> dict[str, Any]:
+    """The ``response_format`` a request sends: ``schema`` (its compact JSON schema, see
+    ``autopilot.llm.schemas``), or plain JSON mode when ``kind`` is ``"json_object"``."""
+    if kind == "json_object":
+        return {"type": "json_object"}
+    spec = {"name": schema.__name__, "schema": schema.model_json_schema(), "strict": False}
+    return {"type": "json_schema", "json_schema": spec}
 
 
 def _retry_delay(exc: BaseException, retries: int) -> float:

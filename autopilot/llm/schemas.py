@@ -4,6 +4,11 @@ The client validates every reply against one of these; a reply that does not fit
 repair request, then the call fails. Extra fields are errors, so a model that invents a
 field (``"lr": 0.1`` beside ``actions``) is told so instead of being half-understood.
 
+``model_json_schema()`` of these models is the schema sent to the provider, so it is kept
+small (the provider bills it as input on every call): the shape, types and enums only.
+Titles, descriptions, defaults, lengths and ranges are left out; pydantic still enforces
+all of them on the reply.
+
 Example:
     >>> AnalystOutput.model_validate_json(
     ...     '{"kind": "plateau", "metric": "val/loss", "summary": "flat for 400 steps",'
@@ -13,17 +18,81 @@ Example:
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import (
+    DEFAULT_REF_TEMPLATE,
+    GenerateJsonSchema,
+    JsonSchemaMode,
+    JsonSchemaValue,
+)
+from pydantic_core import CoreSchema
 
 from kernel import KnobValue
 
 AnalystKind = Literal["plateau", "divergence", "overfitting", "oscillation", "healthy", "other"]
 
 
+_SENT_KEYWORDS = frozenset(
+    {"type", "enum", "properties", "required", "items", "anyOf", "additionalProperties"}
+)
+"""Schema keywords worth their tokens to the model; the rest (lengths, ranges) the prompt
+states or the validation of the reply enforces."""
+
+
+class _CompactSchema(GenerateJsonSchema):
+    """Pydantic's schema reduced to ``_SENT_KEYWORDS``, references inlined, and a nullable
+    ``anyOf`` folded into a type list (``{"type": ["string", "null"]}``)."""
+
+    def generate(self, schema: CoreSchema, mode: JsonSchemaMode = "validation") -> JsonSchemaValue:
+        full = super().generate(schema, mode)
+        return _compact(full, full.get("$defs", {}))
+
+
+def _compact(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, list):
+        return [_compact(item, defs) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        return _compact(defs[node["$ref"].rsplit("/", 1)[-1]], defs)
+    kept: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "properties":  # field names, not keywords: keep every one
+            kept[key] = {name: _compact(field, defs) for name, field in value.items()}
+        elif key in _SENT_KEYWORDS:
+            kept[key] = _compact(value, defs)
+    return _fold_any_of(kept)
+
+
+def _fold_any_of(node: dict[str, Any]) -> dict[str, Any]:
+    branches = node.get("anyOf")
+    if not branches or not all(isinstance(b.get("type"), str) for b in branches):
+        return node
+    extras = [key for b in branches for key in b if key != "type"]
+    if len(extras) != len(set(extras)):
+        return node  # two branches constrain the same keyword: keep them apart
+    folded: dict[str, Any] = {"type": [b["type"] for b in branches]}
+    for b in branches:
+        folded.update((k, v) for k, v in b.items() if k != "type")
+    return {**{k: v for k, v in node.items() if k != "anyOf"}, **folded}
+
+
 class _Output(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @classmethod
+    def model_json_schema(
+        cls,
+        by_alias: bool | None = None,
+        ref_template: str = DEFAULT_REF_TEMPLATE,
+        schema_generator: type[GenerateJsonSchema] = _CompactSchema,
+        mode: JsonSchemaMode = "validation",
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """The compact schema sent to the provider (see the module docstring)."""
+        return super().model_json_schema(by_alias, ref_template, schema_generator, mode, **kwargs)
 
 
 class AnalystOutput(_Output):

@@ -3,11 +3,15 @@
 Two calls per decision, each estimated, reserved against the budget, made, and charged
 (failed attempts included):
 
-1. the analyst reads the summary table, the detector alerts, recent decisions with their
-   measured effects, and memory notes, and answers an ``AnalystOutput``;
-2. unless the analyst finds the run healthy, the planner reads that diagnosis, the knobs
-   with their bounds and current values, and the recent changes, and answers a
-   ``PlannerOutput``, which becomes the ``Proposal``.
+1. the analyst reads the summary table, the detector alerts, the recent knob changes with
+   why they were made and their measured effects, and memory notes, and answers an
+   ``AnalystOutput``;
+2. unless the analyst finds the run healthy, the planner reads that diagnosis (not the
+   table), the knobs with their bounds and current values, and the recent changes with
+   their effects, and answers a ``PlannerOutput``, which becomes the ``Proposal``.
+
+``analyst_request`` and ``planner_request`` render each call exactly as it is sent;
+``benchmarks/prompt_size.py`` measures them.
 
 Nothing is clamped or dropped here: the guards check every action afterwards. Any failure
 (no key, a budget cap, a provider error, invalid output) raises ``LLMUnavailable`` with a
@@ -24,9 +28,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
@@ -41,22 +44,36 @@ from autopilot.llm import (
     LLMUnavailable,
     PlannerOutput,
 )
-from autopilot.llm.client import Message
-from autopilot.policies._base import PastDecision, PolicyContext
+from autopilot.llm.client import Message, response_format_for
+from autopilot.policies._base import PolicyContext
+from autopilot.policies._prompt_fields import analyst_fields, planner_fields
 from autopilot.proposals import Action, Proposal
-from kernel import KnobSpec, LedgerRow, format_value
-from prompts import Prompt, load_prompt
+from prompts import load_prompt
 
-__all__ = ["LLMPolicy", "LLMUnavailable"]
+__all__ = ["LLMPolicy", "LLMUnavailable", "Request"]
 
 logger = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
 
-RECENT = 5
-"""How many recent decisions and knob changes the prompts show."""
-MEMORY_CHARS = 1200
-"""Memory notes beyond this are cut (about 300 tokens)."""
+
+@dataclass(frozen=True, kw_only=True)
+class Request(Generic[M]):
+    """One call exactly as it is sent: the prompt's id, the messages, the reply's schema."""
+
+    prompt_id: str
+    messages: list[Message]
+    schema: type[M]
+
+    @property
+    def response_format(self) -> dict[str, Any]:
+        """The ``response_format`` sent while the provider accepts JSON schemas."""
+        return response_format_for(self.schema)
+
+    @property
+    def schema_text(self) -> str:
+        """``response_format`` as it travels (compact JSON); providers bill it as input."""
+        return json.dumps(self.response_format, separators=(",", ":"))
 
 
 @dataclass(kw_only=True)
@@ -121,9 +138,21 @@ class LLMPolicy:
         except OSError as exc:  # a spend ledger that cannot be read or written
             raise self._unavailable(f"budget: spend ledger unusable: {exc}", spent) from exc
 
+    def analyst_request(self, ctx: PolicyContext) -> Request[AnalystOutput]:
+        """The analyst's call for ``ctx``, as ``propose`` sends it."""
+        messages = self._analyst.messages(**analyst_fields(ctx))
+        return Request(prompt_id=self._analyst.id, messages=messages, schema=AnalystOutput)
+
+    def planner_request(
+        self, ctx: PolicyContext, analysis: AnalystOutput
+    ) -> Request[PlannerOutput]:
+        """The planner's call for ``ctx`` and the analyst's diagnosis, as ``propose`` sends it."""
+        fields = planner_fields(ctx, analysis, self._settings.guards.max_actions)
+        messages = self._planner.messages(**fields)
+        return Request(prompt_id=self._planner.id, messages=messages, schema=PlannerOutput)
+
     def _propose(self, client: LLMClient, ctx: PolicyContext, spent: _Spent) -> Proposal:
-        fields = analyst_fields(ctx)
-        analysis = self._call(client, self._analyst, fields, AnalystOutput, spent)
+        analysis = self._call(client, self.analyst_request(ctx), spent)
         if analysis.kind == "healthy":
             return Proposal(
                 proposer="ai",
@@ -133,26 +162,18 @@ class LLMPolicy:
                 prompt_version=self._analyst.id,
                 **vars(spent),
             )
-        fields = planner_fields(ctx, analysis, self._settings.guards.max_actions)
-        plan = self._call(client, self._planner, fields, PlannerOutput, spent)
+        plan = self._call(client, self.planner_request(ctx, analysis), spent)
         return self._proposal(analysis, plan, spent)
 
-    def _call(
-        self,
-        client: LLMClient,
-        prompt: Prompt,
-        fields: dict[str, object],
-        schema: type[M],
-        spent: _Spent,
-    ) -> M:
+    def _call(self, client: LLMClient, request: Request[M], spent: _Spent) -> M:
         """One budgeted call: estimate, reserve, ask, charge (a failed call too)."""
-        messages: list[Message] = prompt.messages(**fields)
         limit = self._settings.llm.max_output_tokens
-        schema_text = json.dumps(schema.model_json_schema())
-        estimate = self._budget.estimate(messages, limit, attempts=ATTEMPTS, extra_text=schema_text)
-        held = self._budget.reserve(estimate, prompt.id)
+        estimate = self._budget.estimate(
+            request.messages, limit, attempts=ATTEMPTS, extra_text=request.schema_text
+        )
+        held = self._budget.reserve(estimate, request.prompt_id)
         try:
-            reply = client.structured(messages, schema, max_tokens=limit)
+            reply = client.structured(request.messages, request.schema, max_tokens=limit)
         except LLMError as exc:
             cost = self._budget.charge(
                 held, exc.tokens_in, exc.tokens_out, exc.cached_in, exc.usage_reported
@@ -163,7 +184,9 @@ class LLMPolicy:
             held, reply.tokens_in, reply.tokens_out, reply.cached_in, reply.usage_reported
         )
         spent.add(reply.tokens_in, reply.tokens_out, cost)
-        logger.info("%s: %d+%d tokens, $%.6f", prompt.id, reply.tokens_in, reply.tokens_out, cost)
+        logger.info(
+            "%s: %d+%d tokens, $%.6f", request.prompt_id, reply.tokens_in, reply.tokens_out, cost
+        )
         return reply.parsed
 
     def _proposal(self, analysis: AnalystOutput, plan: PlannerOutput, spent: _Spent) -> Proposal:
@@ -197,79 +220,6 @@ class LLMPolicy:
         line = " ".join(reason.split())
         logger.warning("LLM policy unavailable: %s", line)
         return LLMUnavailable(line, **vars(spent))
-
-
-def analyst_fields(ctx: PolicyContext) -> dict[str, object]:
-    """The analyst prompt's fields for ``ctx``."""
-    memory = ctx.memory_notes.strip()
-    if len(memory) > MEMORY_CHARS:
-        memory = memory[:MEMORY_CHARS].rsplit(" ", 1)[0] + " [...]"
-    return {
-        **_header(ctx),
-        "summary_table": ctx.summary_table.strip() or "(no metrics yet)",
-        "alerts": _lines(
-            f"{d.kind} on {d.metric} at step {d.step} ({d.severity}): {d.message}"
-            for d in ctx.diagnoses
-        ),
-        "decisions": _decisions(ctx.past_decisions),
-        "memory": memory or "none",
-    }
-
-
-def planner_fields(
-    ctx: PolicyContext, analysis: AnalystOutput, max_actions: int
-) -> dict[str, object]:
-    """The planner prompt's fields for ``ctx`` and the analyst's diagnosis."""
-    diagnosis = f"{analysis.describe()} (confidence {analysis.confidence:.2f})"
-    if analysis.evidence:
-        diagnosis += "\nEvidence: " + "; ".join(analysis.evidence)
-    return {
-        **_header(ctx),
-        "max_actions": max_actions,
-        "diagnosis": diagnosis,
-        "knobs": _lines(_knob_line(k) for k in ctx.knobs.values()),
-        "changes": _lines(_change_line(r) for r in _knob_changes(ctx.recent_changes)),
-        "decisions": _decisions(ctx.past_decisions),
-    }
-
-
-def _header(ctx: PolicyContext) -> dict[str, object]:
-    direction = "higher is better" if ctx.key_mode == "max" else "lower is better"
-    return {"step": ctx.step, "key_metric": ctx.key_metric, "key_direction": direction}
-
-
-def _lines(items: Iterable[str]) -> str:
-    return "\n".join(f"- {item}" for item in items) or "none"
-
-
-def _decisions(past: list[PastDecision]) -> str:
-    return _lines(
-        f"step {p.step}: {p.diagnosis} -> {', '.join(p.actions) or 'no change'}; "
-        f"effect: {p.effect or 'not measured yet'}"
-        for p in past[-RECENT:]
-    )
-
-
-def _knob_line(knob: KnobSpec) -> str:
-    if knob.kind == "bool":
-        line = f"{knob.name}: bool, now {format_value(knob.value)}"
-    else:
-        lo = "-inf" if knob.lo is None else f"{knob.lo:g}"
-        hi = "inf" if knob.hi is None else f"{knob.hi:g}"
-        groups = f", {knob.groups} groups" if knob.groups else ""
-        line = f"{knob.name}: {knob.scale}, [{lo}, {hi}]{groups}, now {format_value(knob.value)}"
-    return f"{line} ({knob.description[:80]})" if knob.description else line
-
-
-def _knob_changes(rows: list[LedgerRow]) -> list[LedgerRow]:
-    return [r for r in rows if r.decision == "applied" and r.knob][-RECENT:]
-
-
-def _change_line(row: LedgerRow) -> str:
-    return (
-        f"step {row.step}: {row.knob} {format_value(row.before)} -> {format_value(row.after)}"
-        f" ({row.source or 'unknown'})"
-    )
 
 
 def _evidence(analysis: AnalystOutput) -> str:

@@ -81,6 +81,7 @@ def test_ids_see_what_another_writer_appended(tmp_path: Path) -> None:
     assert reader.ids() == {"d1000-abc"}
     writer.append(decision("d2"))
     assert reader.ids() == {"d1000-abc", "d2"}
+    assert reader.has("d2") and not reader.has("d3")
 
 
 def test_torn_and_invalid_lines_are_skipped(tmp_path: Path) -> None:

@@ -59,7 +59,7 @@ def state_at(curves: Curves, step: int, window: int = 200) -> tuple[dict, dict]:
     for name, (steps, values) in curves.items():
         seen = steps <= step
         s, v = steps[seen], values[seen]
-        windows[name] = np.column_stack([s[-window:], v[-window:]]).tolist()
+        windows[name] = [s[-window:].tolist(), v[-window:].tolist()]
         ok = np.isfinite(v)
         if ok.any():
             pick = np.argmin if metric_mode(name) == "min" else np.argmax

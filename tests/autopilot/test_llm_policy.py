@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import random
+from typing import Any
 
 import pytest
 from llm_server import answer, slow, status
+from pydantic import ValidationError
 
 from autopilot.budget import Budget, count_message_tokens
 from autopilot.diagnoses import Diagnosis
-from autopilot.llm import AnalystOutput, LLMClient
+from autopilot.llm import AnalystOutput, LLMClient, PlannerOutput
+from autopilot.observe import fold_records
 from autopilot.policies._base import PastDecision, PolicyContext
-from autopilot.policies.llm import LLMPolicy, LLMUnavailable, analyst_fields, planner_fields
+from autopilot.policies.llm import LLMPolicy, LLMUnavailable, Request
 from autopilot.summary import render_table, summarize
 from autopilot.tokens import count_tokens
-from kernel import KnobSpec, LedgerRow
-from prompts import load_prompt
+from kernel import KnobSpec, LedgerRow, MetricRecord
 
 PLATEAU = {
     "kind": "plateau",
@@ -25,6 +26,7 @@ PLATEAU = {
     "evidence": ["best 0.412 at step 3510"],
     "confidence": 0.9,
 }
+ANALYSIS = AnalystOutput.model_validate(PLATEAU)
 HEALTHY = {**PLATEAU, "kind": "healthy", "metric": None, "summary": "still improving"}
 PLAN = {
     "actions": [{"knob": "lr", "multiplier": 0.5, "reason": "plateau after warmup"}],
@@ -42,11 +44,11 @@ METRICS = [
 def table_of(names: list[str]) -> str:
     """The real summary table of a run logging ``names`` for 2,000 steps."""
     rng = random.Random(0)
-    windows = {
-        n: [[s, 1.0 / (1 + s / 500) + 0.01 * rng.random()] for s in range(2000, 4000, 10)]
-        for n in names
-    }
-    best = {n: [0.3, 3500] for n in names}
+    records = [
+        MetricRecord(step=s, metrics={n: 1.0 / (1 + s / 500) + 0.01 * rng.random() for n in names})
+        for s in range(2000, 4000, 10)
+    ]
+    windows, best = fold_records({}, {}, records, window=200)
     summary = summarize(windows, best, step=3990, key_metric="val/loss", key_mode="min")
     return render_table(summary)
 
@@ -90,14 +92,16 @@ def context(table: str = "", **kw) -> PolicyContext:
                 before=6e-4,
                 after=3e-4,
                 source="ai",
+                proposal_id="d2490",
             )  # fmt: skip
         ],
         "past_decisions": [
             PastDecision(
-                step=2500,
-                diagnosis="plateau on val/loss",
+                step=2490,
+                diagnosis="val/loss has not improved for 400 steps (best 0.5 at step 2090)",
                 actions=["lr x0.5"],
                 effect="val/loss 4% better than projected",
+                decision_id="d2490",
             )  # fmt: skip
         ],
         "memory_notes": "Run cifar-12: on a plateau after step 3000, lr x0.5 helped twice; "
@@ -116,7 +120,7 @@ def test_analyst_then_planner_make_a_proposal(llm_server, llm_settings, run_dir)
         answer(PLAN, prompt_tokens=400, completion_tokens=50),
     )
     proposal = policy_for(llm_settings, run_dir).propose(context())
-    assert proposal.proposer == "ai" and proposal.prompt_version == "analyst@v1+planner@v1"
+    assert proposal.proposer == "ai" and proposal.prompt_version == "analyst@v2+planner@v2"
     assert [a.describe() for a in proposal.actions] == ["lr x0.5"]
     assert proposal.diagnosis == "plateau on val/loss: val/loss flat for 480 steps"
     assert proposal.confidence == 0.7 and proposal.look_again_steps == 200
@@ -127,21 +131,58 @@ def test_analyst_then_planner_make_a_proposal(llm_server, llm_settings, run_dir)
 
 def test_the_analyst_reads_the_table_and_the_planner_the_knobs(llm_server, llm_settings, run_dir):
     llm_server.script(answer(PLATEAU), answer(PLAN))
-    policy_for(llm_settings, run_dir).propose(context())
-    analyst, planner = (llm_server.messages(i)[1]["content"] for i in (0, 1))
-    assert "* val/loss" in analyst and "plateau on val/loss at step 3990" in analyst
-    assert "lr x0.5; effect: val/loss 4% better" in analyst and "cifar-12" in analyst
+    policy = policy_for(llm_settings, run_dir)
+    policy.propose(context())
+    sent = [llm_server.calls[i]["messages"] for i in (0, 1)]
+    planner_request = policy.planner_request(context(), ANALYSIS)
+    assert sent == [policy.analyst_request(context()).messages, planner_request.messages]
+    analyst, planner = (messages[1]["content"] for messages in sent)
+    assert "*val/loss" in analyst and "plateau (medium): val/loss has not improved by 1%" in analyst
+    why = "step 2500: lr 0.0006 -> 0.0003 (ai), for: val/loss has not improved for 400 steps\n"
+    assert why in analyst and "cifar-12" in analyst and "effect" not in analyst
     assert "lr: log, [1e-06, 0.1], now 0.0003 (learning rate)" in planner
-    assert "ema: bool, now false" in planner and "lr 0.0006 -> 0.0003 (ai)" in planner
+    assert "ema: bool, now false" in planner
+    assert "step 2500: lr 0.0006 -> 0.0003 (ai); effect: val/loss 4% better" in planner
     assert "val/loss flat for 480 steps (confidence 0.90)" in planner
-    assert "At most 2 actions" in planner and "* val/loss" not in planner
+    assert "At most 2 actions" in planner and "*val/loss" not in planner
+
+
+def test_the_planner_gets_the_key_row_only_without_numbers_on_the_key_metric(llm_settings, run_dir):
+    policy = policy_for(llm_settings, run_dir)
+    vague = policy.planner_request(context(), ANALYSIS).messages[1]["content"]
+    assert "\nval/loss now: " in vague and "steps ago, slope" in vague
+    precise = AnalystOutput.model_validate(
+        {**PLATEAU, "evidence": ["val/loss best 0.412 at step 3510"]}
+    )
+    assert "val/loss now: " not in policy.planner_request(context(), precise).messages[1]["content"]
+
+
+def test_changes_without_a_decision_and_decisions_without_a_change_are_listed(
+    llm_settings, run_dir
+):
+    manual = LedgerRow(
+        seq=2, step=3000, wall_time=0.0, decision="applied", knob="grad_clip", before=1.0,
+        after=5.0, source="human",
+    )  # fmt: skip
+    waited = PastDecision(step=3500, diagnosis="plateau; small", actions=[], effect=None)
+    ctx = context(
+        recent_changes=[*context().recent_changes, manual],
+        past_decisions=[*context().past_decisions, waited],
+    )
+    planner = policy_for(llm_settings, run_dir).planner_request(ctx, ANALYSIS)
+    lines = planner.messages[1]["content"].split("Recent knob changes and effects:\n")[1]
+    assert lines.splitlines() == [
+        "- step 2500: lr 0.0006 -> 0.0003 (ai); effect: val/loss 4% better than projected",
+        "- step 3000: grad_clip 1 -> 5 (human)",
+        "- step 3500: no change",
+    ]
 
 
 def test_a_healthy_run_gets_no_actions_and_no_planner_call(llm_server, llm_settings, run_dir):
     llm_server.script(answer(HEALTHY))
     proposal = policy_for(llm_settings, run_dir).propose(context())
     assert proposal.actions == [] and proposal.diagnosis.startswith("healthy")
-    assert proposal.prompt_version == "analyst@v1" and len(llm_server.calls) == 1
+    assert proposal.prompt_version == "analyst@v2" and len(llm_server.calls) == 1
 
 
 def test_actions_out_of_bounds_or_on_unknown_knobs_pass_through_to_the_guards(
@@ -230,18 +271,76 @@ def test_a_tiny_cap_stops_calls_exactly_at_the_cap(llm_server, make_settings, ru
 
 
 def _analyst_worst_case(policy: LLMPolicy, settings, run_dir) -> float:
-    messages = load_prompt("analyst").messages(**analyst_fields(context()))
-    schema = json.dumps(AnalystOutput.model_json_schema())
+    request = policy.analyst_request(context())
     budget = Budget(run_dir, settings)
-    return budget.estimate(messages, 300, attempts=2, extra_text=schema).usd
+    return budget.estimate(request.messages, 300, attempts=2, extra_text=request.schema_text).usd
 
 
-def test_a_20_metric_prompt_stays_small():
-    ctx = context(table=table_of(METRICS))
-    analysis = AnalystOutput(**PLATEAU)
-    analyst = load_prompt("analyst").messages(**analyst_fields(ctx))
-    planner = load_prompt("planner").messages(**planner_fields(ctx, analysis, 2))
+def test_the_schemas_sent_are_compact_and_replies_are_still_fully_checked(llm_settings, run_dir):
+    request = policy_for(llm_settings, run_dir).planner_request(context(), ANALYSIS)
+    sent = request.response_format["json_schema"]["schema"]
+    assert "title" not in request.schema_text and "description" not in request.schema_text
+    assert "$ref" not in request.schema_text and "maxLength" not in request.schema_text
+    assert sent["properties"]["look_again_steps"] == {"type": ["integer", "null"]}
+    assert sent["properties"]["actions"]["items"]["required"] == ["knob"]
+    with pytest.raises(ValidationError, match="at most 8 items"):
+        PlannerOutput.model_validate(
+            {"actions": [{"knob": "lr", "multiplier": 0.5}] * 9, "confidence": 0.5}
+        )
+    with pytest.raises(ValidationError, match="less than or equal to 1"):
+        PlannerOutput(confidence=1.5)
+
+
+def busy_context() -> PolicyContext:
+    """20 metrics, three earlier decisions with their changes and effects, three notes."""
+    changes, past = [], []
+    for i, (knob_name, before, after) in enumerate(
+        [("lr", 3e-3, 2e-3), ("lr", 2e-3, 1e-3), ("weight_decay", 0.02, 0.01)]
+    ):
+        step = 1000 + 1000 * i
+        changes.append(
+            LedgerRow(
+                seq=i,
+                step=step + 1,
+                wall_time=0.0,
+                decision="applied",
+                knob=knob_name,
+                before=before,
+                after=after,
+                source="ai",
+                proposal_id=f"d{step}",
+            )  # fmt: skip
+        )
+        past.append(
+            PastDecision(
+                step=step,
+                diagnosis=f"val/loss has not improved for 400 steps (best 0.41 at step {step - 400}"
+                "); its trend projects -0.31% per 400 steps, below the 1.00% that counts",
+                actions=[f"{knob_name}={after} (kernel)"],
+                effect="val/loss +2% vs projection (neutral)",
+                decision_id=f"d{step}",
+            )
+        )
+    notes = "lr change for plateau: 5 measured (4 better, 1 worse), median +3% vs projection\n"
+    return context(
+        table=table_of(METRICS),
+        recent_changes=changes,
+        past_decisions=past,
+        memory_notes=notes * 3,
+    )
+
+
+def test_a_20_metric_decision_stays_within_its_token_budget(llm_settings, run_dir):
+    """A size guard (benchmarks/prompt_size.py reports the figures). The summary table is
+    sized in ``autopilot.summary``; here: what the prompts add to it, and the schemas."""
+    ctx = busy_context()
+    policy = policy_for(llm_settings, run_dir)
+    requests: list[Request[Any]] = [
+        policy.analyst_request(ctx),
+        policy.planner_request(ctx, ANALYSIS),
+    ]
     table = count_tokens(ctx.summary_table)
-    total = count_message_tokens(analyst) + count_message_tokens(planner)
-    print(f"20-metric prompt: {total} tokens, of which the table {table}")
-    assert total - table < 800
+    messages = sum(count_message_tokens(r.messages) for r in requests)
+    schemas = sum(count_tokens(r.schema_text) for r in requests)
+    print(f"20-metric decision: {messages} message + {schemas} schema tokens; table {table}")
+    assert messages - table <= 850 and schemas <= 240

@@ -28,8 +28,20 @@ def test_the_analyst_reads_table_alerts_decisions_and_memory():
     }  # fmt: skip
 
 
-def test_the_planner_reads_diagnosis_knobs_and_changes():
-    assert {"diagnosis", "knobs", "changes", "max_actions"} <= load_prompt("planner").placeholders
+def test_the_latest_analyst_reads_table_alerts_history_and_memory():
+    assert load_prompt("analyst").placeholders == {"summary_table", "alerts", "history", "memory"}
+
+
+def test_the_planner_reads_diagnosis_knobs_and_history_but_not_the_table():
+    placeholders = load_prompt("planner").placeholders
+    assert {"diagnosis", "knobs", "history", "max_actions"} <= placeholders
+    assert "summary_table" not in placeholders
+
+
+@pytest.mark.parametrize("role", ["analyst", "planner"])
+def test_published_versions_stay_loadable(role):
+    assert available_versions(role)[:2] == ["v1", "v2"]
+    assert all(load_prompt(role, v).system for v in available_versions(role))
 
 
 def test_render_fills_each_placeholder_once():

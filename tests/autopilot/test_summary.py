@@ -19,14 +19,15 @@ from autopilot.summary import (
 from autopilot.tokens import count_tokens
 
 Points = list[list[float]]
+"""A window as the observer keeps it: ``[steps, values]``."""
 
 
 def points(steps: np.ndarray, values: np.ndarray) -> Points:
-    return [[float(s), float(v)] for s, v in zip(steps, values, strict=True)]
+    return [np.asarray(steps, float).tolist(), np.asarray(values, float).tolist()]
 
 
 def summary_of(windows: dict[str, Points], key: str = "val/loss", **kw) -> RunSummary:
-    step = int(max(p[-1][0] for p in windows.values() if p))
+    step = int(max(w[0][-1] for w in windows.values() if w[0]))
     return summarize(windows, {}, step=step, key_metric=key, key_mode=metric_mode(key), **kw)
 
 
@@ -82,7 +83,7 @@ def test_noise_around_a_flat_line_is_noisy_with_high_volatility():
 
 
 def test_a_constant_metric_is_flat():
-    s = summary_of({"lr": [[float(i), 1e-3] for i in range(50)]}, "lr")
+    s = summary_of({"lr": points(np.arange(50.0), np.full(50, 1e-3))}, "lr")
     assert s.metrics["lr"].direction == "flat"
     assert s.metrics["lr"].volatility == 0
 
@@ -112,22 +113,22 @@ def test_short_slope_sees_a_recent_drop_the_window_slope_dilutes():
 
 
 def test_non_finite_values_are_counted_and_everything_stays_json():
-    values = [[float(i), 1.0 / (i + 1)] for i in range(30)] + [[30.0, math.nan], [31.0, math.inf]]
-    s = summary_of({"train/loss": values}, "train/loss")
+    values = [1.0 / (i + 1) for i in range(30)] + [math.nan, math.inf]
+    s = summary_of({"train/loss": points(np.arange(32.0), np.array(values))}, "train/loss")
     m = s.metrics["train/loss"]
     assert (m.n, m.nonfinite, m.last, m.last_step) == (30, 2, None, 31)
     json.dumps(s.model_dump(mode="json"), allow_nan=False)
 
 
 def test_too_few_points_leave_trends_unknown():
-    s = summary_of({"val/loss": [[0.0, 1.0], [20.0, 0.9]], "lr": []})
+    s = summary_of({"val/loss": [[0.0, 20.0], [1.0, 0.9]], "lr": [[], []]})
     m = s.metrics["val/loss"]
     assert (m.n, m.slope, m.volatility, m.direction) == (2, None, None, None)
     assert s.metrics["lr"].n == 0 and s.metrics["lr"].best is None
 
 
 def test_best_comes_from_the_run_not_only_the_window():
-    window = [[float(s), 1.0] for s in range(900, 1000)]
+    window = points(np.arange(900.0, 1000.0), np.ones(100))
     best = {"val/loss": [0.5, 120]}
     s = summarize({"val/loss": window}, best, step=999, key_metric="val/loss", key_mode="min")
     m = s.metrics["val/loss"]
@@ -135,7 +136,7 @@ def test_best_comes_from_the_run_not_only_the_window():
 
 
 def test_a_key_mode_against_the_name_uses_the_windows_best():
-    window = [[float(s), float(s)] for s in range(10)]
+    window = points(np.arange(10.0), np.arange(10.0))
     s = summarize({"loss": window}, {"loss": [0.0, 0]}, step=9, key_metric="loss", key_mode="max")
     assert (s.metrics["loss"].best, s.metrics["loss"].best_step) == (9.0, 9)
 
@@ -181,8 +182,8 @@ def test_twenty_metrics_render_well_under_a_thousand_tokens():
 
 
 def test_the_table_shows_non_finite_counts_only_when_there_are_some():
-    healthy = summary_of({"val/loss": [[float(i), 1.0] for i in range(10)]})
-    broken = summary_of({"val/loss": [[float(i), 1.0] for i in range(9)] + [[9.0, math.nan]]})
+    healthy = summary_of({"val/loss": points(np.arange(10.0), np.ones(10))})
+    broken = summary_of({"val/loss": points(np.arange(10.0), np.append(np.ones(9), math.nan))})
     assert " nf" not in render_table(healthy)
     assert render_table(broken).splitlines()[2].split()[1] == "nan"
 
@@ -197,5 +198,5 @@ def test_summary_hash_is_short_stable_and_survives_the_graph_state():
         == summary_hash(summary_of(twenty_metrics(), key="val/acc"))
     )
     changed = twenty_metrics()
-    changed["lr"][-1][1] = 0.7
+    changed["lr"][1][-1] = 0.7  # the latest value
     assert summary_hash(summary_of(changed, key="val/acc")) != summary_hash(s)
