@@ -16,7 +16,7 @@ The LLM call has its own node; no node waits for a person (the review queue is a
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 from langgraph.graph import END, START, StateGraph
 
@@ -54,8 +54,8 @@ def build_graph(nodes: Nodes, checkpointer: Any = None) -> Any:
     """The compiled tick graph over ``nodes``; ``checkpointer`` persists its state."""
     g = StateGraph(TickState)
     for name in ("observe", "summarize", "evaluate", "diagnose", "llm", "rules", "guard"):
-        g.add_node(name, getattr(nodes, name))
-    g.add_node("route", nodes.route)
+        g.add_node(name, cast(Any, getattr(nodes, name)))
+    g.add_node("route", cast(Any, nodes.route))
     g.add_edge(START, "observe")
     g.add_conditional_edges("observe", nodes.after_observe, {"go": "summarize", "end": END})
     g.add_edge("summarize", "evaluate")

@@ -13,10 +13,10 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 from autopilot import observe as obs
-from autopilot.config import Settings
+from autopilot.config import Mode, Settings
 from autopilot.context import build_context, key_metric_of, past_entry
 from autopilot.decisions import DecisionLog, DecisionRecord
 from autopilot.detectors import diagnose
@@ -28,6 +28,7 @@ from autopilot.proposals import Proposal
 from autopilot.review import ReviewQueue
 from autopilot.summary import RunSummary, summarize, summary_hash
 from kernel import append_command, read_kernel_state
+from kernel.commands import Source
 from memory import past_run_notes
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,9 @@ AI_MODES = ("ai_suggest", "ai_auto")
 SUGGEST_MODES = ("suggest", "ai_suggest")
 AUTO_MODES = ("auto", "ai_auto")
 _RECENT = 20
+Route = Literal["kernel", "review", "none"]
+_NO_CALL_REASONS = ("no API key", "budget")
+"""LLM failures found before any request: asking again next tick costs nothing."""
 
 
 class Nodes:
@@ -132,17 +136,35 @@ class Nodes:
     def diagnose(self, state: dict[str, Any]) -> dict[str, Any]:
         """Run the detectors; a diagnosis decided recently is not decided again yet."""
         found = diagnose(self.summary_of(state), state["windows"], self.settings.detectors)
-        decided = state.get("decided", {})
-        repeat = self.settings.cadence.repeat_after_steps
-        fresh = [d for d in found if state["step"] - decided.get(d.kind, -(10**9)) >= repeat]
+        fresh = [d for d in found if not self._recently_decided(d.kind, state)]
+        outcome = "diagnosed" if fresh else ("cooldown" if found else "healthy")
+        if fresh and self._waits_for_llm(fresh[0], state):
+            fresh, outcome = [], "waiting for the LLM"
         return {
             "diagnoses": [d.model_dump(mode="json") for d in fresh],
-            "outcome": "diagnosed" if fresh else ("cooldown" if found else "healthy"),
+            "outcome": outcome,
             "proposal": None,
             "fallback_reason": None,
             "llm_spent": {},
             "verdicts": [],
         }
+
+    def _recently_decided(self, kind: str, state: dict[str, Any]) -> bool:
+        decided = state.get("decided", {})
+        repeat = self.settings.cadence.repeat_after_steps
+        since = state["step"] - decided.get(kind, -(10**9))
+        # a loss recovering from a divergence swings hard: that is its aftermath, not a new
+        # instability, so oscillation waits as long after a divergence as after itself
+        since_divergence = state["step"] - decided.get("divergence", -(10**9))
+        return since < repeat or (kind == "oscillation" and since_divergence < repeat)
+
+    def _waits_for_llm(self, first: Diagnosis, state: dict[str, Any]) -> bool:
+        """In the AI modes a diagnosis waits for the LLM's cadence, unless it cannot wait:
+        the rules answer a divergence at once (and any diagnosis while no key or no budget
+        lets the LLM be asked at all)."""
+        if self.mode not in AI_MODES or first.kind == "divergence":
+            return False
+        return state["step"] < state.get("llm_next_step", 0)
 
     def after_diagnose(self, state: dict[str, Any]) -> str:
         if not state.get("diagnoses"):
@@ -167,9 +189,15 @@ class Nodes:
             proposal = self._llm().propose(build_context(self, state))
         except LLMUnavailable as exc:
             logger.warning("LLM not used at step %d: %s; using the rules", step, exc.reason)
-            spent = {"tokens_in": exc.tokens_in, "tokens_out": exc.tokens_out}
-            spent["cost_usd"] = exc.cost_usd
-            return {"fallback_reason": exc.reason, "llm_spent": spent, "llm_next_step": step + gap}
+            spent = {
+                "tokens_in": exc.tokens_in,
+                "tokens_out": exc.tokens_out,
+                "cost_usd": exc.cost_usd,
+            }
+            update: dict[str, Any] = {"fallback_reason": exc.reason, "llm_spent": spent}
+            if not exc.reason.startswith(_NO_CALL_REASONS):  # a provider failed: rest it
+                update["llm_next_step"] = step + gap
+            return update
         look = max(gap, proposal.look_again_steps or 0)
         return {"proposal": proposal.model_dump(mode="json"), "llm_next_step": step + look}
 
@@ -225,7 +253,7 @@ class Nodes:
             id=decision_id,
             step=state["step"],
             time=time.time(),
-            mode=self.mode,
+            mode=cast(Mode, self.mode),
             summary_hash=digest,
             diagnoses=diagnoses,
             proposer=proposal.proposer if proposal else None,
@@ -236,7 +264,7 @@ class Nodes:
             cost_usd=proposal.cost_usd if proposal else 0.0,
             proposal=proposal,
             verdicts=verdicts,
-            route=route,
+            route=cast(Route, route),
             command_ids=command_ids,
             proposal_id=decision_id if route == "review" else None,
         )
@@ -268,7 +296,7 @@ class Nodes:
             )
             self.queue.add(item)
             return "review", []
-        source = "ai" if proposal.proposer == "ai" else "rules"
+        source: Source = "ai" if proposal.proposer == "ai" else "rules"
         commands = commands_for(
             verdicts, source=source, proposal_id=decision_id, reason_prefix=diagnoses[0].kind
         )

@@ -489,7 +489,7 @@ class Kernel:
         return self._published_values != self._knob_values()
 
     def _knob_values(self) -> list[Any]:
-        values = []
+        values: list[Any] = []
         for knob in self._knobs.values():
             try:
                 values.append(knob.get())

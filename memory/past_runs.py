@@ -14,6 +14,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 from statistics import median
+from typing import Any
 
 DECISIONS = Path("autopilot") / "decisions.jsonl"
 
@@ -49,8 +50,8 @@ def _effects(path: Path) -> list[tuple[str, str, float]]:
     return found
 
 
-def _records(path: Path) -> list[dict]:
-    out = []
+def _records(path: Path) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:

@@ -144,7 +144,7 @@ def brief_lines(text: str) -> list[str]:
     done = [d for d, v in zip(done, record.verdicts, strict=True) if v.status != "rejected"]
     rejected = [v.reason for v in record.verdicts if v.status == "rejected"]
     what = ", ".join(done) or ("nothing: " + _cut(rejected[0], 120) if rejected else "nothing")
-    via = record.proposer or "-"
+    via: str = record.proposer or "-"
     if record.fallback_reason:
         via += f" (LLM not used: {_cut(record.fallback_reason, 80)})"
     return [

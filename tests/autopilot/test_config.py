@@ -57,7 +57,10 @@ def test_the_run_directory_file_is_found(tmp_path: Path, monkeypatch) -> None:
 
 def test_prices_and_the_key_come_from_the_config(monkeypatch) -> None:
     s = Settings.model_validate(
-        tomllib.loads('[llm]\nmodel = "local"\napi_key_env = "MY_KEY"\n[prices.local]\ninput = 0\noutput = 0\n')
+        tomllib.loads(
+            '[llm]\nmodel = "local"\napi_key_env = "MY_KEY"\n'
+            "[prices.local]\ninput = 0\noutput = 0\n"
+        )
     )
     assert s.price("local") is not None and s.price("unknown-model") is None
     monkeypatch.delenv("MY_KEY", raising=False)

@@ -22,6 +22,7 @@ from test_graph import (
     decisions,
     diverge,
     diverges_above_0_2,
+    flat_and_hurt_by_lower_lr,
     keeps_diverging,
 )
 
@@ -207,3 +208,24 @@ def _train_while(run: Training, going: Callable[[], bool], max_steps: int = 1_00
             return
         run.train(1)
     raise AssertionError(f"still waiting after {max_steps} steps")
+
+
+def test_between_llm_calls_a_plateau_waits_for_the_llm_instead_of_the_rules(
+    llm_server, make_settings, make_kernel, run_dir
+):
+    plateau = {**ANALYST, "kind": "plateau", "summary": "val/loss flat", "evidence": []}
+    hold = {"actions": [], "confidence": 0.9, "reasoning": "wait and see"}
+    llm_server.script(lambda body: answer(plateau if "Analyst" in str(body) else hold)(body))
+    settings = make_settings(
+        budget={"min_steps_between_calls": 200},
+        cadence={"repeat_after_steps": 10},
+        detectors={"plateau_patience_steps": 50},
+    )
+    run = Training(make_kernel, flat_and_hurt_by_lower_lr)
+    with Autopilot(run_dir, mode="ai_auto", settings=settings) as pilot:
+        [first] = run.until(lambda: decisions(run_dir), pilot)
+        run.train(150, pilot)  # the plateau persists, but the next LLM call is 200 steps away
+        assert decisions(run_dir) == [first]
+        later = run.until(lambda: decisions(run_dir)[1:], pilot, max_steps=200)
+    assert first.proposer == "ai" and first.diagnoses[0].kind == "plateau"
+    assert later[0].proposer == "ai" and later[0].step >= first.step + 200
