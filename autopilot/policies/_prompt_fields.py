@@ -83,7 +83,7 @@ def _alert_line(d: Diagnosis) -> str:
 def _key_row(table: str) -> str:
     """The starred row of ``render_table``'s table in words, or "" if there is none."""
     lines = table.splitlines()
-    header = next((line.split() for line in lines if line.startswith(" metric")), [])
+    header = next((line.split() for line in lines if line.startswith("metric ")), [])
     cells = next((line.split() for line in lines if line.startswith("*")), [])
     row = dict(zip(header, cells, strict=False))
     if not {"last", "best", "since", "slope", "short"} <= row.keys():
