@@ -173,12 +173,13 @@ def test_the_table_puts_the_key_metric_first_and_starred():
     rows = table.splitlines()
     assert rows[2].startswith("*val/acc ")
     assert sum(row.startswith("*") for row in rows) == 1
-    assert all(f" {name} " in table for name in twenty_metrics())
+    names = {row.split(" ", 1)[0].lstrip("*") for row in rows[2:]}
+    assert set(twenty_metrics()) <= names
 
 
 def test_twenty_metrics_render_well_under_a_thousand_tokens():
     table = render_table(summary_of(twenty_metrics(), key="val/loss_0"))
-    assert count_tokens(table) < 800
+    assert count_tokens(table) < 700
 
 
 def test_the_table_shows_non_finite_counts_only_when_there_are_some():
