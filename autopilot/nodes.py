@@ -208,6 +208,12 @@ class Nodes:
             self._llm_policy = LLMPolicy(self.settings, self.run_dir)
         return self._llm_policy
 
+    def warm_up(self) -> None:
+        """Load the LLM policy and the ``openai`` client now, not in the first urgent tick
+        (importing them takes about half a second)."""
+        self._llm()
+        import openai  # noqa: F401
+
     def after_llm(self, state: dict[str, Any]) -> str:
         return "guard" if state.get("proposal") else "rules"
 

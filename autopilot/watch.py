@@ -83,6 +83,8 @@ class Autopilot:
         self._saver = SqliteSaver(self._conn)
         self.nodes = Nodes(self.run_dir, self.settings, mode, llm_policy=llm_policy)
         self.graph = build_graph(self.nodes, self._saver)
+        if mode.startswith("ai_"):
+            self.nodes.warm_up()
         self._meta_path = self.state_dir / "graph.json"
         meta = read_json(self._meta_path) or {}
         self._thread, self._ticks = str(meta.get("thread", "autopilot-0")), 0
