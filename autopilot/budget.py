@@ -35,12 +35,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from autopilot.config import Price, Settings
 from autopilot.errors import BudgetExceeded
 from autopilot.tokens import count_tokens
-from kernel.jsonl import append_line
+from kernel.jsonl import append_line, read_models
 
 logger = logging.getLogger(__name__)
 
@@ -299,19 +299,7 @@ def _same(a: Path, b: Path) -> bool:
 
 
 def _read(path: Path) -> list[SpendEntry]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return []
-    entries = []
-    for line in text.split("\n"):
-        if not line.strip():
-            continue
-        try:
-            entries.append(SpendEntry.model_validate_json(line))
-        except ValidationError:
-            logger.warning("skipping an unreadable spend line in %s: %.80s", path, line)
-    return entries
+    return read_models(path, SpendEntry)
 
 
 def _total(entries: Iterator[SpendEntry] | list[SpendEntry]) -> float:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from autopilot.config import Settings
 from autopilot.decisions import AUTOPILOT_DIR
@@ -40,7 +40,7 @@ from autopilot.errors import ReviewError
 from autopilot.guards import GuardContext, Verdict, check, commands_for
 from autopilot.proposals import Action, Proposal
 from kernel import Command, append_command, read_kernel_state, read_ledger
-from kernel.jsonl import append_line
+from kernel.jsonl import append_line, read_models
 
 logger = logging.getLogger(__name__)
 
@@ -117,19 +117,7 @@ class ReviewEvent(BaseModel):
 
 def read_events(path: Path) -> list[ReviewEvent]:
     """The valid events of a review file, oldest first; torn or invalid lines are skipped."""
-    try:
-        lines = path.read_text(encoding="utf-8").split("\n")  # not splitlines: U+2028 is text
-    except FileNotFoundError:
-        return []
-    events = []
-    for line in lines:
-        if not line.strip():
-            continue
-        try:
-            events.append(ReviewEvent.model_validate_json(line))
-        except ValidationError:
-            logger.warning("skipping an unreadable line in %s: %.80s", path, line)
-    return events
+    return read_models(path, ReviewEvent)
 
 
 def fold(events: Iterable[ReviewEvent]) -> dict[str, ReviewItem]:

@@ -18,9 +18,13 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 logger = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def append_line(path: str | os.PathLike[str], line: str) -> int:
@@ -53,6 +57,24 @@ def _ends_with_newline(path: str | os.PathLike[str], size: int) -> bool:
 def append_json(path: str | os.PathLike[str], obj: Any) -> int:
     """Append one JSON document as a line; return the byte offset it starts at."""
     return append_line(path, json.dumps(obj, separators=(",", ":"), allow_nan=False))
+
+
+def read_models(path: str | os.PathLike[str], model: type[M]) -> list[M]:
+    """Every line of ``path`` that validates as ``model``, oldest first; an empty list when
+    the file does not exist. A torn or foreign line is skipped with a warning."""
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    found = []
+    for line in text.split("\n"):  # not splitlines: U+2028 is text inside a JSON string
+        if not line.strip():
+            continue
+        try:
+            found.append(model.model_validate_json(line))
+        except ValidationError:
+            logger.warning("skipping an unreadable line in %s: %.80s", path, line)
+    return found
 
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:

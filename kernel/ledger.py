@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from kernel.commands import KnobValue
-from kernel.jsonl import append_line
+from kernel.jsonl import append_line, read_models
 
 logger = logging.getLogger(__name__)
 
@@ -48,20 +48,7 @@ class LedgerRow(BaseModel):
 
 def read_ledger(run_dir: str | os.PathLike[str]) -> list[LedgerRow]:
     """All valid rows of a run's ledger, oldest first (an empty list when there is none)."""
-    path = Path(run_dir) / LEDGER_FILE
-    try:
-        lines = path.read_text(encoding="utf-8").split("\n")  # not splitlines: U+2028 is text
-    except FileNotFoundError:
-        return []
-    rows = []
-    for line in lines:
-        if not line.strip():
-            continue
-        try:
-            rows.append(LedgerRow.model_validate_json(line))
-        except ValidationError:
-            logger.warning("skipping an unreadable ledger line in %s: %.80s", path, line)
-    return rows
+    return read_models(Path(run_dir) / LEDGER_FILE, LedgerRow)
 
 
 class Ledger:

@@ -59,7 +59,7 @@ def test_unreadable_ledger_lines_are_skipped_with_a_warning(run_dir, caplog):
     with caplog.at_level(logging.WARNING):
         rows = read_ledger(run_dir)
     assert [r.command_id for r in rows] == ["a"]
-    assert "unreadable ledger line" in caplog.text
+    assert "unreadable line in" in caplog.text and "applied.jsonl" in caplog.text
     Ledger(run_dir).record(step=2, decision="applied", command_id="b")
     assert [r.command_id for r in read_ledger(run_dir)] == ["a", "b"]
 
