@@ -1,0 +1,415 @@
+"""Build the labelled corpus of evals/corpus/ by real training under the kernel.
+
+Tiny PyTorch models train on scikit-learn's bundled datasets (digits, breast cancer,
+diabetes; no download) and on a seeded synthetic task. Pathologies are injected at a known
+step (learning rate multiplied up: divergence; learning rate collapsed: plateau) or arise
+naturally (tiny train split, big MLP, no regularisation: overfitting, onset at the minimum of
+the smoothed validation loss). Every label is checked against its curve and a run whose
+label does not hold is dropped, with the reason printed.
+
+A run directory holds the kernel's ``metrics.jsonl`` and ``labels.json``
+(``{"events": [{"kind": "divergence", "onset_step": 500}]}``; no events: healthy).
+
+Rebuild: ``python -m evals.make_corpus --out evals/corpus`` (``--quick``: one run per kind).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from evals.runs import LabelEvent, Labels
+from kernel import MetricRecord
+
+Task = Literal["digits", "breast_cancer", "diabetes", "synthetic"]
+Kind = Literal["plateau", "divergence", "overfitting"]
+KEY_METRIC = "val/loss"
+MAX_CORPUS_BYTES = 5 * 1024 * 1024
+JUMP_WINDOW = 20  # train steps in the trailing mean that divergence is judged on
+VAL_WINDOW = 5  # evaluations in the centred mean that overfitting is judged on
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSpec:
+    """One corpus run: task, optimiser and the pathology to inject (if any)."""
+
+    name: str
+    task: Task
+    label: Kind | Literal["healthy"]
+    steps: int = 1000
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = 3e-3
+    onset: int | None = None  # injected pathologies: the lr becomes lr_after from here on
+    lr_after: float = 0.0
+    hidden: int = 64
+    depth: int = 1
+    weight_decay: float = 0.0
+    n_train: int | None = None  # a tiny train split for overfitting
+    eval_every: int = 10
+    seed: int = 0
+    quick: bool = False
+
+
+SPECS = [
+    RunSpec(name="digits_healthy", task="digits", label="healthy", steps=800,
+            weight_decay=1e-4, quick=True),
+    RunSpec(name="digits_divergence", task="digits", label="divergence", steps=900,
+            onset=450, lr_after=0.3, seed=1, quick=True),
+    RunSpec(name="digits_plateau", task="digits", label="plateau", optimizer="sgd", lr=0.02,
+            steps=800, onset=300, lr_after=1e-7, seed=2, quick=True),
+    RunSpec(name="digits_overfitting", task="digits", label="overfitting", n_train=60,
+            hidden=256, depth=2, lr=3e-4, steps=1200, seed=3, quick=True),
+    RunSpec(name="breast_cancer_healthy", task="breast_cancer", label="healthy", steps=700,
+            lr=1e-3, weight_decay=1e-3, eval_every=20),
+    RunSpec(name="breast_cancer_divergence", task="breast_cancer", label="divergence",
+            optimizer="sgd", lr=0.01, steps=800, onset=400, lr_after=1.0, eval_every=20),
+    RunSpec(name="breast_cancer_overfitting", task="breast_cancer", label="overfitting",
+            n_train=30, hidden=256, depth=2, lr=1e-4, steps=1000, seed=1),
+    RunSpec(name="diabetes_healthy", task="diabetes", label="healthy", steps=800, lr=1e-3,
+            weight_decay=1e-3),
+    RunSpec(name="diabetes_divergence", task="diabetes", label="divergence", optimizer="sgd",
+            lr=0.01, steps=800, onset=500, lr_after=0.5, seed=1),
+    RunSpec(name="diabetes_plateau", task="diabetes", label="plateau", lr=3e-4, steps=800,
+            onset=250, lr_after=1e-7, seed=2),
+    RunSpec(name="diabetes_overfitting", task="diabetes", label="overfitting", n_train=40,
+            hidden=256, depth=2, lr=5e-5, steps=1200, seed=3),
+    RunSpec(name="synthetic_healthy", task="synthetic", label="healthy", steps=1000,
+            weight_decay=1e-4, eval_every=20),
+    RunSpec(name="synthetic_divergence", task="synthetic", label="divergence", steps=1000,
+            lr=1e-3, onset=600, lr_after=0.1, seed=1, eval_every=20),
+    RunSpec(name="synthetic_plateau", task="synthetic", label="plateau", optimizer="sgd",
+            lr=0.01, steps=1000, onset=400, lr_after=1e-7, seed=2),
+]  # fmt: skip
+
+
+# --- label checks: each returns a verdict on one curve, never raises -------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Verdict:
+    """Whether a label holds on its curves, and why not."""
+
+    ok: bool
+    reason: str = ""
+
+
+Curve = tuple[np.ndarray, np.ndarray]  # steps, values
+
+
+def read_curves(run_dir: Path) -> dict[str, Curve]:
+    """Every metric of ``metrics.jsonl`` as ``(steps, values)``; non-finite values kept."""
+    series: dict[str, tuple[list[int], list[float]]] = {}
+    for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
+        record = MetricRecord.model_validate_json(line)
+        for name, value in record.metrics.items():
+            steps, values = series.setdefault(name, ([], []))
+            steps.append(record.step)
+            values.append(value)
+    return {n: (np.array(s), np.array(v, dtype=float)) for n, (s, v) in series.items()}
+
+
+def _mean(values: np.ndarray, before: int, after: int) -> np.ndarray:
+    """Mean over ``[i - before, i + after]`` (shrunk at the edges); non-finite counts as 1e6."""
+    v = np.clip(np.nan_to_num(values, nan=1e6, posinf=1e6, neginf=-1e6), -1e6, 1e6)
+    c = np.concatenate([[0.0], np.cumsum(v)])
+    i = np.arange(len(v))
+    lo, hi = np.maximum(i - before, 0), np.minimum(i + after + 1, len(v))
+    return (c[hi] - c[lo]) / (hi - lo)
+
+
+def first_jump(curves: dict[str, Curve]) -> int | None:
+    """First step where the trailing mean of train/loss doubles over its best so far."""
+    steps, values = curves["train/loss"]
+    trail = _mean(values, JUMP_WINDOW - 1, 0)[JUMP_WINDOW:]
+    best = np.minimum.accumulate(trail)
+    jumps = np.flatnonzero((trail >= 2 * best) & (trail - best >= 0.1 * trail[0]))
+    return int(steps[JUMP_WINDOW + jumps[0]]) if len(jumps) else None
+
+
+def smoothed_argmin(curves: dict[str, Curve]) -> int:
+    """The step of the minimum of the centred-mean validation loss (overfitting onset)."""
+    steps, values = curves[KEY_METRIC]
+    half = VAL_WINDOW // 2
+    return int(steps[int(np.argmin(_mean(values, half, half)))])
+
+
+def _lr_changes_at(curves: dict[str, Curve], onset: int) -> bool:
+    steps, lr = curves["lr"]
+    at = np.searchsorted(steps, onset)
+    return bool(0 < at < len(steps) and steps[at] == onset and lr[at] != lr[at - 1])
+
+
+def _no_jump(curves: dict[str, Curve]) -> Verdict:
+    jump = first_jump(curves)
+    return Verdict(ok=True) if jump is None else Verdict(ok=False, reason=f"jump at {jump}")
+
+
+def check_healthy(curves: dict[str, Curve]) -> Verdict:
+    """Val loss ends well below its start, does not rise off its minimum, no jump."""
+    _, val = curves[KEY_METRIC]
+    half = VAL_WINDOW // 2
+    smooth = _mean(val, half, half)
+    if not np.isfinite(val).all():
+        return Verdict(ok=False, reason="non-finite val/loss")
+    if smooth[-1] > 0.8 * val[0]:
+        return Verdict(ok=False, reason=f"val/loss ends at {smooth[-1]:.4g} from {val[0]:.4g}")
+    if smooth[-1] > 1.1 * smooth.min():
+        return Verdict(ok=False, reason=f"val/loss rose to {smooth[-1]:.4g} >10% off its min")
+    return _no_jump(curves)
+
+
+def check_divergence(curves: dict[str, Curve], onset: int) -> Verdict:
+    """The lr rises at the onset and train/loss first doubles within 100 steps of it."""
+    if not _lr_changes_at(curves, onset):
+        return Verdict(ok=False, reason=f"lr does not change at step {onset}")
+    jump = first_jump(curves)
+    if jump is None or not onset <= jump <= onset + 100:
+        return Verdict(ok=False, reason=f"first train/loss jump at {jump}, onset {onset}")
+    return Verdict(ok=True)
+
+
+def check_plateau(curves: dict[str, Curve], onset: int) -> Verdict:
+    """Val loss was still improving before the onset and stays flat (within 1-5%) after it."""
+    if not _lr_changes_at(curves, onset):
+        return Verdict(ok=False, reason=f"lr does not change at step {onset}")
+    steps, val = curves[KEY_METRIC]
+    at = int(np.searchsorted(steps, onset, side="right")) - 1
+    earlier = int(np.searchsorted(steps, onset - 100))
+    if at < 1 or val[at] > 0.97 * val[earlier]:
+        return Verdict(ok=False, reason=f"val/loss not improving before {onset}")
+    after = val[at + 1 :]
+    if after.min() < 0.99 * val[at] or after.max() > 1.05 * val[at]:
+        return Verdict(ok=False, reason=f"val/loss moves after {onset}: {after.min():.4g}")
+    return _no_jump(curves)
+
+
+def check_overfitting(curves: dict[str, Curve], onset: int) -> Verdict:
+    """Onset is the smoothed val/loss minimum, mid-run; val then rises >=10%, train falls."""
+    steps, val = curves[KEY_METRIC]
+    half = VAL_WINDOW // 2
+    smooth = _mean(val, half, half)
+    if smoothed_argmin(curves) != onset or not 0.05 * steps[-1] <= onset <= 0.8 * steps[-1]:
+        return Verdict(ok=False, reason=f"onset {onset} is not a mid-run val/loss minimum")
+    if smooth[-1] < 1.1 * smooth.min():
+        return Verdict(ok=False, reason=f"val/loss rises only to {smooth[-1] / smooth.min():.3g}x")
+    train_steps, train = curves["train/loss"]
+    trail = _mean(train, JUMP_WINDOW - 1, 0)
+    at = int(np.searchsorted(train_steps, onset))
+    if trail[-1] > 0.8 * trail[at]:
+        return Verdict(ok=False, reason=f"train/loss stops falling after {onset}")
+    return Verdict(ok=True)
+
+
+def check_label(curves: dict[str, Curve], labels: Labels) -> Verdict:
+    """Whether ``labels`` hold on ``curves``."""
+    if not labels.events:
+        return check_healthy(curves)
+    event = labels.events[0]
+    check = {"divergence": check_divergence, "plateau": check_plateau}.get(event.kind)
+    if check is not None:
+        return check(curves, event.onset_step)
+    return check_overfitting(curves, event.onset_step)
+
+
+# --- training ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Split:
+    """A task's tensors; ``y`` are class indices, or standardised targets for regression."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    n_out: int  # classes; 1 for regression
+
+    @property
+    def regression(self) -> bool:
+        return self.n_out == 1
+
+
+def load_split(task: Task, seed: int, n_train: int | None) -> Split:
+    """The task's data, standardised on the train part, split by ``seed``."""
+    from sklearn import datasets
+
+    if task == "digits":
+        x, y = datasets.load_digits(return_X_y=True)
+    elif task == "breast_cancer":
+        x, y = datasets.load_breast_cancer(return_X_y=True)
+    elif task == "diabetes":
+        x, y = datasets.load_diabetes(return_X_y=True)
+    else:
+        x, y = datasets.make_classification(
+            n_samples=2000, n_features=20, n_informative=8, n_classes=4, random_state=seed
+        )
+    regression = task == "diabetes"
+    perm = np.random.default_rng(seed).permutation(len(x))
+    n_val = len(x) // 4
+    val, train = perm[:n_val], perm[n_val:][:n_train]
+    # digits are pixels: a tiny split leaves some constant, so they are scaled, not standardised
+    x = x / 16.0 if task == "digits" else (x - x[train].mean(0)) / x[train].std(0)
+    if regression:
+        y = (y - y[train].mean()) / y[train].std()
+    y_t = torch.tensor(y, dtype=torch.float32 if regression else torch.long)
+    x_t = torch.tensor(x, dtype=torch.float32)
+    n_out = 1 if regression else int(y.max()) + 1
+    return Split(x_train=x_t[train], y_train=y_t[train], x_val=x_t[val], y_val=y_t[val],
+                 n_out=n_out)  # fmt: skip
+
+
+def _loss(split: Split, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    if split.regression:
+        return nn.functional.mse_loss(out.squeeze(1), y)
+    return nn.functional.cross_entropy(out, y)
+
+
+@torch.no_grad()
+def _evaluate(model: nn.Module, split: Split) -> dict[str, float]:
+    out = model(split.x_val)
+    metrics = {"val/loss": _loss(split, out, split.y_val).item()}
+    if not split.regression:
+        metrics["val/acc"] = (out.argmax(dim=1) == split.y_val).float().mean().item()
+    return metrics
+
+
+def _model(spec: RunSpec, split: Split) -> nn.Module:
+    layers: list[nn.Module] = []
+    width = split.x_train.shape[1]
+    for _ in range(spec.depth):
+        layers += [nn.Linear(width, spec.hidden), nn.ReLU()]
+        width = spec.hidden
+    return nn.Sequential(*layers, nn.Linear(width, split.n_out))
+
+
+def _optimizer(spec: RunSpec, model: nn.Module) -> torch.optim.Optimizer:
+    if spec.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=spec.lr, momentum=0.9, weight_decay=spec.weight_decay
+        )
+    return torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+
+
+def train(spec: RunSpec, run_dir: Path) -> None:
+    """Train ``spec`` under a ``Kernel`` in ``run_dir`` (seeded, unpaced)."""
+    from kernel import Kernel, KernelSettings
+
+    torch.manual_seed(spec.seed)
+    split = load_split(spec.task, spec.seed, spec.n_train)
+    model = _model(spec, split)
+    optimizer = _optimizer(spec, model)
+    batch = min(64, len(split.x_train))
+    gen = torch.Generator().manual_seed(spec.seed)
+    settings = KernelSettings(grad_norm_interval_s=0.0)
+    with Kernel(run_dir, optimizer=optimizer, key_metric=KEY_METRIC, settings=settings) as k:
+        for step in range(1, spec.steps + 1):
+            injected = spec.onset is not None and step >= spec.onset
+            lr = spec.lr_after if injected else spec.lr
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            idx = torch.randint(len(split.x_train), (batch,), generator=gen)
+            loss = _loss(split, model(split.x_train[idx]), split.y_train[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            k.clip_grad_norm_(model.parameters())
+            optimizer.step()
+            metrics: dict[str, float | torch.Tensor] = {"train/loss": loss.detach(), "lr": lr}
+            if step % spec.eval_every == 0:
+                metrics.update(_evaluate(model, split))
+            k.log(step, metrics)
+            k.step(step)
+
+
+def _labels(spec: RunSpec, curves: dict[str, Curve]) -> Labels:
+    if spec.label == "healthy":
+        return Labels()
+    onset = smoothed_argmin(curves) if spec.label == "overfitting" else spec.onset
+    assert onset is not None, f"{spec.name}: an injected {spec.label} needs an onset"
+    return Labels(events=[LabelEvent(kind=spec.label, onset_step=onset)])
+
+
+def build_run(spec: RunSpec, out: Path) -> Verdict:
+    """Train, label and check one run; keep it under ``out/<name>`` only if its label holds."""
+    target = out / spec.name
+    shutil.rmtree(target, ignore_errors=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        train(spec, Path(tmp))
+        curves = read_curves(Path(tmp))
+        labels = _labels(spec, curves)
+        verdict = check_label(curves, labels)
+        if verdict.ok:
+            target.mkdir(parents=True)
+            shutil.copy(Path(tmp) / "metrics.jsonl", target / "metrics.jsonl")
+            (target / "labels.json").write_text(labels.model_dump_json() + "\n")
+    return verdict
+
+
+def corpus_runs(corpus: Path) -> list[Path]:
+    """The run directories of a corpus (those with a ``labels.json``)."""
+    return sorted(p.parent for p in corpus.glob("*/labels.json"))
+
+
+def write_readme(corpus: Path, specs: list[RunSpec]) -> int:
+    """Write the corpus README (a table of its runs); return the corpus size in bytes."""
+    by_name = {spec.name: spec for spec in specs}
+    rows, total = [], 0
+    for run in corpus_runs(corpus):
+        labels = Labels.model_validate_json((run / "labels.json").read_text())
+        size = sum(f.stat().st_size for f in run.iterdir())
+        total += size
+        event = labels.events[0] if labels.events else None
+        spec = by_name.get(run.name)
+        task, steps = (spec.task, spec.steps) if spec else ("?", "?")
+        kind, onset = (event.kind, event.onset_step) if event else ("healthy", "-")
+        rows.append(f"| {run.name} | {task} | {kind} | {onset} | {steps} | {size / 1024:.0f} KiB |")
+    head = [
+        "# Labelled training-run corpus",
+        "",
+        "Generated by `python -m evals.make_corpus --out evals/corpus`; do not edit by hand.",
+        "Each run: the kernel's `metrics.jsonl` and `labels.json` (no events: healthy).",
+        "",
+        "| run | task | kind | onset | steps | size |",
+        "|---|---|---|---|---|---|",
+    ]
+    foot = ["", f"Total: {len(rows)} runs, {total / 1024:.0f} KiB.", ""]
+    (corpus / "README.md").write_text("\n".join(head + rows + foot))
+    return total
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: build the corpus, print what was kept and dropped."""
+    parser = argparse.ArgumentParser(prog="python -m evals.make_corpus")
+    parser.add_argument("--out", type=Path, default=Path("evals/corpus"))
+    parser.add_argument("--quick", action="store_true", help="one run per kind only")
+    parser.add_argument("--only", nargs="*", help="names of the runs to build")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    specs = [
+        s for s in SPECS if (s.quick or not args.quick) and (not args.only or s.name in args.only)
+    ]
+    args.out.mkdir(parents=True, exist_ok=True)
+    started, dropped = time.monotonic(), 0
+    for spec in specs:
+        verdict = build_run(spec, args.out)
+        dropped += not verdict.ok
+        print(f"{spec.name:28s} {'kept' if verdict.ok else 'DROPPED: ' + verdict.reason}")
+    total = write_readme(args.out, SPECS)
+    print(f"{len(specs) - dropped} kept, {dropped} dropped, {total / 1024:.0f} KiB, "
+          f"{time.monotonic() - started:.0f} s")  # fmt: skip
+    if total > MAX_CORPUS_BYTES:
+        print(f"corpus is {total} bytes, over the {MAX_CORPUS_BYTES} limit: trim SPECS")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

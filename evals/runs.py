@@ -1,0 +1,190 @@
+"""Recorded runs: a directory holding the kernel's ``metrics.jsonl`` and, optionally, the
+labels of the pathologies it shows (``labels.json``).
+
+``labels.json`` is ``{"events": [{"kind": "divergence", "onset_step": 500}]}``; no events (or
+no file) means a healthy run. The offline harness replays recorded runs through the
+autopilot and scores its diagnoses against these labels.
+
+Example:
+    >>> import tempfile
+    >>> from kernel import MetricRecord
+    >>> out = tempfile.mkdtemp()
+    >>> run = write_run(out, [MetricRecord(step=1, metrics={"val/loss": float("nan")})])
+    >>> run.records()[0].metrics
+    {'val/loss': nan}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from autopilot.summary import MetricMode, metric_mode, split_role
+from evals.errors import RunFormatError
+from kernel import MetricRecord
+from kernel.jsonl import write_json_atomic
+from kernel.metrics import METRICS_FILE
+
+LABELS_FILE = "labels.json"
+DEFAULT_KEY_METRIC = "val/loss"
+_LABELS_EXAMPLE = '{"events": [{"kind": "divergence", "onset_step": 500}]}'
+# the kernel's spelling of values that JSON has no literal for (kernel/metrics.py)
+_NONFINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+class LabelEvent(BaseModel):
+    """One labelled pathology: what it is and the first step that shows it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["plateau", "divergence", "overfitting"]
+    onset_step: int = Field(ge=0)
+
+
+class Labels(BaseModel):
+    """``labels.json``: the run's pathologies; an empty list means a healthy run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    events: list[LabelEvent] = Field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        return not self.events
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordedRun:
+    """A recorded run directory; metric records are read on demand, not kept."""
+
+    path: Path
+    labels: Labels
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def records(self) -> list[MetricRecord]:
+        """Every metric record, in file order; a malformed line raises ``RunFormatError``."""
+        path = self.path / METRICS_FILE
+        records = []
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    records.append(MetricRecord.model_validate_json(line))
+                except ValidationError as exc:
+                    raise RunFormatError(path, f"line {number}: {_first_error(exc)}") from None
+        return records
+
+    def metric_names(self) -> list[str]:
+        """Every metric name logged in the run, sorted."""
+        return sorted({name for record in self.records() for name in record.metrics})
+
+
+def load_run(path: str | os.PathLike[str]) -> RecordedRun:
+    """Open the recorded run at ``path``, validating ``labels.json`` (metrics load lazily).
+
+    Raises:
+        RunFormatError: ``metrics.jsonl`` is missing, or ``labels.json`` is malformed.
+    """
+    run_dir = Path(path)
+    if not (run_dir / METRICS_FILE).is_file():
+        raise RunFormatError(
+            run_dir,
+            f"no {METRICS_FILE}; a recorded run is a directory holding the kernel's "
+            f"{METRICS_FILE} (import other formats with evals.importers)",
+        )
+    return RecordedRun(path=run_dir, labels=_read_labels(run_dir / LABELS_FILE))
+
+
+def write_run(
+    path: str | os.PathLike[str],
+    records: Iterable[MetricRecord],
+    labels: Labels | None = None,
+) -> RecordedRun:
+    """Write a recorded run into the directory ``path`` (created if needed) and return it.
+
+    Lines are in the kernel's format, non-finite values spelt as the kernel spells them.
+    ``wall_time`` is written when known and left out otherwise.
+
+    Raises:
+        RunFormatError: ``path`` already holds a ``metrics.jsonl``.
+    """
+    run_dir = Path(path)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    target = run_dir / METRICS_FILE
+    if target.exists():
+        raise RunFormatError(
+            target, "already exists; write the run into an empty directory or delete the file"
+        )
+    tmp = target.with_name(f".{METRICS_FILE}.{os.getpid()}.tmp")
+    tmp.write_text("".join(_line(record) for record in records), encoding="utf-8")
+    os.replace(tmp, target)
+    if labels is not None:
+        write_json_atomic(run_dir / LABELS_FILE, labels.model_dump(mode="json"))
+    return load_run(run_dir)
+
+
+def infer_key_metric(names: Iterable[str]) -> tuple[str, MetricMode]:
+    """The metric to judge a run by, and its direction.
+
+    ``val/loss`` if logged, else another validation loss (``val_loss``, ``valid/loss``),
+    else the first loss, else the first name; ``("val/loss", "min")`` when there are none.
+    """
+    ordered = sorted(set(names))
+    candidates = (
+        [n for n in ordered if n == DEFAULT_KEY_METRIC],
+        [n for n in ordered if split_role(n) == ("val", "loss")],
+        [n for n in ordered if "loss" in n],
+        ordered,
+    )
+    name = next((group[0] for group in candidates if group), DEFAULT_KEY_METRIC)
+    return name, metric_mode(name)
+
+
+def _line(record: MetricRecord) -> str:
+    metrics: dict[str, float | str] = {}
+    nonfinite = []
+    for name, value in record.metrics.items():
+        if math.isfinite(value):
+            metrics[name] = value
+        else:
+            metrics[name] = _NONFINITE[repr(value)]
+            nonfinite.append(name)
+    line: dict[str, object] = {"step": record.step}
+    if record.wall_time is not None:
+        line["wall_time"] = record.wall_time
+    line["metrics"] = metrics
+    if nonfinite:
+        line["nonfinite"] = nonfinite
+    return json.dumps(line, separators=(",", ":"), allow_nan=False) + "\n"
+
+
+def _read_labels(path: Path) -> Labels:
+    if not path.exists():
+        return Labels()
+    try:
+        return Labels.model_validate_json(path.read_text(encoding="utf-8"))
+    except ValidationError as exc:
+        raise RunFormatError(
+            path, f"{_first_error(exc)}; expected e.g. {_LABELS_EXAMPLE}"
+        ) from None
+
+
+def _first_error(exc: ValidationError) -> str:
+    """``field events[0].kind: Input should be ..., got 'blowup'`` for the first error."""
+    error = exc.errors()[0]
+    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"])
+    field = f"field {where.lstrip('.')}: " if where else ""
+    got = "" if error["type"] in {"missing", "json_invalid"} else f", got {error['input']!r:.80}"
+    extra = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{field}{error['msg']}{got}{extra}"
