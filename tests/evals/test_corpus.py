@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from evals import make_corpus
-from evals.make_corpus import Labels, check_label, corpus_runs, read_curves
+from evals.corpus_checks import check_label, read_curves
+from evals.make_corpus import corpus_runs
+from evals.runs import Labels
 from kernel import MetricRecord
 
 CORPUS = Path(make_corpus.__file__).parent / "corpus"
