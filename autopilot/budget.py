@@ -39,25 +39,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from autopilot.config import Price, Settings
 from autopilot.errors import BudgetExceeded
-from autopilot.tokens import count_tokens
+from autopilot.tokens import count_message_tokens, count_tokens
 from kernel.jsonl import append_line, read_models
 
 logger = logging.getLogger(__name__)
 
 SPEND_FILE = "spend.jsonl"
-MESSAGE_OVERHEAD = 4
-"""Tokens a chat message costs beyond its text (role and separators)."""
-REPLY_OVERHEAD = 3
 MARGIN = 1.2
 """Counting uses cl100k; other tokenizers may need up to this much more."""
 RETRY_OVERHEAD = 200
 """Tokens a repair request adds beyond echoing the previous reply (the error, the ask)."""
-
-
-def count_message_tokens(messages: Sequence[Mapping[str, object]], model: str | None = None) -> int:
-    """Input tokens of chat ``messages``: their text plus the per-message framing."""
-    texts = (str(m.get("content") or "") for m in messages)
-    return REPLY_OVERHEAD + sum(MESSAGE_OVERHEAD + count_tokens(t, model) for t in texts)
 
 
 def cost_usd(price: Price, tokens_in: int, tokens_out: int, cached_in: int = 0) -> float:

@@ -23,6 +23,12 @@ from autopilot.errors import ConfigError
 
 Mode = Literal["off", "suggest", "auto", "ai_suggest", "ai_auto"]
 MODES: tuple[str, ...] = ("off", "suggest", "auto", "ai_suggest", "ai_auto")
+AI_MODES = ("ai_suggest", "ai_auto")
+"""Modes whose proposals come from the LLM agents (the rules when those cannot be used)."""
+SUGGEST_MODES = ("suggest", "ai_suggest")
+"""Modes whose proposals go to the review queue."""
+AUTO_MODES = ("auto", "ai_auto")
+"""Modes whose proposals go to the kernel (and whose harmful changes are rolled back)."""
 CONFIG_FILE = "autopilot.toml"
 ENV_CONFIG = "AUTOPILOT_CONFIG"
 

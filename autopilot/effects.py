@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from autopilot.config import Settings
+from autopilot.config import AUTO_MODES, Settings
 from autopilot.decisions import DecisionLog, EffectRecord
 from autopilot.evaluate import make_baseline, measure
 from autopilot.summary import Windows
@@ -106,7 +106,7 @@ class Effects:
 
     def _rollback(self, base: dict[str, Any], effect: dict[str, Any], key: str) -> str | None:
         """Restore the value from before a harmful change (auto modes only); the command id."""
-        if self.mode not in ("auto", "ai_auto") or base.get("before") is None:
+        if self.mode not in AUTO_MODES or base.get("before") is None:
             return None
         if str(base.get("reason", "")).startswith("rollback"):
             return None  # never undo an undo

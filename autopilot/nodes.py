@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from autopilot import observe as obs
-from autopilot.config import Mode, Settings
+from autopilot.config import AI_MODES, SUGGEST_MODES, Mode, Settings
 from autopilot.context import build_context, key_metric_of, past_entry
 from autopilot.decisions import DecisionLog, DecisionRecord
 from autopilot.detectors import diagnose
@@ -27,19 +27,14 @@ from autopilot.policies.rules import AUTOPILOT_SOURCES, RulePolicy
 from autopilot.proposals import Proposal
 from autopilot.review import ReviewQueue
 from autopilot.summary import RunSummary, summarize, summary_hash
-from kernel import append_command, read_kernel_state
+from kernel import append_command
 from kernel.commands import Source
 from memory import past_run_notes
 
 logger = logging.getLogger(__name__)
 
-AI_MODES = ("ai_suggest", "ai_auto")
-SUGGEST_MODES = ("suggest", "ai_suggest")
-AUTO_MODES = ("auto", "ai_auto")
 _RECENT = 20
 Route = Literal["kernel", "review", "none"]
-_NO_CALL_REASONS = ("no API key", "budget")
-"""LLM failures found before any request: asking again next tick costs nothing."""
 
 
 class Nodes:
@@ -195,7 +190,7 @@ class Nodes:
                 "cost_usd": exc.cost_usd,
             }
             update: dict[str, Any] = {"fallback_reason": exc.reason, "llm_spent": spent}
-            if not exc.reason.startswith(_NO_CALL_REASONS):  # a provider failed: rest it
+            if exc.provider_failed:
                 update["llm_next_step"] = step + gap
             return update
         look = max(gap, proposal.look_again_steps or 0)
@@ -219,7 +214,7 @@ class Nodes:
 
     def rules(self, state: dict[str, Any]) -> dict[str, Any]:
         """The rule policy's proposal (also the fallback of the AI modes)."""
-        proposal = self.rules_policy_proposal(state)
+        proposal = self.rule_policy.propose(build_context(self, state, table=False))
         spent = state.get("llm_spent") or {}
         proposal = proposal.model_copy(
             update={
@@ -230,9 +225,6 @@ class Nodes:
             }
         )
         return {"proposal": proposal.model_dump(mode="json")}
-
-    def rules_policy_proposal(self, state: dict[str, Any]) -> Proposal:
-        return self.rule_policy.propose(build_context(self, state, table=False))
 
     # -- guard and route ----------------------------------------------------------------
     def guard(self, state: dict[str, Any]) -> dict[str, Any]:
@@ -333,4 +325,4 @@ def _log_decision(record: DecisionRecord) -> None:
     )
 
 
-__all__ = ["AI_MODES", "AUTO_MODES", "SUGGEST_MODES", "Nodes", "read_kernel_state"]
+__all__ = ["Nodes"]

@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from importlib import resources
 
 import tiktoken
@@ -97,3 +98,14 @@ def _offline_encoding() -> tiktoken.Encoding:
 def count_tokens(text: str, model: str | None = None) -> int:
     """Number of tokens of ``text`` for ``model`` (special-token strings count as text)."""
     return len(encoding_for(model).encode(text, disallowed_special=()))
+
+
+MESSAGE_OVERHEAD = 4
+"""Tokens a chat message costs beyond its text (role and separators)."""
+REPLY_OVERHEAD = 3
+
+
+def count_message_tokens(messages: Sequence[Mapping[str, object]], model: str | None = None) -> int:
+    """Input tokens of chat ``messages``: their text plus the per-message framing."""
+    texts = (str(m.get("content") or "") for m in messages)
+    return REPLY_OVERHEAD + sum(MESSAGE_OVERHEAD + count_tokens(t, model) for t in texts)

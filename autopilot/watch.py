@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from autopilot.config import MODES, Settings
+from autopilot.config import AI_MODES, MODES, Settings
 from autopilot.errors import AutopilotError
 from autopilot.graph import build_graph
 from autopilot.nodes import Nodes
@@ -83,7 +83,7 @@ class Autopilot:
         self._saver = SqliteSaver(self._conn)
         self.nodes = Nodes(self.run_dir, self.settings, mode, llm_policy=llm_policy)
         self.graph = build_graph(self.nodes, self._saver)
-        if mode.startswith("ai_"):
+        if mode in AI_MODES:
             self.nodes.warm_up()
         self._meta_path = self.state_dir / "graph.json"
         meta = read_json(self._meta_path) or {}

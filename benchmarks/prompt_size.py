@@ -28,7 +28,6 @@ from typing import Any
 
 from _synthetic_run import write_run
 
-from autopilot.budget import count_message_tokens
 from autopilot.config import Settings
 from autopilot.context import knobs_with_bounds
 from autopilot.diagnoses import Diagnosis
@@ -37,7 +36,7 @@ from autopilot.observe import fold_records, read_metrics
 from autopilot.policies._base import PastDecision, PolicyContext
 from autopilot.policies.llm import LLMPolicy, Request
 from autopilot.summary import RunSummary, render_table, summarize
-from autopilot.tokens import count_tokens
+from autopilot.tokens import count_message_tokens, count_tokens
 from kernel import LedgerRow, MetricRecord, format_value, read_kernel_state
 
 KEY = "val/loss"

@@ -1,7 +1,8 @@
 """The ``autopilot`` command line: talk to a training run through its run directory.
 
-Parsing needs only ``argparse``; a subcommand's module (and with it the kernel and torch) is
-imported when that subcommand runs, so ``autopilot --help`` stays fast.
+Parsing needs only ``argparse`` and the settings model (for the list of modes); a
+subcommand's module (and with it the kernel and torch) is imported when that subcommand
+runs, so ``autopilot --help`` stays fast.
 
 Example:
     >>> from autopilot.cli import main

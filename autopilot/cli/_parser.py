@@ -10,6 +10,7 @@ import argparse
 from typing import NoReturn
 
 from autopilot.cli._common import ENV_DIR, CliError
+from autopilot.config import MODES
 
 OPS = ("stop", "pause", "resume", "checkpoint")
 _OP_HELP = {
@@ -145,7 +146,7 @@ def _add_watch(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     )
     p.add_argument(
         "--mode",
-        choices=("off", "suggest", "auto", "ai_suggest", "ai_auto"),
+        choices=MODES,
         help="what to do with proposals (default: the config's mode, else suggest)",
     )
     p.add_argument("--config", metavar="F", help="autopilot.toml (default: RUN_DIR/ or ./)")

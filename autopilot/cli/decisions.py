@@ -42,18 +42,6 @@ def cmd_decisions(args: argparse.Namespace) -> int:
     return 0
 
 
-def record_lines(text: str) -> list[str]:
-    """A raw line of ``decisions.jsonl`` as printable lines (``autopilot watch`` streams them);
-    an unreadable line gives none."""
-    try:
-        record = parse_record(text)
-    except ValidationError:
-        return []
-    if isinstance(record, EffectRecord):
-        return [f"effect of {record.decision_id}: {effect_text(record)}"]
-    return decision_lines(DecisionView(record=record), with_effects=False)
-
-
 def decision_lines(view: DecisionView, *, with_effects: bool = True) -> list[str]:
     """One decision as labelled lines: diagnoses, proposer, verdicts, route, effects."""
     r = view.record

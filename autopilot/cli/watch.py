@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from autopilot.cli._common import CliError, run_dir_of
-from autopilot.config import load_settings
+from autopilot.config import AI_MODES, load_settings
 from autopilot.errors import AutopilotError
 from kernel.jsonl import JsonlTail
 
@@ -40,7 +40,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 def header(run_dir: Path, mode: str, settings: Any) -> str:
     """One line saying what the autopilot will do, and whether the LLM is usable."""
     line = f"autopilot watching {run_dir} in mode {mode}"
-    if mode.startswith("ai_"):
+    if mode in AI_MODES:
         if settings.api_key():
             where = settings.llm.base_url or "the provider's default URL"
             line += f" (LLM {settings.llm.model} at {where})"

@@ -84,15 +84,7 @@ def _nonfinite(name: str, window: Window, step: int) -> Diagnosis | None:
         f"{len(values)} points"
     )
     evidence: Evidence = {"nonfinite": count, "points": len(values), "latest_finite": not bad[-1]}
-    severity: Severity = "high" if bad[-1] else "medium"
-    return Diagnosis(
-        kind="divergence",
-        metric=name,
-        step=step,
-        severity=severity,
-        message=message,
-        evidence=evidence,
-    )
+    return _divergence(name, step, "high" if bad[-1] else "medium", message, evidence)
 
 
 def _jump(name: str, summary: RunSummary, window: Window, factor: float) -> Diagnosis | None:
@@ -137,14 +129,7 @@ def _jump_diagnosis(
         "factor": factor,
         "points": recent_n,
     }
-    return Diagnosis(
-        kind="divergence",
-        metric=name,
-        step=step,
-        severity="high" if high else "medium",
-        message=message,
-        evidence=evidence,
-    )
+    return _divergence(name, step, "high" if high else "medium", message, evidence)
 
 
 def _explosion(
@@ -153,7 +138,7 @@ def _explosion(
     """``nonfinite_run``: the window may end in ``GRAD_NONFINITE_RUN`` non-finite values."""
     if nonfinite_run and not np.isfinite(series(window)[1][-GRAD_NONFINITE_RUN:]).any():
         message = f"{name} non-finite for the last {GRAD_NONFINITE_RUN} points"
-        return _grad_diagnosis(name, step, "high", message, {"nonfinite_run": GRAD_NONFINITE_RUN})
+        return _divergence(name, step, "high", message, {"nonfinite_run": GRAD_NONFINITE_RUN})
     _, values = finite_series(window)
     if len(values) < GRAD_SUSTAIN + settings.min_points:
         return None
@@ -168,12 +153,10 @@ def _explosion(
         f"its window median {num(base)} (threshold x{num(factor)})"
     )
     evidence: Evidence = {"level": level, "median": base, "ratio": ratio, "factor": factor}
-    return _grad_diagnosis(
-        name, step, "high" if ratio >= factor**2 else "medium", message, evidence
-    )
+    return _divergence(name, step, "high" if ratio >= factor**2 else "medium", message, evidence)
 
 
-def _grad_diagnosis(
+def _divergence(
     name: str, step: int, severity: Severity, message: str, evidence: Evidence
 ) -> Diagnosis:
     return Diagnosis(

@@ -13,8 +13,8 @@ from typing import TypeVar
 from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ValidationError
 
-from autopilot.budget import RETRY_OVERHEAD, count_message_tokens
-from autopilot.tokens import count_tokens, encoding_for
+from autopilot.budget import RETRY_OVERHEAD
+from autopilot.tokens import count_message_tokens, count_tokens, encoding_for
 
 M = TypeVar("M", bound=BaseModel)
 Message = dict[str, str]

@@ -37,11 +37,11 @@ from typing import Any, Generic, TypeVar, cast
 import openai
 from pydantic import BaseModel
 
-from autopilot.budget import count_message_tokens
 from autopilot.config import LLMSettings
 from autopilot.llm import _replies
 from autopilot.llm._replies import InvalidReply
 from autopilot.llm.errors import LLMError, LLMErrorKind
+from autopilot.tokens import count_message_tokens
 
 logger = logging.getLogger(__name__)
 

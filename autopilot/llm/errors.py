@@ -55,11 +55,19 @@ class LLMUnavailable(AutopilotError):
         tokens_in: input tokens spent before giving up (all calls of this decision).
         tokens_out: output tokens spent before giving up.
         cost_usd: what those tokens cost, as charged to the budget.
+        provider_failed: the provider was asked and failed (not: no key, no budget), so it
+            deserves a rest before the next request.
     """
 
     def __init__(
-        self, reason: str, *, tokens_in: int = 0, tokens_out: int = 0, cost_usd: float = 0.0
+        self,
+        reason: str,
+        *,
+        tokens_in: int = 0,
+        tokens_out: int = 0,
+        cost_usd: float = 0.0,
+        provider_failed: bool = False,
     ) -> None:
         super().__init__(reason)
-        self.reason = reason
+        self.reason, self.provider_failed = reason, provider_failed
         self.tokens_in, self.tokens_out, self.cost_usd = tokens_in, tokens_out, cost_usd

@@ -134,7 +134,7 @@ class LLMPolicy:
         except BudgetExceeded as exc:
             raise self._unavailable(f"budget: {exc.reason}", spent) from exc
         except LLMError as exc:
-            raise self._unavailable(exc.message, spent) from exc
+            raise self._unavailable(exc.message, spent, provider_failed=True) from exc
         except OSError as exc:  # a spend ledger that cannot be read or written
             raise self._unavailable(f"budget: spend ledger unusable: {exc}", spent) from exc
 
@@ -216,10 +216,12 @@ class LLMPolicy:
             self._client = LLMClient(self._settings.llm, key)
         return self._client
 
-    def _unavailable(self, reason: str, spent: _Spent) -> LLMUnavailable:
+    def _unavailable(
+        self, reason: str, spent: _Spent, *, provider_failed: bool = False
+    ) -> LLMUnavailable:
         line = " ".join(reason.split())
         logger.warning("LLM policy unavailable: %s", line)
-        return LLMUnavailable(line, **vars(spent))
+        return LLMUnavailable(line, **vars(spent), provider_failed=provider_failed)
 
 
 def _evidence(analysis: AnalystOutput) -> str:

@@ -7,9 +7,10 @@ import threading
 
 import pytest
 
-from autopilot.budget import Budget, cost_usd, count_message_tokens
+from autopilot.budget import Budget, cost_usd
 from autopilot.config import Price
 from autopilot.errors import BudgetExceeded
+from autopilot.tokens import count_message_tokens
 
 MESSAGES = [
     {"role": "system", "content": "You are the analyst."},

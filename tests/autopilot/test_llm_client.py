@@ -7,8 +7,8 @@ import socket
 import pytest
 from llm_server import FAST_RETRY, answer, raw, rejects_json_schema, slow, status
 
-from autopilot.budget import count_message_tokens
 from autopilot.llm import AnalystOutput, LLMClient, LLMError, PlannerOutput
+from autopilot.tokens import count_message_tokens
 
 MESSAGES = [
     {"role": "system", "content": "You are the analyst. Reply with one JSON object only."},

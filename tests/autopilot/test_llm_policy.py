@@ -9,14 +9,14 @@ import pytest
 from llm_server import answer, slow, status
 from pydantic import ValidationError
 
-from autopilot.budget import Budget, count_message_tokens
+from autopilot.budget import Budget
 from autopilot.diagnoses import Diagnosis
 from autopilot.llm import AnalystOutput, LLMClient, PlannerOutput
 from autopilot.observe import fold_records
 from autopilot.policies._base import PastDecision, PolicyContext
 from autopilot.policies.llm import LLMPolicy, LLMUnavailable, Request
 from autopilot.summary import render_table, summarize
-from autopilot.tokens import count_tokens
+from autopilot.tokens import count_message_tokens, count_tokens
 from kernel import KnobSpec, LedgerRow, MetricRecord
 
 PLATEAU = {
