@@ -16,8 +16,6 @@ Example:
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -36,7 +34,6 @@ LABELS_FILE = "labels.json"
 DEFAULT_KEY_METRIC = "val/loss"
 _LABELS_EXAMPLE = '{"events": [{"kind": "divergence", "onset_step": 500}]}'
 # the kernel's spelling of values that JSON has no literal for (kernel/metrics.py)
-_NONFINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 
 
 class LabelEvent(BaseModel):
@@ -127,7 +124,7 @@ def write_run(
             target, "already exists; write the run into an empty directory or delete the file"
         )
     tmp = target.with_name(f".{METRICS_FILE}.{os.getpid()}.tmp")
-    tmp.write_text("".join(_line(record) for record in records), encoding="utf-8")
+    tmp.write_text("".join(record.to_line() for record in records), encoding="utf-8")
     os.replace(tmp, target)
     if labels is not None:
         write_json_atomic(run_dir / LABELS_FILE, labels.model_dump(mode="json"))
@@ -149,24 +146,6 @@ def infer_key_metric(names: Iterable[str]) -> tuple[str, MetricMode]:
     )
     name = next((group[0] for group in candidates if group), DEFAULT_KEY_METRIC)
     return name, metric_mode(name)
-
-
-def _line(record: MetricRecord) -> str:
-    metrics: dict[str, float | str] = {}
-    nonfinite = []
-    for name, value in record.metrics.items():
-        if math.isfinite(value):
-            metrics[name] = value
-        else:
-            metrics[name] = _NONFINITE[repr(value)]
-            nonfinite.append(name)
-    line: dict[str, object] = {"step": record.step}
-    if record.wall_time is not None:
-        line["wall_time"] = record.wall_time
-    line["metrics"] = metrics
-    if nonfinite:
-        line["nonfinite"] = nonfinite
-    return json.dumps(line, separators=(",", ":"), allow_nan=False) + "\n"
 
 
 def _read_labels(path: Path) -> Labels:

@@ -38,6 +38,26 @@ class MetricRecord(BaseModel):
     metrics: dict[str, float] = Field(default_factory=dict)
     nonfinite: list[str] = Field(default_factory=list)
 
+    def to_line(self) -> str:
+        """This record as a ``metrics.jsonl`` line (with its newline), spelt as the kernel
+        writes it; ``wall_time`` is left out when unknown. For tools that write runs; the
+        kernel's own writer builds its lines faster by hand."""
+        fields: dict[str, float | str] = {}
+        nonfinite = []
+        for name, value in self.metrics.items():
+            if math.isfinite(value):
+                fields[name] = value
+            else:
+                fields[name] = _NONFINITE[repr(value)].strip('"')  # "NaN", "Infinity"...
+                nonfinite.append(name)
+        line: dict[str, Any] = {"step": self.step}
+        if self.wall_time is not None:
+            line["wall_time"] = self.wall_time
+        line["metrics"] = fields
+        if nonfinite:
+            line["nonfinite"] = nonfinite
+        return json.dumps(line, separators=(",", ":"), allow_nan=False) + "\n"
+
 
 def _to_float(value: Any) -> float:
     if hasattr(value, "item"):
