@@ -49,6 +49,9 @@ class Proposal(BaseModel):
 
     proposer: Proposer
     diagnosis: str = Field(max_length=2000)
+    kind: str | None = Field(default=None, max_length=40)
+    """The kind of problem acted on: the first detector's, or the analyst's own (``healthy``
+    when the analyst found nothing wrong). The offline replay scores these."""
     actions: list[Action] = Field(default_factory=list, max_length=20)
     confidence: float = Field(default=1.0, ge=0.0, le=1.0)
     reasoning: str = Field(default="", max_length=8000)

@@ -61,7 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     module_name, func_name = args.handler.split(":")
-    module = importlib.import_module(f"autopilot.cli.{module_name}")
+    qualified = module_name if "." in module_name else f"autopilot.cli.{module_name}"
+    module = importlib.import_module(qualified)
     from kernel.errors import KernelError  # after the handler: both need torch anyway
 
     try:

@@ -1,17 +1,25 @@
 """The argument parser of ``autopilot``: subcommands and their options, nothing else.
 
 Each subcommand names its handler as ``"module:function"`` (``args.handler``); ``main``
-imports the module only when that subcommand runs.
+imports the module only when that subcommand runs. A bare module name is one of
+``autopilot.cli``; a dotted one is imported as given.
+
+Packages above the autopilot add subcommands through the ``train_autopilot.commands`` entry
+point group: each entry is a ``register(sub, common)`` function. That is how ``autopilot
+eval`` (the ``evals`` package) joins the command line while the autopilot imports nothing
+from it.
 """
 
 from __future__ import annotations
 
 import argparse
+from importlib.metadata import entry_points
 from typing import NoReturn
 
 from autopilot.cli._common import ENV_DIR, CliError
 from autopilot.config import MODES
 
+PLUGIN_GROUP = "train_autopilot.commands"
 OPS = ("stop", "pause", "resume", "checkpoint")
 _OP_HELP = {
     "stop": "end the training loop at the next step",
@@ -48,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_watch(sub, common)
     _add_review(sub, common)
     _add_decisions(sub, common)
+    for entry in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
+        entry.load()(sub, common)
     return parser
 
 

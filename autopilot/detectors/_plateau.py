@@ -1,9 +1,11 @@
 """Plateau: the key metric has made no meaningful progress for a patience window.
 
-Two conditions, both needed: the run's best has not improved for ``plateau_patience_steps``
-(so a steadily improving metric, which keeps setting new bests, never qualifies), and the
-trend over that window is flat (it cannot plausibly deliver ``plateau_rel`` relative
-improvement per patience window, and is not plausibly worse either) or clearly worse.
+Two conditions, both needed: the run's best has not improved *meaningfully* over the last
+``plateau_patience_steps`` (by ``plateau_rel`` of the metric's scale: a steadily improving
+metric qualifies only when its gains have become negligible, while a learning rate collapsed
+to nothing still sets a new best by 1e-5 at every evaluation), and the trend over that window
+is flat (it cannot plausibly deliver ``plateau_rel`` relative improvement per patience
+window, and is not plausibly worse either) or clearly worse.
 
 The trend test is what keeps a noisy per-batch key metric quiet: its best is a lucky batch,
 so the first condition alone would fire on it, and on 200 noisy points a fitted trend is
@@ -37,7 +39,9 @@ class PlateauDetector:
     ) -> list[Diagnosis]:
         key = summary.metrics.get(summary.key_metric)
         patience = settings.plateau_patience_steps
-        if key is None or key.steps_since_best is None or key.steps_since_best < patience:
+        if key is None or key.steps_since_best is None:
+            return []
+        if key.steps_since_best < patience and _best_moved(key, windows[key.name], settings):
             return []
         trend = _projected_gain(key, windows[key.name], summary.step, settings)
         if trend is None or not _stalled(*trend, settings.plateau_rel):
@@ -48,6 +52,20 @@ class PlateauDetector:
 def _stalled(gain: float, se: float, progress: float) -> bool:
     flat = gain + TREND_Z * se < progress and gain >= -TREND_Z * se
     return flat or gain < -WORSE_Z * se
+
+
+def _best_moved(key: MetricSummary, window: Window, settings: DetectorSettings) -> bool:
+    """Whether the best improved by ``plateau_rel`` of the scale over the patience window
+    (``True`` while the window holds no point from before it: too early to say)."""
+    steps, values = finite_series(window)
+    if len(steps) == 0:
+        return True
+    cut = int(np.searchsorted(steps, steps[-1] - settings.plateau_patience_steps, side="right"))
+    if cut == 0:
+        return True
+    sign = 1.0 if key.mode == "min" else -1.0
+    best_before, best_now = (sign * values[:cut]).min(), (sign * values).min()
+    return (best_before - best_now) / key.scale >= settings.plateau_rel
 
 
 def _projected_gain(

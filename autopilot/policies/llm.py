@@ -157,6 +157,7 @@ class LLMPolicy:
             return Proposal(
                 proposer="ai",
                 diagnosis=analysis.describe()[:2000],
+                kind=analysis.kind,
                 confidence=analysis.confidence,
                 reasoning=_evidence(analysis),
                 prompt_version=self._analyst.id,
@@ -198,6 +199,7 @@ class LLMPolicy:
         return Proposal(
             proposer="ai",
             diagnosis=analysis.describe()[:2000],
+            kind=analysis.kind,
             actions=actions,
             # a plan is no surer than the diagnosis it rests on
             confidence=min(analysis.confidence, plan.confidence),

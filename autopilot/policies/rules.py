@@ -57,6 +57,7 @@ class RulePolicy:
         return Proposal(
             proposer="rules",
             diagnosis=first.message,
+            kind=first.kind,
             actions=actions,
             confidence=_CONFIDENCE[first.kind],
             reasoning="; ".join([reasoning, *skipped]),

@@ -115,7 +115,15 @@ def test_plateau_fires_after_the_key_metric_stops_improving():
     assert first(curves, "plateau", range(300, 1200, 20)) is None
     found = first(curves, "plateau", range(1200, STEPS, 20))
     assert found is not None and found.metric == "val/loss"
-    assert found.evidence["steps_since_best"] >= SETTINGS.plateau_patience_steps
+    assert found.evidence["projected_gain"] < SETTINGS.plateau_rel
+
+
+def test_a_metric_creeping_to_new_bests_by_crumbs_is_a_plateau():
+    """A collapsed learning rate: every evaluation is a new best, by a millionth."""
+    creeping = altered(run(0), "val/loss", lambda s, v: np.where(s < 600, v, 0.5 - 1e-6 * s))
+    found = first(creeping, "plateau", range(600, 1200, 20))
+    assert found is not None and found.evidence["steps_since_best"] < 20
+    assert found.step >= 600 + SETTINGS.plateau_patience_steps
 
 
 def test_no_plateau_before_a_patience_window_of_history():

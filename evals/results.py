@@ -1,0 +1,204 @@
+"""What the harness measures, as typed results: replay scores and closed-loop bench figures.
+
+These models are the harness's output contract. ``report.py`` renders them as markdown and
+PNG plots; ``results_log.py`` appends their headline figures, with the git commit, to a
+results log so runs can be compared over time. Every figure here comes from a real replay or
+a real training run; nothing is filled in by the harness.
+
+Non-finite numbers (a run that diverged to NaN) are kept as ``None`` in the JSON, with the
+reason beside them where it matters (``BenchRun.diverged``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from autopilot.diagnoses import Evidence
+
+LabelKind = Literal["plateau", "divergence", "overfitting"]
+LABEL_KINDS: tuple[LabelKind, ...] = ("plateau", "divergence", "overfitting")
+ReplayPolicy = Literal["rules", "ai"]
+BenchPolicy = Literal["none", "rules", "ai", "tune"]
+BENCH_POLICIES: tuple[BenchPolicy, ...] = ("none", "rules", "ai", "tune")
+
+
+class _Result(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- replay ----------------------------------------------------------------------------------
+
+
+class Alarm(_Result):
+    """One diagnosis the autopilot raised while a recorded run was replayed (a line of
+    ``diagnoses.jsonl``)."""
+
+    run: str
+    step: int
+    kind: str
+    """A detector kind (``oscillation`` too, which no label names), or the analyst's kind."""
+    metric: str
+    message: str
+    evidence: Evidence = Field(default_factory=dict)
+    proposer: str | None = None
+    """Who decided what to do about it: ``rules``, or ``ai`` when the LLM answered."""
+    proposal: list[str] = Field(default_factory=list)
+    """What it would have changed (``lr x0.1``); in shadow mode nothing was applied."""
+
+
+class ReplayRun(_Result):
+    """One replayed run: its labels, its alarms' count and what the LLM cost on it."""
+
+    run: str
+    path: str
+    steps: int
+    """Number of metric records (the run's length in logged steps)."""
+    last_step: int
+    events: list[tuple[LabelKind, int]] = Field(default_factory=list)
+    """The labelled ``(kind, onset_step)`` pairs; empty for a healthy run."""
+    alarms: int
+    ticks: int
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    llm_calls: int = 0
+    fallbacks: int = 0
+    """Decisions in which the ``ai`` policy fell back to the rules."""
+    wall_s: float
+
+
+class KindScore(_Result):
+    """Detection quality for one kind over every replayed run."""
+
+    kind: LabelKind
+    events: int
+    """Labelled events of this kind."""
+    detected: int
+    """Events whose first alarm of the kind came at or after onset, within the tolerance."""
+    late: int
+    """Events whose first alarm after onset came past the tolerance (missed)."""
+    false_alarms: int
+    """Alarms of this kind before the onset of a labelled event of any kind in their run, or
+    anywhere in a healthy run. Alarms after another kind's onset are ``after_other_event``."""
+    after_other_event: int
+    """Alarms of this kind after the onset of an event of another kind (counted apart: the
+    label does not say whether the run also plateaued after it diverged)."""
+    precision: float | None
+    recall: float | None
+    f1: float | None
+    latency_median: float | None
+    latency_max: int | None
+
+
+class ReplayReport(_Result):
+    """The result of ``autopilot eval replay``."""
+
+    kind: Literal["replay"] = "replay"
+    policy: ReplayPolicy
+    tolerance_steps: int
+    prompt_version: str | None = None
+    model: str | None = None
+    runs: list[ReplayRun]
+    scores: list[KindScore]
+    healthy_steps: int
+    healthy_alarms: int
+    false_alarms_per_1k_healthy_steps: float | None
+    """Every alarm on a healthy run (any kind, ``oscillation`` included) per 1,000 steps."""
+    tokens_per_run: float = 0.0
+    usd_per_run: float = 0.0
+    wall_s: float
+    git_commit: str | None = None
+    created: float
+
+
+# --- closed-loop bench -----------------------------------------------------------------------
+
+
+class Intervention(_Result):
+    """One knob change applied during a bench run (a ledger row from the autopilot)."""
+
+    step: int
+    knob: str
+    before: float | str | bool | list[float] | None = None
+    after: float | str | bool | list[float] | None = None
+    source: str
+
+
+class BenchRun(_Result):
+    """One training run of one task configuration under one policy and seed."""
+
+    task: str
+    """``dataset/config``, e.g. ``digits/lr_high``."""
+    policy: BenchPolicy
+    seed: int
+    final: float | None
+    """The key metric at the last evaluation; ``None`` when it was not finite."""
+    diverged: bool = False
+    interventions: list[Intervention] = Field(default_factory=list)
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    wall_s: float
+    runs_used: int = 1
+    """Training runs this result cost (``tune`` runs several trials)."""
+    params: dict[str, float] = Field(default_factory=dict)
+    """The static knob values it trained with (``tune``: the best trial's)."""
+    curve: tuple[list[int], list[float | None]] = ([], [])
+    """The key metric over the run: ``(steps, values)``."""
+
+
+class OracleResult(_Result):
+    """The best static configuration of a task setup, found by a grid sweep over seeds."""
+
+    setup: str
+    """Tasks sharing data and model share their oracle (``digits``, ``digits/small``...)."""
+    params: dict[str, float]
+    final: float
+    """Median over seeds of the best grid point's final key metric."""
+    grid_points: int
+    runs_used: int
+    wall_s: float
+
+
+class BenchCell(_Result):
+    """One row of the bench table: a task under a policy, aggregated over seeds."""
+
+    task: str
+    policy: BenchPolicy | Literal["oracle"]
+    seeds: int
+    median: float | None
+    """Median final key metric over seeds (a diverged seed counts as +inf for ``min``)."""
+    lo: float | None
+    hi: float | None
+    gap_closed: float | None
+    """``(none - policy) / (none - oracle)`` on the medians (sign flipped for ``max``);
+    ``None`` when the static configuration is already within noise of the oracle."""
+    interventions: float
+    """Median number of applied changes per run."""
+    tokens: float = 0.0
+    usd: float = 0.0
+    wall_s: float
+    """Total wall time of the cell's runs."""
+    runs_used: int
+
+
+class BenchReport(_Result):
+    """The result of ``autopilot eval bench``."""
+
+    kind: Literal["bench"] = "bench"
+    tasks: list[str]
+    policies: list[str]
+    skipped: dict[str, str] = Field(default_factory=dict)
+    """Policies not run, with why (``ai``: no provider configured)."""
+    seeds: int
+    key_metric: str
+    key_mode: Literal["min", "max"]
+    runs: list[BenchRun]
+    oracles: list[OracleResult]
+    cells: list[BenchCell]
+    wall_s: float
+    workers: int
+    git_commit: str | None = None
+    created: float
