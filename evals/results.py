@@ -155,8 +155,9 @@ class OracleResult(_Result):
     setup: str
     """Tasks sharing data and model share their oracle (``digits``, ``digits/small``...)."""
     params: dict[str, float]
-    final: float
-    """Median over seeds of the best grid point's final key metric."""
+    final: float | None
+    """Median over seeds of the best grid point's final key metric; ``None`` when every grid
+    point diverged."""
     grid_points: int
     runs_used: int
     wall_s: float
@@ -175,10 +176,14 @@ class BenchCell(_Result):
     gap_closed: float | None
     """``(none - policy) / (none - oracle)`` on the medians (sign flipped for ``max``);
     ``None`` when the static configuration is already within noise of the oracle."""
+    diverged: int = 0
+    """Seeds whose final key metric was not finite."""
     interventions: float
     """Median number of applied changes per run."""
     tokens: float = 0.0
+    """Mean LLM tokens (in + out) per run."""
     usd: float = 0.0
+    """Mean LLM cost per run."""
     wall_s: float
     """Total wall time of the cell's runs."""
     runs_used: int
@@ -195,6 +200,10 @@ class BenchReport(_Result):
     seeds: int
     key_metric: str
     key_mode: Literal["min", "max"]
+    setups: dict[str, str] = Field(default_factory=dict)
+    """Task -> its setup (the oracle it is compared with)."""
+    descriptions: dict[str, str] = Field(default_factory=dict)
+    """Task -> what is wrong (or right) with its starting configuration."""
     runs: list[BenchRun]
     oracles: list[OracleResult]
     cells: list[BenchCell]

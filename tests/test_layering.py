@@ -1,5 +1,6 @@
-"""The kernel lives inside the training process: it imports no other package of this project
-and pulls in nothing heavy."""
+"""The layers of DESIGN.md: the kernel lives inside the training process, so it imports no
+other package of this project and pulls in nothing heavy; the autopilot never imports the
+offline harness above it (``autopilot eval`` joins the command line through an entry point)."""
 
 from __future__ import annotations
 
@@ -61,3 +62,19 @@ def test_reading_a_run_directory_does_not_load_torch(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+ROOT = KERNEL.parent
+AUTOPILOT_MODULES = sorted((ROOT / "autopilot").rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", AUTOPILOT_MODULES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_autopilot_module_imports_the_harness(path):
+    assert "evals" not in _imported_packages(path)
+
+
+def test_the_eval_command_is_registered_through_the_entry_point():
+    from importlib.metadata import entry_points
+
+    [entry] = [e for e in entry_points(group="train_autopilot.commands") if e.name == "eval"]
+    assert entry.value == "evals.cli:register"

@@ -1,0 +1,232 @@
+"""``autopilot eval replay`` and ``autopilot eval bench``: the harness on the command line.
+
+Registered with the ``autopilot`` command through the ``train_autopilot.commands`` entry
+point (see ``autopilot.cli._parser``), so the autopilot imports nothing from ``evals``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from autopilot.cli._common import CliError
+
+if TYPE_CHECKING:
+    from autopilot.config import Settings
+    from evals.results import ReplayReport
+    from evals.runs import RecordedRun
+
+DEFAULT_LOG = Path("evals") / "results.jsonl"
+HANDLERS = "evals.cli"
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """Add ``eval`` and its actions to the ``autopilot`` parser."""
+    from evals.replay import DEFAULT_TOLERANCE
+
+    evals = sub.add_parser(
+        "eval",
+        help="score policies offline: replay recorded runs, or bench them on real training",
+        description="replay: feed recorded runs through the autopilot in shadow mode and "
+        "score its diagnoses against their labels. bench: train tasks under each policy "
+        "and compare the final key metric with the best static configuration.",
+    )
+    actions = evals.add_subparsers(dest="eval_action", required=True, metavar="ACTION")
+    p = actions.add_parser(
+        "replay",
+        help="detection quality on recorded runs (precision, recall, F1, latency)",
+        description="Each RUN_DIR holds metrics.jsonl and, when labelled, labels.json; a "
+        "directory of such runs (evals/corpus) stands for all of them.",
+    )
+    p.add_argument(
+        "runs", nargs="+", metavar="RUN_DIR", help="recorded runs, or directories of them"
+    )
+    p.add_argument("--policy", choices=("rules", "ai"), default="rules")
+    p.add_argument("--config", metavar="F", help="autopilot.toml (provider, detectors, cadence)")
+    p.add_argument("--out", required=True, metavar="OUT", help="where the report goes")
+    p.add_argument(
+        "--tolerance",
+        type=int,
+        default=DEFAULT_TOLERANCE,
+        metavar="STEPS",
+        help=f"a first alarm this soon after onset is a detection ({DEFAULT_TOLERANCE})",
+    )
+    p.add_argument("--key-metric", metavar="NAME", help="default: val/loss, else inferred")
+    _add_log(p)
+    p.set_defaults(handler=f"{HANDLERS}:cmd_replay")
+
+    p = actions.add_parser(
+        "bench",
+        help="closed loop: real training under none, rules, ai and tune, against an oracle",
+    )
+    p.add_argument(
+        "--tasks",
+        default="all",
+        help="comma-separated task or setup names, or all (see --list)",
+    )
+    p.add_argument("--policies", default="none,rules,ai,tune", help="none,rules,ai,tune")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--trials", type=int, default=6, help="training runs per Optuna search (6)")
+    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--no-oracle", action="store_true", help="skip the grid sweep")
+    p.add_argument("--steps", type=int, help="shorten every run to N steps (smoke tests)")
+    p.add_argument("--config", metavar="F", help="autopilot.toml for the rules and ai policies")
+    p.add_argument("--out", metavar="OUT", help="where the report and run directories go")
+    p.add_argument("--list", action="store_true", help="list the tasks and exit")
+    _add_log(p)
+    p.set_defaults(handler=f"{HANDLERS}:cmd_bench")
+
+
+def _add_log(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--log",
+        default=str(DEFAULT_LOG),
+        metavar="F",
+        help=f"results log to append the headline figures to ({DEFAULT_LOG}; '' for none)",
+    )
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Replay, score, write ``diagnoses.jsonl``, the report and the results log."""
+    from evals.errors import EvalError
+    from evals.progress import Progress
+    from evals.replay import replay
+    from evals.report import write_replay_report
+    from evals.results_log import append_result
+
+    settings = _settings(args.config)
+    runs = _runs(args.runs)
+    out = Path(args.out)
+    with Progress(len(runs), "replay") as progress:
+        try:
+            report, alarms = replay(
+                runs,
+                policy=args.policy,
+                settings=settings,
+                tolerance=args.tolerance,
+                key_metric=args.key_metric,
+                on_run=lambda r: progress.advance(r.run),
+            )
+        except EvalError as exc:
+            raise CliError(str(exc)) from None
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "diagnoses.jsonl").write_text("".join(a.model_dump_json() + "\n" for a in alarms))
+    (out / "replay.json").write_text(report.model_dump_json(indent=1))
+    curves = {run.name: _key_curve(run, args.key_metric) for run in runs}
+    path = write_replay_report(report, alarms, out, curves)
+    if args.log:
+        append_result(Path(args.log), report, command=["autopilot", *sys.argv[1:]])
+    _print_replay(report, path)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Train, aggregate, write ``bench.json``, the report and the results log."""
+    from evals.bench import BenchPlan, resolve_tasks, run_bench
+    from evals.errors import EvalError
+    from evals.progress import Progress
+    from evals.report import bench_table, write_bench_report
+    from evals.results_log import append_result
+    from evals.tasks import TASKS
+
+    if args.list:
+        for name, task in TASKS.items():
+            print(f"{name:24s} {task.description}")
+        return 0
+    if not args.out:
+        raise CliError("--out is required: the directory for the report and the run directories")
+    settings = _settings(args.config)
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    skipped = {}
+    if "ai" in policies and settings.api_key() is None:
+        policies.remove("ai")
+        skipped["ai"] = (
+            f"no key in ${settings.llm.api_key_env}: set it (and llm.base_url) to bench the LLM"
+        )
+    try:
+        plan = BenchPlan(
+            tasks=resolve_tasks(args.tasks),
+            policies=policies,
+            seeds=args.seeds,
+            trials=args.trials,
+            workers=args.workers,
+            oracle=not args.no_oracle,
+            steps=args.steps,
+            settings=settings,
+        )
+    except EvalError as exc:
+        raise CliError(str(exc)) from None
+    from evals.bench import plan_jobs
+
+    out = Path(args.out)
+    with Progress(len(plan_jobs(plan)), "bench") as progress:
+        report = run_bench(plan, out, on_done=lambda job, _: progress.advance(job.label))
+    report = report.model_copy(update={"skipped": skipped})
+    (out / "bench.json").write_text(report.model_dump_json(indent=1))
+    path = write_bench_report(report, out)
+    if args.log:
+        append_result(Path(args.log), report, command=["autopilot", *sys.argv[1:]])
+    print(bench_table(report))
+    for policy, why in skipped.items():
+        print(f"skipped {policy}: {why}")
+    print(f"\nreport: {path}  ({report.wall_s:.0f} s)")
+    return 0
+
+
+def _settings(config: str | None) -> Settings:
+    from autopilot.config import load_settings
+    from autopilot.errors import ConfigError
+
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _runs(paths: list[str]) -> list[RecordedRun]:
+    """Recorded runs: each path a run, or a directory whose subdirectories are runs."""
+    from evals.errors import RunFormatError
+    from evals.runs import load_run
+    from kernel.metrics import METRICS_FILE
+
+    runs = []
+    for name in paths:
+        path = Path(name)
+        if not path.is_dir():
+            raise CliError(f"{path} is not a directory; pass recorded run directories")
+        children = sorted(p.parent for p in path.glob(f"*/{METRICS_FILE}"))
+        targets = [path] if (path / METRICS_FILE).exists() or not children else children
+        try:
+            runs += [load_run(t) for t in targets]
+        except RunFormatError as exc:
+            raise CliError(str(exc)) from None
+    return runs
+
+
+def _key_curve(run: RecordedRun, key_metric: str | None) -> tuple[list[int], list[float | None]]:
+    import math
+
+    from evals.runs import infer_key_metric
+
+    key = key_metric or infer_key_metric(run.metric_names())[0]
+    steps, values = [], []
+    for record in run.records():
+        if key in record.metrics:
+            value = record.metrics[key]
+            steps.append(record.step)
+            values.append(value if math.isfinite(value) else None)
+    return steps, values
+
+
+def _print_replay(report: ReplayReport, path: Path) -> None:
+    from evals.report import replay_table
+
+    print(replay_table(report))
+    rate = report.false_alarms_per_1k_healthy_steps
+    print(f"\nfalse alarms per 1,000 healthy steps: {'-' if rate is None else f'{rate:.2f}'}")
+    if report.policy == "ai":
+        print(f"tokens per run: {report.tokens_per_run:.0f}, USD per run: {report.usd_per_run:.4f}")
+    print(f"report: {path}  ({report.wall_s:.1f} s)")

@@ -1,0 +1,176 @@
+"""The results log: one JSON line of headline figures per harness run, stamped with the commit.
+
+Reports are rewritten on every run; the log keeps every run's figures side by side, so a
+change to a detector or a prompt can be compared with the runs before it. A line holds the
+time, the command, the git commit and whether the tree had uncommitted changes (a figure
+from a dirty tree cannot be reproduced from the commit alone), and the headline figures of
+the report: no curves, no per-run detail. Lines are appended with ``kernel.jsonl``, whole
+and under a lock, so concurrent harness runs can share one log.
+
+Example:
+    >>> entry = append_result(Path("evals/results.jsonl"), report,  # doctest: +SKIP
+    ...                       command=sys.argv)
+    >>> read_results(Path("evals/results.jsonl"))[-1]["kind"]  # doctest: +SKIP
+    'replay'
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from evals.results import BenchReport, ReplayReport
+from kernel.jsonl import append_json
+
+logger = logging.getLogger(__name__)
+
+GIT_TIMEOUT_S = 10.0
+
+
+def git_commit(cwd: Path | None = None) -> str | None:
+    """The commit checked out in the repository holding ``cwd`` (the current directory when
+    ``None``); ``None`` outside a repository or without git."""
+    out = _git(["rev-parse", "HEAD"], cwd)
+    if out is None:
+        return None
+    return out.strip() or None
+
+
+def git_dirty(cwd: Path | None = None) -> bool | None:
+    """Whether the working tree has uncommitted changes; ``None`` when git cannot tell."""
+    out = _git(["status", "--porcelain"], cwd)
+    return bool(out.strip()) if out is not None else None
+
+
+def append_result(
+    log: Path, report: ReplayReport | BenchReport, *, command: list[str]
+) -> dict[str, Any]:
+    """Append the headline figures of ``report`` to ``log`` as one JSON line; return it.
+
+    Args:
+        log: the JSON-lines file; it and its parent directories are created as needed.
+        report: a replay or bench report.
+        command: the command line that produced it (``sys.argv``).
+    """
+    figures = (
+        _replay_figures(report) if isinstance(report, ReplayReport) else _bench_figures(report)
+    )
+    entry: dict[str, Any] = {
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
+        "kind": report.kind,
+        "git_commit": git_commit(),
+        "git_dirty": git_dirty(),
+        "command": list(command),
+        **figures,
+    }
+    entry = _finite(entry)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    append_json(log, entry)
+    return entry
+
+
+def read_results(log: Path) -> list[dict[str, Any]]:
+    """Every entry of ``log``, oldest first; an empty list when it does not exist. A torn or
+    foreign line is skipped with a warning."""
+    try:
+        text = log.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    entries = []
+    for line in text.split("\n"):  # not splitlines: U+2028 is text inside a JSON string
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            entry = None
+        if isinstance(entry, dict):
+            entries.append(entry)
+        else:
+            logger.warning("skipping an unreadable line in %s: %.80s", log, line)
+    return entries
+
+
+def _replay_figures(report: ReplayReport) -> dict[str, Any]:
+    return {
+        "policy": report.policy,
+        "model": report.model,
+        "prompt_version": report.prompt_version,
+        "tolerance_steps": report.tolerance_steps,
+        "runs": len(report.runs),
+        "scores": {
+            s.kind: {
+                "events": s.events,
+                "detected": s.detected,
+                "precision": s.precision,
+                "recall": s.recall,
+                "f1": s.f1,
+                "latency_median": s.latency_median,
+                "latency_max": s.latency_max,
+            }
+            for s in report.scores
+        },
+        "false_alarms_per_1k_healthy_steps": report.false_alarms_per_1k_healthy_steps,
+        "tokens_per_run": report.tokens_per_run,
+        "usd_per_run": report.usd_per_run,
+        "wall_s": report.wall_s,
+    }
+
+
+def _bench_figures(report: BenchReport) -> dict[str, Any]:
+    return {
+        "seeds": report.seeds,
+        "policies": report.policies,
+        "skipped": report.skipped,
+        "key_metric": report.key_metric,
+        "key_mode": report.key_mode,
+        "cells": [
+            {
+                "task": c.task,
+                "policy": c.policy,
+                "median": c.median,
+                "lo": c.lo,
+                "hi": c.hi,
+                "gap_closed": c.gap_closed,
+                "interventions": c.interventions,
+                "usd": c.usd,
+                "wall_s": c.wall_s,
+            }
+            for c in report.cells
+        ],
+        "oracles": [
+            {"setup": o.setup, "params": o.params, "final": o.final} for o in report.oracles
+        ],
+        "workers": report.workers,
+        "wall_s": report.wall_s,
+    }
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by ``None`` (strict JSON has no NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _git(args: list[str], cwd: Path | None) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=GIT_TIMEOUT_S
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        logger.debug("git %s failed: %s", " ".join(args), exc)
+        return None
+    if done.returncode != 0:
+        logger.debug("git %s: %s", " ".join(args), done.stderr.strip())
+        return None
+    return done.stdout

@@ -1,0 +1,275 @@
+"""Reports rendered from hand-built results, the results log, and the progress bar."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from evals.progress import Progress, format_duration
+from evals.report import bench_table, replay_table, write_bench_report, write_replay_report
+from evals.results import (
+    Alarm,
+    BenchCell,
+    BenchReport,
+    BenchRun,
+    Intervention,
+    KindScore,
+    OracleResult,
+    ReplayReport,
+    ReplayRun,
+)
+from evals.results_log import append_result, git_commit, read_results
+
+ROOT = Path(__file__).resolve().parents[2]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _replay_run(name: str, events: list, tokens: int = 0, usd: float = 0.0) -> ReplayRun:
+    return ReplayRun(run=name, path=f"evals/corpus/{name}", steps=100, last_step=2000,
+                     events=events, alarms=0, ticks=40, tokens_in=tokens, tokens_out=tokens // 4,
+                     cost_usd=usd, llm_calls=40 if tokens else 0, wall_s=1.5)  # fmt: skip
+
+
+def _score(kind: str, events: int, detected: int, latency: int | None, after: int = 0) -> KindScore:
+    rate = (detected / events) if events else None
+    return KindScore(kind=kind, events=events, detected=detected, late=events - detected,
+                     false_alarms=0, after_other_event=after, precision=rate, recall=rate,
+                     f1=rate, latency_median=latency, latency_max=latency)  # fmt: skip
+
+
+def _alarm(run: str, step: int, kind: str) -> Alarm:
+    return Alarm(run=run, step=step, kind=kind, metric="val/loss", message=f"{kind} seen")
+
+
+@pytest.fixture
+def replay_report() -> ReplayReport:
+    runs = [
+        _replay_run("digits_plateau", [("plateau", 400)], tokens=1000, usd=0.01),
+        _replay_run("digits_divergence", [("divergence", 400)], tokens=1360, usd=0.0123),
+        _replay_run("digits_healthy", [], tokens=800, usd=0.008),
+    ]
+    scores = [
+        _score("plateau", 1, 1, 120, after=1),
+        _score("divergence", 1, 1, 10),
+        _score("overfitting", 0, 0, None),
+    ]
+    return ReplayReport(policy="ai", tolerance_steps=300, prompt_version="analyst-v3",
+                        model="gpt-4o-mini", runs=runs, scores=scores, healthy_steps=2000,
+                        healthy_alarms=1, false_alarms_per_1k_healthy_steps=0.5,
+                        tokens_per_run=1240.0, usd_per_run=0.0101, wall_s=62.0,
+                        git_commit="abc123", created=1_700_000_000.0)  # fmt: skip
+
+
+ALARMS = [
+    _alarm("digits_plateau", 520, "plateau"),
+    _alarm("digits_divergence", 600, "plateau"),
+    _alarm("digits_divergence", 410, "divergence"),
+    _alarm("digits_healthy", 300, "oscillation"),
+]
+CURVES = {
+    "digits_plateau": ([0, 500, 1000, 2000], [2.3, 0.9, 0.88, 0.88]),
+    "digits_divergence": ([0, 200, 400, 600], [2.3, 1.0, 40.0, None]),
+}
+
+
+def test_replay_markdown_has_the_kind_and_run_tables(
+    replay_report: ReplayReport, tmp_path: Path
+) -> None:
+    md = write_replay_report(replay_report, ALARMS, tmp_path / "replay", CURVES)
+    text = md.read_text()
+    assert md == tmp_path / "replay" / "report.md"
+    assert "| plateau | 1 | 1 | 0 | 0 | 1 | 1.000 | 1.000 | 1.000 | 120 | 120 |" in text
+    assert "| overfitting | 0 | 0 | 0 | 0 | 0 | - | - | - | - | - |" in text
+    alarms = "divergence@410, plateau@600"
+    assert f"| digits_divergence | divergence@400 | {alarms} | 1,700 | 0.0123 |" in text
+    assert "| digits_healthy | healthy | oscillation@300 | 1,000 | 0.008 |" in text
+    assert "0.5 per 1,000 steps (alarms of every kind: 1, over 2,000 steps)" in text
+    assert "tokens per run: 1,240" in text and "gpt-4o-mini" in text and "analyst-v3" in text
+    assert "wall time: 1m02s" in text and "abc123" in text
+    assert replay_table(replay_report) in text
+
+
+def test_replay_markdown_of_the_rules_policy_has_no_llm_section(
+    replay_report: ReplayReport, tmp_path: Path
+) -> None:
+    rules = replay_report.model_copy(update={"policy": "rules", "model": None})
+    text = write_replay_report(rules, [], tmp_path).read_text()
+    assert "## LLM" not in text
+    assert "| digits_plateau | plateau@400 | - |" in text
+
+
+def test_replay_plot_is_a_png(replay_report: ReplayReport, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    write_replay_report(replay_report, ALARMS, tmp_path, CURVES)
+    _assert_png(tmp_path / "detections.png")
+
+
+@pytest.fixture
+def bench_report() -> BenchReport:
+    curve = ([0, 100, 200, 300], [2.3, 1.1, 0.6, 0.45])
+    blown = ([0, 100, 200, 300], [2.3, 9.0, 80.0, None])
+    lr_cut = [Intervention(step=150, knob="lr", before=0.5, after=0.05, source="rules")]
+    runs = [
+        BenchRun(task="digits/lr_high", policy="none", seed=0, final=0.9, wall_s=3.0,
+                 curve=curve),
+        BenchRun(task="digits/lr_high", policy="none", seed=1, final=None, diverged=True,
+                 wall_s=3.0, curve=blown),
+        BenchRun(task="digits/lr_high", policy="rules", seed=1, final=0.3246, wall_s=3.1,
+                 interventions=lr_cut, curve=curve),
+        BenchRun(task="digits/lr_high", policy="rules", seed=0, final=0.3, wall_s=3.2,
+                 interventions=lr_cut, curve=blown),
+        BenchRun(task="digits/healthy", policy="none", seed=0, final=0.25, wall_s=3.0,
+                 curve=curve),
+    ]  # fmt: skip
+    cells = [
+        BenchCell(task="digits/lr_high", policy="none", seeds=2, median=None, lo=0.9, hi=None,
+                  gap_closed=0.0, interventions=0.0, wall_s=6.0, runs_used=2),
+        BenchCell(task="digits/lr_high", policy="rules", seeds=2, median=0.3123, lo=0.3,
+                  hi=0.3246, gap_closed=0.85, interventions=1.0, wall_s=6.3, runs_used=2),
+        BenchCell(task="digits/healthy", policy="none", seeds=1, median=0.25, lo=0.25, hi=0.25,
+                  gap_closed=None, interventions=0.0, wall_s=3.0, runs_used=1),
+        BenchCell(task="digits/lr_high", policy="oracle", seeds=2, median=0.2345, lo=None,
+                  hi=None, gap_closed=1.0, interventions=0, wall_s=54.0, runs_used=18),
+    ]  # fmt: skip
+    oracle = OracleResult(setup="digits", params={"lr": 0.01, "weight_decay": 1e-4},
+                          final=0.2345, grid_points=9, runs_used=18, wall_s=54.0)  # fmt: skip
+    return BenchReport(tasks=["digits/lr_high", "digits/healthy"], policies=["none", "rules"],
+                       skipped={"ai": "no provider configured"}, seeds=2, key_metric="val/loss",
+                       key_mode="min", runs=runs, oracles=[oracle], cells=cells, wall_s=125.0,
+                       workers=4, git_commit="abc123", created=1_700_000_000.0)  # fmt: skip
+
+
+def test_bench_markdown_has_the_main_and_oracle_tables(
+    bench_report: BenchReport, tmp_path: Path
+) -> None:
+    text = write_bench_report(bench_report, tmp_path).read_text()
+    assert "| digits/lr_high | none | inf (0.9-inf) | 0% | 0 | 0 | 0 | 6.0 | 2 |" in text
+    assert "| digits/lr_high | rules | 0.3123 (0.3-0.3246) | 85% | 1 | 0 | 0 | 6.3 | 2 |" in text
+    assert "| digits/healthy | none | 0.25 | - | 0 | 0 | 0 | 3.0 | 1 |" in text
+    assert "| digits/lr_high | oracle | 0.2345 | 100% | 0 | 0 | 0 | 54.0 | 18 |" in text
+    assert "| digits | lr=0.01, weight_decay=0.0001 | 0.2345 | 9 | 18 | 54.0 |" in text
+    assert "skipped policies: ai (no provider configured)" in text
+    assert "val/loss (lower is better)" in text and "wall time: 2m05s" in text
+    assert "(none - policy) / (none - oracle)" in text
+    assert bench_table(bench_report) in text
+    assert "![digits/lr_high](curves_digits_lr_high.png)" in text
+
+
+def test_bench_plots_one_png_per_task(bench_report: BenchReport, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    write_bench_report(bench_report, tmp_path)
+    _assert_png(tmp_path / "curves_digits_lr_high.png")
+    _assert_png(tmp_path / "curves_digits_healthy.png")
+
+
+def _assert_png(path: Path) -> None:
+    data = path.read_bytes()
+    assert data.startswith(PNG_MAGIC) and len(data) > 5000
+
+
+# --- results log -------------------------------------------------------------------------------
+
+
+def _head(cwd: Path) -> str | None:
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def test_append_result_writes_a_line_with_this_repos_commit(
+    replay_report: ReplayReport, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    log = tmp_path / "logs" / "results.jsonl"
+    entry = append_result(log, replay_report, command=["autopilot", "eval", "replay"])
+    [line] = log.read_text().splitlines()
+    assert json.loads(line) == entry
+    assert entry["git_commit"] == _head(ROOT) and git_commit() == _head(ROOT)
+    assert entry["kind"] == "replay" and entry["command"] == ["autopilot", "eval", "replay"]
+    assert entry["scores"]["plateau"]["latency_median"] == 120
+    assert entry["scores"]["overfitting"]["precision"] is None
+    assert entry["false_alarms_per_1k_healthy_steps"] == 0.5 and entry["runs"] == 3
+
+
+def test_two_appends_outside_a_repo_give_two_lines_without_a_commit(
+    bench_report: BenchReport, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    log = tmp_path / "results.jsonl"
+    append_result(log, bench_report, command=["autopilot", "eval", "bench"])
+    infinite = bench_report.cells[0].model_copy(update={"hi": float("inf")})
+    append_result(log, bench_report.model_copy(update={"cells": [infinite]}), command=["x"])
+    with log.open("a") as f:
+        f.write('{"torn": ')
+    first, second = read_results(log)
+    assert first["git_commit"] is None and first["git_dirty"] is None
+    assert first["cells"][1] == {"task": "digits/lr_high", "policy": "rules", "median": 0.3123,
+                                 "lo": 0.3, "hi": 0.3246, "gap_closed": 0.85,
+                                 "interventions": 1.0, "usd": 0.0, "wall_s": 6.3}  # fmt: skip
+    assert first["oracles"][0]["final"] == 0.2345 and "curve" not in json.dumps(first)
+    assert second["cells"][0]["hi"] is None
+
+
+def test_read_results_of_a_missing_log_is_empty(tmp_path: Path) -> None:
+    assert read_results(tmp_path / "absent.jsonl") == []
+
+
+# --- progress ----------------------------------------------------------------------------------
+
+
+class _Clock:
+    def __init__(self, step: float = 0.0) -> None:
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def test_a_plain_stream_gets_a_bounded_number_of_lines() -> None:
+    out = io.StringIO()
+    with Progress(1000, "bench", stream=out, clock=_Clock(0.01)) as bar:
+        for i in range(1000):
+            bar.advance(f"run {i}")
+    lines = out.getvalue().splitlines()
+    assert 10 <= len(lines) <= 25
+    assert "1000/1000" in lines[-1] and "100%" in lines[-1] and "\r" not in out.getvalue()
+
+
+def test_a_plain_stream_gets_a_line_every_ten_seconds() -> None:
+    out = io.StringIO()
+    bar = Progress(1000, "bench", stream=out, clock=_Clock(11.0))
+    bar.advance()
+    bar.advance("digits/lr_high")
+    assert out.getvalue().splitlines()[-1].endswith("eta 3h02m  digits/lr_high")
+    bar.close()
+    assert len(out.getvalue().splitlines()) == 2
+
+
+def test_a_terminal_gets_one_redrawn_line() -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    out = Tty()
+    with Progress(3, "replay", stream=out, clock=_Clock(1.0)) as bar:
+        for _ in range(3):
+            bar.advance()
+    text = out.getvalue()
+    assert text.count("\n") == 1 and text.startswith("\r") and "3/3" in text.split("\r")[-1]
+
+
+def test_a_closed_stream_never_raises() -> None:
+    out = io.StringIO()
+    out.close()
+    with Progress(2, "bench", stream=out) as bar:
+        bar.advance()
+        bar.advance()
+
+
+def test_durations_read_short() -> None:
+    assert [format_duration(s) for s in (5, 62, 7500)] == ["5s", "1m02s", "2h05m"]
