@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -36,8 +35,9 @@ from evals.corpus_checks import (
     smoothed_argmin,
 )
 from evals.runs import LabelEvent, Labels
+from evals.tasks.datasets import TabularDataset, load_split
+from evals.tasks.models import mlp
 
-Task = Literal["digits", "breast_cancer", "diabetes", "synthetic"]
 Kind = Literal["plateau", "divergence", "overfitting"]
 MAX_CORPUS_BYTES = 5 * 1024 * 1024
 
@@ -47,7 +47,7 @@ class RunSpec:
     """One corpus run: task, optimiser and the pathology to inject (if any)."""
 
     name: str
-    task: Task
+    task: TabularDataset
     label: Kind | Literal["healthy"]
     steps: int = 1000
     optimizer: Literal["adam", "sgd"] = "adam"
@@ -95,77 +95,6 @@ SPECS = [
 ]  # fmt: skip
 
 
-# --- label checks: each returns a verdict on one curve, never raises -------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class Split:
-    """A task's tensors; ``y`` are class indices, or standardised targets for regression."""
-
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_val: torch.Tensor
-    y_val: torch.Tensor
-    n_out: int  # classes; 1 for regression
-
-    @property
-    def regression(self) -> bool:
-        return self.n_out == 1
-
-
-def load_split(task: Task, seed: int, n_train: int | None) -> Split:
-    """The task's data, standardised on the train part, split by ``seed``."""
-    from sklearn import datasets
-
-    if task == "digits":
-        x, y = datasets.load_digits(return_X_y=True)
-    elif task == "breast_cancer":
-        x, y = datasets.load_breast_cancer(return_X_y=True)
-    elif task == "diabetes":
-        x, y = datasets.load_diabetes(return_X_y=True)
-    else:
-        x, y = datasets.make_classification(
-            n_samples=2000, n_features=20, n_informative=8, n_classes=4, random_state=seed
-        )
-    regression = task == "diabetes"
-    perm = np.random.default_rng(seed).permutation(len(x))
-    n_val = len(x) // 4
-    val, train = perm[:n_val], perm[n_val:][:n_train]
-    # digits are pixels: a tiny split leaves some constant, so they are scaled, not standardised
-    x = x / 16.0 if task == "digits" else (x - x[train].mean(0)) / x[train].std(0)
-    if regression:
-        y = (y - y[train].mean()) / y[train].std()
-    y_t = torch.tensor(y, dtype=torch.float32 if regression else torch.long)
-    x_t = torch.tensor(x, dtype=torch.float32)
-    n_out = 1 if regression else int(y.max()) + 1
-    return Split(x_train=x_t[train], y_train=y_t[train], x_val=x_t[val], y_val=y_t[val],
-                 n_out=n_out)  # fmt: skip
-
-
-def _loss(split: Split, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    if split.regression:
-        return nn.functional.mse_loss(out.squeeze(1), y)
-    return nn.functional.cross_entropy(out, y)
-
-
-@torch.no_grad()
-def _evaluate(model: nn.Module, split: Split) -> dict[str, float]:
-    out = model(split.x_val)
-    metrics = {"val/loss": _loss(split, out, split.y_val).item()}
-    if not split.regression:
-        metrics["val/acc"] = (out.argmax(dim=1) == split.y_val).float().mean().item()
-    return metrics
-
-
-def _model(spec: RunSpec, split: Split) -> nn.Module:
-    layers: list[nn.Module] = []
-    width = split.x_train.shape[1]
-    for _ in range(spec.depth):
-        layers += [nn.Linear(width, spec.hidden), nn.ReLU()]
-        width = spec.hidden
-    return nn.Sequential(*layers, nn.Linear(width, split.n_out))
-
-
 def _optimizer(spec: RunSpec, model: nn.Module) -> torch.optim.Optimizer:
     if spec.optimizer == "sgd":
         return torch.optim.SGD(
@@ -180,7 +109,7 @@ def train(spec: RunSpec, run_dir: Path) -> None:
 
     torch.manual_seed(spec.seed)
     split = load_split(spec.task, spec.seed, spec.n_train)
-    model = _model(spec, split)
+    model = mlp(split.x_train.shape[1], spec.hidden, spec.depth, split.n_out)
     optimizer = _optimizer(spec, model)
     batch = min(64, len(split.x_train))
     gen = torch.Generator().manual_seed(spec.seed)
@@ -192,14 +121,14 @@ def train(spec: RunSpec, run_dir: Path) -> None:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             idx = torch.randint(len(split.x_train), (batch,), generator=gen)
-            loss = _loss(split, model(split.x_train[idx]), split.y_train[idx])
+            loss = split.loss(model(split.x_train[idx]), split.y_train[idx])
             optimizer.zero_grad()
             loss.backward()
             k.clip_grad_norm_(model.parameters())
             optimizer.step()
             metrics: dict[str, float | torch.Tensor] = {"train/loss": loss.detach(), "lr": lr}
             if step % spec.eval_every == 0:
-                metrics.update(_evaluate(model, split))
+                metrics.update(split.evaluate(model))
             k.log(step, metrics)
             k.step(step)
 

@@ -1,0 +1,143 @@
+"""From bench runs to the table: medians over seeds, spreads, the oracle and the gap closed.
+
+``gap_closed = (none - policy) / (none - oracle)`` on the medians of the final key metric
+(signs flipped for a maximised metric): 1 means the policy reached the best static
+configuration, 0 that it did no better than leaving the run alone, below 0 that it hurt.
+It is ``None`` when the starting configuration is already within noise of the oracle (the
+spread of its own seeds), where only "did it leave the run alone?" is meaningful.
+
+A diverged seed counts as the worst possible value in medians, and a median that is not
+finite leaves the gap undefined.
+
+Example:
+    >>> gap_closed(none=1.0, policy=0.5, oracle=0.0, noise=0.05, mode="min")
+    0.5
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from itertools import product
+from typing import Literal
+
+from evals.results import BenchCell, BenchRun, OracleResult
+
+Mode = Literal["min", "max"]
+
+
+def oracle_of(setup: str, runs: list[BenchRun], mode: Mode, wall_s: float) -> OracleResult:
+    """The grid point with the best median final over seeds."""
+    by_point: dict[tuple[tuple[str, float], ...], list[BenchRun]] = defaultdict(list)
+    for run in runs:
+        by_point[tuple(sorted(run.params.items()))].append(run)
+    medians = {point: _median(group, mode) for point, group in by_point.items()}
+    best = (min if mode == "min" else max)(medians, key=lambda p: medians[p])
+    return OracleResult(
+        setup=setup,
+        params=dict(best),
+        final=_finite(medians[best]),
+        grid_points=len(by_point),
+        runs_used=len(runs),
+        wall_s=wall_s,
+    )
+
+
+def cells_for(
+    tasks: list[str],
+    policies: list[str],
+    runs: list[BenchRun],
+    oracle_by_task: dict[str, OracleResult],
+    mode: Mode,
+) -> list[BenchCell]:
+    """One cell per (task, policy) that has runs, plus the task's oracle row."""
+    grouped: dict[tuple[str, str], list[BenchRun]] = defaultdict(list)
+    for run in runs:
+        grouped[(run.task, run.policy)].append(run)
+    cells = []
+    for task, policy in product(tasks, policies):
+        group = grouped.get((task, policy))
+        if not group:
+            continue
+        none = grouped.get((task, "none"))
+        oracle = oracle_by_task.get(task)
+        gap = None
+        if none and oracle is not None and oracle.final is not None:
+            gap = gap_closed(
+                none=_median(none, mode),
+                policy=_median(group, mode),
+                oracle=oracle.final,
+                noise=_spread(none, mode),
+                mode=mode,
+            )
+        cells.append(_cell(task, policy, group, gap, mode))
+    for task in tasks:
+        oracle = oracle_by_task.get(task)
+        if oracle is not None:
+            cells.append(
+                BenchCell(
+                    task=task,
+                    policy="oracle",
+                    seeds=oracle.runs_used // max(oracle.grid_points, 1),
+                    median=oracle.final,
+                    lo=None,
+                    hi=None,
+                    gap_closed=1.0,
+                    interventions=0,
+                    wall_s=oracle.wall_s,
+                    runs_used=oracle.runs_used,
+                )
+            )
+    return cells
+
+
+def gap_closed(
+    *, none: float, policy: float, oracle: float, noise: float, mode: Mode
+) -> float | None:
+    """See the module docstring."""
+    sign = 1.0 if mode == "min" else -1.0
+    gap = sign * (none - oracle)
+    if not (math.isfinite(none) and math.isfinite(policy) and math.isfinite(oracle)):
+        return None
+    if gap <= max(noise, 1e-12):
+        return None
+    return sign * (none - policy) / gap
+
+
+def _cell(task: str, policy: str, runs: list[BenchRun], gap: float | None, mode: Mode) -> BenchCell:
+    finals = [_value(r, mode) for r in runs]
+    return BenchCell(
+        task=task,
+        policy=policy,  # type: ignore[arg-type]
+        seeds=len(runs),
+        diverged=sum(1 for r in runs if r.final is None),
+        median=_finite(statistics.median(finals)),
+        lo=_finite(min(finals)),
+        hi=_finite(max(finals)),
+        gap_closed=gap,
+        interventions=float(statistics.median(len(r.interventions) for r in runs)),
+        tokens=float(sum(r.tokens_in + r.tokens_out for r in runs)) / len(runs),
+        usd=sum(r.cost_usd for r in runs) / len(runs),
+        wall_s=sum(r.wall_s for r in runs),
+        runs_used=sum(r.runs_used for r in runs),
+    )
+
+
+def _value(run: BenchRun, mode: Mode) -> float:
+    if run.final is None:
+        return math.inf if mode == "min" else -math.inf
+    return run.final
+
+
+def _median(runs: list[BenchRun], mode: Mode) -> float:
+    return float(statistics.median(_value(r, mode) for r in runs))
+
+
+def _spread(runs: list[BenchRun], mode: Mode) -> float:
+    values = [_value(r, mode) for r in runs]
+    return max(values) - min(values) if all(map(math.isfinite, values)) else math.inf
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None

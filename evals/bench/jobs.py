@@ -1,0 +1,238 @@
+"""The units of work of the closed-loop bench; each is real training, in a worker process.
+
+- ``policy_run``: one task under ``none`` (its static configuration), ``rules`` or ``ai`` (the
+  autopilot in ``auto`` / ``ai_auto`` mode, ticking in lock-step with the training loop, so a
+  result does not depend on how fast the machine is).
+- ``tune_run``: a plain Optuna TPE search over the task's bounded knobs across repeated runs
+  (its starting configuration is the first trial); the best trial is the result.
+- ``grid_run``: one point of the oracle's grid sweep.
+
+A job returns plain pydantic results and never raises for a training that went wrong: a
+diverged run is a result (``final=None, diverged=True``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from autopilot.config import Settings
+from evals.results import BenchPolicy, BenchRun, Intervention
+from evals.tasks import TASKS, TaskConfig, TrainOutcome, train_task
+
+logger = logging.getLogger(__name__)
+
+AUTOPILOT_MODES: dict[str, str] = {"rules": "auto", "ai": "ai_auto"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Job:
+    """One unit of work: what to train and where its run directories go."""
+
+    kind: str  # "policy", "tune" or "grid"
+    task: str
+    seed: int
+    policy: BenchPolicy = "none"
+    params: tuple[tuple[str, float], ...] = ()
+    """``grid``: the grid point."""
+    trials: int = 0
+    """``tune``: how many training runs the search may use."""
+    steps: int | None = None
+    """Shorter runs than the task's (tests)."""
+
+    @property
+    def label(self) -> str:
+        what = self.policy if self.kind == "policy" else self.kind
+        return f"{self.task} {what} seed {self.seed}"
+
+
+def worker_init() -> None:
+    """Each worker trains on one thread: two workers on two cores, no oversubscription."""
+    import torch
+
+    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.WARNING)
+
+
+def execute(job: Job, out: Path, settings: Settings) -> BenchRun:
+    """Run ``job``; policy runs keep their run directory under ``out`` for inspection."""
+    task = TASKS[job.task]
+    if job.kind == "policy":
+        run_dir = out / "runs" / job.task.replace("/", "_") / f"{job.policy}-s{job.seed}" / "run"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir.mkdir(parents=True)
+        return policy_run(task, job.policy, job.seed, run_dir, settings, steps=job.steps)
+    if job.kind == "tune":
+        return tune_run(task, job.seed, trials=job.trials, steps=job.steps)
+    return grid_run(task, dict(job.params), job.seed, steps=job.steps)
+
+
+def policy_run(
+    task: TaskConfig,
+    policy: BenchPolicy,
+    seed: int,
+    run_dir: Path,
+    settings: Settings,
+    *,
+    steps: int | None = None,
+) -> BenchRun:
+    """Train ``task`` from its starting configuration, under the autopilot unless ``none``."""
+    started = time.monotonic()
+    if policy == "none":
+        outcome = train_task(task, seed, run_dir, steps=steps)
+        return _result(task, policy, seed, outcome, started, params=task.start)
+    from autopilot.watch import Autopilot
+
+    pilot = Autopilot(run_dir, mode=AUTOPILOT_MODES[policy], settings=settings)
+    ticker = _Ticker(pilot)
+    try:
+        outcome = train_task(
+            task,
+            seed,
+            run_dir,
+            steps=steps,
+            on_tick=ticker,
+            tick_every=settings.cadence.tick_every_steps,
+        )
+    finally:
+        pilot.close()
+    tokens_in, tokens_out, cost = _spend(run_dir)
+    return _result(
+        task,
+        policy,
+        seed,
+        outcome,
+        started,
+        params=task.start,
+        interventions=_interventions(run_dir),
+        tokens=(tokens_in, tokens_out, cost),
+    )
+
+
+class _Ticker:
+    """Ticks the autopilot from the training loop; a failing tick is logged, never raised
+    (as in ``Autopilot.run``: the autopilot must not take the training down)."""
+
+    def __init__(self, pilot: Any) -> None:
+        self.pilot = pilot
+        self.failures = 0
+
+    def __call__(self, step: int) -> None:
+        try:
+            self.pilot.tick()
+        except Exception:
+            self.failures += 1
+            logger.exception("autopilot tick at step %d failed; training continues", step)
+
+
+def tune_run(task: TaskConfig, seed: int, *, trials: int, steps: int | None = None) -> BenchRun:
+    """Optuna TPE over the task's search space, ``trials`` full runs; the best trial wins."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    started = time.monotonic()
+    space = task.setup.space
+    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed))
+    study.enqueue_trial({k: min(max(v, space[k][0]), space[k][1]) for k, v in _start(task)})
+    outcomes: dict[int, TrainOutcome] = {}
+    for _ in range(trials):
+        trial = study.ask()
+        params = {k: trial.suggest_float(k, lo, hi, log=True) for k, (lo, hi) in space.items()}
+        with tempfile.TemporaryDirectory(prefix="tune-") as tmp:
+            outcome = train_task(task, seed, Path(tmp), params=params, steps=steps)
+        outcomes[trial.number] = outcome
+        if math.isfinite(outcome.final):
+            study.tell(trial, outcome.final)
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    finite = [t for t in study.trials if t.value is not None]
+    if not finite:
+        worst = outcomes[max(outcomes)]
+        return _result(task, "tune", seed, worst, started, params={}, runs_used=trials)
+    best = min(finite, key=lambda t: float(t.value))  # type: ignore[arg-type]
+    return _result(
+        task, "tune", seed, outcomes[best.number], started, params=best.params, runs_used=trials
+    )
+
+
+def _start(task: TaskConfig) -> list[tuple[str, float]]:
+    return [(k, v) for k, v in task.start.items() if k in task.setup.space]
+
+
+def grid_run(
+    task: TaskConfig, params: dict[str, float], seed: int, *, steps: int | None = None
+) -> BenchRun:
+    """One static configuration of the oracle's sweep."""
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="grid-") as tmp:
+        outcome = train_task(task, seed, Path(tmp), params=params, steps=steps)
+    return _result(task, "none", seed, outcome, started, params={**task.start, **params})
+
+
+def _result(
+    task: TaskConfig,
+    policy: BenchPolicy,
+    seed: int,
+    outcome: TrainOutcome,
+    started: float,
+    *,
+    params: dict[str, float],
+    interventions: list[Intervention] | None = None,
+    tokens: tuple[int, int, float] = (0, 0, 0.0),
+    runs_used: int = 1,
+) -> BenchRun:
+    finite = math.isfinite(outcome.final)
+    return BenchRun(
+        task=task.name,
+        policy=policy,
+        seed=seed,
+        final=outcome.final if finite else None,
+        diverged=not finite,
+        interventions=interventions or [],
+        tokens_in=tokens[0],
+        tokens_out=tokens[1],
+        cost_usd=tokens[2],
+        wall_s=time.monotonic() - started,
+        runs_used=runs_used,
+        params=dict(params),
+        curve=(list(outcome.steps), [v if math.isfinite(v) else None for v in outcome.values]),
+    )
+
+
+def _interventions(run_dir: Path) -> list[Intervention]:
+    """Applied knob changes from the autopilot, from the run's ledger."""
+    from autopilot.policies.rules import AUTOPILOT_SOURCES
+    from kernel import read_ledger
+
+    return [
+        Intervention(
+            step=row.step or 0,
+            knob=row.knob or "",
+            before=_plain(row.before),
+            after=_plain(row.after),
+            source=row.source or "",
+        )
+        for row in read_ledger(run_dir)
+        if row.decision == "applied" and row.knob and row.source in AUTOPILOT_SOURCES
+    ]
+
+
+def _plain(value: Any) -> Any:
+    return value if isinstance(value, float | bool | str | list) or value is None else float(value)
+
+
+def _spend(run_dir: Path) -> tuple[int, int, float]:
+    from autopilot.decisions import DecisionLog
+
+    records = [view.record for view in DecisionLog(run_dir).read()]
+    return (
+        sum(r.tokens_in for r in records),
+        sum(r.tokens_out for r in records),
+        sum(r.cost_usd for r in records),
+    )

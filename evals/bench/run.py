@@ -1,0 +1,162 @@
+"""The closed-loop bench: real training of each task under each policy, seeds, an oracle.
+
+``run_bench`` plans the jobs (policy runs, Optuna searches, the oracle's grid sweep per task
+setup), runs them on ``workers`` processes with a progress bar, and aggregates the results
+into a ``BenchReport``. Everything in it was measured by training; the oracle is the best
+grid point, not a number chosen by hand.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from itertools import product
+from pathlib import Path
+
+from autopilot.config import Settings
+from evals.bench.aggregate import cells_for, oracle_of
+from evals.bench.jobs import Job, execute, worker_init
+from evals.errors import EvalError
+from evals.results import BENCH_POLICIES, BenchReport, BenchRun, OracleResult
+from evals.results_log import git_commit
+from evals.tasks import SETUPS, TASKS, TaskConfig
+
+KEY_METRIC = "val/loss"
+DEFAULT_TRIALS = 6
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchPlan:
+    """What to run. ``steps`` shortens every run (tests); ``None`` keeps each task's."""
+
+    tasks: list[str]
+    policies: list[str]
+    seeds: int = 3
+    trials: int = DEFAULT_TRIALS
+    workers: int = 2
+    oracle: bool = True
+    steps: int | None = None
+    settings: Settings = field(default_factory=Settings)
+
+    def __post_init__(self) -> None:
+        unknown = [t for t in self.tasks if t not in TASKS]
+        if unknown:
+            raise EvalError(
+                f"unknown task {unknown[0]!r}; known tasks: {', '.join(TASKS)} "
+                "(or a setup name such as digits for all of its tasks, or all)"
+            )
+        bad = [p for p in self.policies if p not in BENCH_POLICIES]
+        if bad:
+            raise EvalError(f"unknown policy {bad[0]!r}; choose from {', '.join(BENCH_POLICIES)}")
+        if self.seeds < 1 or self.trials < 1 or self.workers < 1:
+            raise EvalError("--seeds, --trials and --workers must be at least 1")
+
+
+def resolve_tasks(spec: str) -> list[str]:
+    """``all``, or a comma-separated list of task names and setup names (all its tasks)."""
+    names: list[str] = []
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        if part == "all":
+            names += list(TASKS)
+        elif part in SETUPS:
+            names += [name for name, task in TASKS.items() if task.setup.name == part]
+        else:
+            names.append(part)
+    return list(dict.fromkeys(names))
+
+
+def plan_jobs(plan: BenchPlan) -> list[Job]:
+    """Every job of ``plan``: the slow ones (searches) first, so the pool ends evenly."""
+    jobs: list[Job] = []
+    for task, seed in product(plan.tasks, range(plan.seeds)):
+        if "tune" in plan.policies:
+            jobs.append(
+                Job(kind="tune", task=task, seed=seed, trials=plan.trials, steps=plan.steps)
+            )
+    for task, policy, seed in product(plan.tasks, plan.policies, range(plan.seeds)):
+        if policy != "tune":
+            jobs.append(Job(kind="policy", task=task, policy=policy, seed=seed, steps=plan.steps))  # type: ignore[arg-type]
+    if plan.oracle:
+        for base in _setups(plan.tasks).values():
+            for point, seed in product(_grid(base), range(plan.seeds)):
+                jobs.append(
+                    Job(kind="grid", task=base.name, seed=seed, params=point, steps=plan.steps)
+                )
+    return jobs
+
+
+def run_bench(
+    plan: BenchPlan, out: Path, *, on_done: Callable[[Job, BenchRun], None] | None = None
+) -> BenchReport:
+    """Run ``plan``; the report aggregates every run (policy run directories stay in
+    ``out/runs`` for inspection)."""
+    started = time.monotonic()
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = plan_jobs(plan)
+    done: list[tuple[Job, BenchRun]] = []
+    for job, result in _execute_all(jobs, out, plan):
+        done.append((job, result))
+        if on_done is not None:
+            on_done(job, result)
+    runs = [r for j, r in done if j.kind != "grid"]
+    oracle_by_task = _oracles(plan.tasks, [(j, r) for j, r in done if j.kind == "grid"])
+    mode = "min"
+    cells = cells_for(plan.tasks, plan.policies, runs, oracle_by_task, mode)
+    return BenchReport(
+        tasks=plan.tasks,
+        policies=plan.policies,
+        seeds=plan.seeds,
+        key_metric=KEY_METRIC,
+        key_mode=mode,
+        setups={t: TASKS[t].setup.name for t in plan.tasks},
+        descriptions={t: TASKS[t].description for t in plan.tasks},
+        runs=sorted(runs, key=lambda r: (plan.tasks.index(r.task), r.policy, r.seed)),
+        oracles=list({o.setup: o for o in oracle_by_task.values()}.values()),
+        cells=cells,
+        wall_s=time.monotonic() - started,
+        workers=plan.workers,
+        git_commit=git_commit(),
+        created=time.time(),
+    )
+
+
+def _execute_all(jobs: list[Job], out: Path, plan: BenchPlan) -> Iterator[tuple[Job, BenchRun]]:
+    if plan.workers == 1:
+        worker_init()
+        for job in jobs:
+            yield job, execute(job, out, plan.settings)
+        return
+    context = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(plan.workers, mp_context=context, initializer=worker_init) as pool:
+        futures = {pool.submit(execute, job, out, plan.settings): job for job in jobs}
+        for future in cf.as_completed(futures):
+            yield futures[future], future.result()
+
+
+def _setups(tasks: list[str]) -> dict[str, TaskConfig]:
+    """One task per setup among ``tasks``: the one the oracle's grid points train from."""
+    chosen: dict[str, TaskConfig] = {}
+    for name in tasks:
+        task = TASKS[name]
+        chosen.setdefault(task.setup.name, task)
+    return chosen
+
+
+def _grid(task: TaskConfig) -> list[tuple[tuple[str, float], ...]]:
+    grid = task.setup.grid
+    keys = sorted(grid)
+    return [tuple(zip(keys, values, strict=True)) for values in product(*(grid[k] for k in keys))]
+
+
+def _oracles(tasks: list[str], grid_runs: list[tuple[Job, BenchRun]]) -> dict[str, OracleResult]:
+    by_setup: dict[str, list[BenchRun]] = {}
+    for job, run in grid_runs:
+        by_setup.setdefault(TASKS[job.task].setup.name, []).append(run)
+    oracles = {
+        setup: oracle_of(setup, runs, "min", sum(r.wall_s for r in runs))
+        for setup, runs in by_setup.items()
+    }
+    return {t: oracles[TASKS[t].setup.name] for t in tasks if TASKS[t].setup.name in oracles}

@@ -1,0 +1,163 @@
+"""The closed-loop bench on one task and one seed, every policy, in short real runs: the
+rules and the LLM agents (the scripted server) act through the kernel's ledger, the Optuna
+search spends its trials, the oracle sweeps its grid, and the report holds together."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from llm_server import Body, answer
+
+from autopilot.cli import main
+from evals.bench import BenchPlan, plan_jobs, resolve_tasks, run_bench
+from evals.bench.aggregate import gap_closed
+from evals.errors import EvalError
+from evals.results import BenchReport
+from evals.tasks import TASKS
+
+TASK = "digits/lr_high"
+STEPS = 200
+ANALYST = {"kind": "divergence", "metric": "train/loss", "summary": "unstable at lr 0.1",
+           "evidence": ["val/loss up"], "confidence": 0.9}  # fmt: skip
+PLAN = {"actions": [{"knob": "lr", "multiplier": 0.1, "reason": "too high"}], "confidence": 0.9,
+        "reasoning": "lower it"}  # fmt: skip
+
+
+def analyst_or_planner(body: Body):
+    schema = body["response_format"]["json_schema"]["name"]
+    return answer(ANALYST if schema == "AnalystOutput" else PLAN)(body)
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory, request) -> BenchReport:
+    """One bench of every policy (ai against the scripted server), shared by the tests."""
+    llm_server = request.getfixturevalue("_llm_server_session")
+    llm_server.reset()
+    llm_server.script(analyst_or_planner)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("AUTOPILOT_TEST_LLM_KEY", "k")
+    from autopilot.config import Settings
+
+    tmp = tmp_path_factory.mktemp("bench")
+    settings = Settings.model_validate({
+        "llm": {"base_url": llm_server.base_url, "model": "test-model",
+                "api_key_env": "AUTOPILOT_TEST_LLM_KEY", "max_retries": 0},
+        "prices": {"test-model": {"input": 1.0, "output": 2.0}},
+        "budget": {"day_ledger": str(tmp / "day.jsonl"), "min_steps_between_calls": 20},
+    })  # fmt: skip
+    plan = BenchPlan(tasks=[TASK], policies=["none", "rules", "ai", "tune"], seeds=1, trials=2,
+                     workers=1, steps=STEPS, settings=settings)  # fmt: skip
+    try:
+        report = run_bench(plan, tmp / "out")
+    finally:
+        mp.undo()
+        llm_server.reset()
+    return report
+
+
+@pytest.fixture(scope="module")
+def bench_out(bench, tmp_path_factory):
+    """Where the bench put its run directories."""
+    return next(tmp_path_factory.getbasetemp().glob("bench*")) / "out"
+
+
+def cell(report: BenchReport, policy: str):
+    return next(c for c in report.cells if c.task == TASK and c.policy == policy)
+
+
+def run_of(report: BenchReport, policy: str):
+    return next(r for r in report.runs if r.policy == policy)
+
+
+def test_every_policy_trains_the_task_to_the_end(bench):
+    assert {r.policy for r in bench.runs} == {"none", "rules", "ai", "tune"}
+    for run in bench.runs:
+        steps, values = run.curve
+        assert steps[-1] == STEPS and len(steps) == len(values)
+        assert run.final == values[-1]
+
+
+def test_the_static_policy_never_intervenes_and_the_autopilots_do_through_the_ledger(
+    bench, bench_out
+):
+    assert run_of(bench, "none").interventions == []
+    for policy, source in (("rules", "rules"), ("ai", "ai")):
+        changes = run_of(bench, policy).interventions
+        assert changes and {c.source for c in changes} == {source}
+        assert changes[0].knob == "lr" and changes[0].after < changes[0].before
+        run_dir = bench_out / "runs" / "digits_lr_high" / f"{policy}-s0" / "run"
+        assert (run_dir / "applied.jsonl").exists()
+
+
+def test_only_the_ai_policy_costs_tokens(bench):
+    ai = run_of(bench, "ai")
+    assert ai.tokens_in > 0 and ai.cost_usd > 0
+    assert cell(bench, "ai").usd == pytest.approx(ai.cost_usd)
+    assert all(r.tokens_in == 0 for r in bench.runs if r.policy != "ai")
+
+
+def test_tune_spends_its_trials_and_keeps_the_best(bench):
+    tune = run_of(bench, "tune")
+    assert tune.runs_used == 2 and set(tune.params) == {"lr", "weight_decay"}
+
+
+def test_the_oracle_is_the_best_point_of_the_grid(bench):
+    [oracle] = bench.oracles
+    grid = TASKS[TASK].setup.grid
+    assert oracle.grid_points == len(grid["lr"]) * len(grid["weight_decay"])
+    assert oracle.params["lr"] in grid["lr"]
+    assert cell(bench, "oracle").median == oracle.final
+
+
+def test_gap_closed_is_measured_against_the_static_run_and_the_oracle(bench):
+    none, oracle = cell(bench, "none"), cell(bench, "oracle")
+    rules = cell(bench, "rules")
+    if none.median - oracle.median > 0:
+        expected = (none.median - rules.median) / (none.median - oracle.median)
+        assert rules.gap_closed == pytest.approx(expected)
+    assert none.gap_closed in (0.0, None)
+
+
+def test_gap_closed_rules():
+    assert gap_closed(none=1.0, policy=0.5, oracle=0.0, noise=0.1, mode="min") == 0.5
+    assert gap_closed(none=1.0, policy=1.5, oracle=0.0, noise=0.1, mode="min") == -0.5
+    assert gap_closed(none=0.5, policy=0.8, oracle=1.0, noise=0.1, mode="max") == pytest.approx(0.6)
+    assert gap_closed(none=1.0, policy=0.5, oracle=0.95, noise=0.1, mode="min") is None  # noise
+    assert gap_closed(none=float("inf"), policy=0.5, oracle=0.1, noise=0.0, mode="min") is None
+
+
+def test_the_plan_resolves_setups_and_rejects_unknown_names():
+    assert resolve_tasks("digits") == ["digits/good", "digits/lr_high", "digits/lr_low"]
+    assert resolve_tasks("all") == list(TASKS)
+    with pytest.raises(EvalError, match="unknown task 'digits/nope'"):
+        BenchPlan(tasks=["digits/nope"], policies=["none"])
+    with pytest.raises(EvalError, match="unknown policy"):
+        BenchPlan(tasks=[TASK], policies=["magic"])
+    plan = BenchPlan(tasks=[TASK, "digits/good"], policies=["none", "tune"], seeds=2, trials=3)
+    kinds = [j.kind for j in plan_jobs(plan)]
+    # the searches first; one oracle sweep for the two tasks of one setup
+    assert kinds[:4] == ["tune"] * 4 and kinds.count("grid") == 12 * 2
+
+
+def test_the_command_writes_the_report_json_and_a_results_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    out, log = tmp_path / "out", tmp_path / "log.jsonl"
+    argv = ["eval", "bench", "--tasks", TASK, "--policies", "none,ai", "--seeds", "1",
+            "--steps", "40", "--workers", "1", "--no-oracle",
+            "--out", str(out), "--log", str(log)]  # fmt: skip
+    assert main(argv) == 0
+    report = BenchReport.model_validate_json((out / "bench.json").read_text())
+    assert report.policies == ["none"] and "OPENAI_API_KEY" in report.skipped["ai"]
+    assert (out / "report.md").exists()
+    [entry] = [json.loads(line) for line in log.read_text().splitlines()]
+    assert entry["kind"] == "bench"
+    printed = capsys.readouterr().out
+    assert TASK in printed and "skipped ai" in printed
+
+
+def test_the_command_lists_tasks_and_rejects_mistakes(capsys):
+    assert main(["eval", "bench", "--list"]) == 0
+    assert "digits/lr_high" in capsys.readouterr().out
+    assert main(["eval", "bench", "--tasks", "nope", "--out", "x"]) == 2
+    assert "unknown task 'nope'" in capsys.readouterr().err
