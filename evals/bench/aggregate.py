@@ -3,14 +3,14 @@
 ``gap_closed = (none - policy) / (none - oracle)`` on the medians of the final key metric
 (signs flipped for a maximised metric): 1 means the policy reached the best static
 configuration, 0 that it did no better than leaving the run alone, below 0 that it hurt.
-It is ``None`` when the starting configuration is already within noise of the oracle (the
-spread of its own seeds), where only "did it leave the run alone?" is meaningful.
+It is ``None`` for a task that starts from a good configuration (only "did it leave the run
+alone?" is meaningful there) and when the starting configuration is no worse than the oracle.
 
 A diverged seed counts as the worst possible value in medians, and a median that is not
 finite leaves the gap undefined.
 
 Example:
-    >>> gap_closed(none=1.0, policy=0.5, oracle=0.0, noise=0.05, mode="min")
+    >>> gap_closed(none=1.0, policy=0.5, oracle=0.0, mode="min")
     0.5
 """
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
-from itertools import product
 from typing import Literal
 
 from evals.results import BenchCell, BenchRun, OracleResult
@@ -50,57 +49,57 @@ def cells_for(
     runs: list[BenchRun],
     oracle_by_task: dict[str, OracleResult],
     mode: Mode,
+    *,
+    healthy: frozenset[str] = frozenset(),
 ) -> list[BenchCell]:
-    """One cell per (task, policy) that has runs, plus the task's oracle row."""
+    """Per task, one cell per policy that has runs, then the task's oracle row. ``healthy``
+    tasks start from a good configuration: they have no gap to close (``None``)."""
     grouped: dict[tuple[str, str], list[BenchRun]] = defaultdict(list)
     for run in runs:
         grouped[(run.task, run.policy)].append(run)
     cells = []
-    for task, policy in product(tasks, policies):
-        group = grouped.get((task, policy))
-        if not group:
-            continue
-        none = grouped.get((task, "none"))
-        oracle = oracle_by_task.get(task)
-        gap = None
-        if none and oracle is not None and oracle.final is not None:
-            gap = gap_closed(
-                none=_median(none, mode),
-                policy=_median(group, mode),
-                oracle=oracle.final,
-                noise=_spread(none, mode),
-                mode=mode,
-            )
-        cells.append(_cell(task, policy, group, gap, mode))
     for task in tasks:
-        oracle = oracle_by_task.get(task)
-        if oracle is not None:
-            cells.append(
-                BenchCell(
-                    task=task,
-                    policy="oracle",
-                    seeds=oracle.runs_used // max(oracle.grid_points, 1),
-                    median=oracle.final,
-                    lo=None,
-                    hi=None,
-                    gap_closed=1.0,
-                    interventions=0,
-                    wall_s=oracle.wall_s,
-                    runs_used=oracle.runs_used,
+        none, oracle = grouped.get((task, "none")), oracle_by_task.get(task)
+        for policy in policies:
+            group = grouped.get((task, policy))
+            if not group:
+                continue
+            gap = None
+            if none and oracle is not None and oracle.final is not None and task not in healthy:
+                gap = gap_closed(
+                    none=_median(none, mode),
+                    policy=_median(group, mode),
+                    oracle=oracle.final,
+                    mode=mode,
                 )
-            )
+            cells.append(_cell(task, policy, group, gap, mode))
+        if oracle is not None:
+            cells.append(_oracle_cell(task, oracle))
     return cells
 
 
-def gap_closed(
-    *, none: float, policy: float, oracle: float, noise: float, mode: Mode
-) -> float | None:
+def _oracle_cell(task: str, oracle: OracleResult) -> BenchCell:
+    return BenchCell(
+        task=task,
+        policy="oracle",
+        seeds=oracle.runs_used // max(oracle.grid_points, 1),
+        median=oracle.final,
+        lo=None,
+        hi=None,
+        gap_closed=None,
+        interventions=0,
+        wall_s=oracle.wall_s,
+        runs_used=oracle.runs_used,
+    )
+
+
+def gap_closed(*, none: float, policy: float, oracle: float, mode: Mode) -> float | None:
     """See the module docstring."""
     sign = 1.0 if mode == "min" else -1.0
     gap = sign * (none - oracle)
     if not (math.isfinite(none) and math.isfinite(policy) and math.isfinite(oracle)):
         return None
-    if gap <= max(noise, 1e-12):
+    if gap <= 1e-12:
         return None
     return sign * (none - policy) / gap
 
@@ -132,11 +131,6 @@ def _value(run: BenchRun, mode: Mode) -> float:
 
 def _median(runs: list[BenchRun], mode: Mode) -> float:
     return float(statistics.median(_value(r, mode) for r in runs))
-
-
-def _spread(runs: list[BenchRun], mode: Mode) -> float:
-    values = [_value(r, mode) for r in runs]
-    return max(values) - min(values) if all(map(math.isfinite, values)) else math.inf
 
 
 def _finite(value: float) -> float | None:

@@ -104,7 +104,8 @@ def run_bench(
     runs = [r for j, r in done if j.kind != "grid"]
     oracle_by_task = _oracles(plan.tasks, [(j, r) for j, r in done if j.kind == "grid"])
     mode = "min"
-    cells = cells_for(plan.tasks, plan.policies, runs, oracle_by_task, mode)
+    healthy = frozenset(t for t in plan.tasks if TASKS[t].healthy)
+    cells = cells_for(plan.tasks, plan.policies, runs, oracle_by_task, mode, healthy=healthy)
     return BenchReport(
         tasks=plan.tasks,
         policies=plan.policies,

@@ -117,14 +117,15 @@ def test_gap_closed_is_measured_against_the_static_run_and_the_oracle(bench):
         expected = (none.median - rules.median) / (none.median - oracle.median)
         assert rules.gap_closed == pytest.approx(expected)
     assert none.gap_closed in (0.0, None)
+    assert oracle.gap_closed is None
 
 
 def test_gap_closed_rules():
-    assert gap_closed(none=1.0, policy=0.5, oracle=0.0, noise=0.1, mode="min") == 0.5
-    assert gap_closed(none=1.0, policy=1.5, oracle=0.0, noise=0.1, mode="min") == -0.5
-    assert gap_closed(none=0.5, policy=0.8, oracle=1.0, noise=0.1, mode="max") == pytest.approx(0.6)
-    assert gap_closed(none=1.0, policy=0.5, oracle=0.95, noise=0.1, mode="min") is None  # noise
-    assert gap_closed(none=float("inf"), policy=0.5, oracle=0.1, noise=0.0, mode="min") is None
+    assert gap_closed(none=1.0, policy=0.5, oracle=0.0, mode="min") == 0.5
+    assert gap_closed(none=1.0, policy=1.5, oracle=0.0, mode="min") == -0.5
+    assert gap_closed(none=0.5, policy=0.8, oracle=1.0, mode="max") == pytest.approx(0.6)
+    assert gap_closed(none=0.9, policy=0.5, oracle=0.95, mode="min") is None  # no gap
+    assert gap_closed(none=float("inf"), policy=0.5, oracle=0.1, mode="min") is None
 
 
 def test_the_plan_resolves_setups_and_rejects_unknown_names():
