@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test bench eval-replay eval-bench lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,14 @@ bench: install
 	$(PY) benchmarks/kernel_overhead.py
 	$(PY) benchmarks/autopilot_tick.py
 	$(PY) benchmarks/prompt_size.py
+
+# score the rule policy on the labelled corpus (seconds); add --policy ai with a key set
+eval-replay: install
+	$(VENV)/bin/autopilot eval replay evals/corpus --out runs/eval-replay
+
+# every task under none, rules, tune (and ai with a key), 3 seeds, against the oracle (~2 min)
+eval-bench: install
+	$(VENV)/bin/autopilot eval bench --out runs/eval-bench
 
 lint: install
 	$(VENV)/bin/ruff check .
