@@ -140,6 +140,9 @@ class BenchRun(_Result):
     tokens_in: int = 0
     tokens_out: int = 0
     cost_usd: float = 0.0
+    fallbacks: int = 0
+    """``ai``: decisions the rules made because the LLM could not be used (see the run's
+    ``autopilot decisions`` for each reason)."""
     wall_s: float
     runs_used: int = 1
     """Training runs this result cost (``tune`` runs several trials)."""

@@ -102,7 +102,7 @@ def policy_run(
         )
     finally:
         pilot.close()
-    tokens_in, tokens_out, cost = _spend(run_dir)
+    tokens_in, tokens_out, cost, fallbacks = _spend(run_dir)
     return _result(
         task,
         policy,
@@ -112,6 +112,7 @@ def policy_run(
         params=task.start,
         interventions=_interventions(run_dir),
         tokens=(tokens_in, tokens_out, cost),
+        fallbacks=fallbacks,
     )
 
 
@@ -185,6 +186,7 @@ def _result(
     params: dict[str, float],
     interventions: list[Intervention] | None = None,
     tokens: tuple[int, int, float] = (0, 0, 0.0),
+    fallbacks: int = 0,
     runs_used: int = 1,
 ) -> BenchRun:
     finite = math.isfinite(outcome.final)
@@ -198,6 +200,7 @@ def _result(
         tokens_in=tokens[0],
         tokens_out=tokens[1],
         cost_usd=tokens[2],
+        fallbacks=fallbacks,
         wall_s=time.monotonic() - started,
         runs_used=runs_used,
         params=dict(params),
@@ -227,7 +230,8 @@ def _plain(value: Any) -> Any:
     return value if isinstance(value, float | bool | str | list) or value is None else float(value)
 
 
-def _spend(run_dir: Path) -> tuple[int, int, float]:
+def _spend(run_dir: Path) -> tuple[int, int, float, int]:
+    """LLM tokens in and out, USD, and the decisions that fell back to the rules."""
     from autopilot.decisions import DecisionLog
 
     records = [view.record for view in DecisionLog(run_dir).read()]
@@ -235,4 +239,5 @@ def _spend(run_dir: Path) -> tuple[int, int, float]:
         sum(r.tokens_in for r in records),
         sum(r.tokens_out for r in records),
         sum(r.cost_usd for r in records),
+        sum(1 for r in records if r.fallback_reason),
     )

@@ -17,7 +17,7 @@ from itertools import product
 from pathlib import Path
 
 from autopilot.config import Settings
-from evals.bench.aggregate import cells_for, oracle_of
+from evals.bench.aggregate import Mode, cells_for, oracle_of
 from evals.bench.jobs import Job, execute, worker_init
 from evals.errors import EvalError
 from evals.results import BENCH_POLICIES, BenchReport, BenchRun, OracleResult
@@ -103,7 +103,7 @@ def run_bench(
             on_done(job, result)
     runs = [r for j, r in done if j.kind != "grid"]
     oracle_by_task = _oracles(plan.tasks, [(j, r) for j, r in done if j.kind == "grid"])
-    mode = "min"
+    mode: Mode = "min"
     healthy = frozenset(t for t in plan.tasks if TASKS[t].healthy)
     cells = cells_for(plan.tasks, plan.policies, runs, oracle_by_task, mode, healthy=healthy)
     return BenchReport(

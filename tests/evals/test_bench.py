@@ -92,7 +92,7 @@ def test_the_static_policy_never_intervenes_and_the_autopilots_do_through_the_le
 
 def test_only_the_ai_policy_costs_tokens(bench):
     ai = run_of(bench, "ai")
-    assert ai.tokens_in > 0 and ai.cost_usd > 0
+    assert ai.tokens_in > 0 and ai.cost_usd > 0 and ai.fallbacks == 0
     assert cell(bench, "ai").usd == pytest.approx(ai.cost_usd)
     assert all(r.tokens_in == 0 for r in bench.runs if r.policy != "ai")
 
