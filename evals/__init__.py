@@ -1,17 +1,31 @@
 """Offline evaluation: recorded runs (``metrics.jsonl`` + ``labels.json``), importers from
-CSV and TensorBoard, and a labelled corpus made by real training (``evals/corpus``,
-rebuilt with ``python -m evals.make_corpus``)."""
+CSV and TensorBoard, a labelled corpus made by real training (``evals/corpus``, rebuilt with
+``python -m evals.make_corpus``), the replay scorer and the closed-loop bench
+(``autopilot eval replay|bench``).
 
-from evals.errors import EvalError, RunFormatError
-from evals.runs import LabelEvent, Labels, RecordedRun, infer_key_metric, load_run, write_run
+The names below load on first use: ``autopilot`` imports ``evals.cli`` to build its parser
+for every command, and that must not pull in numpy and the summary code.
+"""
 
-__all__ = [
-    "EvalError",
-    "LabelEvent",
-    "Labels",
-    "RecordedRun",
-    "RunFormatError",
-    "infer_key_metric",
-    "load_run",
-    "write_run",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "EvalError": "evals.errors",
+    "RunFormatError": "evals.errors",
+    "LabelEvent": "evals.runs",
+    "Labels": "evals.runs",
+    "RecordedRun": "evals.runs",
+    "infer_key_metric": "evals.runs",
+    "load_run": "evals.runs",
+    "write_run": "evals.runs",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'evals' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -24,8 +24,9 @@ HANDLERS = "evals.cli"
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    """Add ``eval`` and its actions to the ``autopilot`` parser."""
-    from evals.replay import DEFAULT_TOLERANCE
+    """Add ``eval`` and its actions to the ``autopilot`` parser (imports nothing heavy: it
+    runs for every ``autopilot`` command)."""
+    from evals.scoring import DEFAULT_TOLERANCE
 
     evals = sub.add_parser(
         "eval",

@@ -38,14 +38,13 @@ from evals.errors import EvalError
 from evals.results import Alarm, ReplayPolicy, ReplayReport, ReplayRun
 from evals.results_log import git_commit
 from evals.runs import RecordedRun, infer_key_metric
-from evals.scoring import score_all
+from evals.scoring import DEFAULT_TOLERANCE, score_all
 from kernel import KernelState, KnobSpec, MetricRecord
 from kernel.knobs import DEFAULT_BOUNDS
 from kernel.metrics import METRICS_FILE
 from kernel.state import write_kernel_state
 
 MODES: dict[ReplayPolicy, str] = {"rules": "suggest", "ai": "ai_suggest"}
-DEFAULT_TOLERANCE = 300
 
 
 def replay(

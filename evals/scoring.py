@@ -33,6 +33,9 @@ from dataclasses import dataclass
 
 from evals.results import LABEL_KINDS, Alarm, KindScore, LabelKind, ReplayRun
 
+DEFAULT_TOLERANCE = 300
+"""Steps after onset within which a first alarm counts as a detection."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class HealthyRate:

@@ -78,3 +78,17 @@ def test_the_eval_command_is_registered_through_the_entry_point():
 
     [entry] = [e for e in entry_points(group="train_autopilot.commands") if e.name == "eval"]
     assert entry.value == "evals.cli:register"
+
+
+def test_building_the_command_line_with_its_plugins_pulls_in_nothing_heavy():
+    """Every ``autopilot`` command builds the whole parser, ``eval`` included: that must not
+    cost the imports of numpy, torch or LangGraph (it once took a second)."""
+    code = (
+        "import sys\n"
+        "from autopilot.cli._parser import build_parser\n"
+        "build_parser()\n"
+        "heavy = {'numpy', 'torch', 'langgraph', 'openai', 'matplotlib', 'optuna'}\n"
+        "print(','.join(sorted({m.split('.')[0] for m in sys.modules} & heavy)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
