@@ -116,7 +116,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "diagnoses.jsonl").write_text("".join(a.model_dump_json() + "\n" for a in alarms))
     (out / "replay.json").write_text(report.model_dump_json(indent=1))
-    curves = {run.name: _key_curve(run, args.key_metric) for run in runs}
+    curves = {run.name: run.curve(r.key_metric) for run, r in zip(runs, report.runs, strict=True)}
     path = write_replay_report(report, alarms, out, curves)
     if args.log:
         append_result(Path(args.log), report, command=["autopilot", *sys.argv[1:]])
@@ -205,21 +205,6 @@ def _runs(paths: list[str]) -> list[RecordedRun]:
         except RunFormatError as exc:
             raise CliError(str(exc)) from None
     return runs
-
-
-def _key_curve(run: RecordedRun, key_metric: str | None) -> tuple[list[int], list[float | None]]:
-    import math
-
-    from evals.runs import infer_key_metric
-
-    key = key_metric or infer_key_metric(run.metric_names())[0]
-    steps, values = [], []
-    for record in run.records():
-        if key in record.metrics:
-            value = record.metrics[key]
-            steps.append(record.step)
-            values.append(value if math.isfinite(value) else None)
-    return steps, values
 
 
 def _print_replay(report: ReplayReport, path: Path) -> None:

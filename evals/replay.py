@@ -135,6 +135,7 @@ def replay_run(
     result = ReplayRun(
         run=run.name,
         path=str(run.path),
+        key_metric=key,
         steps=len(records),
         last_step=records[-1].step if records else 0,
         events=[(e.kind, e.onset_step) for e in run.labels.events],
@@ -181,9 +182,9 @@ class _ShadowKernel:
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
         self.lr: float | None = None
-        self._published = False
-        self._published_lr: float | None = None
         self._started = time.time()
+        self._published_lr: float | None = None
+        self._write(step=0)
 
     def follow(self, record: MetricRecord) -> None:
         value = record.metrics.get("lr")
@@ -192,9 +193,11 @@ class _ShadowKernel:
 
     def publish(self, step: int) -> None:
         """Rewrite ``kernel.json`` when the learning rate moved since the last time."""
-        if self._published and self._published_lr == self.lr:
-            return
-        self._published, self._published_lr = True, self.lr
+        if self._published_lr != self.lr:
+            self._write(step)
+
+    def _write(self, step: int) -> None:
+        self._published_lr = self.lr
         knobs = []
         if self.lr is not None:
             lo, hi, scale = DEFAULT_BOUNDS["lr"]

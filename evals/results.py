@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from autopilot.diagnoses import Evidence
+from kernel import KnobValue
 
 LabelKind = Literal["plateau", "divergence", "overfitting"]
 LABEL_KINDS: tuple[LabelKind, ...] = ("plateau", "divergence", "overfitting")
@@ -53,6 +54,8 @@ class ReplayRun(_Result):
 
     run: str
     path: str
+    key_metric: str
+    """The metric the run was judged by (``--key-metric``, else inferred)."""
     steps: int
     """Number of metric records (the run's length in logged steps)."""
     last_step: int
@@ -121,8 +124,8 @@ class Intervention(_Result):
 
     step: int
     knob: str
-    before: float | str | bool | list[float] | None = None
-    after: float | str | bool | list[float] | None = None
+    before: KnobValue | None = None
+    after: KnobValue | None = None
     source: str
 
 

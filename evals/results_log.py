@@ -16,7 +16,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import subprocess
@@ -24,8 +23,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import RootModel
+
 from evals.results import BenchReport, ReplayReport
-from kernel.jsonl import append_json
+from kernel.jsonl import append_json, read_models
 
 logger = logging.getLogger(__name__)
 
@@ -77,78 +78,39 @@ def append_result(
 def read_results(log: Path) -> list[dict[str, Any]]:
     """Every entry of ``log``, oldest first; an empty list when it does not exist. A torn or
     foreign line is skipped with a warning."""
-    try:
-        text = log.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return []
-    entries = []
-    for line in text.split("\n"):  # not splitlines: U+2028 is text inside a JSON string
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            entry = None
-        if isinstance(entry, dict):
-            entries.append(entry)
-        else:
-            logger.warning("skipping an unreadable line in %s: %.80s", log, line)
-    return entries
+    return [entry.root for entry in read_models(log, _Entry)]
+
+
+class _Entry(RootModel[dict[str, Any]]):
+    """One line of the log: any JSON object."""
+
+
+_REPLAY_FIGURES = {
+    "policy", "model", "prompt_version", "tolerance_steps", "false_alarms_per_1k_healthy_steps",
+    "tokens_per_run", "usd_per_run", "wall_s",
+}  # fmt: skip
+_SCORE_FIGURES = {"events", "detected", "precision", "recall", "f1", "latency_median",
+                  "latency_max"}  # fmt: skip
+_CELL_FIGURES = {"task", "policy", "median", "lo", "hi", "gap_closed", "interventions", "usd",
+                 "wall_s"}  # fmt: skip
+_BENCH_FIGURES: dict[str, Any] = {
+    "seeds": True, "policies": True, "skipped": True, "key_metric": True, "key_mode": True,
+    "workers": True, "wall_s": True, "cells": {"__all__": _CELL_FIGURES},
+    "oracles": {"__all__": {"setup", "params", "final"}},
+}  # fmt: skip
 
 
 def _replay_figures(report: ReplayReport) -> dict[str, Any]:
-    return {
-        "policy": report.policy,
-        "model": report.model,
-        "prompt_version": report.prompt_version,
-        "tolerance_steps": report.tolerance_steps,
-        "runs": len(report.runs),
-        "scores": {
-            s.kind: {
-                "events": s.events,
-                "detected": s.detected,
-                "precision": s.precision,
-                "recall": s.recall,
-                "f1": s.f1,
-                "latency_median": s.latency_median,
-                "latency_max": s.latency_max,
-            }
-            for s in report.scores
-        },
-        "false_alarms_per_1k_healthy_steps": report.false_alarms_per_1k_healthy_steps,
-        "tokens_per_run": report.tokens_per_run,
-        "usd_per_run": report.usd_per_run,
-        "wall_s": report.wall_s,
+    figures = report.model_dump(mode="json", include=_REPLAY_FIGURES)
+    figures["runs"] = len(report.runs)
+    figures["scores"] = {
+        s.kind: s.model_dump(mode="json", include=_SCORE_FIGURES) for s in report.scores
     }
+    return figures
 
 
 def _bench_figures(report: BenchReport) -> dict[str, Any]:
-    return {
-        "seeds": report.seeds,
-        "policies": report.policies,
-        "skipped": report.skipped,
-        "key_metric": report.key_metric,
-        "key_mode": report.key_mode,
-        "cells": [
-            {
-                "task": c.task,
-                "policy": c.policy,
-                "median": c.median,
-                "lo": c.lo,
-                "hi": c.hi,
-                "gap_closed": c.gap_closed,
-                "interventions": c.interventions,
-                "usd": c.usd,
-                "wall_s": c.wall_s,
-            }
-            for c in report.cells
-        ],
-        "oracles": [
-            {"setup": o.setup, "params": o.params, "final": o.final} for o in report.oracles
-        ],
-        "workers": report.workers,
-        "wall_s": report.wall_s,
-    }
+    return report.model_dump(mode="json", include=_BENCH_FIGURES)
 
 
 def _finite(value: Any) -> Any:

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -81,6 +82,16 @@ class RecordedRun:
                 except ValidationError as exc:
                     raise RunFormatError(path, f"line {number}: {_first_error(exc)}") from None
         return records
+
+    def curve(self, name: str) -> tuple[list[int], list[float | None]]:
+        """``name`` over the run as ``(steps, values)``; a non-finite value is ``None``."""
+        steps, values = [], []
+        for record in self.records():
+            if name in record.metrics:
+                value = record.metrics[name]
+                steps.append(record.step)
+                values.append(value if math.isfinite(value) else None)
+        return steps, values
 
     def metric_names(self) -> list[str]:
         """Every metric name logged in the run, sorted."""

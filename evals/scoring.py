@@ -17,8 +17,8 @@ On healthy runs every alarm (``oscillation`` included, which no label names) is 
 alarm, reported per 1,000 logged steps.
 
 Example:
-    >>> run = ReplayRun(run="r", path="r", steps=100, last_step=1000, events=[("plateau", 500)],
-    ...                 alarms=1, ticks=100, wall_s=0.1)
+    >>> run = ReplayRun(run="r", path="r", key_metric="val/loss", steps=100, last_step=1000,
+    ...                 events=[("plateau", 500)], alarms=1, ticks=100, wall_s=0.1)
     >>> alarm = Alarm(run="r", step=540, kind="plateau", metric="val/loss", message="flat")
     >>> s = score_kind("plateau", [run], [alarm], tolerance=300)
     >>> s.detected, s.precision, s.latency_median

@@ -217,17 +217,13 @@ def _interventions(run_dir: Path) -> list[Intervention]:
         Intervention(
             step=row.step or 0,
             knob=row.knob or "",
-            before=_plain(row.before),
-            after=_plain(row.after),
+            before=row.before,
+            after=row.after,
             source=row.source or "",
         )
         for row in read_ledger(run_dir)
         if row.decision == "applied" and row.knob and row.source in AUTOPILOT_SOURCES
     ]
-
-
-def _plain(value: Any) -> Any:
-    return value if isinstance(value, float | bool | str | list) or value is None else float(value)
 
 
 def _spend(run_dir: Path) -> tuple[int, int, float, int]:
