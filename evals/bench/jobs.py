@@ -20,7 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from autopilot.config import Settings
 from evals.results import BenchPolicy, BenchRun, Intervention
@@ -35,7 +35,7 @@ AUTOPILOT_MODES: dict[str, str] = {"rules": "auto", "ai": "ai_auto"}
 class Job:
     """One unit of work: what to train and where its run directories go."""
 
-    kind: str  # "policy", "tune" or "grid"
+    kind: Literal["policy", "tune", "grid"]
     task: str
     seed: int
     policy: BenchPolicy = "none"

@@ -30,7 +30,13 @@ def analyst_or_planner(body: Body):
 
 
 @pytest.fixture(scope="module")
-def bench(tmp_path_factory, request) -> BenchReport:
+def bench_out(tmp_path_factory):
+    """Where the bench puts its run directories."""
+    return tmp_path_factory.mktemp("bench") / "out"
+
+
+@pytest.fixture(scope="module")
+def bench(bench_out, request) -> BenchReport:
     """One bench of every policy (ai against the scripted server), shared by the tests."""
     llm_server = request.getfixturevalue("_llm_server_session")
     llm_server.reset()
@@ -39,7 +45,7 @@ def bench(tmp_path_factory, request) -> BenchReport:
     mp.setenv("AUTOPILOT_TEST_LLM_KEY", "k")
     from autopilot.config import Settings
 
-    tmp = tmp_path_factory.mktemp("bench")
+    tmp = bench_out.parent
     settings = Settings.model_validate({
         "llm": {"base_url": llm_server.base_url, "model": "test-model",
                 "api_key_env": "AUTOPILOT_TEST_LLM_KEY", "max_retries": 0},
@@ -49,17 +55,11 @@ def bench(tmp_path_factory, request) -> BenchReport:
     plan = BenchPlan(tasks=[TASK], policies=["none", "rules", "ai", "tune"], seeds=1, trials=2,
                      workers=1, steps=STEPS, settings=settings)  # fmt: skip
     try:
-        report = run_bench(plan, tmp / "out")
+        report = run_bench(plan, bench_out)
     finally:
         mp.undo()
         llm_server.reset()
     return report
-
-
-@pytest.fixture(scope="module")
-def bench_out(bench, tmp_path_factory):
-    """Where the bench put its run directories."""
-    return next(tmp_path_factory.getbasetemp().glob("bench*")) / "out"
 
 
 def cell(report: BenchReport, policy: str):
