@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from kernel.commands import (
     Command,
+    Intent,
     KnobValue,
     append_command,
     format_value,
@@ -50,6 +51,7 @@ __all__ = [
     "CommandError",
     "FnKnob",
     "FreezeState",
+    "Intent",
     "Kernel",
     "KernelError",
     "KernelSettings",

@@ -111,6 +111,10 @@ class CommandExecutor:
             "op": cmd.op,
             "knob": cmd.knob,
             "proposal_id": cmd.proposal_id,
+            "decision_id": cmd.decision_id,
+            "intent": cmd.intent,
+            "for_diagnosis": cmd.for_diagnosis,
+            "rolls_back": cmd.rolls_back,
             "offset": offset,
         }
         if cmd.op == "set":

@@ -31,6 +31,7 @@ from kernel.heartbeat import Heartbeat
 from kernel.jsonl import JsonlTail
 from kernel.knobs import GradClipKnob, Knob, KnobSpec, LossWeightKnob, optimizer_knobs
 from kernel.ledger import Ledger
+from kernel.metric_names import infer_mode
 from kernel.metrics import MetricsWriter
 from kernel.state import (
     FreezeMode,
@@ -66,18 +67,6 @@ class KernelSettings:
     """Under an initialised ``torch.distributed`` group, keep all ranks in step (see below)."""
     sync_every: int = 10
     """In a distributed job, rank 0 shares new commands every N steps (a collective call)."""
-
-
-def infer_mode(metric: str | None) -> Literal["min", "max"] | None:
-    """Guess whether a metric is minimised or maximised from its name."""
-    if metric is None:
-        return None
-    name = metric.lower()
-    if any(w in name for w in ("loss", "error", "perplexity", "ppl", "mse", "mae", "rmse")):
-        return "min"
-    if any(w in name for w in ("acc", "f1", "auc", "precision", "recall", "bleu", "score", "r2")):
-        return "max"
-    return None
 
 
 class Kernel:

@@ -30,6 +30,9 @@ from kernel.jsonl import append_line
 
 Source = Literal["human", "rules", "ai", "tune", "replay", "api"]
 Op = Literal["set", "stop", "pause", "resume", "checkpoint"]
+Intent = Literal["set", "rollback", "rewind"]
+"""Why a command exists, as data (never parsed from its reason): an ordinary change, the
+undoing of an earlier change (``rolls_back`` names it), or a rewind to a snapshot."""
 KnobValue = Union[StrictBool, StrictFloat, Annotated[list[StrictFloat], Field(min_length=1)]]  # noqa: UP007 (a runtime alias)
 """A knob's value: a bool toggle, a number, or one number per optimizer param group."""
 
@@ -55,6 +58,20 @@ class Command(BaseModel):
     apply_at_step: int | None = Field(default=None, ge=0)
     reason: str | None = Field(default=None, max_length=4000)
     proposal_id: str | None = Field(default=None, max_length=200)
+    """The review item this command was approved from, if any."""
+    decision_id: str | None = Field(default=None, max_length=200)
+    """The autopilot decision that produced this command, if any."""
+    intent: Intent = "set"
+    for_diagnosis: str | None = Field(default=None, min_length=1, max_length=40)
+    """The kind of problem this command answers (``divergence``, ``plateau``, ...)."""
+    rolls_back: str | None = Field(default=None, min_length=1, max_length=200)
+    """For ``intent="rollback"``: the id of the command whose change is undone."""
+    bounds: tuple[StrictFloat, StrictFloat] | None = None
+    """``[lo, hi]`` the sender judged the change under (its config may be narrower than the
+    kernel's bounds); the kernel refuses a result outside them."""
+    segment: int | None = Field(default=None, ge=0)
+    """The run segment the command is meant for (``kernel.json``'s ``segment``): a command
+    for an earlier segment is ``expired``, never applied. ``None``: whichever run is live."""
     created_at: float | None = None
 
     @model_validator(mode="after")
@@ -66,6 +83,10 @@ class Command(BaseModel):
                 raise ValueError("a 'set' command needs exactly one of value or multiplier")
         elif self.knob is not None or self.value is not None or self.multiplier is not None:
             raise ValueError(f"op '{self.op}' takes no knob, value or multiplier")
+        if self.bounds is not None and not self.bounds[0] <= self.bounds[1]:
+            raise ValueError(f"bounds must be [lo, hi] with lo <= hi, got {list(self.bounds)}")
+        if (self.intent == "rollback") != (self.rolls_back is not None):
+            raise ValueError("a rollback names the command it undoes in rolls_back (and only it)")
         return self
 
     def describe(self) -> str:

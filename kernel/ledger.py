@@ -16,13 +16,16 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from kernel.commands import KnobValue
+from kernel.commands import Intent, KnobValue
 from kernel.jsonl import append_line, read_models
 
 logger = logging.getLogger(__name__)
 
 LEDGER_FILE = "applied.jsonl"
-Decision = Literal["applied", "rejected", "ignored_freeze", "failed"]
+Decision = Literal["applied", "rejected", "ignored_freeze", "failed", "expired", "overridden"]
+"""``expired``: a command left over from an earlier run segment, never applied.
+``overridden``: the training code moved a knob away from the value the kernel applied
+(``before`` is the applied value, ``after`` what the code set)."""
 
 
 class LedgerRow(BaseModel):
@@ -43,6 +46,12 @@ class LedgerRow(BaseModel):
     reason: str | None = None
     error: str | None = None
     proposal_id: str | None = None
+    decision_id: str | None = None
+    intent: Intent | None = None
+    for_diagnosis: str | None = None
+    rolls_back: str | None = None
+    segment: int | None = None
+    """The run segment the row belongs to (0 for the first run in the directory)."""
     offset: int | None = None
 
 

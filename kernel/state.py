@@ -38,6 +38,9 @@ class KernelState(BaseModel):
     pid: int
     host: str
     started_at: float
+    segment: int = 0
+    """Which run in this directory: 0 for the first, +1 each time a new ``Kernel`` starts
+    after an earlier run ended. Commands carry it; metrics records do too from segment 1."""
     heartbeat: float
     status: Status = "running"
     last_step: int | None = None

@@ -1,6 +1,6 @@
 """Knobs: what a command can change in a live training run."""
 
-from kernel.knobs._base import FnKnob, Knob, KnobSpec
+from kernel.knobs._base import FnKnob, Knob, KnobSpec, knob_family
 from kernel.knobs.optimizer import DEFAULT_BOUNDS, OptimizerKnob, optimizer_knobs
 from kernel.knobs.simple import GradClipKnob, LossWeightKnob
 
@@ -12,5 +12,6 @@ __all__ = [
     "KnobSpec",
     "LossWeightKnob",
     "OptimizerKnob",
+    "knob_family",
     "optimizer_knobs",
 ]

@@ -20,6 +20,16 @@ Kind = Literal["float", "bool"]
 Scale = Literal["log", "linear"]
 
 
+def knob_family(name: str) -> str:
+    """``lr[1]`` -> ``lr``: a per-group knob and its all-groups knob change the same thing.
+
+    Example:
+        >>> knob_family("lr[1]"), knob_family("loss.aux")
+        ('lr', 'loss.aux')
+    """
+    return name.split("[", 1)[0]
+
+
 class KnobSpec(BaseModel):
     """What other processes see of a knob in ``kernel.json``."""
 
