@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 
 from kernel import KnobValue, LedgerRow
 
+LINE_WIDTH = 100
+"""Long text (reasons, diagnoses, fallbacks) wraps at this width; nothing is cut."""
 LEDGER_HEADERS = ("seq", "step", "decision", "source", "command", "change", "reason / error")
 
 
@@ -31,12 +34,61 @@ def age_text(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "") -> list[str]:
-    """Left-aligned columns as text lines, a header line first."""
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+def wrap(
+    text: str, width: int = LINE_WIDTH, *, prefix: str = "", indent: str | None = None
+) -> list[str]:
+    """``text`` in lines of at most ``width`` characters, broken between words, never cut.
+
+    Runs of whitespace become one space; a word longer than the width keeps a line of its own.
+
+    Args:
+        text: what to show, in full.
+        width: the longest line, prefix included.
+        prefix: starts the first line (``"  step 7: "``).
+        indent: starts every other line; as many spaces as ``prefix`` when ``None``.
+
+    Example:
+        >>> wrap("lr was halved twice without any improvement", 24, prefix="note: ")
+        ['note: lr was halved', '      twice without any', '      improvement']
+    """
+    rest = " " * len(prefix) if indent is None else indent
+    lines = textwrap.wrap(
+        " ".join(text.split()),
+        width,
+        initial_indent=prefix,
+        subsequent_indent=rest,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+    return lines or [prefix]
+
+
+def table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    indent: str = "",
+    *,
+    wrap_last: int | None = None,
+) -> list[str]:
+    """Left-aligned columns as text lines, a header line first.
+
+    Args:
+        headers: the column titles.
+        rows: the cells, one sequence per row, as many as ``headers``.
+        indent: starts every line.
+        wrap_last: wrap the last column at this width (between words, continued on the
+            next lines under itself); ``None`` keeps it on one line, however long.
+    """
+    body: list[tuple[str, ...]] = []
+    for cells in rows:
+        *first, last = cells
+        parts = wrap(last, wrap_last) if wrap_last is not None else [last]
+        body.append((*first, parts[0]))
+        body += [(*("" for _ in first), part) for part in parts[1:]]
+    widths = [max([len(h), *(len(r[i]) for r in body)]) for i, h in enumerate(headers)]
     return [
         indent + "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
-        for cells in [tuple(headers), *rows]
+        for cells in [tuple(headers), *body]
     ]
 
 
@@ -52,15 +104,12 @@ def change_text(row: LedgerRow) -> str:
 def ledger_lines(
     rows: Sequence[LedgerRow], indent: str = "", width: int | None = None
 ) -> list[str]:
-    """The ledger as a table; ``width`` cuts the reason column to that many characters."""
-    cells = [_ledger_cells(r, width) for r in rows]
-    return table(LEDGER_HEADERS, cells, indent)
+    """The ledger as a table; ``width`` wraps the reason column at that many characters."""
+    return table(LEDGER_HEADERS, [_ledger_cells(r) for r in rows], indent, wrap_last=width)
 
 
-def _ledger_cells(row: LedgerRow, width: int | None) -> tuple[str, ...]:
+def _ledger_cells(row: LedgerRow) -> tuple[str, ...]:
     note = row.error or row.reason or ""
-    if width is not None and len(note) > width:
-        note = note[: width - 3] + "..."
     step = "-" if row.step is None else str(row.step)
     return (
         str(row.seq),

@@ -55,10 +55,10 @@ def _reviews(run_dir: Path) -> list[str]:
     pending = [i for i in ReviewQueue(run_dir).items() if i.status == "pending"]
     if not pending:
         return ["  review      nothing pending"]
-    rows = [(i.id, str(i.step), i.proposal.diagnosis[:60]) for i in pending[-5:]]
+    rows = [(i.id, str(i.step), i.proposal.diagnosis) for i in pending[-5:]]
     return [
         f"  review      {len(pending)} pending (autopilot --dir {run_dir} review list)",
-        *table(("id", "step", "diagnosis"), rows, indent="    "),
+        *table(("id", "step", "diagnosis"), rows, indent="    ", wrap_last=60),
     ]
 
 

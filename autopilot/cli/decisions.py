@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 
 from autopilot.cli._common import CliError, run_dir_of
-from autopilot.cli._format import table, value_text
+from autopilot.cli._format import LINE_WIDTH, table, value_text, wrap
 from autopilot.decisions import (
     DecisionLog,
     DecisionRecord,
@@ -53,7 +53,7 @@ def decision_lines(view: DecisionView, *, with_effects: bool = True) -> list[str
         p = r.proposal
         lines += _labelled("proposal", [f"confidence {p.confidence:g}: {p.diagnosis}"])
         if p.reasoning:
-            lines += _labelled("reasoning", [_cut(p.reasoning, 300)])
+            lines += _labelled("reasoning", wrap(p.reasoning, LINE_WIDTH - 13))
     if r.verdicts:
         lines += ["  verdicts:", *verdict_lines(r.verdicts, indent="    ")]
     lines += _labelled("commands", [", ".join(r.command_ids) or "-"])
@@ -112,14 +112,9 @@ def _labelled(label: str, lines: Sequence[str]) -> list[str]:
     return [f"  {label:<11}{line}" if n == 0 else pad + line for n, line in enumerate(lines)]
 
 
-def _cut(text: str, width: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
 def brief_lines(text: str) -> list[str]:
-    """A raw line of ``decisions.jsonl`` in two lines at most, for a live stream: what was
-    found, and what was done about it (``autopilot decisions`` prints the whole record)."""
+    """A raw line of ``decisions.jsonl`` for a live stream: what was found, and what was done
+    about it, each wrapped between words (``autopilot decisions`` prints the whole record)."""
     try:
         record = parse_record(text)
     except ValidationError:
@@ -131,13 +126,13 @@ def brief_lines(text: str) -> list[str]:
     done = [f"{v.knob} {value_text(v.before)} -> {value_text(v.value)}" for v in record.verdicts]
     done = [d for d, v in zip(done, record.verdicts, strict=True) if v.status != "rejected"]
     rejected = [v.reason for v in record.verdicts if v.status == "rejected"]
-    what = ", ".join(done) or ("nothing: " + _cut(rejected[0], 120) if rejected else "nothing")
+    what = ", ".join(done) or ("nothing: " + rejected[0] if rejected else "nothing")
     via: str = record.proposer or "-"
     if record.fallback_reason:
-        via += f" (LLM not used: {_cut(record.fallback_reason, 80)})"
+        via += f" (LLM not used: {record.fallback_reason})"
     return [
-        f"  step {record.step}: {_cut(found, 150)}",
-        f"    -> {what} [{via}, {_ROUTES[record.route]}]",
+        *wrap(found, prefix=f"  step {record.step}: "),
+        *wrap(f"{what} [{via}, {_ROUTES[record.route]}]", prefix="    -> ", indent="       "),
     ]
 
 

@@ -36,7 +36,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         what = "pending proposals" if args.pending else "proposals"
         print(f"no {what} in the review queue of {queue.run_dir}")
         return 0
-    print("\n".join(table(LIST_HEADERS, [_list_row(i) for i in items])))
+    print("\n".join(table(LIST_HEADERS, [_list_row(i) for i in items], wrap_last=60)))
     return 0
 
 
@@ -131,7 +131,7 @@ def _list_row(item: ReviewItem) -> tuple[str, ...]:
         item.proposal.proposer,
         actions,
         f"${item.cost_usd:.4f}",
-        kinds[:60],
+        kinds,
     )
 
 
