@@ -12,14 +12,17 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from autopilot.cli._common import CliError
+from autopilot.cli._common import CliError, DefaultsHelpFormatter
 
 if TYPE_CHECKING:
+    from tqdm import tqdm
+
     from autopilot.config import Settings
-    from evals.results import ReplayReport
+    from evals.results import BenchReport, ReplayReport
     from evals.runs import RecordedRun
 
-DEFAULT_LOG = Path("evals") / "results.jsonl"
+LOG_NAME = "results.jsonl"
+"""The results log's name under ``--out`` when ``--log`` names none."""
 HANDLERS = "evals.cli"
 
 
@@ -34,6 +37,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         description="replay: feed recorded runs through the autopilot in shadow mode and "
         "score its diagnoses against their labels. bench: train tasks under each policy "
         "and compare the final key metric with the best static configuration.",
+        formatter_class=DefaultsHelpFormatter,
     )
     actions = evals.add_subparsers(dest="eval_action", required=True, metavar="ACTION")
     p = actions.add_parser(
@@ -41,11 +45,14 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         help="detection quality on recorded runs (precision, recall, F1, latency)",
         description="Each RUN_DIR holds metrics.jsonl and, when labelled, labels.json; a "
         "directory of such runs (evals/corpus) stands for all of them.",
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument(
         "runs", nargs="+", metavar="RUN_DIR", help="recorded runs, or directories of them"
     )
-    p.add_argument("--policy", choices=("rules", "ai"), default="rules")
+    p.add_argument(
+        "--policy", choices=("rules", "ai"), default="rules", help="who proposes: rules or LLM"
+    )
     p.add_argument("--config", metavar="F", help="autopilot.toml (provider, detectors, cadence)")
     p.add_argument("--out", required=True, metavar="OUT", help="where the report goes")
     p.add_argument(
@@ -53,7 +60,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         type=int,
         default=DEFAULT_TOLERANCE,
         metavar="STEPS",
-        help=f"a first alarm this soon after onset is a detection ({DEFAULT_TOLERANCE})",
+        help="a first alarm this soon after onset is a detection",
     )
     p.add_argument("--key-metric", metavar="NAME", help="default: val/loss, else inferred")
     _add_log(p)
@@ -62,16 +69,23 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p = actions.add_parser(
         "bench",
         help="closed loop: real training under none, rules, ai and tune, against an oracle",
+        description="Train every task under each policy and seed, and compare the final key "
+        "metric with the best static configuration found by a grid sweep (the oracle).",
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument(
         "--tasks",
         default="all",
         help="comma-separated task or setup names, or all (see --list)",
     )
-    p.add_argument("--policies", default="none,rules,ai,tune", help="none,rules,ai,tune")
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--trials", type=int, default=6, help="training runs per Optuna search (6)")
-    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument(
+        "--policies", default="none,rules,ai,tune", help="comma-separated, of none,rules,ai,tune"
+    )
+    p.add_argument("--seeds", type=int, default=3, help="training runs per task and policy")
+    p.add_argument("--trials", type=int, default=6, help="training runs per Optuna search")
+    p.add_argument(
+        "--workers", type=int, default=min(2, os.cpu_count() or 1), help="training processes"
+    )
     p.add_argument("--no-oracle", action="store_true", help="skip the grid sweep")
     p.add_argument("--steps", type=int, help="shorten every run to N steps (smoke tests)")
     p.add_argument("--config", metavar="F", help="autopilot.toml for the rules and ai policies")
@@ -84,24 +98,22 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 def _add_log(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--log",
-        default=str(DEFAULT_LOG),
         metavar="F",
-        help=f"results log to append the headline figures to ({DEFAULT_LOG}; '' for none)",
+        help=f"results log to append the headline figures to (default: OUT/{LOG_NAME}; "
+        "'' for none)",
     )
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """Replay, score, write ``diagnoses.jsonl``, the report and the results log."""
     from evals.errors import EvalError
-    from evals.progress import Progress
     from evals.replay import replay
     from evals.report import write_replay_report
-    from evals.results_log import append_result
 
     settings = _settings(args.config)
     runs = _runs(args.runs)
     out = Path(args.out)
-    with Progress(len(runs), "replay") as progress:
+    with _progress(len(runs), "replay", "run") as progress:
         try:
             report, alarms = replay(
                 runs,
@@ -109,7 +121,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 settings=settings,
                 tolerance=args.tolerance,
                 key_metric=args.key_metric,
-                on_run=lambda r: progress.advance(r.run),
+                on_run=lambda r: _advance(progress, r.run),
             )
         except EvalError as exc:
             raise CliError(str(exc)) from None
@@ -118,8 +130,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     (out / "replay.json").write_text(report.model_dump_json(indent=1))
     curves = {run.name: run.curve(r.key_metric) for run, r in zip(runs, report.runs, strict=True)}
     path = write_replay_report(report, alarms, out, curves)
-    if args.log:
-        append_result(Path(args.log), report, command=["autopilot", *sys.argv[1:]])
+    _log(args.log, out, report)
     _print_replay(report, path)
     return 0
 
@@ -128,9 +139,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Train, aggregate, write ``bench.json``, the report and the results log."""
     from evals.bench import BenchPlan, resolve_tasks, run_bench
     from evals.errors import EvalError
-    from evals.progress import Progress
     from evals.report import bench_table, write_bench_report
-    from evals.results_log import append_result
     from evals.tasks import TASKS
 
     if args.list:
@@ -163,18 +172,42 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from evals.bench import plan_jobs
 
     out = Path(args.out)
-    with Progress(len(plan_jobs(plan)), "bench") as progress:
-        report = run_bench(plan, out, on_done=lambda job, _: progress.advance(job.label))
+    with _progress(len(plan_jobs(plan)), "bench", "job") as progress:
+        report = run_bench(plan, out, on_done=lambda job, _: _advance(progress, job.label))
     report = report.model_copy(update={"skipped": skipped})
     (out / "bench.json").write_text(report.model_dump_json(indent=1))
     path = write_bench_report(report, out)
-    if args.log:
-        append_result(Path(args.log), report, command=["autopilot", *sys.argv[1:]])
+    _log(args.log, out, report)
     print(bench_table(report))
     for policy, why in skipped.items():
         print(f"skipped {policy}: {why}")
     print(f"\nreport: {path}  ({report.wall_s:.0f} s)")
     return 0
+
+
+def _progress(total: int, label: str, unit: str) -> tqdm:
+    """A progress bar on standard error: redrawn in place on a terminal, a line every 10 s
+    elsewhere (CI, a pipe), so a long bench leaves a short log."""
+    from tqdm import tqdm
+
+    tty = sys.stderr.isatty()
+    return tqdm(total=total, desc=label, unit=unit, mininterval=0.1 if tty else 10.0)
+
+
+def _advance(bar: tqdm, note: str) -> None:
+    bar.set_postfix_str(note, refresh=False)
+    bar.update()
+
+
+def _log(log: str | None, out: Path, report: ReplayReport | BenchReport) -> None:
+    """Append the report's headline figures to ``log`` (``OUT/results.jsonl`` when ``None``,
+    nothing when empty)."""
+    from evals.results_log import append_result
+
+    if log == "":
+        return
+    path = out / LOG_NAME if log is None else Path(log)
+    append_result(path, report, command=["autopilot", *sys.argv[1:]])
 
 
 def _settings(config: str | None) -> Settings:

@@ -29,7 +29,6 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from evals.progress import format_duration
 from evals.results import Alarm, BenchReport, BenchRun, ReplayReport, ReplayRun
 
 if TYPE_CHECKING:
@@ -37,6 +36,17 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 logger = logging.getLogger(__name__)
+
+
+def format_duration(seconds: float) -> str:
+    """``42s``, ``1m02s``, ``2h05m``: short enough for a report header."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
 
 Curve = tuple[list[int], list[float | None]]
 """``(steps, values)``; a ``None`` value is a gap in the line."""

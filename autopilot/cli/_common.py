@@ -11,6 +11,16 @@ USAGE_ERROR = 2
 ENV_DIR = "AUTOPILOT_DIR"
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help that ends each option with ``(default: ...)``, unless it has none to show (a flag,
+    an option without a default) or its help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.nargs == 0:
+            return action.help
+        return super()._get_help_string(action)
+
+
 class CliError(Exception):
     """A one-line message for the user; ``main`` prints it as ``error: ...``.
 

@@ -90,10 +90,14 @@ def test_the_ai_policy_without_a_key_says_how_to_get_one(runs, make_settings):
         replay(runs, policy="ai", settings=settings)
 
 
-def test_the_command_writes_diagnoses_a_report_and_a_results_line(runs, tmp_path, capsys):
-    out, log = tmp_path / "out", tmp_path / "log.jsonl"
-    # a directory of runs stands for all of them
-    assert main(["eval", "replay", str(tmp_path), "--out", str(out), "--log", str(log)]) == 0
+def test_the_command_writes_diagnoses_a_report_and_a_results_line(
+    runs, tmp_path, capsys, monkeypatch
+):
+    out, log = tmp_path / "out", tmp_path / "out" / "results.jsonl"
+    monkeypatch.chdir(tmp_path)
+    # a directory of runs stands for all of them; the results log goes under --out by default
+    assert main(["eval", "replay", str(tmp_path), "--out", str(out)]) == 0
+    assert not (tmp_path / "evals").exists()
     lines = (out / "diagnoses.jsonl").read_text().splitlines()
     alarms = [Alarm.model_validate_json(line) for line in lines]
     assert alarms and {a.run for a in alarms} == {"digits_divergence"}
@@ -103,7 +107,9 @@ def test_the_command_writes_diagnoses_a_report_and_a_results_line(runs, tmp_path
     assert (out / "detections.png").stat().st_size > 1000
     [entry] = [json.loads(line) for line in log.read_text().splitlines()]
     assert entry["kind"] == "replay"
-    assert "divergence" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "divergence" in printed.out
+    assert "replay: 100%" in printed.err and "2/2" in printed.err  # the progress bar
 
 
 def test_the_command_rejects_a_directory_without_runs(tmp_path, capsys):

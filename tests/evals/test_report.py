@@ -1,16 +1,20 @@
-"""Reports rendered from hand-built results, the results log, and the progress bar."""
+"""Reports rendered from hand-built results, and the results log."""
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from evals.progress import Progress, format_duration
-from evals.report import bench_table, replay_table, write_bench_report, write_replay_report
+from evals.report import (
+    bench_table,
+    format_duration,
+    replay_table,
+    write_bench_report,
+    write_replay_report,
+)
 from evals.results import (
     Alarm,
     BenchCell,
@@ -219,57 +223,7 @@ def test_read_results_of_a_missing_log_is_empty(tmp_path: Path) -> None:
     assert read_results(tmp_path / "absent.jsonl") == []
 
 
-# --- progress ----------------------------------------------------------------------------------
-
-
-class _Clock:
-    def __init__(self, step: float = 0.0) -> None:
-        self.now, self.step = 0.0, step
-
-    def __call__(self) -> float:
-        self.now += self.step
-        return self.now
-
-
-def test_a_plain_stream_gets_a_bounded_number_of_lines() -> None:
-    out = io.StringIO()
-    with Progress(1000, "bench", stream=out, clock=_Clock(0.01)) as bar:
-        for i in range(1000):
-            bar.advance(f"run {i}")
-    lines = out.getvalue().splitlines()
-    assert 10 <= len(lines) <= 25
-    assert "1000/1000" in lines[-1] and "100%" in lines[-1] and "\r" not in out.getvalue()
-
-
-def test_a_plain_stream_gets_a_line_every_ten_seconds() -> None:
-    out = io.StringIO()
-    bar = Progress(1000, "bench", stream=out, clock=_Clock(11.0))
-    bar.advance()
-    bar.advance("digits/lr_high")
-    assert out.getvalue().splitlines()[-1].endswith("eta 3h02m  digits/lr_high")
-    bar.close()
-    assert len(out.getvalue().splitlines()) == 2
-
-
-def test_a_terminal_gets_one_redrawn_line() -> None:
-    class Tty(io.StringIO):
-        def isatty(self) -> bool:
-            return True
-
-    out = Tty()
-    with Progress(3, "replay", stream=out, clock=_Clock(1.0)) as bar:
-        for _ in range(3):
-            bar.advance()
-    text = out.getvalue()
-    assert text.count("\n") == 1 and text.startswith("\r") and "3/3" in text.split("\r")[-1]
-
-
-def test_a_closed_stream_never_raises() -> None:
-    out = io.StringIO()
-    out.close()
-    with Progress(2, "bench", stream=out) as bar:
-        bar.advance()
-        bar.advance()
+# --- durations ---------------------------------------------------------------------------------
 
 
 def test_durations_read_short() -> None:
