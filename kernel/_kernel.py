@@ -8,10 +8,8 @@ unless ``commands.jsonl`` grew. Metrics are buffered and written in batches.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import socket
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
@@ -23,23 +21,17 @@ from typing import Any, Literal
 import torch
 
 from kernel._executor import CommandExecutor
+from kernel._publish import StatePublisher
+from kernel._replay import RecipePlayer
 from kernel.commands import COMMANDS_FILE
 from kernel.distributed import RankSync
 from kernel.errors import KernelError
-from kernel.freeze import FREEZE_FILE, FreezeState, RecipeEntry, load_recipe, read_freeze
-from kernel.heartbeat import Heartbeat
 from kernel.jsonl import JsonlTail
-from kernel.knobs import GradClipKnob, Knob, KnobSpec, LossWeightKnob, optimizer_knobs
+from kernel.knobs import GradClipKnob, Knob, LossWeightKnob, optimizer_knobs
 from kernel.ledger import Ledger
 from kernel.metric_names import infer_mode
 from kernel.metrics import MetricsWriter
-from kernel.state import (
-    FreezeMode,
-    KernelState,
-    PendingCommand,
-    Status,
-    read_kernel_state,
-)
+from kernel.state import PendingCommand, Status, read_kernel_state
 
 logger = logging.getLogger(__name__)
 
@@ -80,12 +72,14 @@ class Kernel:
         ...     for step in range(3):
         ...         loss = model(torch.randn(8, 4)).pow(2).mean()
         ...         loss.backward()
-        ...         k.clip_grad_norm_(model.parameters())
+        ...         norm = k.clip_grad_norm_(model.parameters())  # a tensor, or None
         ...         opt.step(); opt.zero_grad()
         ...         k.log(step, {"train/loss": loss.item()})
         ...         k.step(step)
         ...         if k.should_stop:
         ...             break
+        >>> k.knobs["lr"].get()
+        0.1
 
     Args:
         run_dir: the run directory shared with the autopilot (created if missing).
@@ -147,17 +141,15 @@ class Kernel:
         self._next_norm = 0.0
         self._last_step: int | None = None
         self._last_step_at: float | None = None
-        self._heartbeat: Heartbeat | None = None
-        self._started_at = time.time()
-        self._freeze_stamp: tuple[int, int] | None = None
-        self._recipe: list[RecipeEntry] = []
-        self._recipe_pos = 0
-        self._recipe_tag = ""
-        self._next_poll = self._next_flush = self._next_heartbeat = 0.0
-        self._published_values: list[Any] = []
+        self._player = RecipePlayer(self.run_dir, self._executor)
+        self._publisher = StatePublisher(
+            self.run_dir, self._knobs, self.settings.heartbeat_interval_s, _weak_progress(self)
+        )
+        weakref.finalize(self, self._publisher.stop)  # a kernel never closed stops beating
+        self._next_poll = self._next_flush = 0.0
         self._closed = False
         if self._writes:
-            self._refresh_freeze()
+            self._player.refresh()
             self._write_state()
         if self._sync is not None:
             self._share_initial_state()
@@ -210,14 +202,14 @@ class Kernel:
         if self._sync.is_leader:
             state = {
                 "ledger": executor.ledger.memory(),
-                "freeze": self._freeze_payload(),
+                "freeze": self._player.payload(),
                 "pending": [p.model_dump(mode="json") for p in executor.pending],
             }
         state = self._sync.broadcast(state)
         if not self._sync.is_leader:
             executor.ledger.adopt(state["ledger"])
             executor.pending = [PendingCommand.model_validate(p) for p in state["pending"]]
-            self._install_freeze(**state["freeze"])
+            self._player.install(**state["freeze"])
 
     # -- the training loop's calls ---------------------------------------------------------
     def clip_grad_norm_(
@@ -276,8 +268,9 @@ class Kernel:
             if executor.pending and executor.next_due_step() <= step:  # type: ignore[operator]
                 executor.apply_due(step)
                 self._write_state()
-            if self._recipe_pos < len(self._recipe) and self._recipe[self._recipe_pos].step <= step:
-                self._replay(step)
+            if self._player.next_step <= step:
+                self._player.play(step)
+                self._write_state()
             if now >= self._next_flush and self._writes:
                 self._flush(now)
             if executor.paused:
@@ -313,8 +306,7 @@ class Kernel:
                 action()
             except Exception:
                 logger.exception("kernel.close: part of closing failed")
-        if self._heartbeat is not None:
-            self._heartbeat.close()
+        self._publisher.close()
 
     def __enter__(self) -> Kernel:
         return self
@@ -329,7 +321,7 @@ class Kernel:
 
     # -- internals -------------------------------------------------------------------------
     def _read_commands(self, step: int) -> None:
-        self._refresh_freeze()
+        self._player.refresh()
         for offset, text in self._commands.read_new():
             self._executor.accept(offset, text, step)
         self._write_state()
@@ -339,12 +331,12 @@ class Kernel:
         assert self._sync is not None
         payload = None
         if self._sync.is_leader:
-            freeze = self._freeze_payload() if self._refresh_freeze() else None
+            freeze = self._player.payload() if self._player.refresh() else None
             lines = self._commands.read_new() if self._commands.changed() else []
             payload = {"freeze": freeze, "lines": lines}
         payload = self._sync.broadcast(payload)
         if not self._sync.is_leader and payload["freeze"] is not None:
-            self._install_freeze(**payload["freeze"])
+            self._player.install(**payload["freeze"])
         for offset, text in payload["lines"]:
             self._executor.accept(offset, text, step)
         if payload["lines"]:
@@ -368,102 +360,25 @@ class Kernel:
     def _flush(self, now: float) -> None:
         self._next_flush = now + self.settings.flush_interval_s
         self._metrics.flush()
-        if now >= self._next_heartbeat or self._knobs_moved():
+        if self._publisher.due(now):
             if self._sync is None:  # distributed: freeze changes travel with the commands
-                self._refresh_freeze()
+                self._player.refresh()
             self._write_state()
-
-    def _refresh_freeze(self) -> bool:
-        """Reload ``freeze.json`` if it changed; return whether it did."""
-        try:
-            st = os.stat(self.run_dir / FREEZE_FILE)
-            stamp = (st.st_mtime_ns, st.st_size)
-        except FileNotFoundError:
-            stamp = (0, 0)
-        if stamp == self._freeze_stamp:
-            return False
-        self._freeze_stamp = stamp
-        try:
-            freeze = read_freeze(self.run_dir)
-        except KernelError as exc:
-            logger.error("%s; keeping freeze mode %s", exc, self._executor.freeze)
-            return False
-        self._install_freeze(freeze.mode, *self._load_recipe(freeze))
-        return True
-
-    def _load_recipe(self, freeze: FreezeState) -> tuple[str, list[RecipeEntry]]:
-        if freeze.mode != "replay" or freeze.recipe is None:
-            return "", []
-        try:
-            entries = load_recipe(freeze.recipe)
-        except KernelError as exc:
-            logger.error("replay recipe unusable, nothing will be replayed: %s", exc)
-            return "", []
-        logger.info("replaying %d recipe entries from %s", len(entries), freeze.recipe)
-        return hashlib.sha1(freeze.recipe.encode()).hexdigest()[:8], entries
-
-    def _install_freeze(self, mode: FreezeMode, tag: str, recipe: list[Any]) -> None:
-        self._executor.freeze = mode
-        self._recipe_tag = tag
-        self._recipe = [RecipeEntry.model_validate(e) for e in recipe]
-        self._recipe_pos = 0
-        handled = self._executor.ledger.handled_ids
-        while self._recipe_pos < len(self._recipe) and self._replay_id(self._recipe_pos) in handled:
-            self._recipe_pos += 1
-
-    def _freeze_payload(self) -> dict[str, Any]:
-        return {
-            "mode": self._executor.freeze,
-            "tag": self._recipe_tag,
-            "recipe": [e.model_dump(mode="json") for e in self._recipe],
-        }
-
-    def _replay_id(self, index: int) -> str:
-        return f"replay-{self._recipe_tag}-{index}"
-
-    def _replay(self, step: int) -> None:
-        while self._recipe_pos < len(self._recipe) and self._recipe[self._recipe_pos].step <= step:
-            entry = self._recipe[self._recipe_pos]
-            self._executor.replay(step, entry, self._replay_id(self._recipe_pos))
-            self._recipe_pos += 1
-        self._write_state()
 
     def _write_state(self, status: Status | None = None) -> None:
         if not self._writes:
             return
-        self._next_heartbeat = time.monotonic() + self.settings.heartbeat_interval_s
         executor = self._executor
         if status is None:
             status = "stopping" if executor.stopping else "paused" if executor.paused else "running"
-        now = time.time()
-        state = KernelState(
-            pid=os.getpid(),
-            host=socket.gethostname(),
-            started_at=self._started_at,
-            heartbeat=now,
+        self._publisher.publish(
             status=status,
-            **self._progress(),
             cursor=self._commands.offset,
             pending=list(executor.pending),
             key_metric=self.key_metric,
             key_metric_mode=self.key_metric_mode,
             freeze=executor.freeze,
-            knobs=self._specs(),
         )
-        self._published_values = self._knob_values()
-        heartbeat = self._heartbeat or self._start_heartbeat()
-        heartbeat.publish(state)
-
-    def _start_heartbeat(self) -> Heartbeat:
-        ref = weakref.ref(self)  # the thread must not keep a forgotten kernel alive
-
-        def progress() -> dict[str, Any]:
-            kernel = ref()
-            return {} if kernel is None else kernel._progress()
-
-        self._heartbeat = Heartbeat(self.run_dir, self.settings.heartbeat_interval_s, progress)
-        weakref.finalize(self, self._heartbeat.stop)  # a kernel never closed stops beating
-        return self._heartbeat
 
     def _progress(self) -> dict[str, Any]:
         """The last step and its wall time (steps are timed with the cheap monotonic clock)."""
@@ -471,29 +386,17 @@ class Kernel:
         when = None if at is None else time.time() - (time.monotonic() - at)
         return {"last_step": self._last_step, "last_step_time": when}
 
-    def _knobs_moved(self) -> bool:
-        """Whether a knob changed outside commands (a scheduler, the training code) since
-        ``kernel.json`` was written. Readers resolve multipliers against the published values,
-        so those must not lag by a heartbeat; this costs a few float reads per flush."""
-        return self._published_values != self._knob_values()
 
-    def _knob_values(self) -> list[Any]:
-        values: list[Any] = []
-        for knob in self._knobs.values():
-            try:
-                values.append(knob.get())
-            except Exception:  # reported by _specs when the state is written
-                values.append(None)
-        return values
+def _weak_progress(kernel: Kernel) -> Callable[[], dict[str, Any]]:
+    """``kernel._progress`` for the heartbeat thread, which must not keep a forgotten kernel
+    alive."""
+    ref = weakref.ref(kernel)
 
-    def _specs(self) -> list[KnobSpec]:
-        specs = []
-        for knob in self._knobs.values():
-            try:
-                specs.append(knob.spec())
-            except Exception as exc:  # a custom knob's getter may fail; keep the others
-                logger.warning("knob %s cannot report its value: %s", knob.name, exc)
-        return specs
+    def progress() -> dict[str, Any]:
+        alive = ref()
+        return {} if alive is None else alive._progress()
+
+    return progress
 
 
 def _bounds_kw(bounds: tuple[float, float] | None) -> dict[str, float]:
