@@ -27,6 +27,7 @@ from pydantic import (
 
 from kernel.errors import CommandError
 from kernel.jsonl import append_line
+from kernel.validation import summarize_validation_error
 
 Source = Literal["human", "rules", "ai", "tune", "replay", "api"]
 Op = Literal["set", "stop", "pause", "resume", "checkpoint"]
@@ -135,34 +136,16 @@ def parse_command_line(text: str) -> Command:
     try:
         return Command.model_validate(raw)
     except ValidationError as exc:
-        raise CommandError(summarize_validation_error(exc)) from None
+        raise CommandError(summarize_command_error(exc)) from None
 
 
-def summarize_validation_error(exc: ValidationError, limit: int = 3) -> str:
-    """One line naming each bad field and what was wrong with it."""
-    parts: list[str] = []
-    seen: set[str] = set()
-    for err in exc.errors():
-        where = str(err["loc"][0]) if err["loc"] else "command"
-        if where in seen:
-            continue  # one message per field, not one per member of a union
-        seen.add(where)
-        msg = _UNION_MESSAGES.get(where, err["msg"]) if len(err["loc"]) > 1 else err["msg"]
-        got = "" if where == "command" else f", got {_short(err.get('input'))}"
-        parts.append(f"{where}: {msg.removeprefix('Value error, ')}{got}")
-    more = len(parts) - limit
-    parts = parts[:limit]
-    if more > 0:
-        parts.append(f"and {more} more")
-    return "; ".join(parts)
+def summarize_command_error(exc: ValidationError) -> str:
+    """A refused command in one line: one message per field (a bad ``value`` once, not once
+    per member of its union), each with the value given."""
+    return summarize_validation_error(exc, depth=1, fields=_VALUE_MESSAGE)
 
 
-_UNION_MESSAGES = {"value": "must be a finite number, true/false, or a list of finite numbers"}
-
-
-def _short(value: object, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+_VALUE_MESSAGE = {"value": "must be a finite number, true/false, or a list of finite numbers"}
 
 
 def append_command(run_dir: str | os.PathLike[str], command: Command) -> int:

@@ -24,7 +24,7 @@ from kernel import (
     read_kernel_state,
     read_ledger,
 )
-from kernel.commands import summarize_validation_error
+from kernel.commands import summarize_command_error
 
 _POLL_S = 0.05
 
@@ -59,7 +59,7 @@ def _command(**fields: object) -> Command:
     try:
         return Command(id=new_command_id("human"), source="human", **fields)  # type: ignore[arg-type]
     except ValidationError as exc:
-        raise CliError(f"not a valid command: {summarize_validation_error(exc)}") from None
+        raise CliError(f"not a valid command: {summarize_command_error(exc)}") from None
 
 
 def _queue(
