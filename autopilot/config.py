@@ -107,6 +107,14 @@ class GuardSettings(_Section):
     """Largest factor by which one action may raise a knob."""
     max_down: float = Field(default=0.1, gt=0.0, le=1.0)
     """Smallest factor to which one action may lower a knob."""
+    max_total_down: float = Field(default=0.1, gt=0.0, le=1.0)
+    """Smallest factor to which the autopilot's changes may lower a knob family in total
+    within ``total_window_steps`` (from its value before the first of them), unless one
+    was measured better or a person set the knob since."""
+    max_total_up: float = Field(default=10.0, ge=1.0)
+    """Largest factor by which they may raise it in total, likewise."""
+    total_window_steps: int = Field(default=5000, ge=1)
+    """How far back the cumulative guard counts the autopilot's changes."""
     noop_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     """A proposal with lower confidence becomes a no-op."""
 

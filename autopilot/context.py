@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from autopilot.config import Settings
 from autopilot.diagnoses import Diagnosis
+from autopilot.guards import bounded_spec
 from autopilot.policies._base import PastDecision, PolicyContext
 from autopilot.summary import metric_mode, render_table
 from kernel import KernelState, KnobSpec, LedgerRow, read_kernel_state
@@ -47,19 +48,8 @@ def _mode(name: str, settings: Settings, state: KernelState | None) -> str:
 
 
 def knobs_with_bounds(state: KernelState | None, settings: Settings) -> dict[str, KnobSpec]:
-    """The run's knobs, with the config's bounds intersected into the kernel's."""
-    knobs: dict[str, KnobSpec] = {}
-    for spec in state.knobs if state else []:
-        if spec.name in settings.bounds:
-            lo, hi = settings.bounds[spec.name]
-            spec = spec.model_copy(
-                update={
-                    "lo": lo if spec.lo is None else max(lo, spec.lo),
-                    "hi": hi if spec.hi is None else min(hi, spec.hi),
-                }
-            )
-        knobs[spec.name] = spec
-    return knobs
+    """The run's knobs, with the bounds the guards judge them under (``knob_bounds``)."""
+    return {spec.name: bounded_spec(spec, settings) for spec in (state.knobs if state else [])}
 
 
 def build_context(nodes: Nodes, state: dict[str, Any], *, table: bool = True) -> PolicyContext:

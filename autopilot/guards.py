@@ -1,23 +1,30 @@
 """Guards: the hard limits between a policy's proposal and the kernel.
 
 ``check`` turns each action of a proposal into a ``Verdict`` (allowed, clamped or rejected,
-with the reason and the final absolute value); ``commands_for`` turns the verdicts that pass
-into kernel commands. Nothing here raises for a bad proposal: verdicts are data.
+with the reason, the rule that decided and the final absolute value); ``commands_for`` turns
+the verdicts that pass into kernel commands. Nothing here raises for a bad proposal:
+verdicts are data.
 
-The rules, in the order they are applied:
+The rules, in the order they are applied (each verdict names its ``rule``):
 
-* the run is frozen (``freeze prod`` or ``replay``): every action is rejected;
-* the proposal's confidence is below ``guards.noop_threshold``: every action is a no-op;
-* an autopilot change is younger than ``guards.global_cooldown_steps``: every action waits;
-* per action: an unknown knob, a second action on the same knob (``lr`` and ``lr[1]`` count
-  as the same), a knob changed (by anyone, a human too) less than ``guards.cooldown_steps``
-  ago, or a value of the wrong type (the kernel's own validation) is rejected;
+* ``freeze``: the run is frozen (``freeze prod`` or ``replay``): every action is rejected;
+* ``noop``: the proposal's confidence is below ``guards.noop_threshold``: no change;
+* ``global_cooldown``: an autopilot change is younger than ``guards.global_cooldown_steps``;
+* per action: ``unknown_knob``; ``same_family``, a second action on the same knob (``lr``
+  and ``lr[1]`` count as the same); ``cooldown``, a knob changed (by anyone, a human too)
+  less than ``guards.cooldown_steps`` ago; ``invalid_value``, a value of the wrong type (the
+  kernel's own validation);
 * a multiplier is resolved against the knob's true current value in ``kernel.json``;
-* the change is capped to ``[max_down, max_up]`` x the current value (not from 0: turning
-  gradient clipping on is bounded by the bounds only), then clamped into the kernel's bounds
-  intersected with the config's ``bounds``;
-* a change that leaves the value as it is is rejected, and actions beyond
-  ``guards.max_actions`` that would pass are dropped.
+* ``max_step``: the change is capped to ``[max_down, max_up]`` x the current value (not from
+  0: turning gradient clipping on is bounded by the bounds only);
+* ``cumulative``: the autopilot's own changes to a knob family may not move it, in total,
+  beyond ``[max_total_down, max_total_up]`` x its starting value within
+  ``guards.total_window_steps``; a change by a person or one measured ``better`` starts the
+  count afresh, and a rollback is never held back by it;
+* ``bounds``: the value is clamped into the kernel's bounds intersected with the config's
+  ``bounds`` (``knob_bounds``, which also gives the prompt its bounds);
+* ``no_change``: a change that leaves the value as it is is rejected; ``max_actions``:
+  actions beyond ``guards.max_actions`` that would pass are dropped.
 
 Example:
     >>> from kernel import KnobSpec
@@ -26,38 +33,41 @@ Example:
     >>> p = Proposal(proposer="rules", diagnosis="plateau",
     ...              actions=[Action(knob="lr", multiplier=5.0)])
     >>> v = check(p, ctx, Settings())[0]
-    >>> v.status, v.value
-    ('clamped', 0.2)
+    >>> v.status, v.value, v.rule
+    ('clamped', 0.2, 'max_step')
 """
 
 from __future__ import annotations
 
 import math
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from autopilot.config import Settings
-from autopilot.errors import AutopilotError
+from autopilot.guard_context import AUTOPILOT_SOURCES, GuardContext
 from autopilot.proposals import Action, Proposal
-from kernel import (
-    Command,
-    Knob,
-    KnobError,
-    KnobSpec,
-    KnobValue,
-    format_value,
-    read_freeze,
-    read_kernel_state,
-    read_ledger,
-)
+from kernel import Command, Knob, KnobError, KnobSpec, KnobValue, format_value
 from kernel.commands import Source
+from kernel.knobs import knob_family
 
 VerdictStatus = Literal["allowed", "clamped", "rejected"]
-AUTOPILOT_SOURCES = frozenset({"rules", "ai", "tune"})
-"""Ledger sources that count for the global cooldown."""
+GuardRule = Literal[
+    "freeze",
+    "noop",
+    "global_cooldown",
+    "unknown_knob",
+    "same_family",
+    "cooldown",
+    "invalid_value",
+    "max_step",
+    "cumulative",
+    "bounds",
+    "no_change",
+    "max_actions",
+]
+"""The guard that decided a verdict (see the module's rules)."""
 _SAME = 1e-9  # a relative change below this is no change
 
 
@@ -70,12 +80,17 @@ class Verdict(BaseModel):
     """The action's position in the proposal."""
     knob: str
     status: VerdictStatus
+    rule: GuardRule | None = None
+    """The guard that rejected or clamped the action; ``None`` when it passed untouched."""
     requested: Action
     """The action as the policy proposed it (a clamped verdict keeps the original here)."""
     value: KnobValue | None = None
     """The absolute value to send; ``None`` when rejected."""
     before: KnobValue | None = None
     """The knob's value in ``kernel.json`` when the guards ran."""
+    bounds: tuple[float, float] | None = None
+    """The bounds the value was judged under, when the config's are narrower than the
+    kernel's (the command carries them, so the kernel refuses a result outside them)."""
     reason: str
 
     @property
@@ -84,58 +99,49 @@ class Verdict(BaseModel):
         return self.status != "rejected"
 
 
-@dataclass(frozen=True, kw_only=True)
-class GuardContext:
-    """What the guards know about the run: its step, knobs, freeze mode and change history."""
+def knob_bounds(spec: KnobSpec, settings: Settings) -> tuple[float, float]:
+    """The bounds a change to ``spec`` is judged under: the kernel's intersected with the
+    config's ``[bounds]`` (``bounds.lr`` also covers ``lr[1]``). The one home of a knob's
+    bounds: the guards enforce these and the prompt is told these.
 
-    step: int
-    knobs: dict[str, KnobSpec]
-    freeze: str = "off"
-    last_change_step: dict[str, int] = field(default_factory=dict)
-    """Per knob, the step of its last applied change from any source (humans included)."""
-    last_autopilot_step: int | None = None
-    """The step of the last applied change from ``rules``, ``ai`` or ``tune``."""
+    Example:
+        >>> s = Settings.model_validate({"bounds": {"lr": [1e-4, 0.1]}})
+        >>> knob_bounds(KnobSpec(name="lr[1]", kind="float", lo=1e-7, hi=10.0, value=0.01), s)
+        (0.0001, 0.1)
+    """
+    lo = -math.inf if spec.lo is None else spec.lo
+    hi = math.inf if spec.hi is None else spec.hi
+    extra = settings.bounds.get(spec.name) or settings.bounds.get(knob_family(spec.name))
+    if extra is not None:
+        lo, hi = max(lo, extra[0]), min(hi, extra[1])
+    return lo, hi
 
-    @classmethod
-    def from_run(cls, run_dir: str | os.PathLike[str]) -> GuardContext:
-        """Read ``kernel.json``, ``freeze.json`` and the ledger's applied rows.
 
-        Raises:
-            AutopilotError: when no kernel has started in ``run_dir`` yet.
-        """
-        state = read_kernel_state(run_dir)
-        if state is None:
-            raise AutopilotError(
-                f"no kernel has started in {run_dir} yet, so its knobs are unknown; "
-                "start the training first"
-            )
-        rows = [r for r in read_ledger(run_dir) if r.decision == "applied" and r.op == "set"]
-        last: dict[str, int] = {}
-        for row in rows:
-            if row.knob is not None and row.step is not None:
-                last[row.knob] = max(last.get(row.knob, row.step), row.step)
-        auto = [r.step for r in rows if r.source in AUTOPILOT_SOURCES and r.step is not None]
-        return cls(
-            step=state.last_step or 0,
-            knobs={k.name: k for k in state.knobs},
-            freeze=state.freeze if state.freeze != "off" else read_freeze(run_dir).mode,
-            last_change_step=last,
-            last_autopilot_step=max(auto, default=None),
-        )
+def bounded_spec(spec: KnobSpec, settings: Settings) -> KnobSpec:
+    """``spec`` with ``knob_bounds`` as its bounds (what a policy is shown)."""
+    if spec.kind == "bool":
+        return spec
+    lo, hi = knob_bounds(spec, settings)
+    return spec.model_copy(
+        update={"lo": None if lo == -math.inf else lo, "hi": None if hi == math.inf else hi}
+    )
 
 
 def check(proposal: Proposal, ctx: GuardContext, settings: Settings) -> list[Verdict]:
     """The verdict on each action of ``proposal``, in order (see the module's rules)."""
     blanket = _blanket_reason(proposal, ctx, settings)
     if blanket is not None:
-        return [_reject(i, a, ctx, blanket) for i, a in enumerate(proposal.actions)]
+        rule, why = blanket
+        return [_reject(i, a, ctx, why, rule) for i, a in enumerate(proposal.actions)]
     verdicts: list[Verdict] = []
     first_of: dict[str, int] = {}
     for i, action in enumerate(proposal.actions):
         verdict = _check_action(i, action, ctx, settings, first_of)
         if verdict.passed and sum(v.passed for v in verdicts) >= settings.guards.max_actions:
             why = f"guards.max_actions is {settings.guards.max_actions}: one decision changes "
-            verdict = _reject(i, action, ctx, why + "at most that many knobs; dropped")
+            verdict = _reject(
+                i, action, ctx, why + "at most that many knobs; dropped", "max_actions"
+            )
         verdicts.append(verdict)
     return verdicts
 
@@ -146,20 +152,33 @@ def command_id(source: str, proposal_id: str, index: int) -> str:
 
 
 def commands_for(
-    verdicts: list[Verdict], *, source: Source, proposal_id: str, reason_prefix: str = ""
+    verdicts: list[Verdict],
+    *,
+    source: Source,
+    proposal_id: str,
+    reason_prefix: str = "",
+    decision_id: str | None = None,
+    for_diagnosis: str | None = None,
+    segment: int | None = None,
 ) -> list[Command]:
     """Kernel commands for the verdicts that passed.
 
     A multiplier action stays a multiplier (the guarded factor), so the kernel scales the
     knob's value at the step it applies it: a value that moved since ``kernel.json`` was
     read (a scheduler) still changes by at most the guarded factor, and the kernel refuses a
-    result outside the knob's bounds. An absolute action is sent as the guarded value.
+    result outside the knob's bounds or the narrower bounds the verdict was judged under
+    (``Command.bounds``). An absolute action is sent as the guarded value. What the command
+    is for travels as data: ``decision_id``, ``for_diagnosis`` (the diagnosis kind), the run
+    ``segment``, and ``intent="rollback"`` with ``rolls_back`` for an action that undoes a
+    change; the reason is prose for people.
 
     Example:
         >>> v = Verdict(index=0, knob="lr", status="allowed", value=0.05, before=0.1,
         ...             requested=Action(knob="lr", multiplier=0.5), reason="lr 0.1 -> 0.05")
-        >>> commands_for([v], source="rules", proposal_id="d-7", reason_prefix="plateau")[0].id
-        'rules-d-7-0'
+        >>> c = commands_for([v], source="rules", proposal_id="d-7", reason_prefix="plateau",
+        ...                  decision_id="d-7", for_diagnosis="plateau")[0]
+        >>> c.id, c.multiplier, c.intent, c.for_diagnosis
+        ('rules-d-7-0', 0.5, 'set', 'plateau')
     """
     return [
         Command(
@@ -168,11 +187,22 @@ def commands_for(
             knob=v.knob,
             **_change(v),
             proposal_id=proposal_id,
+            decision_id=decision_id,
+            for_diagnosis=for_diagnosis,
+            segment=segment,
+            bounds=v.bounds,
+            **_intent(v.requested),
             reason="; ".join(p for p in (reason_prefix, v.requested.reason, v.reason) if p)[:4000],
         )
         for v in verdicts
         if v.passed
     ]
+
+
+def _intent(action: Action) -> dict[str, Any]:
+    if action.rolls_back is None:
+        return {"intent": "set"}
+    return {"intent": "rollback", "rolls_back": action.rolls_back}
 
 
 def _change(verdict: Verdict) -> dict[str, Any]:
@@ -193,22 +223,24 @@ def _change(verdict: Verdict) -> dict[str, Any]:
     return {"multiplier": float(factors.pop())}
 
 
-def _blanket_reason(proposal: Proposal, ctx: GuardContext, settings: Settings) -> str | None:
-    """Why every action of the proposal is rejected at once, or ``None``."""
+def _blanket_reason(
+    proposal: Proposal, ctx: GuardContext, settings: Settings
+) -> tuple[GuardRule, str] | None:
+    """The rule and reason that reject every action of the proposal at once, or ``None``."""
     if ctx.freeze != "off":
-        return (
+        return "freeze", (
             f"the run is frozen (freeze {ctx.freeze}): the kernel ignores knob changes "
             "until `autopilot freeze off`"
         )
     threshold = settings.guards.noop_threshold
     if proposal.confidence < threshold:
-        return (
+        return "noop", (
             f"confidence {proposal.confidence:g} below the noop threshold {threshold:g}: no change"
         )
     last, cooldown = ctx.last_autopilot_step, settings.guards.global_cooldown_steps
     if last is not None and ctx.step - last < cooldown:
         left = cooldown - (ctx.step - last)
-        return (
+        return "global_cooldown", (
             f"the autopilot changed the run at step {last}; guards.global_cooldown_steps is "
             f"{cooldown}, so {left} more steps to wait (now step {ctx.step})"
         )
@@ -221,32 +253,22 @@ def _check_action(
     spec = ctx.knobs.get(action.knob)
     if spec is None:
         known = ", ".join(sorted(ctx.knobs)) or "none"
-        return _reject(
-            i, action, ctx, f"unknown knob '{action.knob}'; this run's knobs are: {known}"
-        )
-    family = _family(action.knob)
+        why = f"unknown knob '{action.knob}'; this run's knobs are: {known}"
+        return _reject(i, action, ctx, why, "unknown_knob")
+    family = knob_family(action.knob)
     if family in first_of:
-        return _reject(
-            i,
-            action,
-            ctx,
-            f"merged into action {first_of[family]} (the first action on {family} wins)",
-        )
+        why = f"merged into action {first_of[family]} (the first action on {family} wins)"
+        return _reject(i, action, ctx, why, "same_family")
     first_of[family] = i
     wait = _cooldown_reason(action.knob, ctx, settings)
     if wait is not None:
-        return _reject(i, action, ctx, wait)
-    return _resolve(i, action, spec, settings)
-
-
-def _family(knob: str) -> str:
-    """``lr[1]`` -> ``lr``: a per-group knob and its all-groups knob change the same thing."""
-    return knob.split("[", 1)[0]
+        return _reject(i, action, ctx, wait, "cooldown")
+    return _resolve(i, action, spec, ctx, settings)
 
 
 def _cooldown_reason(knob: str, ctx: GuardContext, settings: Settings) -> str | None:
-    family = _family(knob)
-    steps = [s for k, s in ctx.last_change_step.items() if _family(k) == family]
+    family = knob_family(knob)
+    steps = [s for k, s in ctx.last_change_step.items() if knob_family(k) == family]
     if not steps:
         return None
     last, cooldown = max(steps), settings.guards.cooldown_steps
@@ -259,66 +281,123 @@ def _cooldown_reason(knob: str, ctx: GuardContext, settings: Settings) -> str | 
     )
 
 
-def _resolve(i: int, action: Action, spec: KnobSpec, settings: Settings) -> Verdict:
+def _resolve(
+    i: int, action: Action, spec: KnobSpec, ctx: GuardContext, settings: Settings
+) -> Verdict:
     """Resolve, cap and clamp one action on a known knob outside its cooldown."""
     try:  # the kernel's own rules: types, list lengths, bools, a multiplier on 0
         target = _Probe(spec).resolve(action.value, action.multiplier)
     except KnobError as exc:
-        return _verdict(i, action, spec, "rejected", None, f"{exc.knob} {exc.reason}")
+        return _verdict(
+            i, action, spec, "rejected", None, f"{exc.knob} {exc.reason}", "invalid_value"
+        )
     if isinstance(target, bool):
         if target == spec.value:
-            return _verdict(i, action, spec, "rejected", None, _no_change(spec))
+            return _verdict(i, action, spec, "rejected", None, _no_change(spec), "no_change")
         return _verdict(i, action, spec, "allowed", target, _change_text(spec, target))
-    lo, hi = _bounds(spec, settings)
+    lo, hi = knob_bounds(spec, settings)
     if lo > hi:
         why = (
             f"the kernel's bounds [{spec.lo}, {spec.hi}] and bounds.{spec.name} in the config "
             f"do not overlap; fix bounds.{spec.name} in autopilot.toml"
         )
-        return _verdict(i, action, spec, "rejected", None, why)
-    return _bounded(i, action, spec, target, (lo, hi), settings)
+        return _verdict(i, action, spec, "rejected", None, why, "bounds")
+    limits = _Limits(
+        step=(settings.guards.max_down, settings.guards.max_up),
+        total=None if action.rolls_back else _total_limits(action.knob, ctx, settings),
+        bounds=(lo, hi),
+    )
+    verdict = _bounded(i, action, spec, target, limits)
+    narrower = (lo, hi) != (
+        -math.inf if spec.lo is None else spec.lo,
+        math.inf if spec.hi is None else spec.hi,
+    )
+    return (
+        verdict.model_copy(update={"bounds": (lo, hi)}) if narrower and verdict.passed else verdict
+    )
 
 
-def _bounded(
-    i: int,
-    action: Action,
-    spec: KnobSpec,
-    target: KnobValue,
-    bounds: tuple[float, float],
-    settings: Settings,
-) -> Verdict:
+@dataclass(frozen=True, kw_only=True)
+class _Limits:
+    """What bounds one numeric change: its relative step, the cumulative cap, the bounds."""
+
+    step: tuple[float, float]
+    total: tuple[float, float, str, str] | None
+    """Factor range left to the cumulative guard, with the notes for capping down and up."""
+    bounds: tuple[float, float]
+
+
+def _total_limits(
+    knob: str, ctx: GuardContext, settings: Settings
+) -> tuple[float, float, str, str] | None:
+    """The factors still open to ``knob``'s family under the cumulative guard (never
+    narrower than "no further change in that direction"), or ``None`` without a drift."""
+    g = settings.guards
+    family = knob_family(knob)
+    drift = ctx.drift(family, g.total_window_steps)
+    if drift.changes == 0:
+        return None
+    so_far = (
+        f"{family} is already at x{drift.factor:.3g} of {format_value(drift.start)} after "
+        f"{drift.changes} autopilot change{'s' if drift.changes != 1 else ''} since step "
+        f"{drift.since_step} with no measured improvement"
+    )
+    down = f"capped by guards.max_total_down ({g.max_total_down:g} in total): {so_far}"
+    up = f"capped by guards.max_total_up ({g.max_total_up:g} in total): {so_far}"
+    lo_f = min(1.0, g.max_total_down / drift.factor)
+    hi_f = max(1.0, g.max_total_up / drift.factor)
+    return lo_f, hi_f, down, up
+
+
+def _bounded(i: int, action: Action, spec: KnobSpec, target: KnobValue, limits: _Limits) -> Verdict:
     current, wanted = _pair(spec.value, target)
-    notes: list[str] = []
-    final = [_limit(c, t, bounds, settings, notes) for c, t in zip(current, wanted, strict=True)]
+    notes: list[tuple[GuardRule, str]] = []
+    final = [_limit(c, t, limits, notes) for c, t in zip(current, wanted, strict=True)]
+    text = " and ".join(dict.fromkeys(n for _, n in notes))
+    rule = notes[-1][0] if notes else None
     if all(_same(c, f) for c, f in zip(current, final, strict=True)):
-        return _verdict(i, action, spec, "rejected", None, _no_change(spec))
+        why = (
+            _no_change(spec)
+            if not notes
+            else (
+                f"{action.describe()} would give {format_value(target)}; {text}; {_no_change(spec)}"
+            )
+        )
+        return _verdict(i, action, spec, "rejected", None, why, rule or "no_change")
     value: KnobValue = final[0] if len(final) == 1 else final
     if not notes:
         return _verdict(i, action, spec, "allowed", value, _change_text(spec, value))
-    why = (
-        f"{action.describe()} would give {format_value(target)}; "
-        f"{' and '.join(dict.fromkeys(notes))}: {_change_text(spec, value)}"
-    )
-    return _verdict(i, action, spec, "clamped", value, why)
+    wanted_text = f"{action.describe()} would give {format_value(target)}"
+    why = f"{wanted_text}; {text}: {_change_text(spec, value)}"
+    return _verdict(i, action, spec, "clamped", value, why, rule)
 
 
 def _limit(
-    current: float, target: float, bounds: tuple[float, float], settings: Settings, notes: list[str]
+    current: float, target: float, limits: _Limits, notes: list[tuple[GuardRule, str]]
 ) -> float:
-    """Cap ``target`` to the allowed relative step from ``current``, then into ``bounds``."""
+    """Cap ``target`` to the allowed relative step from ``current`` and to the cumulative
+    guard's factors, then clamp it into the bounds."""
     value = target
     if current != 0:  # from 0 there is no relative step to cap (e.g. enabling grad_clip)
-        down, up = settings.guards.max_down, settings.guards.max_up
-        if target > current * up:
+        down, up = limits.step
+        if value > current * up:
             value = current * up
-            notes.append(f"capped at x{up:g} (guards.max_up)")
-        elif target < current * down:
+            notes.append(("max_step", f"capped at x{up:g} (guards.max_up)"))
+        elif value < current * down:
             value = current * down
-            notes.append(f"capped at x{down:g} (guards.max_down)")
-    lo, hi = bounds
+            notes.append(("max_step", f"capped at x{down:g} (guards.max_down)"))
+        if limits.total is not None:
+            lo_f, hi_f, down_note, up_note = limits.total
+            if value / current > hi_f:
+                value = current * hi_f
+                notes.append(("cumulative", up_note))
+            elif value / current < lo_f:
+                value = current * lo_f
+                notes.append(("cumulative", down_note))
+    lo, hi = limits.bounds
     if not lo <= value <= hi:
         value = min(max(value, lo), hi)
-        notes.append(f"clamped into the bounds [{lo:g}, {hi:g}]")
+        notes.append(("bounds", f"clamped into the bounds [{lo:g}, {hi:g}]"))
     return value
 
 
@@ -328,16 +407,6 @@ def _pair(current: KnobValue, target: KnobValue) -> tuple[list[float], list[floa
     tgt = [float(v) for v in target] if isinstance(target, list) else [float(target)]
     n = max(len(cur), len(tgt))
     return (cur * n if len(cur) == 1 else cur), (tgt * n if len(tgt) == 1 else tgt)
-
-
-def _bounds(spec: KnobSpec, settings: Settings) -> tuple[float, float]:
-    """The kernel's bounds intersected with the config's (``bounds.lr`` also covers ``lr[1]``)."""
-    lo = -math.inf if spec.lo is None else spec.lo
-    hi = math.inf if spec.hi is None else spec.hi
-    extra = settings.bounds.get(spec.name) or settings.bounds.get(_family(spec.name))
-    if extra is not None:
-        lo, hi = max(lo, extra[0]), min(hi, extra[1])
-    return lo, hi
 
 
 def _same(current: float, new: float) -> bool:
@@ -361,11 +430,13 @@ def _verdict(
     status: VerdictStatus,
     value: KnobValue | None,
     reason: str,
+    rule: GuardRule | None = None,
 ) -> Verdict:
     return Verdict(
         index=i,
         knob=action.knob,
         status=status,
+        rule=rule,
         requested=action,
         value=value,
         before=spec.value,
@@ -373,11 +444,17 @@ def _verdict(
     )
 
 
-def _reject(i: int, action: Action, ctx: GuardContext, reason: str) -> Verdict:
+def _reject(i: int, action: Action, ctx: GuardContext, reason: str, rule: GuardRule) -> Verdict:
     spec = ctx.knobs.get(action.knob)
     before = None if spec is None else spec.value
     return Verdict(
-        index=i, knob=action.knob, status="rejected", requested=action, before=before, reason=reason
+        index=i,
+        knob=action.knob,
+        status="rejected",
+        rule=rule,
+        requested=action,
+        before=before,
+        reason=reason,
     )
 
 
@@ -394,3 +471,16 @@ class _Probe(Knob):
 
     def _write(self, value: Any) -> None:
         self._value = value
+
+
+__all__ = [
+    "AUTOPILOT_SOURCES",
+    "GuardContext",
+    "GuardRule",
+    "Verdict",
+    "bounded_spec",
+    "check",
+    "command_id",
+    "commands_for",
+    "knob_bounds",
+]

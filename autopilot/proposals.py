@@ -26,6 +26,9 @@ class Action(BaseModel):
     value: KnobValue | None = None
     multiplier: float | None = Field(default=None, gt=0)
     reason: str = Field(default="", max_length=1000)
+    rolls_back: str | None = Field(default=None, min_length=1, max_length=200)
+    """The id of the command whose change this action undoes (a rollback), if any: the
+    command sent for it carries ``intent="rollback"``."""
 
     @model_validator(mode="after")
     def _one_of(self) -> Action:
@@ -62,3 +65,5 @@ class Proposal(BaseModel):
     cost_usd: float = 0.0
     fallback_reason: str | None = None
     """Set when this proposal comes from the rules because the LLM could not be used."""
+    provider_note: str | None = Field(default=None, max_length=1000)
+    """Set once per provider: it refused a response format, and which one is used now."""

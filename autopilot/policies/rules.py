@@ -5,13 +5,14 @@ cannot be used.
 |-------------|-----------------------------------------------------------------------|
 | divergence  | roll back the last autopilot change if it came shortly before; else    |
 |             | ``lr x0.1`` (and turn gradient clipping on if gradients exploded)     |
-|             | (a change made for divergence itself is never rolled back)            |
+|             | (a change made for divergence, or a rollback, is never rolled back)   |
 | oscillation | ``lr x0.5``                                                           |
 | overfitting | ``weight_decay x2`` when weight decay is on, else ``lr x0.5``         |
 | plateau     | ``lr x0.5``                                                           |
 
 Multipliers are resolved later by the guards against the knob's true current value from
-``kernel.json``; this policy only decides the direction and the factor.
+``kernel.json``; this policy only decides the direction and the factor. What a change was
+for is read from the ledger's typed fields (``intent``, ``for_diagnosis``), never its reason.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from autopilot.diagnoses import Diagnosis
+from autopilot.guard_context import AUTOPILOT_SOURCES
 from autopilot.policies._base import PolicyContext
 from autopilot.proposals import Action, Proposal
 from kernel import LedgerRow, format_value
+from kernel.knobs import knob_family
 
-AUTOPILOT_SOURCES = ("rules", "ai", "tune")
 _CONFIDENCE = {"divergence": 0.9, "oscillation": 0.7, "overfitting": 0.7, "plateau": 0.8}
 
 
@@ -70,19 +72,19 @@ class RulePolicy:
         if diagnosis.kind == "divergence":
             return actions, []
         undone = {
-            _family(r.knob): r.step
+            knob_family(r.knob): r.step
             for r in ctx.recent_changes
             if r.knob
             and r.step is not None
-            and (r.reason or "").startswith("rollback")
+            and r.intent == "rollback"
             and ctx.step - r.step <= self.undo_memory_steps
         }
-        kept = [a for a in actions if _family(a.knob) not in undone]
+        kept = [a for a in actions if knob_family(a.knob) not in undone]
         skipped = [
             f"{a.describe()} skipped: a change to {a.knob} was rolled back at step "
-            f"{undone[_family(a.knob)]} because it made things worse"
+            f"{undone[knob_family(a.knob)]} because it made things worse"
             for a in actions
-            if _family(a.knob) in undone
+            if knob_family(a.knob) in undone
         ]
         return kept, skipped
 
@@ -103,10 +105,14 @@ class RulePolicy:
             and last.before is not None
             and diagnosis.step - last.step <= self.rollback_window_steps
             and last.knob in ctx.knobs
-            and not (last.reason or "").startswith(("divergence", "rollback"))
+            and last.intent != "rollback"
+            and last.for_diagnosis != "divergence"
         ):
             why = f"roll back {last.knob}={format_value(last.after)} from step {last.step}"
-            return [Action(knob=str(last.knob), value=last.before, reason=why)]
+            undo = Action(
+                knob=str(last.knob), value=last.before, reason=why, rolls_back=last.command_id
+            )
+            return [undo]
         actions = _lr(0.1, ctx)
         clip = ctx.knobs.get("grad_clip")
         exploded = "grad" in str(diagnosis.evidence.get("signal", "")) or "grad" in (
@@ -121,11 +127,6 @@ def _lr(factor: float, ctx: PolicyContext) -> list[Action]:
     if "lr" not in ctx.knobs:
         return []
     return [Action(knob="lr", multiplier=factor)]
-
-
-def _family(knob: str) -> str:
-    """``lr[1]`` belongs to ``lr``."""
-    return knob.split("[", 1)[0]
 
 
 def _positive(value: object) -> bool:

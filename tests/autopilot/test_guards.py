@@ -10,7 +10,7 @@ from _runs import mul, proposal, record_change, spec, val, write_run
 from autopilot.config import Settings
 from autopilot.errors import AutopilotError
 from autopilot.guards import GuardContext, Verdict, check, commands_for
-from kernel import write_freeze
+from kernel import LedgerRow, read_ledger, write_freeze
 
 SETTINGS = Settings()  # cooldown 50, global 20, max_actions 2, x[0.1, 2], noop 0.5
 
@@ -228,3 +228,93 @@ def test_freeze_file_counts_before_the_kernel_reads_it(tmp_path: Path) -> None:
 def test_no_kernel_yet(tmp_path: Path) -> None:
     with pytest.raises(AutopilotError, match="no kernel has started"):
         GuardContext.from_run(tmp_path)
+
+
+# -- the rule that decided, the bounds judged under -----------------------------------------
+def test_every_verdict_names_the_rule_that_decided() -> None:
+    context = ctx(last_change_step={"weight_decay": 990})
+    p = proposal(mul("lr", 5.0), mul("nope", 2), mul("weight_decay", 2), val("lr", 0.01))
+    assert [v.rule for v in check(p, context, SETTINGS)] == [
+        "max_step",
+        "unknown_knob",
+        "cooldown",
+        "same_family",
+    ]
+    assert one(mul("lr", 0.5)).rule is None  # passed untouched
+    assert one(val("momentum", 1.5)).rule == "bounds"
+    assert one(val("lr", 0.1)).rule == "no_change"
+    assert one(val("lr", True)).rule == "invalid_value"
+    assert check(proposal(mul("lr", 0.5)), ctx(freeze="prod"), SETTINGS)[0].rule == "freeze"
+    assert check(proposal(mul("lr", 0.5), confidence=0.1), ctx(), SETTINGS)[0].rule == "noop"
+    late = ctx(last_autopilot_step=995)
+    assert check(proposal(mul("lr", 0.5)), late, SETTINGS)[0].rule == "global_cooldown"
+
+
+def test_a_command_carries_the_config_bounds_it_was_judged_under() -> None:
+    """The bug: with bounds.lr = [1e-4, 0.1] the guards passed 0.05 -> 0.1 as "lr x2"; a
+    warmup had moved lr to 0.08 by the time the kernel applied it, which gave 0.16."""
+    settings = Settings.model_validate({"bounds": {"lr": [1e-4, 0.1]}})
+    context = ctx(knobs=[spec("lr", 0.05, lo=1e-7, hi=10.0)])
+    verdicts = check(proposal(mul("lr", 2.0)), context, settings)
+    assert (verdicts[0].status, verdicts[0].value, verdicts[0].bounds) == (
+        "allowed",
+        0.1,
+        (1e-4, 0.1),
+    )
+    (command,) = commands_for(verdicts, source="rules", proposal_id="d1")
+    assert (command.multiplier, command.bounds) == (2.0, (1e-4, 0.1))
+    plain = commands_for(
+        check(proposal(mul("lr", 2.0)), context, SETTINGS), source="rules", proposal_id="d2"
+    )
+    assert plain[0].bounds is None  # the kernel's own bounds: the kernel knows them
+
+
+def test_the_prompt_and_the_guard_use_the_same_bounds_for_a_group_knob() -> None:
+    """The bug: the prompt was told lr[1] may reach 10 while the guard enforced 0.1."""
+    from autopilot.context import knobs_with_bounds
+    from autopilot.guards import knob_bounds
+
+    settings = Settings.model_validate({"bounds": {"lr": [1e-4, 0.1]}})
+    state = write_run_state([spec("lr[1]", 0.01, lo=1e-7, hi=10.0), spec("loss.extra", True)])
+    shown = knobs_with_bounds(state, settings)["lr[1]"]
+    assert (shown.lo, shown.hi) == knob_bounds(state.knobs[0], settings) == (1e-4, 0.1)
+    assert knobs_with_bounds(state, settings)["loss.extra"] == state.knobs[1]
+    near_top = ctx(knobs=[spec("lr[1]", 0.09, lo=1e-7, hi=10.0)])
+    assert one(val("lr[1]", 0.5), settings=settings, context=near_top).value == shown.hi
+
+
+def write_run_state(knobs):
+    from kernel.state import KernelState
+
+    return KernelState(
+        pid=1, host="test", started_at=0.0, heartbeat=0.0, last_step=1000, knobs=knobs
+    )
+
+
+# -- a context from data ----------------------------------------------------------------------
+def test_a_context_is_built_from_data_and_from_run_reads_the_same(tmp_path: Path) -> None:
+    state = write_run(tmp_path, step=1000)
+    record_change(tmp_path, step=970, knob="lr", source="human")
+    record_change(tmp_path, step=985, knob="weight_decay", source="rules")
+    rows = read_ledger(tmp_path)
+    built = GuardContext.build(state, rows, "prod", improved=["rules-weight_decay-985"], step=1003)
+    assert (built.step, built.freeze, built.segment) == (1003, "prod", 0)
+    assert built.last_change_step == {"lr": 970, "weight_decay": 985}
+    assert built.last_autopilot_step == 985 and built.improved == {"rules-weight_decay-985"}
+    assert [r.knob for r in built.history] == ["lr", "weight_decay"]
+    read = GuardContext.from_run(tmp_path)
+    assert read == GuardContext.build(state, rows, "off")
+
+
+def test_rows_of_an_earlier_run_segment_do_not_count(tmp_path: Path) -> None:
+    """Steps start again at 0 in a new segment: a change at step 5000 of the previous run
+    must not hold a knob in cooldown (or count for the cumulative guard) now."""
+    state = write_run(tmp_path, step=100).model_copy(update={"segment": 1})
+    old = LedgerRow(seq=1, step=5000, wall_time=0.0, decision="applied", op="set", knob="lr",
+                    source="rules", before=0.2, after=0.1, segment=0)  # fmt: skip
+    context = GuardContext.build(state, [old], "off")
+    assert context.last_change_step == {} and context.last_autopilot_step is None
+    assert context.history == () and context.segment == 1
+    verdicts = check(proposal(mul("lr", 0.5)), context, SETTINGS)
+    (command,) = commands_for(verdicts, source="rules", proposal_id="d1", segment=1)
+    assert command.segment == 1

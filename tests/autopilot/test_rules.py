@@ -22,7 +22,7 @@ def diag(kind: str, step: int = 1000, **evidence: object) -> Diagnosis:
     )
 
 
-def row(step: int, knob: str, before: float, after: float, source: str = "rules", reason=""):
+def row(step: int, knob: str, before: float, after: float, source: str = "rules", **fields):
     return LedgerRow(
         seq=step,
         step=step,
@@ -32,8 +32,8 @@ def row(step: int, knob: str, before: float, after: float, source: str = "rules"
         knob=knob,
         before=before,
         after=after,
-        reason=reason,
         command_id=f"c{step}",
+        **fields,
     )
 
 
@@ -71,19 +71,35 @@ def test_exploding_gradients_turn_clipping_on() -> None:
 
 
 def test_divergence_right_after_an_autopilot_change_rolls_it_back() -> None:
-    c = ctx(diag("divergence"), changes=[row(950, "lr", 0.1, 0.2, reason="plateau; lr x2")])
-    assert described(c) == ["lr=0.1"]
+    c = ctx(diag("divergence"), changes=[row(950, "lr", 0.1, 0.2, for_diagnosis="plateau")])
+    (undo,) = RulePolicy().propose(c).actions
+    assert (undo.describe(), undo.rolls_back) == ("lr=0.1", "c950")
 
 
 def test_a_divergence_response_is_never_rolled_back_and_humans_are_not_undone() -> None:
-    mine = row(950, "lr", 0.1, 0.01, reason="divergence; lr 0.1 -> 0.01")
+    mine = row(950, "lr", 0.1, 0.01, for_diagnosis="divergence")
     assert described(ctx(diag("divergence"), changes=[mine])) == ["lr x0.1"]
     human = row(950, "lr", 0.1, 0.2, source="human")
     assert described(ctx(diag("divergence"), changes=[human])) == ["lr x0.1"]
+    undo = row(950, "lr", 0.2, 0.1, intent="rollback", rolls_back="c900")
+    assert described(ctx(diag("divergence"), changes=[undo])) == ["lr x0.1"]
+
+
+def test_what_a_change_was_for_is_read_from_its_fields_never_its_reason() -> None:
+    """The bug: a divergence fix approved in review had the reason "approved in review ..."
+    and was later proposed for rollback, because only a reason starting with "divergence"
+    counted as a divergence response."""
+    approved = row(950, "lr", 0.1, 0.01, for_diagnosis="divergence",
+                   reason="approved in review rv-1; lr 0.1 -> 0.01")  # fmt: skip
+    assert described(ctx(diag("divergence"), changes=[approved])) == ["lr x0.1"]
+    worded = row(950, "lr", 0.1, 0.2, for_diagnosis="plateau", reason="divergence-like wording")
+    assert described(ctx(diag("divergence"), changes=[worded])) == ["lr=0.1"]
+    prose = row(900, "lr", 0.05, 0.1, reason="rollback: lr=0.05 from step 780")
+    assert described(ctx(diag("plateau"), changes=[prose])) == ["lr x0.5"]
 
 
 def test_a_knob_rolled_back_lately_is_left_alone() -> None:
-    undo = row(900, "lr", 0.05, 0.1, reason="rollback: lr=0.05 from step 780 left ...")
+    undo = row(900, "lr", 0.05, 0.1, intent="rollback", rolls_back="c780")
     proposal = RulePolicy().propose(ctx(diag("plateau"), changes=[undo]))
     assert proposal.actions == [] and "rolled back at step 900" in proposal.reasoning
     assert described(ctx(diag("plateau"), changes=[undo], step=2000)) == ["lr x0.5"]

@@ -1,0 +1,191 @@
+"""What the guards know about a run: its step, knobs, freeze mode and change history.
+
+``GuardContext.build`` makes one from data already read (the kernel's state, the ledger's
+rows, the freeze mode, the changes measured as improvements), so a tick that has read the
+run directory once can hand it over; ``GuardContext.from_run`` reads those files itself.
+
+The change history also feeds the cumulative guard: ``GuardContext.drift`` is how far the
+autopilot's own changes have moved a knob family, from the value it started at, since a
+person last set it or a change of it was measured better (within a window of steps).
+
+Example:
+    >>> from kernel import KnobSpec, LedgerRow
+    >>> rows = [LedgerRow(seq=n, step=100 * n, wall_time=0.0, decision="applied", op="set",
+    ...                   source="rules", knob="lr", before=0.1 / 2 ** (n - 1),
+    ...                   after=0.1 / 2**n, command_id=f"c{n}") for n in (1, 2, 3)]
+    >>> ctx = GuardContext(step=400, knobs={}, history=tuple(rows))
+    >>> d = ctx.drift("lr", window_steps=1000)
+    >>> d.factor, d.changes, d.since_step, d.start
+    (0.125, 3, 100, 0.1)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from autopilot.errors import AutopilotError
+from kernel import (
+    KernelState,
+    KnobSpec,
+    KnobValue,
+    LedgerRow,
+    read_freeze,
+    read_kernel_state,
+    read_ledger,
+)
+from kernel.knobs import knob_family
+
+AUTOPILOT_SOURCES: frozenset[str] = frozenset({"rules", "ai", "tune"})
+"""Ledger sources that are the autopilot's own changes (not a person's, not a replay's)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Drift:
+    """How far the autopilot's own changes have moved one knob family."""
+
+    factor: float = 1.0
+    """The product of their factors (``0.125`` after three halvings)."""
+    changes: int = 0
+    since_step: int | None = None
+    """The step of the first of those changes."""
+    start: KnobValue | None = None
+    """The value before the first of those changes."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class GuardContext:
+    """What the guards know about the run: its step, knobs, freeze mode and change history."""
+
+    step: int
+    knobs: dict[str, KnobSpec]
+    freeze: str = "off"
+    segment: int | None = None
+    """The run segment (``kernel.json``): the commands the guards pass are meant for it."""
+    last_change_step: dict[str, int] = field(default_factory=dict)
+    """Per knob, the step of its last applied change from any source (humans included)."""
+    last_autopilot_step: int | None = None
+    """The step of the last applied change from ``rules``, ``ai`` or ``tune``."""
+    history: tuple[LedgerRow, ...] = ()
+    """This segment's applied ``set`` rows, oldest first (for the cumulative guard)."""
+    improved: frozenset[str] = frozenset()
+    """Ids of the commands whose measured effect was ``better``."""
+
+    @classmethod
+    def build(
+        cls,
+        state: KernelState,
+        rows: Iterable[LedgerRow],
+        freeze: str = "off",
+        *,
+        improved: Iterable[str] = (),
+        step: int | None = None,
+    ) -> GuardContext:
+        """A context from data already read.
+
+        Args:
+            state: the run's ``kernel.json``.
+            rows: the ledger's rows (any decision; only this segment's applied changes
+                count). They should reach back ``guards.total_window_steps``.
+            freeze: the mode in ``freeze.json``; the kernel's own mode wins while it is on.
+            improved: ids of the commands measured ``better``.
+            step: the run's step when fresher than ``kernel.json``'s (which lags by up to a
+                heartbeat); the later of the two is used.
+        """
+        segment = state.segment
+        changes = tuple(
+            r
+            for r in rows
+            if r.decision == "applied"
+            and r.op == "set"
+            and r.knob is not None
+            and r.step is not None
+            and (r.segment or 0) == segment
+        )
+        last: dict[str, int] = {}
+        for row in changes:
+            last[str(row.knob)] = max(last.get(str(row.knob), 0), int(row.step or 0))
+        auto = [int(r.step or 0) for r in changes if r.source in AUTOPILOT_SOURCES]
+        return cls(
+            step=max(state.last_step or 0, step or 0),
+            knobs={k.name: k for k in state.knobs},
+            freeze=state.freeze if state.freeze != "off" else freeze,
+            segment=segment,
+            last_change_step=last,
+            last_autopilot_step=max(auto, default=None),
+            history=changes,
+            improved=frozenset(improved),
+        )
+
+    @classmethod
+    def from_run(cls, run_dir: str | os.PathLike[str]) -> GuardContext:
+        """Read ``kernel.json``, ``freeze.json``, the ledger and the measured effects.
+
+        Raises:
+            AutopilotError: when no kernel has started in ``run_dir`` yet.
+        """
+        state = read_kernel_state(run_dir)
+        if state is None:
+            raise AutopilotError(
+                f"no kernel has started in {run_dir} yet, so its knobs are unknown; "
+                "start the training first"
+            )
+        return cls.build(
+            state,
+            read_ledger(run_dir),
+            read_freeze(run_dir).mode,
+            improved=improved_commands(run_dir),
+        )
+
+    def drift(self, family: str, window_steps: int) -> Drift:
+        """How far the autopilot moved ``family`` within the last ``window_steps`` steps,
+        counted from the last change by a person or the last change measured better."""
+        drift = Drift()
+        for row in self.history:
+            if knob_family(str(row.knob)) != family or int(row.step or 0) <= (
+                self.step - window_steps
+            ):
+                continue
+            if row.source not in AUTOPILOT_SOURCES or row.command_id in self.improved:
+                drift = Drift()  # a person took charge, or the change helped: start afresh
+                continue
+            factor = change_factor(row.before, row.after)
+            if factor is None:
+                continue
+            drift = Drift(
+                factor=drift.factor * factor,
+                changes=drift.changes + 1,
+                since_step=drift.since_step if drift.changes else row.step,
+                start=drift.start if drift.changes else row.before,
+            )
+        return drift
+
+
+def change_factor(before: KnobValue | None, after: KnobValue | None) -> float | None:
+    """``after / before`` (the geometric mean over param groups); ``None`` for a toggle, a
+    change from 0 or values that do not pair up."""
+    if isinstance(before, bool) or isinstance(after, bool) or before is None or after is None:
+        return None
+    b = before if isinstance(before, list) else [before]
+    a = after if isinstance(after, list) else [after]
+    if len(a) != len(b) and 1 not in (len(a), len(b)):
+        return None
+    n = max(len(a), len(b))
+    pairs = list(zip(b * n if len(b) == 1 else b, a * n if len(a) == 1 else a, strict=True))
+    ratios = [y / x for x, y in pairs if x != 0 and y / x > 0]
+    if len(ratios) != len(pairs):
+        return None
+    return math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+
+
+def improved_commands(run_dir: str | os.PathLike[str]) -> frozenset[str]:
+    """Ids of the commands whose measured effect in the decision log was ``better``."""
+    from autopilot.decisions import DecisionLog  # decisions imports the guards' Verdict
+
+    views = DecisionLog(run_dir).read()
+    return frozenset(e.command_id for v in views for e in v.effects if e.verdict == "better")
+
+
+__all__ = ["AUTOPILOT_SOURCES", "Drift", "GuardContext", "change_factor", "improved_commands"]
