@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from kernel.commands import Command, KnobValue, parse_command_line
+from kernel.commands import Command, KnobValue, format_value, parse_command_line
 from kernel.errors import CommandError, KnobError
 from kernel.freeze import RecipeEntry
 from kernel.knobs import Knob
@@ -127,7 +127,9 @@ class CommandExecutor:
                     "outside are ignored until `freeze off`",
                 )
                 return
-            self.set_knob(step, cmd.knob or "", cmd.value, cmd.multiplier, row, cmd.reason)
+            self.set_knob(
+                step, cmd.knob or "", cmd.value, cmd.multiplier, row, cmd.reason, cmd.bounds
+            )
         else:
             self._run_op(step, cmd, row)
 
@@ -143,6 +145,7 @@ class CommandExecutor:
         multiplier: float | None,
         row: dict[str, Any],
         reason: str | None,
+        bounds: tuple[float, float] | None = None,
     ) -> None:
         knob = self.knobs.get(name)
         if knob is None:
@@ -162,6 +165,11 @@ class CommandExecutor:
         except Exception as exc:  # a custom knob's getter may throw anything
             error = f"could not read {name} to resolve the change: {_describe(exc)}"
             self.ledger.record(step=step, decision="failed", **row, error=error)
+            return
+        outside = _outside(name, target, bounds)
+        if outside is not None:
+            before = _value_or_none(knob)
+            self.ledger.record(step=step, decision="rejected", **row, before=before, reason=outside)
             return
         self._change(step, knob, target, row, reason)
 
@@ -223,6 +231,27 @@ class CommandExecutor:
             self.ledger.record(step=step, decision="failed", **row, error=_describe(exc))
             return
         self.ledger.record(step=step, decision="applied", **row, reason=reason)
+
+
+def _outside(name: str, target: KnobValue, bounds: tuple[float, float] | None) -> str | None:
+    """Why ``target`` breaks the bounds a command was judged under, or None when it holds."""
+    if bounds is None or isinstance(target, bool):
+        return None
+    lo, hi = bounds
+    values = target if isinstance(target, list) else [target]
+    if all(lo <= v <= hi for v in values):
+        return None
+    return (
+        f"{name} must be within [{lo:g}, {hi:g}] (the bounds this command was judged under), "
+        f"got {format_value(target)}"
+    )
+
+
+def _value_or_none(knob: Knob) -> KnobValue | None:
+    try:
+        return knob.get()
+    except Exception:  # a custom getter; the row is still worth writing
+        return None
 
 
 def _describe(exc: BaseException) -> str:
