@@ -17,7 +17,8 @@ cannot pass a cap however a process dies. Spend is re-read from the files on eve
 Example (writes to a run directory, hence skipped as a doctest):
     >>> budget = Budget(run_dir, settings)  # doctest: +SKIP
     >>> held = budget.reserve(budget.estimate(messages, 600), "analyst")  # doctest: +SKIP
-    >>> usd = budget.charge(held, tokens_in=812, tokens_out=95)  # doctest: +SKIP
+    >>> charged = budget.charge(held, Usage(tokens_in=812, tokens_out=95))  # doctest: +SKIP
+    >>> charged.cost_usd  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from autopilot.config import Price, Settings
 from autopilot.errors import BudgetExceeded
-from autopilot.tokens import count_message_tokens, count_tokens
+from autopilot.tokens import Usage, count_message_tokens, count_tokens
 from kernel.jsonl import append_line, read_models
 
 logger = logging.getLogger(__name__)
@@ -177,17 +178,14 @@ class Budget:
             self._append(self._entry("reserve", held, usd=held.usd))
         return held
 
-    def charge(
-        self,
-        reservation: Reservation,
-        tokens_in: int,
-        tokens_out: int,
-        cached_in: int = 0,
-        usage_reported: bool = True,
-    ) -> float:
-        """Record what the call really cost (this releases the reservation); return it."""
+    def charge(self, reservation: Reservation, usage: Usage) -> Usage:
+        """Record what the call really cost (this releases the reservation).
+
+        Returns:
+            ``usage`` with ``cost_usd`` set to that cost.
+        """
         price = self._settings.price(reservation.model) or self._price()
-        usd = cost_usd(price, tokens_in, tokens_out, cached_in)
+        usd = cost_usd(price, usage.tokens_in, usage.tokens_out, usage.cached_in)
         if usd > reservation.usd:
             logger.warning(
                 "%s cost $%.6f, more than its worst-case estimate $%.6f (a tokenizer much "
@@ -200,14 +198,14 @@ class Budget:
             "charge",
             reservation,
             usd=usd,
-            tokens_in=tokens_in,
-            tokens_out=tokens_out,
-            cached_in=cached_in,
-            usage_reported=usage_reported,
+            tokens_in=usage.tokens_in,
+            tokens_out=usage.tokens_out,
+            cached_in=usage.cached_in,
+            usage_reported=usage.reported,
         )
         with self._locked():
             self._append(entry)
-        return usd
+        return usage.model_copy(update={"cost_usd": usd})
 
     def spent_run(self) -> float:
         """USD spent by this run, unsettled reservations included."""

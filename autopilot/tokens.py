@@ -1,4 +1,7 @@
-"""Token counting that works offline.
+"""Token counting that works offline, and ``Usage``: what calls consumed.
+
+``Usage`` is the one shape of token usage: the LLM client returns it, its errors carry it,
+the budget charges it and the policy sums it over a decision's calls.
 
 ``tiktoken`` downloads an encoding's file on first use. Here nothing may touch the network:
 the model's own encoding is used only when its file is already in tiktoken's cache, and
@@ -18,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from importlib import resources
 
 import tiktoken
+from pydantic import BaseModel, ConfigDict, Field
 
 logger = logging.getLogger(__name__)
 
@@ -109,3 +113,36 @@ def count_message_tokens(messages: Sequence[Mapping[str, object]], model: str | 
     """Input tokens of chat ``messages``: their text plus the per-message framing."""
     texts = (str(m.get("content") or "") for m in messages)
     return REPLY_OVERHEAD + sum(MESSAGE_OVERHEAD + count_tokens(t, model) for t in texts)
+
+
+class Usage(BaseModel):
+    """Tokens, requests and cost of one or more LLM calls; ``+`` sums them.
+
+    Example:
+        >>> total = Usage(tokens_in=100, tokens_out=20, calls=1) + Usage(tokens_in=50, calls=1)
+        >>> total.tokens_in, total.calls, total.reported
+        (150, 2, True)
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    tokens_in: int = Field(default=0, ge=0)
+    tokens_out: int = Field(default=0, ge=0)
+    cached_in: int = Field(default=0, ge=0)
+    """Of ``tokens_in``, how many the provider served from its cache."""
+    reported: bool = True
+    """False when the provider left some counts out and they are offline estimates."""
+    calls: int = Field(default=0, ge=0)
+    """HTTP requests made (retries, format fallback and repair included)."""
+    cost_usd: float = Field(default=0.0, ge=0)
+    """What the budget charged for these tokens (0 until charged)."""
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            tokens_in=self.tokens_in + other.tokens_in,
+            tokens_out=self.tokens_out + other.tokens_out,
+            cached_in=self.cached_in + other.cached_in,
+            reported=self.reported and other.reported,
+            calls=self.calls + other.calls,
+            cost_usd=self.cost_usd + other.cost_usd,
+        )

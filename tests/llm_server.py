@@ -108,6 +108,42 @@ def rejects_json_schema(then: Reply) -> Reply:
     return reply
 
 
+LLAMA_CPP_REFUSAL = (
+    "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', "
+    "'type'), 'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema'}"
+)
+"""What llama-cpp-python 0.3.36's server answers to ``type: json_schema`` (with HTTP 500)."""
+
+
+def llama_cpp(then: Reply, *, code: int = 500) -> Reply:
+    """The stock llama-cpp-python server's handling of ``response_format``.
+
+    It accepts only ``text`` and ``json_object`` (optionally with a ``schema`` that it turns
+    into a grammar) and refuses anything else with HTTP ``code``: 500 in 0.3.36 (measured),
+    422 in versions that let FastAPI validate the body."""
+
+    def reply(body: Body) -> Response | Awaitable[Response]:
+        kind = (body.get("response_format") or {}).get("type", "text")
+        if kind not in ("text", "json_object"):
+            error_type = "internal_server_error" if code >= 500 else "invalid_request_error"
+            error = {"message": LLAMA_CPP_REFUSAL, "type": error_type, "param": None, "code": None}
+            return JSONResponse({"error": error}, status_code=code)
+        return then(body)
+
+    return reply
+
+
+def refuses_schemas(then: Reply, *, code: int = 400) -> Reply:
+    """HTTP ``code`` for any ``response_format`` but plain ``{"type": "json_object"}``."""
+
+    def reply(body: Body) -> Response | Awaitable[Response]:
+        if body.get("response_format") != {"type": "json_object"}:
+            return status(code, "unsupported response_format")(body)
+        return then(body)
+
+    return reply
+
+
 class ScriptedLLM:
     """The app, its script and the requests it received."""
 

@@ -14,12 +14,11 @@ from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ValidationError
 
 from autopilot.budget import RETRY_OVERHEAD
-from autopilot.tokens import count_message_tokens, count_tokens, encoding_for
+from autopilot.tokens import Usage, count_message_tokens, count_tokens, encoding_for
+from kernel.validation import summarize_validation_error
 
 M = TypeVar("M", bound=BaseModel)
 Message = dict[str, str]
-Usage = tuple[int, int, int, bool]
-"""Input tokens, output tokens, cached input tokens, and whether the provider reported them."""
 
 _PROBLEM_TOKENS = RETRY_OVERHEAD - 50
 """The error quoted in a repair request, so the request fits the budget's estimate."""
@@ -62,23 +61,32 @@ def validate(text: str, schema: type[M]) -> M:
     try:
         return schema.model_validate_json(_json_part(text))
     except ValidationError as exc:
-        raise InvalidReply(_summarize(exc), text) from None
+        raise InvalidReply(summarize_validation_error(exc), text) from None
 
 
 def usage(response: object, conversation: Sequence[Message], model: str | None) -> Usage:
-    """The provider's token counts, or offline estimates when it left them out."""
+    """The provider's token counts (``calls`` 0), or offline estimates when it left them out."""
     reported = getattr(response, "usage", None)
     tokens_in = getattr(reported, "prompt_tokens", None)
     tokens_out = getattr(reported, "completion_tokens", None)
-    if isinstance(tokens_in, int) and isinstance(tokens_out, int):
+    if (
+        isinstance(tokens_in, int)
+        and isinstance(tokens_out, int)
+        and min(tokens_in, tokens_out) >= 0
+    ):
         details = getattr(reported, "prompt_tokens_details", None)
         cached = getattr(details, "cached_tokens", None)
-        return tokens_in, tokens_out, cached if isinstance(cached, int) else 0, True
+        cached_in = min(cached, tokens_in) if isinstance(cached, int) else 0
+        return Usage(tokens_in=tokens_in, tokens_out=tokens_out, cached_in=max(cached_in, 0))
     try:
         text = content(response)
     except InvalidReply:
         text = ""
-    return count_message_tokens(conversation, model), count_tokens(text, model), 0, False
+    return Usage(
+        tokens_in=count_message_tokens(conversation, model),
+        tokens_out=count_tokens(text, model),
+        reported=False,
+    )
 
 
 def repair(
@@ -116,12 +124,3 @@ def _json_part(text: str) -> str:
     if not body.startswith("{") and 0 <= start < end:
         body = body[start : end + 1]
     return body
-
-
-def _summarize(exc: ValidationError, limit: int = 3) -> str:
-    parts = []
-    for err in exc.errors()[:limit]:
-        where = ".".join(str(p) for p in err["loc"])
-        parts.append(f"{where}: {err['msg']}" if where else err["msg"])
-    more = exc.error_count() - limit
-    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")

@@ -2,9 +2,12 @@
 
 ``LLMClient.structured`` asks an OpenAI-compatible provider for JSON that fits a schema:
 
-* it asks for ``response_format=json_schema`` (a non-strict schema). A provider that
-  rejects that (HTTP 400/422 naming the response format) is asked again in JSON mode,
-  and the client remembers this for later calls (``llm.response_format = "auto"``);
+* it asks for ``response_format=json_schema`` (a non-strict schema carrying the value
+  ranges). With ``llm.response_format = "auto"``, a provider that refuses it (any HTTP 400,
+  422 or 5xx before it has accepted a format: llama-cpp-python answers 500) is asked again
+  at once in JSON mode with the schema, then in plain JSON mode; the format that works is
+  remembered per provider and said once (a warning, and ``LLMReply.note`` for the
+  decision's record). See ``autopilot.llm.formats``;
 * a reply that is not JSON or does not fit the schema (or a body that is no chat
   completion at all) gets ONE repair request that quotes the error; a second bad reply
   raises ``LLMError(kind="invalid_output")``;
@@ -15,18 +18,17 @@
 
 The ``openai`` client's own retries are off (``max_retries=0``) so that every request the
 provider may bill is known here and fits the budget's reservation (see ``ATTEMPTS``).
-Every error carries the tokens the failed call consumed, so the budget can charge them.
+Every reply and every error carries its ``Usage``, so the budget can charge it.
 
 Example (needs a provider, hence skipped as a doctest):
     >>> client = LLMClient(settings.llm, api_key)  # doctest: +SKIP
     >>> reply = client.structured(messages, AnalystOutput)  # doctest: +SKIP
-    >>> reply.parsed.kind, reply.tokens_in, reply.usage_reported  # doctest: +SKIP
+    >>> reply.parsed.kind, reply.usage.tokens_in, reply.usage.reported  # doctest: +SKIP
     ('plateau', 812, True)
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -41,7 +43,8 @@ from autopilot.config import LLMSettings
 from autopilot.llm import _replies
 from autopilot.llm._replies import InvalidReply
 from autopilot.llm.errors import LLMError, LLMErrorKind
-from autopilot.tokens import count_message_tokens
+from autopilot.llm.formats import Format, Provider, ProviderFormats, response_format_for
+from autopilot.tokens import Usage, count_message_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +55,8 @@ ATTEMPTS = 2
 """Billable requests one ``structured`` call may make: the answer and one repair."""
 _MAX_BACKOFF_S = 8.0
 _MAX_RETRY_AFTER_S = 60.0
+_REFUSALS = (openai.BadRequestError, openai.UnprocessableEntityError, openai.InternalServerError)
+"""The answers that count as refusing a response format the provider has never accepted."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,41 +64,26 @@ class LLMReply(Generic[M]):
     """A validated answer and what it cost, summed over every request it took."""
 
     parsed: M
-    tokens_in: int
-    tokens_out: int
-    cached_in: int = 0
-    usage_reported: bool = True
-    """False when the provider left ``usage`` out and some counts are estimates."""
-    calls: int = 1
-    """HTTP requests made (retries, format fallback and repair included)."""
+    usage: Usage
+    note: str | None = None
+    """Set on the reply whose call found that the provider refuses a response format."""
 
 
 @dataclass(kw_only=True)
 class _Tally:
-    """Tokens and requests of one ``structured`` call so far."""
+    """Usage of one ``structured`` call so far, and the note it leaves."""
 
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cached_in: int = 0
-    usage_reported: bool = True
-    calls: int = 0
+    usage: Usage
+    note: str | None = None
 
-    def add(self, tokens_in: int, tokens_out: int, cached_in: int, reported: bool) -> None:
-        self.tokens_in += tokens_in
-        self.tokens_out += tokens_out
-        self.cached_in += cached_in
-        self.usage_reported = self.usage_reported and reported
+    def add(self, usage: Usage) -> None:
+        self.usage = self.usage + usage
+
+    def request(self) -> None:
+        self.usage = self.usage + Usage(calls=1)
 
     def error(self, kind: LLMErrorKind, message: str) -> LLMError:
-        return LLMError(
-            kind,
-            message,
-            tokens_in=self.tokens_in,
-            tokens_out=self.tokens_out,
-            cached_in=self.cached_in,
-            usage_reported=self.usage_reported,
-            calls=self.calls,
-        )
+        return LLMError(kind, message, usage=self.usage)
 
 
 class LLMClient:
@@ -103,9 +93,18 @@ class LLMClient:
         settings: provider URL, model, timeout, retries, output limit, response format.
         api_key: the key itself (a local provider accepts any non-empty string).
         http_client: an ``httpx`` client for the ``openai`` client (tests, proxies).
+        formats: where the format each provider accepted is remembered; share one between
+            clients of the same providers (by default each client has its own).
     """
 
-    def __init__(self, settings: LLMSettings, api_key: str, *, http_client: Any = None) -> None:
+    def __init__(
+        self,
+        settings: LLMSettings,
+        api_key: str,
+        *,
+        http_client: Any = None,
+        formats: ProviderFormats | None = None,
+    ) -> None:
         if not api_key:
             raise LLMError("auth", f"no API key: set {settings.api_key_env}")
         self._settings = settings
@@ -116,12 +115,13 @@ class LLMClient:
             max_retries=0,
             http_client=http_client,
         )
-        self._format = "json_object" if settings.response_format == "json_object" else "json_schema"
+        self._formats = formats or ProviderFormats()
+        self._provider: Provider = (settings.base_url or "", settings.model)
 
     @property
-    def response_format(self) -> str:
-        """``json_schema`` until the provider refuses it, then ``json_object``."""
-        return self._format
+    def response_format(self) -> Format:
+        """The format the next request asks for: the first not yet refused."""
+        return self._candidates()[0]
 
     def structured(
         self, messages: Sequence[Message], schema: type[M], *, max_tokens: int | None = None
@@ -129,10 +129,10 @@ class LLMClient:
         """Ask for a reply that validates as ``schema``.
 
         Raises:
-            LLMError: with ``kind`` saying why, and the tokens the call consumed.
+            LLMError: with ``kind`` saying why, and the ``Usage`` the call consumed.
         """
         limit = max_tokens or self._settings.max_output_tokens
-        tally = _Tally()
+        tally = _Tally(usage=Usage())
         conversation = list(messages)
         for attempt in range(1, ATTEMPTS + 1):
             try:
@@ -142,82 +142,87 @@ class LLMClient:
                 problem = bad.problem
                 conversation = _replies.repair(messages, bad, limit, self._settings.model)
                 continue
-            return LLMReply(
-                parsed=parsed,
-                tokens_in=tally.tokens_in,
-                tokens_out=tally.tokens_out,
-                cached_in=tally.cached_in,
-                usage_reported=tally.usage_reported,
-                calls=tally.calls,
-            )
+            return LLMReply(parsed=parsed, usage=tally.usage, note=tally.note)
         raise tally.error("invalid_output", f"invalid output twice: {problem}")
 
     def _attempt(
         self, conversation: list[Message], schema: type[M], limit: int, tally: _Tally
     ) -> M:
         response = self._request(conversation, schema, limit, tally)
-        model = self._settings.model
-        tally.add(*_replies.usage(response, conversation, model))
+        tally.add(_replies.usage(response, conversation, self._settings.model))
         return _replies.validate(_replies.content(response), schema)
+
+    def _candidates(self) -> tuple[Format, ...]:
+        return self._formats.candidates(self._provider, self._settings.response_format)
 
     def _request(
         self, conversation: list[Message], schema: type[BaseModel], limit: int, tally: _Tally
     ) -> object:
         """One billable request: transient failures retried, a refused format replaced."""
         retries = 0
+        candidates = self._candidates()
+        refused: list[tuple[Format, int]] = []
         transient: openai.OpenAIError
         while True:
-            tally.calls += 1
+            tally.request()
             try:
-                return self._create(conversation, schema, limit)
+                response = self._create(conversation, schema, limit, candidates[0])
             except openai.APITimeoutError:
                 worst = count_message_tokens(conversation, self._settings.model)
-                tally.add(worst, limit, 0, reported=False)
+                tally.add(Usage(tokens_in=worst, tokens_out=limit, reported=False))
                 raise tally.error("timeout", self._timeout_message()) from None
-            except (
-                openai.RateLimitError,
-                openai.InternalServerError,
-                openai.APIConnectionError,
-            ) as exc:
-                transient = exc  # retried below, once the except block has closed
-            except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
-                if not self._fall_back_from(exc):
+            except _REFUSALS as exc:
+                if self._is_refusal(candidates):
+                    refused.append((candidates[0], exc.status_code))
+                    candidates = candidates[1:]
+                    continue
+                if not isinstance(exc, openai.InternalServerError):
                     raise tally.error("bad_request", _status_message(exc)) from None
-                continue
+                transient = exc  # retried below, once the except block has closed
+            except (openai.RateLimitError, openai.APIConnectionError) as exc:
+                transient = exc
             except openai.APIStatusError as exc:
                 raise tally.error(_status_kind(exc), _status_message(exc)) from None
             except (openai.OpenAIError, ValueError, TypeError, AttributeError) as exc:
                 # e.g. a 200 whose body is not JSON: the prompt may still have been billed
                 sent = count_message_tokens(conversation, self._settings.model)
-                tally.add(sent, 0, 0, reported=False)
+                tally.add(Usage(tokens_in=sent, reported=False))
                 raise InvalidReply(f"the provider's response could not be read ({exc})") from None
+            else:
+                self._accepted(candidates[0], refused, tally)
+                return response
             retries = self._back_off(transient, retries, tally)
 
-    def _create(self, conversation: list[Message], schema: type[BaseModel], limit: int) -> object:
+    def _is_refusal(self, candidates: tuple[Format, ...]) -> bool:
+        """An error answer refuses the format while the provider has accepted none and
+        another format is left to try (see ``autopilot.llm.formats``)."""
+        return len(candidates) > 1 and self._formats.accepted(self._provider) is None
+
+    def _accepted(self, fmt: Format, refused: list[tuple[Format, int]], tally: _Tally) -> None:
+        """Remember the format the provider accepted; say so once if others were refused."""
+        if self._formats.accepted(self._provider) == fmt:
+            return
+        self._formats.remember(self._provider, fmt)
+        if not refused:
+            return
+        where = self._settings.base_url or "the default OpenAI endpoint"
+        tried = ", ".join(f"{f} (HTTP {code})" for f, code in refused)
+        tally.note = (
+            f"provider {where} ({self._settings.model}) refused response_format {tried}; "
+            f"using {fmt} from now on"
+        )
+        logger.warning("%s (set llm.response_format to skip the refused requests)", tally.note)
+
+    def _create(
+        self, conversation: list[Message], schema: type[BaseModel], limit: int, fmt: Format
+    ) -> object:
         return self._openai.chat.completions.create(
             model=self._settings.model,
             messages=cast(Any, conversation),
             max_tokens=limit,
             temperature=self._settings.temperature,
-            response_format=cast(Any, self._format_param(schema)),
+            response_format=cast(Any, response_format_for(schema, fmt)),
         )
-
-    def _format_param(self, schema: type[BaseModel]) -> dict[str, Any]:
-        return response_format_for(schema, self._format)
-
-    def _fall_back_from(self, exc: openai.APIStatusError) -> bool:
-        """Switch to JSON mode if ``exc`` refuses the response format and the config allows."""
-        text = f"{exc} {json.dumps(exc.body, default=str)}".lower()
-        refused = "response_format" in text or "json_schema" in text
-        if not refused or self._format != "json_schema" or self._settings.response_format != "auto":
-            return False
-        logger.warning(
-            "provider refused response_format=json_schema (HTTP %s); using json_object from now "
-            'on (set llm.response_format = "json_object" to skip this request)',
-            exc.status_code,
-        )
-        self._format = "json_object"
-        return True
 
     def _back_off(self, exc: openai.OpenAIError, retries: int, tally: _Tally) -> int:
         """Sleep before retry ``retries + 1``, or raise once the retries are used up."""
@@ -245,15 +250,6 @@ class LLMClient:
             f"provider timed out after {self._settings.timeout_s:g} s; raise llm.timeout_s "
             "if the model is slow"
         )
-
-
-def response_format_for(schema: type[BaseModel], kind: str = "json_schema") -> dict[str, Any]:
-    """The ``response_format`` a request sends: ``schema`` (its compact JSON schema, see
-    ``autopilot.llm.schemas``), or plain JSON mode when ``kind`` is ``"json_object"``."""
-    if kind == "json_object":
-        return {"type": "json_object"}
-    spec = {"name": schema.__name__, "schema": schema.model_json_schema(), "strict": False}
-    return {"type": "json_schema", "json_schema": spec}
 
 
 def _retry_delay(exc: BaseException, retries: int) -> float:

@@ -1,4 +1,4 @@
-"""Errors of the LLM layer, each carrying the tokens it had already consumed.
+"""Errors of the LLM layer, each carrying the ``Usage`` it had already consumed.
 
 ``LLMError`` is what the client raises for any failed call; ``LLMUnavailable`` is what the
 LLM policy raises so that the graph falls back to the rules and records ``reason``.
@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Literal
 
 from autopilot.errors import AutopilotError
+from autopilot.tokens import Usage
 
 LLMErrorKind = Literal[
     "timeout", "rate_limit", "server", "connection", "auth", "bad_request", "invalid_output"
@@ -21,30 +22,14 @@ class LLMError(AutopilotError):
     Args:
         kind: what went wrong, for metrics and tests.
         message: one line saying what happened and what to do about it.
-        tokens_in: input tokens the failed call consumed (to be charged).
-        tokens_out: output tokens the failed call consumed (to be charged).
-        cached_in: of ``tokens_in``, how many the provider served from its cache.
-        usage_reported: False when some of those counts are estimates.
-        calls: HTTP requests made.
+        usage: the tokens and requests the failed call consumed (to be charged).
     """
 
-    def __init__(
-        self,
-        kind: LLMErrorKind,
-        message: str,
-        *,
-        tokens_in: int = 0,
-        tokens_out: int = 0,
-        cached_in: int = 0,
-        usage_reported: bool = True,
-        calls: int = 0,
-    ) -> None:
+    def __init__(self, kind: LLMErrorKind, message: str, *, usage: Usage | None = None) -> None:
         super().__init__(message)
         self.kind: LLMErrorKind = kind
         self.message = message
-        self.tokens_in, self.tokens_out, self.cached_in = tokens_in, tokens_out, cached_in
-        self.usage_reported = usage_reported
-        self.calls = calls
+        self.usage = usage or Usage()
 
 
 class LLMUnavailable(AutopilotError):
@@ -52,22 +37,15 @@ class LLMUnavailable(AutopilotError):
 
     Args:
         reason: one line for the decision record, e.g. ``"provider timed out after 30 s"``.
-        tokens_in: input tokens spent before giving up (all calls of this decision).
-        tokens_out: output tokens spent before giving up.
-        cost_usd: what those tokens cost, as charged to the budget.
+        usage: what this decision's calls consumed before giving up, ``cost_usd`` as
+            charged to the budget.
         provider_failed: the provider was asked and failed (not: no key, no budget), so it
             deserves a rest before the next request.
     """
 
     def __init__(
-        self,
-        reason: str,
-        *,
-        tokens_in: int = 0,
-        tokens_out: int = 0,
-        cost_usd: float = 0.0,
-        provider_failed: bool = False,
+        self, reason: str, *, usage: Usage | None = None, provider_failed: bool = False
     ) -> None:
         super().__init__(reason)
         self.reason, self.provider_failed = reason, provider_failed
-        self.tokens_in, self.tokens_out, self.cost_usd = tokens_in, tokens_out, cost_usd
+        self.usage = usage or Usage()

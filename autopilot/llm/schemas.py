@@ -4,10 +4,12 @@ The client validates every reply against one of these; a reply that does not fit
 repair request, then the call fails. Extra fields are errors, so a model that invents a
 field (``"lr": 0.1`` beside ``actions``) is told so instead of being half-understood.
 
-``model_json_schema()`` of these models is the schema sent to the provider, so it is kept
-small (the provider bills it as input on every call): the shape, types and enums only.
-Titles, descriptions, defaults, lengths and ranges are left out; pydantic still enforces
-all of them on the reply.
+``model_json_schema()`` of these models is the schema sent to the provider. It carries every
+constraint pydantic enforces on the reply (shape, types, enums, value ranges, lengths), so a
+grammar-constrained provider (llama.cpp, vLLM, OpenAI's structured outputs) cannot produce a
+``confidence`` of 1.637 or a ``look_again_steps`` of -2 that validation would then refuse.
+Titles, descriptions and defaults are left out: the provider bills the schema as input on
+every call, and the prompt says what the fields mean.
 
 Example:
     >>> AnalystOutput.model_validate_json(
@@ -35,10 +37,26 @@ AnalystKind = Literal["plateau", "divergence", "overfitting", "oscillation", "he
 
 
 _SENT_KEYWORDS = frozenset(
-    {"type", "enum", "properties", "required", "items", "anyOf", "additionalProperties"}
+    {
+        "type",
+        "enum",
+        "properties",
+        "required",
+        "items",
+        "anyOf",
+        "additionalProperties",
+        # the constraints pydantic enforces, so that a provider's grammar enforces them too
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "minLength",
+        "maxLength",
+        "minItems",
+        "maxItems",
+    }
 )
-"""Schema keywords worth their tokens to the model; the rest (lengths, ranges) the prompt
-states or the validation of the reply enforces."""
+"""Schema keywords sent; titles, descriptions and defaults are not worth their tokens."""
 
 
 class _CompactSchema(GenerateJsonSchema):

@@ -44,10 +44,12 @@ from autopilot.llm import (
     LLMUnavailable,
     PlannerOutput,
 )
-from autopilot.llm.client import Message, response_format_for
+from autopilot.llm.client import LLMReply, Message
+from autopilot.llm.formats import response_format_for
 from autopilot.policies._base import PolicyContext
 from autopilot.policies._prompt_fields import analyst_fields, planner_fields
 from autopilot.proposals import Action, Proposal
+from autopilot.tokens import Usage
 from prompts import load_prompt
 
 __all__ = ["LLMPolicy", "LLMUnavailable", "Request"]
@@ -78,16 +80,19 @@ class Request(Generic[M]):
 
 @dataclass(kw_only=True)
 class _Spent:
-    """What this decision's calls have cost so far."""
+    """What this decision's calls have consumed so far, and a provider's note if any."""
 
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost_usd: float = 0.0
+    usage: Usage
+    note: str | None = None
 
-    def add(self, tokens_in: int, tokens_out: int, cost_usd: float) -> None:
-        self.tokens_in += tokens_in
-        self.tokens_out += tokens_out
-        self.cost_usd += cost_usd
+    def record_fields(self) -> dict[str, Any]:
+        """The proposal's fields for this spend."""
+        return {
+            "tokens_in": self.usage.tokens_in,
+            "tokens_out": self.usage.tokens_out,
+            "cost_usd": self.usage.cost_usd,
+            "provider_note": self.note,
+        }
 
 
 class LLMPolicy:
@@ -128,7 +133,7 @@ class LLMPolicy:
             LLMUnavailable: when no call can be made or one fails; carries the spend so far.
         """
         client = self._client_or_raise()
-        spent = _Spent()
+        spent = _Spent(usage=Usage())
         try:
             return self._propose(client, ctx, spent)
         except BudgetExceeded as exc:
@@ -161,7 +166,7 @@ class LLMPolicy:
                 confidence=analysis.confidence,
                 reasoning=_evidence(analysis),
                 prompt_version=self._analyst.id,
-                **vars(spent),
+                **spent.record_fields(),
             )
         plan = self._call(client, self.planner_request(ctx, analysis), spent)
         return self._proposal(analysis, plan, spent)
@@ -174,19 +179,21 @@ class LLMPolicy:
         )
         held = self._budget.reserve(estimate, request.prompt_id)
         try:
-            reply = client.structured(request.messages, request.schema, max_tokens=limit)
-        except LLMError as exc:
-            cost = self._budget.charge(
-                held, exc.tokens_in, exc.tokens_out, exc.cached_in, exc.usage_reported
+            reply: LLMReply[M] = client.structured(
+                request.messages, request.schema, max_tokens=limit
             )
-            spent.add(exc.tokens_in, exc.tokens_out, cost)
+        except LLMError as exc:
+            spent.usage += self._budget.charge(held, exc.usage)
             raise
-        cost = self._budget.charge(
-            held, reply.tokens_in, reply.tokens_out, reply.cached_in, reply.usage_reported
-        )
-        spent.add(reply.tokens_in, reply.tokens_out, cost)
+        charged = self._budget.charge(held, reply.usage)
+        spent.usage += charged
+        spent.note = spent.note or reply.note
         logger.info(
-            "%s: %d+%d tokens, $%.6f", request.prompt_id, reply.tokens_in, reply.tokens_out, cost
+            "%s: %d+%d tokens, $%.6f",
+            request.prompt_id,
+            charged.tokens_in,
+            charged.tokens_out,
+            charged.cost_usd,
         )
         return reply.parsed
 
@@ -206,7 +213,7 @@ class LLMPolicy:
             reasoning=reasoning,
             look_again_steps=plan.look_again_steps,
             prompt_version=self.prompt_version,
-            **vars(spent),
+            **spent.record_fields(),
         )
 
     def _client_or_raise(self) -> LLMClient:
@@ -223,7 +230,7 @@ class LLMPolicy:
     ) -> LLMUnavailable:
         line = " ".join(reason.split())
         logger.warning("LLM policy unavailable: %s", line)
-        return LLMUnavailable(line, **vars(spent), provider_failed=provider_failed)
+        return LLMUnavailable(line, usage=spent.usage, provider_failed=provider_failed)
 
 
 def _evidence(analysis: AnalystOutput) -> str:

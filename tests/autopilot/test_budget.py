@@ -10,7 +10,7 @@ import pytest
 from autopilot.budget import Budget, cost_usd
 from autopilot.config import Price
 from autopilot.errors import BudgetExceeded
-from autopilot.tokens import count_message_tokens
+from autopilot.tokens import Usage, count_message_tokens
 
 MESSAGES = [
     {"role": "system", "content": "You are the analyst."},
@@ -44,14 +44,20 @@ def test_a_charge_replaces_its_reservation(run_dir, llm_settings):
     budget = Budget(run_dir, llm_settings)
     held = budget.reserve(budget.estimate(MESSAGES, 300), "analyst@v1")
     assert budget.spent_run() == pytest.approx(held.usd)
-    cost = budget.charge(held, tokens_in=100, tokens_out=50)
-    assert cost == pytest.approx((100 + 2 * 50) / MILLION)
-    assert budget.spent_run() == pytest.approx(cost) == pytest.approx(budget.spent_day())
+    charged = budget.charge(held, Usage(tokens_in=100, tokens_out=50, calls=1))
+    assert charged.cost_usd == pytest.approx((100 + 2 * 50) / MILLION)
+    assert (charged.tokens_in, charged.tokens_out, charged.calls) == (100, 50, 1)
+    assert (
+        budget.spent_run() == pytest.approx(charged.cost_usd) == pytest.approx(budget.spent_day())
+    )
 
 
 def test_spend_survives_a_new_budget_instance(run_dir, llm_settings):
     first = Budget(run_dir, llm_settings)
-    first.charge(first.reserve(first.estimate(MESSAGES, 300), "analyst@v1"), 1000, 100)
+    first.charge(
+        first.reserve(first.estimate(MESSAGES, 300), "analyst@v1"),
+        Usage(tokens_in=1000, tokens_out=100),
+    )
     pending = first.reserve(first.estimate(MESSAGES, 300), "planner@v1")  # never charged
     again = Budget(run_dir, llm_settings)
     assert again.spent_run() == pytest.approx(1200 / MILLION + pending.usd)
@@ -60,7 +66,10 @@ def test_spend_survives_a_new_budget_instance(run_dir, llm_settings):
 
 def test_both_ledgers_are_append_only_json_lines(run_dir, llm_settings):
     budget = Budget(run_dir, llm_settings)
-    budget.charge(budget.reserve(budget.estimate(MESSAGES, 300), "analyst@v1"), 10, 5)
+    budget.charge(
+        budget.reserve(budget.estimate(MESSAGES, 300), "analyst@v1"),
+        Usage(tokens_in=10, tokens_out=5),
+    )
     day = llm_settings.budget.day_ledger_path()
     for path in (run_dir / "autopilot" / "spend.jsonl", day):
         entries = [json.loads(line) for line in path.read_text().splitlines()]
@@ -120,7 +129,10 @@ def test_a_free_local_model_is_never_capped(run_dir, make_settings):
         prices={"test-model": {"input": 0, "output": 0}}, budget={"per_run_usd": 0}
     )
     budget = Budget(run_dir, settings)
-    budget.charge(budget.reserve(budget.estimate(MESSAGES, 300), "analyst@v1"), 500, 50)
+    budget.charge(
+        budget.reserve(budget.estimate(MESSAGES, 300), "analyst@v1"),
+        Usage(tokens_in=500, tokens_out=50),
+    )
     assert budget.spent_run() == 0 and budget.remaining() == 0
 
 

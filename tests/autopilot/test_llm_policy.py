@@ -6,7 +6,7 @@ import random
 from typing import Any
 
 import pytest
-from llm_server import answer, slow, status
+from llm_server import answer, llama_cpp, slow, status
 from pydantic import ValidationError
 
 from autopilot.budget import Budget
@@ -16,7 +16,7 @@ from autopilot.observe import fold_records
 from autopilot.policies._base import PastDecision, PolicyContext
 from autopilot.policies.llm import LLMPolicy, LLMUnavailable, Request
 from autopilot.summary import render_table, summarize
-from autopilot.tokens import count_message_tokens, count_tokens
+from autopilot.tokens import Usage, count_message_tokens, count_tokens
 from kernel import KnobSpec, LedgerRow, MetricRecord
 
 PLATEAU = {
@@ -204,7 +204,7 @@ def test_no_key_falls_back_before_any_request(llm_server, make_settings, run_dir
     assert caught.value.reason == (
         "no API key: set AUTOPILOT_TEST_LLM_KEY (named by llm.api_key_env)"
     )
-    assert llm_server.calls == [] and caught.value.cost_usd == 0
+    assert llm_server.calls == [] and caught.value.usage == Usage()
 
 
 def test_an_injected_client_is_used(llm_server, llm_settings, run_dir):
@@ -220,9 +220,9 @@ def test_invalid_output_twice_falls_back_and_is_charged(llm_server, llm_settings
         policy_for(llm_settings, run_dir).propose(context())
     err = caught.value
     assert err.reason.startswith("invalid output twice: ") and "\n" not in err.reason
-    assert (err.tokens_in, err.tokens_out) == (240, 80)
-    assert err.cost_usd > 0
-    assert Budget(run_dir, llm_settings).spent_run() == pytest.approx(err.cost_usd)
+    assert (err.usage.tokens_in, err.usage.tokens_out, err.usage.calls) == (240, 80, 2)
+    assert err.usage.cost_usd > 0
+    assert Budget(run_dir, llm_settings).spent_run() == pytest.approx(err.usage.cost_usd)
 
 
 def test_a_planner_failure_reports_the_analysts_spend(llm_server, llm_settings, run_dir):
@@ -230,8 +230,8 @@ def test_a_planner_failure_reports_the_analysts_spend(llm_server, llm_settings, 
     with pytest.raises(LLMUnavailable) as caught:
         policy_for(llm_settings, run_dir).propose(context())
     assert "HTTP 500" in caught.value.reason
-    assert (caught.value.tokens_in, caught.value.tokens_out) == (120, 40)
-    assert caught.value.cost_usd == pytest.approx((120 + 80) / 1e6)
+    assert (caught.value.usage.tokens_in, caught.value.usage.tokens_out) == (120, 40)
+    assert caught.value.usage.cost_usd == pytest.approx((120 + 80) / 1e6)
 
 
 def test_a_timeout_falls_back_with_the_timeout_in_the_reason(llm_server, make_settings, run_dir):
@@ -240,7 +240,7 @@ def test_a_timeout_falls_back_with_the_timeout_in_the_reason(llm_server, make_se
     with pytest.raises(LLMUnavailable) as caught:
         policy_for(settings, run_dir).propose(context())
     assert caught.value.reason.startswith("provider timed out after 0.3 s")
-    assert caught.value.cost_usd > 0  # a timed-out call may have been billed
+    assert caught.value.usage.cost_usd > 0  # a timed-out call may have been billed
 
 
 def test_a_model_without_a_price_falls_back(llm_server, make_settings, run_dir):
@@ -266,7 +266,8 @@ def test_a_tiny_cap_stops_calls_exactly_at_the_cap(llm_server, make_settings, ru
             made += 1
     spent = Budget(run_dir, settings).spent_run()
     assert made == 4 and len(llm_server.calls) == 4  # the refused call never reached the server
-    assert caught.value.reason.startswith("budget: per-run cap") and caught.value.cost_usd == 0
+    assert caught.value.reason.startswith("budget: per-run cap")
+    assert caught.value.usage.cost_usd == 0
     assert spent <= cap < spent + worst
 
 
@@ -276,19 +277,37 @@ def _analyst_worst_case(policy: LLMPolicy, settings, run_dir) -> float:
     return budget.estimate(request.messages, 300, attempts=2, extra_text=request.schema_text).usd
 
 
-def test_the_schemas_sent_are_compact_and_replies_are_still_fully_checked(llm_settings, run_dir):
+def test_the_schemas_sent_are_compact_but_carry_every_constraint(llm_settings, run_dir):
     request = policy_for(llm_settings, run_dir).planner_request(context(), ANALYSIS)
     sent = request.response_format["json_schema"]["schema"]
     assert "title" not in request.schema_text and "description" not in request.schema_text
-    assert "$ref" not in request.schema_text and "maxLength" not in request.schema_text
-    assert sent["properties"]["look_again_steps"] == {"type": ["integer", "null"]}
+    assert "$ref" not in request.schema_text and "default" not in request.schema_text
+    assert sent["properties"]["look_again_steps"] == {
+        "type": ["integer", "null"], "minimum": 0, "maximum": 1_000_000,
+    }  # fmt: skip
     assert sent["properties"]["actions"]["items"]["required"] == ["knob"]
+    assert sent["properties"]["actions"]["maxItems"] == 8
     with pytest.raises(ValidationError, match="at most 8 items"):
         PlannerOutput.model_validate(
             {"actions": [{"knob": "lr", "multiplier": 0.5}] * 9, "confidence": 0.5}
         )
     with pytest.raises(ValidationError, match="less than or equal to 1"):
         PlannerOutput(confidence=1.5)
+
+
+def test_a_refused_response_format_is_noted_once_in_the_proposal(llm_server, llm_settings, run_dir):
+    # the first request is refused, so the analyst's answer is the second reply
+    replies = (PLATEAU, PLATEAU, PLAN, PLATEAU, PLAN)
+    llm_server.script(*(llama_cpp(answer(reply)) for reply in replies))
+    policy = policy_for(llm_settings, run_dir)
+    first = policy.propose(context())
+    assert first.provider_note and "refused response_format json_schema (HTTP 500)" in (
+        first.provider_note
+    )
+    assert [a.describe() for a in first.actions] == ["lr x0.5"]
+    assert first.tokens_in == 240  # the refused request was not billed
+    assert policy.propose(context()).provider_note is None
+    assert len(llm_server.calls) == 5
 
 
 def busy_context() -> PolicyContext:
@@ -343,4 +362,4 @@ def test_a_20_metric_decision_stays_within_its_token_budget(llm_settings, run_di
     messages = sum(count_message_tokens(r.messages) for r in requests)
     schemas = sum(count_tokens(r.schema_text) for r in requests)
     print(f"20-metric decision: {messages} message + {schemas} schema tokens; table {table}")
-    assert messages - table <= 850 and schemas <= 240
+    assert messages - table <= 850 and schemas <= 400
