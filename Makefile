@@ -4,7 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench eval-replay eval-bench lint clean
+PACKAGES := autopilot kernel evals memory prompts
+
+.PHONY: install demo test bench eval-replay eval-bench lint typecheck doctest clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,9 +37,17 @@ eval-replay: install
 eval-bench: install
 	$(VENV)/bin/autopilot eval bench --out runs/eval-bench
 
+# ruff, mypy (packages, benchmarks and tests) and the docstrings' examples
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(MAKE) --no-print-directory typecheck doctest
+
+typecheck: install
+	$(VENV)/bin/mypy $(PACKAGES) benchmarks tests
+
+doctest: install
+	$(PY) -m pytest -p no:cacheprovider --doctest-modules $(PACKAGES)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
