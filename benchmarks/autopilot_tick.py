@@ -15,6 +15,7 @@ import argparse
 import logging
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from _synthetic_run import append, write_run
@@ -23,7 +24,16 @@ from autopilot.config import Settings
 from autopilot.watch import Autopilot, quiet_gc
 
 
-def bench(history: int, ticks: int) -> dict[str, float]:
+@dataclass(frozen=True, kw_only=True)
+class TickTimes:
+    """Seconds: the first tick, then each tick that found the run healthy or decided."""
+
+    first: float
+    healthy: list[float]
+    decided: list[float]
+
+
+def bench(history: int, ticks: int) -> TickTimes:
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
         rng = write_run(run_dir, history)
@@ -33,7 +43,8 @@ def bench(history: int, ticks: int) -> dict[str, float]:
             t0 = time.perf_counter()
             pilot.tick()
             first = time.perf_counter() - t0
-            healthy, decided = [], []
+            healthy: list[float] = []
+            decided: list[float] = []
             step = history + 1
             for _ in range(ticks):
                 append(run_dir, step, 10, rng)
@@ -42,7 +53,7 @@ def bench(history: int, ticks: int) -> dict[str, float]:
                 state = pilot.tick()
                 took = time.perf_counter() - t0
                 (decided if state.get("outcome") == "diagnosed" else healthy).append(took)
-    return {"first": first, "healthy": healthy, "decided": decided}  # type: ignore[dict-item]
+    return TickTimes(first=first, healthy=healthy, decided=decided)
 
 
 def _ms(values: list[float], q: float) -> str:
@@ -61,9 +72,9 @@ def main() -> None:
     print("history   first tick   healthy ticks: median / p90   deciding ticks: median / p90")
     for history in (1_000, 10_000, 100_000):
         r = bench(history, args.ticks)
-        h, d = r["healthy"], r["decided"]
+        h, d = r.healthy, r.decided
         print(
-            f"{history:>7}   {1000 * r['first']:8.1f} ms   "
+            f"{history:>7}   {1000 * r.first:8.1f} ms   "
             f"{_ms(h, 0.5):>6} / {_ms(h, 0.9):>6} ms (n={len(h)})        "
             f"{_ms(d, 0.5):>6} / {_ms(d, 0.9):>6} ms (n={len(d)})"
         )

@@ -124,9 +124,11 @@ def command_latency(n_in: int, commands: int = 20) -> tuple[list[int], list[floa
             applied_at[step] = time.monotonic()
             step += 1
         thread.join()
-        rows = read_ledger(d)
-    steps = [row.step - sent[row.command_id][0] for row in rows]
-    seconds = [applied_at[row.step] - sent[row.command_id][1] for row in rows]
+        # every row of this run is one of the commands sent, applied at a step
+        rows = [(r.step, r.command_id) for r in read_ledger(d)]
+        handled = [(s, c) for s, c in rows if s is not None and c is not None]
+    steps = [s - sent[c][0] for s, c in handled]
+    seconds = [applied_at[s] - sent[c][1] for s, c in handled]
     return steps, seconds
 
 

@@ -70,7 +70,7 @@ def test_ai_alarms_are_the_analysts_with_their_tokens_and_cost(runs, llm_setting
     sick = next(r for r in report.runs if r.run == "digits_divergence")
     assert sick.llm_calls >= 1 and sick.fallbacks == 0
     assert sick.tokens_in == 120 * 2 * sick.llm_calls  # analyst + planner per decision
-    assert report.usd_per_run > 0 and report.prompt_version.startswith("analyst@")
+    assert report.usd_per_run > 0 and (report.prompt_version or "").startswith("analyst@")
     assert len(llm_server.calls) == 2 * sick.llm_calls  # the healthy run asked nothing
 
 

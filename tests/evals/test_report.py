@@ -22,6 +22,7 @@ from evals.results import (
     BenchRun,
     Intervention,
     KindScore,
+    LabelKind,
     OracleResult,
     ReplayReport,
     ReplayRun,
@@ -39,7 +40,9 @@ def _replay_run(name: str, events: list, tokens: int = 0, usd: float = 0.0) -> R
                      wall_s=1.5)  # fmt: skip
 
 
-def _score(kind: str, events: int, detected: int, latency: int | None, after: int = 0) -> KindScore:
+def _score(
+    kind: LabelKind, events: int, detected: int, latency: int | None, after: int = 0
+) -> KindScore:
     rate = (detected / events) if events else None
     return KindScore(kind=kind, events=events, detected=detected, late=events - detected,
                      false_alarms=0, after_other_event=after, precision=rate, recall=rate,
@@ -75,7 +78,8 @@ ALARMS = [
     _alarm("digits_divergence", 410, "divergence"),
     _alarm("digits_healthy", 300, "oscillation"),
 ]
-CURVES = {
+Curve = tuple[list[int], list[float | None]]
+CURVES: dict[str, Curve] = {
     "digits_plateau": ([0, 500, 1000, 2000], [2.3, 0.9, 0.88, 0.88]),
     "digits_divergence": ([0, 200, 400, 600], [2.3, 1.0, 40.0, None]),
 }
@@ -115,8 +119,8 @@ def test_replay_plot_is_a_png(replay_report: ReplayReport, tmp_path: Path) -> No
 
 @pytest.fixture
 def bench_report() -> BenchReport:
-    curve = ([0, 100, 200, 300], [2.3, 1.1, 0.6, 0.45])
-    blown = ([0, 100, 200, 300], [2.3, 9.0, 80.0, None])
+    curve: Curve = ([0, 100, 200, 300], [2.3, 1.1, 0.6, 0.45])
+    blown: Curve = ([0, 100, 200, 300], [2.3, 9.0, 80.0, None])
     lr_cut = [Intervention(step=150, knob="lr", before=0.5, after=0.05, source="rules")]
     runs = [
         BenchRun(task="digits/lr_high", policy="none", seed=0, final=0.9, wall_s=3.0,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from evals.results import Alarm, ReplayRun
+from evals.results import Alarm, LabelKind, ReplayRun
 from evals.scoring import score_all, score_kind
 
 
-def run(name: str, *events: tuple[str, int], last_step: int = 1000) -> ReplayRun:
+def run(name: str, *events: tuple[LabelKind, int], last_step: int = 1000) -> ReplayRun:
     return ReplayRun(
         run=name, path=name, key_metric="val/loss", steps=last_step, last_step=last_step,
         events=list(events), alarms=0, ticks=0, wall_s=0.0,
