@@ -20,6 +20,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from autopilot.errors import ConfigError
+from kernel.knobs import knob_family
+from kernel.state import KernelState
+from kernel.validation import summarize_validation_error
 
 Mode = Literal["off", "suggest", "auto", "ai_suggest", "ai_auto"]
 MODES: tuple[str, ...] = ("off", "suggest", "auto", "ai_suggest", "ai_auto")
@@ -123,9 +126,15 @@ class DetectorSettings(_Section):
     """Thresholds of the detectors; the key metric and its direction."""
 
     key_metric: str | None = None
-    """``None``: the kernel's key metric, else ``val/loss``, else the first loss logged."""
+    """``None``: the kernel's key metric, else one inferred from the names logged
+    (``kernel.metric_names.infer_key_metric``: a validation loss first)."""
     key_mode: Literal["min", "max"] | None = None
     """``None``: the kernel's, else inferred from the name (acc, f1, auc... are maximised)."""
+    key_metric_grace_steps: int = Field(default=500, ge=0)
+    """How long a declared key metric may stay unlogged before the autopilot warns and
+    judges the run by the inferred one instead (keep it above the validation interval).
+    With none declared, how long it waits for a validation metric before judging by a
+    training loss."""
     window: int = Field(default=200, ge=20, le=5000)
     """How many recent points of each metric the autopilot keeps."""
     min_points: int = Field(default=5, ge=3)
@@ -182,6 +191,27 @@ class Settings(_Section):
         return os.environ.get(self.llm.api_key_env) or None
 
 
+def check_bounds(settings: Settings, kernel: KernelState | None) -> None:
+    """Refuse a ``[bounds]`` entry for a knob the run does not have, once the kernel has
+    published its knobs (before that, nothing is known; a bound on a family, ``lr``, covers
+    its per-group knobs, ``lr[1]``).
+
+    Raises:
+        ConfigError: naming the unknown entry and the run's knobs.
+    """
+    if kernel is None or not settings.bounds:
+        return
+    names = {spec.name for spec in kernel.knobs}
+    known = names | {knob_family(n) for n in names}
+    unknown = sorted(k for k in settings.bounds if k not in known)
+    if unknown:
+        listed = ", ".join(sorted(names)) or "none"
+        raise ConfigError(
+            f"bounds.{unknown[0]}: this run has no knob of that name; its knobs are {listed} "
+            "(fix or remove the [bounds] entry)"
+        )
+
+
 def load_settings(
     path: str | os.PathLike[str] | None = None, run_dir: str | os.PathLike[str] | None = None
 ) -> Settings:
@@ -203,7 +233,9 @@ def load_settings(
     try:
         return Settings.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{chosen}: {_summarize(exc)}") from None
+        raise ConfigError(
+            f"{chosen}: {summarize_validation_error(exc, types=_UNKNOWN_SETTING)}"
+        ) from None
 
 
 def _find(
@@ -219,12 +251,6 @@ def _find(
     return None
 
 
-def _summarize(exc: ValidationError, limit: int = 3) -> str:
-    parts = []
-    for err in exc.errors()[:limit]:
-        where = ".".join(str(p) for p in err["loc"]) or "config"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown setting (see autopilot.example.toml for the valid ones)"
-        parts.append(f"{where}: {msg}")
-    return "; ".join(parts)
+_UNKNOWN_SETTING = {
+    "extra_forbidden": "unknown setting (see autopilot.example.toml for the valid ones)"
+}

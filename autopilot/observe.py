@@ -17,10 +17,11 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from autopilot.summary import Best, Windows, metric_mode
+from autopilot.summary import Best, Windows
 from kernel import LedgerRow, MetricRecord
 from kernel.jsonl import JsonlTail
 from kernel.ledger import LEDGER_FILE
+from kernel.metric_names import metric_mode
 from kernel.metrics import METRICS_FILE
 
 logger = logging.getLogger(__name__)

@@ -19,85 +19,27 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import math
-import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from autopilot import _trends
+from kernel.metric_names import MetricMode, metric_mode, metric_pairs
 
-MetricMode = Literal["min", "max"]
 Direction = Literal["improving", "worsening", "flat", "noisy"]
 Window = list[list[float]]
 """``[steps, values]`` of one metric: two lists of equal length, oldest point first."""
 Windows = dict[str, Window]
 Best = dict[str, list[float]]
 
-_MAX_WORDS = frozenset(
-    {"acc", "accuracy", "f1", "auc", "precision", "recall", "score", "bleu", "iou", "map", "r2"}
-)
-_SPLIT = re.compile(r"[/_.\-\s@:]+")
-_ROLE = re.compile(r"^(train|training|val|valid|validation|eval)[/_.\-](.+)$", re.IGNORECASE)
 _NOISY_T = 2.0
 """A slope under this many standard errors is indistinguishable from noise."""
 _NOISY_VOL = 0.05
 _FLAT_CHANGE = 0.01
 """Less relative change than this across the whole window reads as flat."""
-
-
-def name_tokens(name: str) -> list[str]:
-    """The lower-case words of a metric name: ``"val/top1_acc"`` -> ``["val", "top1", "acc"]``."""
-    return [t for t in _SPLIT.split(name.lower()) if t]
-
-
-@functools.lru_cache(maxsize=4096)
-def metric_mode(name: str) -> MetricMode:
-    """``"max"`` for accuracy-like names (acc, f1, auc, map@50...), else ``"min"``.
-
-    Whole words count, so ``bitmap_loss`` is minimised; a ``loss`` word always means min.
-    """
-    tokens = name_tokens(name)
-    if "loss" in tokens:
-        return "min"
-    for token in tokens:
-        if token in _MAX_WORDS or token.rstrip("0123456789") in _MAX_WORDS - {"f", "r"}:
-            return "max"
-    return "min"
-
-
-@functools.lru_cache(maxsize=4096)
-def split_role(name: str) -> tuple[str, str]:
-    """``("val", "loss")`` for ``val/loss`` or ``val_loss``; ``("", name)`` without a prefix."""
-    match = _ROLE.match(name)
-    if not match:
-        return "", name
-    role = match.group(1).lower()
-    return ("train" if role.startswith("train") else "val"), match.group(2)
-
-
-def metric_pairs(names: list[str]) -> list[tuple[str, str]]:
-    """``(train, val)`` name pairs: ``train/X`` (or ``train_X``, or plain ``X``) with ``val/X``."""
-    return list(_pairs(tuple(names)))
-
-
-@functools.lru_cache(maxsize=64)
-def _pairs(names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
-    # a run logs the same names tick after tick: the summary and a detector ask each time
-    present, pairs = set(names), []
-    for val in sorted(names):
-        role, base = split_role(val)
-        if role != "val":
-            continue
-        sep = val[len(val) - len(base) - 1]  # the same style first: eval_loss goes with loss
-        candidates = (f"train{sep}{base}", f"training{sep}{base}", base, f"train/{base}")
-        train = next((c for c in candidates if c in present), None)
-        if train is not None:
-            pairs.append((train, val))
-    return tuple(pairs)
 
 
 class _Model(BaseModel):

@@ -18,7 +18,6 @@ _EXPORTS = {
     "LabelEvent": "evals.runs",
     "Labels": "evals.runs",
     "RecordedRun": "evals.runs",
-    "infer_key_metric": "evals.runs",
     "load_run": "evals.runs",
     "write_run": "evals.runs",
 }

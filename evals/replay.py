@@ -30,21 +30,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from autopilot.config import Settings
+from autopilot.config import Mode, Settings
+from autopilot.context import key_metric_of
 from autopilot.decisions import DecisionLog, DecisionRecord
 from autopilot.graph import build_graph
-from autopilot.nodes import Nodes
+from autopilot.state import TickContext
 from evals.errors import EvalError
 from evals.results import Alarm, ReplayPolicy, ReplayReport, ReplayRun
 from evals.results_log import git_commit
-from evals.runs import RecordedRun, infer_key_metric
+from evals.runs import RecordedRun
 from evals.scoring import DEFAULT_TOLERANCE, score_all
 from kernel import KernelState, KnobSpec, MetricRecord
 from kernel.knobs import DEFAULT_BOUNDS
+from kernel.metric_names import DEFAULT_KEY_METRIC
 from kernel.metrics import METRICS_FILE
 from kernel.state import write_kernel_state
 
-MODES: dict[ReplayPolicy, str] = {"rules": "suggest", "ai": "ai_suggest"}
+POLICY_MODES: dict[ReplayPolicy, Mode] = {"rules": "suggest", "ai": "ai_suggest"}
 
 
 def replay(
@@ -121,7 +123,7 @@ def replay_run(
     """Replay one run in a scratch directory; its result, its alarms, the prompt version."""
     started = time.monotonic()
     records = run.records()
-    key = key_metric or infer_key_metric(run.metric_names())[0]
+    key = key_metric or _key_metric(run, settings, records)
     run_settings = settings.model_copy(
         update={"detectors": settings.detectors.model_copy(update={"key_metric": key})}
     )
@@ -129,7 +131,7 @@ def replay_run(
     with tempfile.TemporaryDirectory(prefix="replay-") as scratch:
         shadow = Path(scratch) / run.name
         shadow.mkdir()
-        ticks = _feed(records, shadow, run_settings, MODES[policy], llm_policy)
+        ticks = _feed(records, shadow, run_settings, POLICY_MODES[policy], llm_policy)
         decisions = [v.record for v in DecisionLog(shadow).read()]
     alarms = [a for record in decisions for a in _alarms(run.name, record)]
     result = ReplayRun(
@@ -152,13 +154,20 @@ def replay_run(
     return result, alarms, version
 
 
+def _key_metric(run: RecordedRun, settings: Settings, records: list[MetricRecord]) -> str:
+    """The key metric the live autopilot settles on for the whole run (its own rule, past
+    its grace period); ``val/loss`` when it would find none."""
+    last = max(records[-1].step if records else 0, settings.detectors.key_metric_grace_steps)
+    key = key_metric_of(None, settings, run.metric_names(), last)
+    return key.name if key is not None else DEFAULT_KEY_METRIC
+
+
 def _feed(
-    records: list[MetricRecord], run_dir: Path, settings: Settings, mode: str, llm_policy: Any
+    records: list[MetricRecord], run_dir: Path, settings: Settings, mode: Mode, llm_policy: Any
 ) -> int:
     """Append ``records`` to ``run_dir`` one by one, ticking the graph when one is due."""
     lr = _ShadowKernel(run_dir)
-    nodes = Nodes(run_dir, settings, mode, llm_policy=llm_policy)
-    graph = build_graph(nodes)
+    graph = build_graph(TickContext.create(run_dir, settings, mode, llm_policy=llm_policy))
     every = settings.cadence.tick_every_steps
     state: dict[str, Any] = {}
     ticks = 0

@@ -25,14 +25,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from autopilot.summary import MetricMode, metric_mode, split_role
 from evals.errors import RunFormatError
 from kernel import MetricRecord
 from kernel.jsonl import write_json_atomic
 from kernel.metrics import METRICS_FILE
+from kernel.validation import summarize_validation_error
 
 LABELS_FILE = "labels.json"
-DEFAULT_KEY_METRIC = "val/loss"
 _LABELS_EXAMPLE = '{"events": [{"kind": "divergence", "onset_step": 500}]}'
 # the kernel's spelling of values that JSON has no literal for (kernel/metrics.py)
 
@@ -80,7 +79,9 @@ class RecordedRun:
                 try:
                     records.append(MetricRecord.model_validate_json(line))
                 except ValidationError as exc:
-                    raise RunFormatError(path, f"line {number}: {_first_error(exc)}") from None
+                    raise RunFormatError(
+                        path, f"line {number}: {summarize_validation_error(exc, limit=1)}"
+                    ) from None
         return records
 
     def curve(self, name: str) -> tuple[list[int], list[float | None]]:
@@ -142,23 +143,6 @@ def write_run(
     return load_run(run_dir)
 
 
-def infer_key_metric(names: Iterable[str]) -> tuple[str, MetricMode]:
-    """The metric to judge a run by, and its direction.
-
-    ``val/loss`` if logged, else another validation loss (``val_loss``, ``valid/loss``),
-    else the first loss, else the first name; ``("val/loss", "min")`` when there are none.
-    """
-    ordered = sorted(set(names))
-    candidates = (
-        [n for n in ordered if n == DEFAULT_KEY_METRIC],
-        [n for n in ordered if split_role(n) == ("val", "loss")],
-        [n for n in ordered if "loss" in n],
-        ordered,
-    )
-    name = next((group[0] for group in candidates if group), DEFAULT_KEY_METRIC)
-    return name, metric_mode(name)
-
-
 def _read_labels(path: Path) -> Labels:
     if not path.exists():
         return Labels()
@@ -166,15 +150,5 @@ def _read_labels(path: Path) -> Labels:
         return Labels.model_validate_json(path.read_text(encoding="utf-8"))
     except ValidationError as exc:
         raise RunFormatError(
-            path, f"{_first_error(exc)}; expected e.g. {_LABELS_EXAMPLE}"
+            path, f"{summarize_validation_error(exc, limit=1)}; expected e.g. {_LABELS_EXAMPLE}"
         ) from None
-
-
-def _first_error(exc: ValidationError) -> str:
-    """``field events[0].kind: Input should be ..., got 'blowup'`` for the first error."""
-    error = exc.errors()[0]
-    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"])
-    field = f"field {where.lstrip('.')}: " if where else ""
-    got = "" if error["type"] in {"missing", "json_invalid"} else f", got {error['input']!r:.80}"
-    extra = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{field}{error['msg']}{got}{extra}"

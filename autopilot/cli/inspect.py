@@ -24,6 +24,8 @@ from kernel.commands import COMMANDS_FILE
 from kernel.jsonl import JsonlTail
 
 STALE_HEARTBEAT_S = 30.0
+_NAMES_TAIL_BYTES = 1 << 20
+"""How much of the metrics file ``status`` reads to learn which metrics are logged."""
 _STATUS_ROWS = 5
 
 
@@ -77,7 +79,22 @@ def _summary(run_dir: Path, state: KernelState) -> list[str]:
     ]
     if state.status in ("running", "paused") and age > STALE_HEARTBEAT_S:
         lines.append(f"warning: no heartbeat for {age:.0f} s: is the training process alive?")
-    return lines
+    return lines + _key_metric_warning(run_dir, state)
+
+
+def _key_metric_warning(run_dir: Path, state: KernelState) -> list[str]:
+    """The autopilot's own rule (``context.key_metric_note``) over the names logged lately."""
+    from autopilot.config import load_settings
+    from autopilot.context import key_metric_note
+    from autopilot.errors import AutopilotError
+
+    try:
+        settings = load_settings(None, run_dir)
+    except AutopilotError as exc:
+        return [f"warning: the autopilot's config cannot be read: {exc}"]
+    names = latest_values(recent_metrics(run_dir, max_bytes=_NAMES_TAIL_BYTES))
+    note = key_metric_note(state, settings, names, state.last_step or 0)
+    return [f"warning: {note}"] if note else []
 
 
 def _last_step_text(state: KernelState) -> str:

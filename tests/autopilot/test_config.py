@@ -6,8 +6,9 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from _runs import write_run
 
-from autopilot.config import Settings, load_settings
+from autopilot.config import Settings, check_bounds, load_settings
 from autopilot.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "autopilot.example.toml"
@@ -67,3 +68,17 @@ def test_prices_and_the_key_come_from_the_config(monkeypatch) -> None:
     assert s.api_key() is None
     monkeypatch.setenv("MY_KEY", "k")
     assert s.api_key() == "k"
+
+
+def test_bounds_for_a_knob_the_run_lacks_are_refused_once_the_kernel_published(
+    tmp_path: Path,
+) -> None:
+    kernel = write_run(tmp_path / "run")  # lr, weight_decay, grad_clip, loss.extra
+    check_bounds(Settings.model_validate({"bounds": {"lr": [1e-4, 0.1]}}), kernel)
+    check_bounds(Settings.model_validate({"bounds": {"lrr": [1e-4, 0.1]}}), None)  # unknown yet
+    with pytest.raises(ConfigError) as err:
+        check_bounds(Settings.model_validate({"bounds": {"lrr": [1e-4, 0.1]}}), kernel)
+    assert str(err.value) == (
+        "bounds.lrr: this run has no knob of that name; its knobs are grad_clip, loss.extra, "
+        "lr, weight_decay (fix or remove the [bounds] entry)"
+    )

@@ -8,15 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from autopilot.summary import (
-    RunSummary,
-    metric_mode,
-    metric_pairs,
-    render_table,
-    summarize,
-    summary_hash,
-)
+from autopilot.summary import RunSummary, render_table, summarize, summary_hash
 from autopilot.tokens import count_tokens
+from kernel.metric_names import metric_mode
 
 Points = list[list[float]]
 """A window as the observer keeps it: ``[steps, values]``."""
@@ -31,35 +25,14 @@ def summary_of(windows: dict[str, Points], key: str = "val/loss", **kw) -> RunSu
     return summarize(windows, {}, step=step, key_metric=key, key_mode=metric_mode(key), **kw)
 
 
-@pytest.mark.parametrize(
-    ("name", "mode"),
-    [
-        ("val/acc", "max"),
-        ("train/accuracy", "max"),
-        ("val_f1", "max"),
-        ("eval/mAP@50", "max"),
-        ("val/top1_acc", "max"),
-        ("val/r2", "max"),
-        ("bleu", "max"),
-        ("train/loss", "min"),
-        ("bitmap_loss", "min"),
-        ("heatmap/error", "min"),
-        ("val/score_loss", "min"),
-        ("lr", "min"),
-        ("grad/norm", "min"),
-    ],
-)
-def test_metric_mode_reads_whole_words_of_the_name(name, mode):
-    assert metric_mode(name) == mode
-
-
-def test_train_and_validation_metrics_are_paired_by_name():
-    names = ["train/loss", "val/loss", "val/acc", "loss", "eval_loss", "train_f1", "val_f1", "lr"]
-    assert metric_pairs(names) == [
-        ("loss", "eval_loss"),
-        ("train/loss", "val/loss"),
-        ("train_f1", "val_f1"),
-    ]
+def test_each_metric_takes_its_direction_from_kernel_metric_names():
+    # the names themselves are tested in tests/kernel/test_metric_names.py
+    steps = np.arange(0.0, 50.0)
+    names = ["val/loss", "val/iou", "val/recall_error", "train/loss", "lr"]
+    s = summary_of({n: points(steps, 1 + 0.01 * steps) for n in names})
+    assert {n: m.mode for n, m in s.metrics.items()} == {n: metric_mode(n) for n in names}
+    assert s.metrics["val/iou"].mode == "max" and s.metrics["val/recall_error"].mode == "min"
+    assert [(g.train, g.val) for g in s.gaps] == [("train/loss", "val/loss")]
 
 
 @pytest.mark.parametrize(("tau", "most"), [(150, 0.01), (100, 0.025)])
