@@ -7,10 +7,13 @@ from a dirty tree cannot be reproduced from the commit alone), and the headline 
 the report: no curves, no per-run detail. Lines are appended with ``kernel.jsonl``, whole
 and under a lock, so concurrent harness runs can share one log.
 
+``autopilot eval`` appends to ``OUT/results.jsonl`` unless ``--log`` names another file;
+the committed ``evals/results.jsonl`` holds the runs behind the README's tables.
+
 Example:
-    >>> entry = append_result(Path("evals/results.jsonl"), report,  # doctest: +SKIP
+    >>> entry = append_result(Path("runs/eval-replay/results.jsonl"), report,  # doctest: +SKIP
     ...                       command=sys.argv)
-    >>> read_results(Path("evals/results.jsonl"))[-1]["kind"]  # doctest: +SKIP
+    >>> read_results(Path("runs/eval-replay/results.jsonl"))[-1]["kind"]  # doctest: +SKIP
     'replay'
 """
 
