@@ -4,7 +4,8 @@ The graph's ``evaluate`` node uses ``Effects``: it records a baseline when a cha
 the autopilot shows up in the ledger, measures it once the horizon has passed (see
 ``autopilot.evaluate``), writes an effect record next to the decision, and in the auto modes
 sends a command that restores the value from before a change that was clearly harmful,
-unless the knob was set again since (a rollback must not undo a later change).
+unless the knob was set again since (a rollback must not undo a later change). A rollback
+is recognised by the ledger row's ``intent``, never its reason, and is never undone itself.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from kernel import (
     read_kernel_state,
     read_ledger,
 )
+from kernel.knobs import knob_family
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +52,9 @@ class Effects:
             return []
         window = windows.get(key, [])
         horizon = self.settings.evaluate.horizon_steps
-        return [make_baseline(r, window, horizon, r.proposal_id, mode) for r in rows]
+        return [
+            make_baseline(r, window, horizon, r.decision_id or r.proposal_id, mode) for r in rows
+        ]
 
     def measure_due(
         self, state: dict[str, Any]
@@ -108,7 +112,7 @@ class Effects:
         """Restore the value from before a harmful change (auto modes only); the command id."""
         if self.mode not in AUTO_MODES or base.get("before") is None:
             return None
-        if str(base.get("reason", "")).startswith("rollback"):
+        if base.get("intent") == "rollback":
             return None  # never undo an undo
         kernel = read_kernel_state(self.run_dir)
         if kernel is None or kernel.freeze != "off" or kernel.knob(base["knob"]) is None:
@@ -130,6 +134,10 @@ class Effects:
             f"{base['applied_step']} left {key} {abs(effect['change_rel']):.0%} worse than "
             "projected",
             proposal_id=base.get("decision_id"),
+            decision_id=base.get("decision_id"),
+            intent="rollback",
+            rolls_back=base["command_id"],
+            segment=kernel.segment,
         )
         append_command(self.run_dir, command)
         logger.warning("%s", command.reason)
@@ -139,14 +147,12 @@ class Effects:
 def _changed_since(run_dir: Path, base: dict[str, Any]) -> bool:
     """Whether the ledger shows the knob of ``base`` (or another group of it) set again, by
     anyone, after the change ``base`` measures."""
-    family = str(base["knob"]).split("[", 1)[0]
+    family = knob_family(str(base["knob"]))
     seen = False
     for row in read_ledger(run_dir):
         if row.command_id == base.get("command_id"):
             seen = True
-        elif (
-            seen and row.decision == "applied" and row.knob and row.knob.split("[", 1)[0] == family
-        ):
+        elif seen and row.decision == "applied" and row.knob and knob_family(row.knob) == family:
             return True
     return False
 

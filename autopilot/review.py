@@ -9,7 +9,11 @@ ledger shows as applied is ``applied``.
 Every transition runs read-fold-check-append under an exclusive ``flock`` on
 ``autopilot/review.lock``, so the CLI and the autopilot's watcher never both decide the same
 item. Approving re-runs the guards on the run as it is now: an approval (edited or not)
-cannot get past bounds, caps or cooldowns that the proposal met when it was made.
+cannot get past bounds, caps or cooldowns that the proposal met when it was made. The
+commands say what they are for as data (``decision_id``, ``for_diagnosis``, the run
+``segment``); an action a person edited is sent with source ``human``. A run whose kernel
+has closed approves nothing. A proposal identical to a pending one (the same actions) is
+merged into it (a ``merged`` event) instead of being queued again.
 
 Example:
     >>> queue = ReviewQueue(run_dir, settings)  # doctest: +SKIP
@@ -21,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import time
@@ -39,7 +44,7 @@ from autopilot.diagnoses import Diagnosis
 from autopilot.errors import ReviewError
 from autopilot.guards import GuardContext, Verdict, check, commands_for
 from autopilot.proposals import Action, Proposal
-from kernel import Command, append_command, read_kernel_state, read_ledger
+from kernel import Command, KernelState, append_command, read_kernel_state, read_ledger
 from kernel.jsonl import append_line, read_models
 
 logger = logging.getLogger(__name__)
@@ -47,9 +52,9 @@ logger = logging.getLogger(__name__)
 REVIEW_FILE = "review.jsonl"
 LOCK_FILE = "review.lock"
 ReviewStatus = Literal["pending", "approved", "rejected", "expired", "applied"]
-EventKind = Literal["proposed", "approved", "rejected", "expired", "applied"]
+EventKind = Literal["proposed", "merged", "approved", "rejected", "expired", "applied"]
 _NEXT: dict[str, set[str]] = {
-    "pending": {"approved", "rejected", "expired"},
+    "pending": {"merged", "approved", "rejected", "expired"},
     "approved": {"applied"},
 }
 """The recorded transitions; any other event on an item is ignored when folding."""
@@ -78,6 +83,15 @@ class ReviewItem(BaseModel):
     """The guards' verdicts when it was approved (on the edited proposal)."""
     command_ids: list[str] = Field(default_factory=list)
     applied_step: int | None = None
+    merged_ids: list[str] = Field(default_factory=list)
+    """Later decisions that proposed the same actions while this item was pending."""
+    merged_steps: list[int] = Field(default_factory=list)
+
+    def approved_actions(self) -> list[Action]:
+        """What was approved and sent (an edited action as edited), else what was proposed."""
+        if self.approval_verdicts:
+            return [v.requested for v in self.approval_verdicts if v.passed]
+        return list(self.proposal.actions)
 
 
 class ReviewEvent(BaseModel):
@@ -94,6 +108,10 @@ class ReviewEvent(BaseModel):
     edits: list[Action] = Field(default_factory=list)
     verdicts: list[Verdict] = Field(default_factory=list)
     command_ids: list[str] = Field(default_factory=list)
+    merged_id: str | None = None
+    """For ``merged``: the id of the decision whose identical proposal was merged."""
+    expires_after_step: int | None = None
+    """For ``merged``: the item now expires after this step (the later proposal's expiry)."""
 
     @model_validator(mode="after")
     def _proposed_has_item(self) -> ReviewEvent:
@@ -105,6 +123,16 @@ class ReviewEvent(BaseModel):
         """``item`` after this transition."""
         if self.event == "applied":
             return item.model_copy(update={"status": "applied", "applied_step": self.step})
+        if self.event == "merged":
+            return item.model_copy(
+                update={
+                    "merged_ids": [*item.merged_ids, self.merged_id or ""],
+                    "merged_steps": [*item.merged_steps, self.step or 0],
+                    "expires_after_step": max(
+                        item.expires_after_step, self.expires_after_step or 0
+                    ),
+                }
+            )
         update: dict[str, Any] = {"status": self.event, "decided_at": self.at}
         update["decided_step"] = self.step
         if self.event == "approved":
@@ -176,11 +204,25 @@ class ReviewQueue:
         )
 
     def add(self, item: ReviewItem) -> ReviewItem:
-        """Queue ``item``; adding an id that is already queued returns the queued item."""
+        """Queue ``item`` and return it; or, when a pending item proposes the same actions,
+        merge it into that one and return that one. Adding an id that is already queued
+        (or merged) returns the item that holds it."""
         with self._locked():
-            existing = [i for i in self._recorded() if i.id == item.id]
+            recorded = self._recorded()
+            existing = [i for i in recorded if item.id in (i.id, *i.merged_ids)]
             if existing:
                 return existing[0]
+            twin = _pending_twin(recorded, item)
+            if twin is not None:
+                merged = ReviewEvent(
+                    event="merged",
+                    id=twin.id,
+                    step=item.step,
+                    merged_id=item.id,
+                    expires_after_step=item.expires_after_step,
+                )
+                self._append(merged)
+                return merged.apply_to(twin)
             pending = item.model_copy(update={"status": "pending"})
             self._append(ReviewEvent(event="proposed", id=item.id, step=item.step, item=pending))
             return pending
@@ -217,21 +259,18 @@ class ReviewQueue:
             current_step: the run's step; ``None``: the last step in kernel.json.
 
         Raises:
-            ReviewError: when the item is unknown, decided or expired, or the guards reject
-                every action now (the item stays pending).
+            ReviewError: when the item is unknown, decided or expired, the run is closed,
+                or the guards reject every action now (the item stays pending).
         """
         with self._locked():
             item = self._pending(item_id, current_step)
+            _refuse_closed(self.run_dir, read_kernel_state(self.run_dir), item.id)
             ctx = GuardContext.from_run(self.run_dir)
             if current_step is not None:
                 ctx = replace(ctx, step=current_step)
-            verdicts = check(_edited(item.proposal, edits or ()), ctx, self.settings)
-            commands = commands_for(
-                verdicts,
-                source=item.proposal.proposer,
-                proposal_id=item.id,
-                reason_prefix=f"approved in review {item.id}",
-            )
+            proposal, edited = _edited(item.proposal, edits or ())
+            verdicts = check(proposal, ctx, self.settings)
+            commands = self._commands(item, verdicts, edited, ctx.segment)
             if not commands:
                 raise ReviewError(_all_rejected(item.id, verdicts))
             for command in commands:
@@ -287,6 +326,27 @@ class ReviewQueue:
         return done
 
     # -- internals -------------------------------------------------------------------------
+    def _commands(
+        self, item: ReviewItem, verdicts: list[Verdict], edited: set[int], segment: int | None
+    ) -> list[Command]:
+        """The commands of an approval: an action a person edited is theirs (``human``)."""
+        kind = item.proposal.kind or next((d.kind for d in item.diagnoses), None)
+        common: dict[str, Any] = {
+            "proposal_id": item.id,
+            "reason_prefix": f"approved in review {item.id}",
+            "decision_id": item.id,
+            "for_diagnosis": kind,
+            "segment": segment,
+        }
+        proposer = item.proposal.proposer
+        return [
+            command
+            for v in verdicts
+            for command in commands_for(
+                [v], source="human" if v.index in edited else proposer, **common
+            )
+        ]
+
     def _pending(self, item_id: str, current_step: int | None) -> ReviewItem:
         """The pending item ``item_id``; an expiry found here is recorded before refusing."""
         step = self._step(current_step)
@@ -334,8 +394,38 @@ def _current(item: ReviewItem, step: int | None, applied: set[str]) -> ReviewIte
     return item
 
 
+def _refuse_closed(run_dir: Path, state: KernelState | None, item_id: str) -> None:
+    if state is not None and state.status in ("closed", "crashed"):
+        raise ReviewError(
+            f"the run in {run_dir} is {state.status} (its kernel stopped at step "
+            f"{state.last_step}): no kernel would apply the commands of {item_id}, so it "
+            "was not approved"
+        )
+
+
+def _signature(proposal: Proposal) -> list[str]:
+    """The actions of ``proposal`` without their reasons: what makes two proposals the same."""
+    return sorted(
+        json.dumps([a.knob, a.value, a.multiplier, a.rolls_back]) for a in proposal.actions
+    )
+
+
+def _pending_twin(items: list[ReviewItem], item: ReviewItem) -> ReviewItem | None:
+    """The pending item (at ``item``'s step) that proposes exactly ``item``'s actions."""
+    wanted = _signature(item.proposal)
+    return next(
+        (
+            i
+            for i in items
+            if _current(i, item.step, set()).status == "pending"
+            and _signature(i.proposal) == wanted
+        ),
+        None,
+    )
+
+
 def _find(items: list[ReviewItem], item_id: str) -> ReviewItem:
-    exact = [i for i in items if i.id == item_id]
+    exact = [i for i in items if i.id == item_id or item_id in i.merged_ids]
     matches = exact or [i for i in items if i.id.startswith(item_id)]
     if len(matches) == 1:
         return matches[0]
@@ -366,15 +456,19 @@ def _all_rejected(item_id: str, verdicts: list[Verdict]) -> str:
     )
 
 
-def _edited(proposal: Proposal, edits: Sequence[Action]) -> Proposal:
-    """``proposal`` with each edit replacing the first action on its knob, or appended."""
+def _edited(proposal: Proposal, edits: Sequence[Action]) -> tuple[Proposal, set[int]]:
+    """``proposal`` with each edit replacing the first action on its knob, or appended; and
+    the indices of the edited actions."""
     actions = list(proposal.actions)
+    edited: set[int] = set()
     for edit in edits:
         if not edit.reason:
             edit = edit.model_copy(update={"reason": "edited in review"})
         at = next((n for n, a in enumerate(actions) if a.knob == edit.knob), None)
         if at is None:
             actions.append(edit)
+            at = len(actions) - 1
         else:
             actions[at] = edit
-    return proposal.model_copy(update={"actions": actions})
+        edited.add(at)
+    return proposal.model_copy(update={"actions": actions}), edited

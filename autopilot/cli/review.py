@@ -56,9 +56,10 @@ def cmd_approve(args: argparse.Namespace) -> int:
     approval = _call(lambda: queue.approve(args.id, edits=edits))
     item = approval.item
     count = len(approval.commands)
+    sources = " and ".join(dict.fromkeys(c.source for c in approval.commands))
     print(
         f"approved {item.id}: queued {count} command{'s' if count != 1 else ''} "
-        f"from {item.proposal.proposer} (applied at the next step)"
+        f"from {sources} (applied at the next step)"
     )
     for command in approval.commands:
         print(f"  {command.id}: {command.describe()}")
@@ -87,6 +88,9 @@ def item_lines(item: ReviewItem) -> list[str]:
     if p.fallback_reason:
         lines.append(f"  fallback: {p.fallback_reason}")
     lines += [f"  found: {diagnosis_text(d)}" for d in item.diagnoses]
+    if item.merged_ids:
+        steps = ", ".join(str(s) for s in item.merged_steps)
+        lines.append(f"  proposed again at steps {steps} ({', '.join(item.merged_ids)})")
     lines.append(f"  diagnosis: {p.diagnosis}")
     if p.reasoning:
         lines.append(f"  reasoning: {' '.join(p.reasoning.split())}")
@@ -122,7 +126,9 @@ def _status_text(item: ReviewItem) -> str:
 
 
 def _list_row(item: ReviewItem) -> tuple[str, ...]:
-    actions = ", ".join(a.describe() for a in item.proposal.actions) or "-"
+    actions = ", ".join(a.describe() for a in item.approved_actions()) or "-"
+    if item.merged_ids:
+        actions += f" (proposed {1 + len(item.merged_ids)} times)"
     kinds = ", ".join(dict.fromkeys(d.kind for d in item.diagnoses)) or item.proposal.diagnosis
     return (
         item.id,

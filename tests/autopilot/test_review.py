@@ -13,7 +13,8 @@ from autopilot.config import Settings
 from autopilot.errors import ReviewError
 from autopilot.guards import GuardContext, check
 from autopilot.review import ReviewItem, ReviewQueue
-from kernel import write_freeze
+from kernel import read_kernel_state, write_freeze
+from kernel.state import write_kernel_state
 
 SETTINGS = Settings.model_validate({"review": {"expire_after_steps": 500}})
 
@@ -47,7 +48,7 @@ def test_add_list_and_get_by_prefix(queue: ReviewQueue) -> None:
 
 def test_unknown_and_ambiguous_ids(queue: ReviewQueue) -> None:
     add(queue, item_id="rv-aa1")
-    add(queue, item_id="rv-aa2")
+    add(queue, mul("weight_decay", 2.0), item_id="rv-aa2")
     with pytest.raises(ReviewError, match="no proposal 'zz' in the review queue"):
         queue.get("zz")
     with pytest.raises(ReviewError, match="'rv-aa' matches 2 proposals"):
@@ -112,7 +113,7 @@ def test_reject_keeps_why_and_a_decided_item_cannot_be_decided_again(queue: Revi
 
 def test_expiry_is_computed_then_recorded(queue: ReviewQueue) -> None:
     add(queue, item_id="rv-1", step=700)  # expires after step 1200
-    add(queue, item_id="rv-2", step=1000)
+    add(queue, mul("weight_decay", 2.0), item_id="rv-2", step=1000)
     assert [i.status for i in queue.items(current_step=1750)] == ["expired", "expired"]
     assert [i.status for i in queue.items(current_step=1300)] == ["expired", "pending"]
     assert [i.id for i in queue.expire_due(1300)] == ["rv-1"]
@@ -136,7 +137,7 @@ def test_torn_lines_in_the_queue_are_skipped(queue: ReviewQueue) -> None:
     with queue.path.open("a") as f:
         f.write('{"event": "approved", "id": "rv-1", "comm')
     assert queue.get("rv-1").status == "pending"
-    add(queue, item_id="rv-2")
+    add(queue, mul("weight_decay", 2.0), item_id="rv-2")
     assert [i.id for i in queue.items()] == ["rv-1", "rv-2"]
 
 
@@ -169,3 +170,46 @@ def test_two_concurrent_approvals_have_exactly_one_winner(queue: ReviewQueue) ->
         assert won == "approved" and f"proposal rv-{n} was already approved" in lost
     ids = [c["id"] for c in queued(queue.run_dir)]
     assert ids == [f"ai-rv-{n}-0" for n in range(5)]
+
+
+def test_the_same_proposal_again_is_merged_into_the_pending_one(queue: ReviewQueue) -> None:
+    """The bug: the queue got the same ``lr x0.5`` every ~110 steps, 47 proposals."""
+    first = add(queue, item_id="d1000-a")
+    for n in range(1, 47):
+        step = 1000 + 110 * n
+        merged = add(queue, mul("lr", 0.5, reason=f"again {n}"), step=step, item_id=f"d{step}-a")
+        assert merged.id == first.id
+    (item,) = queue.items(current_step=1000)
+    assert len(item.merged_ids) == 46 and item.merged_steps[-1] == 1000 + 110 * 46
+    assert item.expires_after_step == 1000 + 110 * 46 + 500  # the latest proposal's expiry
+    assert queue.get("d1110-a").id == first.id  # a merged decision finds its item
+    assert add(queue, item_id="d1110-a").id == first.id  # re-adding a merged id: a no-op
+    assert len(queue.items(current_step=1000)) == 1
+    other = add(queue, mul("lr", 0.25), step=6000, item_id="d6000-b")
+    assert other.id == "d6000-b"  # different actions: a new item
+    queue.reject(first.id, "not now")
+    assert add(queue, step=7000, item_id="d7000-c").id == "d7000-c"  # nothing pending to merge into
+
+
+def test_approved_commands_say_what_they_are_for(queue: ReviewQueue) -> None:
+    p = proposal(mul("lr", 0.1), mul("weight_decay", 2.0)).model_copy(update={"kind": "divergence"})
+    verdicts = check(p, GuardContext.from_run(queue.run_dir), queue.settings)
+    queue.add(queue.new_item(step=1000, proposal=p, verdicts=verdicts, item_id="rv-1"))
+    approval = queue.approve("rv-1", edits=[mul("weight_decay", 1.5)])
+    lr, wd = approval.commands
+    assert (lr.id, lr.source, wd.id, wd.source) == ("ai-rv-1-0", "ai", "human-rv-1-1", "human")
+    for command in (lr, wd):
+        assert (command.decision_id, command.proposal_id) == ("rv-1", "rv-1")
+        assert (command.for_diagnosis, command.intent, command.segment) == ("divergence", "set", 0)
+    shown = [a.describe() for a in queue.get("rv-1").approved_actions()]
+    assert shown == ["lr x0.1", "weight_decay x1.5"]
+
+
+def test_a_closed_run_approves_nothing(queue: ReviewQueue) -> None:
+    add(queue, item_id="rv-1")
+    state = read_kernel_state(queue.run_dir)
+    assert state is not None
+    write_kernel_state(queue.run_dir, state.model_copy(update={"status": "closed"}))
+    with pytest.raises(ReviewError, match=r"the run in .* is closed \(its kernel stopped at step"):
+        queue.approve("rv-1")
+    assert queue.get("rv-1").status == "pending" and queued(queue.run_dir) == []

@@ -16,6 +16,7 @@ from autopilot.diagnoses import Diagnosis
 from autopilot.guards import GuardContext, check
 from autopilot.review import ReviewQueue
 from kernel import read_kernel_state, read_ledger
+from kernel.state import write_kernel_state
 
 PLATEAU = Diagnosis(
     kind="plateau", metric="val/loss", step=1000, message="val/loss flat for 400 steps"
@@ -105,7 +106,9 @@ def test_an_edit_is_parsed_like_set_and_clamped_by_the_guards(run_dir: Path, cap
         capsys, "--dir", run_dir, "review", "approve", "rv-1", "--edit", "lr=x10", "--edit",
         "grad_clip=1",
     )  # fmt: skip
-    assert code == 0 and "ai-rv-1-0: lr x2" in out and "ai-rv-1-1: grad_clip=1" in out
+    # what a person edited is theirs: recorded with source human, not the proposer's
+    assert code == 0 and "human-rv-1-0: lr x2" in out and "human-rv-1-1: grad_clip=1" in out
+    assert out.startswith("approved rv-1: queued 2 commands from human (applied at the next")
     assert "capped at x2 (guards.max_up)" in out
     assert [c.get("multiplier", c.get("value")) for c in commands(run_dir)] == [2.0, 1.0]
 
@@ -224,3 +227,34 @@ def test_an_approved_proposal_reaches_the_kernel(tmp_path: Path, make_kernel, ca
     assert state is not None and state.knobs[0].name == "lr" and state.knobs[0].value == 0.05
     _, out, _ = run(capsys, "--dir", kernel.run_dir, "review", "list")
     assert out.splitlines()[1].split()[:3] == ["rv-e2e", "1", "applied"]
+
+
+def test_approve_on_a_closed_run_says_the_run_is_closed(run_dir: Path, capsys) -> None:
+    """The bug: it queued the commands and said "applied at the next step"."""
+    queue_item(run_dir)
+    state = read_kernel_state(run_dir)
+    assert state is not None
+    write_kernel_state(run_dir, state.model_copy(update={"status": "closed"}))
+    code, out, err = run(capsys, "--dir", run_dir, "review", "approve", "rv-1")
+    assert_one_error_line(code, err, f"the run in {run_dir} is closed")
+    assert "applied at the next step" not in out + err and commands(run_dir) == []
+
+
+def test_list_shows_what_was_approved_not_what_was_proposed(run_dir: Path, capsys) -> None:
+    queue_item(run_dir)
+    run(capsys, "--dir", run_dir, "review", "approve", "rv-1", "--edit", "lr=x0.25")
+    _, out, _ = run(capsys, "--dir", run_dir, "review", "list")
+    assert out.splitlines()[1].split()[:6] == ["rv-1", "1000", "approved", "ai", "lr", "x0.25"]
+    (cmd,) = commands(run_dir)
+    assert (cmd["source"], cmd["multiplier"]) == ("human", 0.25)
+
+
+def test_a_proposal_made_again_is_listed_once(run_dir: Path, capsys) -> None:
+    queue_item(run_dir, item_id="d1000-a")
+    queue_item(run_dir, step=1110, item_id="d1110-b")
+    _, out, _ = run(capsys, "--dir", run_dir, "review", "list")
+    (row,) = out.splitlines()[1:]
+    assert "lr x0.5 (proposed 2 times)" in row
+    _, out, _ = run(capsys, "--dir", run_dir, "review", "show", "d1110-b")
+    assert out.startswith("proposal d1000-a  pending (expires after step 1610)\n")
+    assert "proposed again at steps 1110 (d1110-b)" in out
