@@ -24,6 +24,7 @@ from kernel.errors import RunDirError
 from kernel.jsonl import read_json, write_json_atomic
 from kernel.ledger import read_ledger
 from kernel.state import FreezeMode
+from kernel.validation import summarize_validation_error
 
 FREEZE_FILE = "freeze.json"
 RECIPE_FILE = "recipe.jsonl"
@@ -86,7 +87,7 @@ def load_recipe(path: str | os.PathLike[str]) -> list[RecipeEntry]:
         try:
             entries.append(RecipeEntry.model_validate_json(line))
         except ValidationError as exc:
-            msg = exc.errors()[0]["msg"]
+            msg = summarize_validation_error(exc, limit=1)
             raise RunDirError(f"{path}:{n} is not a recipe entry: {msg}") from None
     return sorted(entries, key=lambda e: e.step)
 
