@@ -116,3 +116,24 @@ def test_a_rollback_is_never_held_back() -> None:
     undo = mul("lr", 1.5).model_copy(update={"rolls_back": run.rows[-1].command_id})
     (verdict,) = check(proposal(undo), run.context(), SETTINGS)
     assert verdict.status == "allowed" and verdict.value == pytest.approx(0.15)
+
+
+def stuck(step: int, lr: float) -> float:
+    """A run that has stopped improving, whatever its lr."""
+    return 0.5
+
+
+def test_auto_on_a_stuck_run_stops_lowering_lr_at_the_total_cap(make_kernel, run_dir, tmp_path):
+    """The repro end to end: 1,500 steps of a stuck run in ``auto`` through the real graph."""
+    from test_graph import LR, Training, decisions, rule_settings
+
+    from autopilot.watch import Autopilot
+    from kernel import read_ledger
+
+    run = Training(make_kernel, stuck)
+    with Autopilot(run_dir, mode="auto", settings=rule_settings(tmp_path)) as pilot:
+        run.train(1500, pilot)
+    lowered = [r for r in read_ledger(run_dir) if r.decision == "applied" and r.knob == "lr"]
+    assert 3 <= len(lowered) <= 4 and run.lr == pytest.approx(LR * 0.1)
+    held = [v for d in decisions(run_dir) for v in d.verdicts if v.rule == "cumulative"]
+    assert held and all(v.status == "rejected" for v in held[1:])
