@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from kernel._lifecycle import segment_mismatch
 from kernel.commands import Command, KnobValue, format_value, parse_command_line
 from kernel.errors import CommandError, KnobError
 from kernel.freeze import RecipeEntry
@@ -67,6 +68,20 @@ class CommandExecutor:
                 command_id=cmd.id,
                 reason=f"duplicate command id '{cmd.id}': it was already "
                 "handled; send the change again under a new id",
+            )
+            return
+        mismatch = segment_mismatch(cmd, self.ledger.segment)
+        if mismatch is not None:
+            decision, reason = mismatch
+            self.ledger.record(
+                step=step,
+                decision=decision,
+                offset=offset,
+                source=cmd.source,
+                command_id=cmd.id,
+                op=cmd.op,
+                knob=cmd.knob,
+                reason=reason,
             )
             return
         if cmd.apply_at_step is not None and step is not None and cmd.apply_at_step > step:

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import torch
 
 from kernel._executor import CommandExecutor
+from kernel._lifecycle import plan_start
 from kernel._publish import StatePublisher
 from kernel._replay import RecipePlayer
 from kernel.commands import COMMANDS_FILE
@@ -29,9 +30,9 @@ from kernel.errors import KernelError
 from kernel.jsonl import JsonlTail
 from kernel.knobs import GradClipKnob, Knob, LossWeightKnob, optimizer_knobs
 from kernel.ledger import Ledger
-from kernel.metric_names import infer_mode
+from kernel.metric_names import metric_mode
 from kernel.metrics import MetricsWriter
-from kernel.state import PendingCommand, Status, read_kernel_state
+from kernel.state import PendingCommand, Status
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +127,8 @@ class Kernel:
         if self._writes:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         self.key_metric = key_metric
-        self.key_metric_mode = key_metric_mode or infer_mode(key_metric)
+        inferred = metric_mode(key_metric) if key_metric else None
+        self.key_metric_mode = key_metric_mode or inferred
         self._knobs: dict[str, Knob] = {}
         self._discover(optimizer, scheduler, loss_weights, grad_clip, bounds or {})
         for knob in knobs:
@@ -134,9 +136,12 @@ class Kernel:
         ledger = Ledger(self.run_dir if self._writes else None)
         self._executor = CommandExecutor(self._knobs, ledger, save_fn)
         self._commands = JsonlTail(self.run_dir / COMMANDS_FILE)
+        self._metrics = MetricsWriter(self.run_dir)
+        self._metrics_start = 0
+        self.segment = 0
+        """The run segment: 0 for the first run in ``run_dir``, +1 for each later one."""
         if self._writes:
             self._restore_previous_state()
-        self._metrics = MetricsWriter(self.run_dir)
         self._extra: dict[str, Any] = {}
         self._next_norm = 0.0
         self._last_step: int | None = None
@@ -184,16 +189,13 @@ class Kernel:
         self._knobs[knob.name] = knob
 
     def _restore_previous_state(self) -> None:
-        try:
-            previous = read_kernel_state(self.run_dir)
-        except KernelError as exc:
-            logger.warning("ignoring the previous kernel.json: %s", exc)
-            previous = None
-        if previous is None:
-            return
-        self._commands.offset = previous.cursor
-        handled = self._executor.ledger.handled_offsets
-        self._executor.pending = [p for p in previous.pending if p.offset not in handled]
+        start = plan_start(self.run_dir, self._executor.ledger)
+        self._commands.offset = start.cursor
+        self._executor.pending = start.pending
+        self.segment = start.segment
+        if start.new_segment:
+            self._metrics = MetricsWriter(self.run_dir, start.segment)
+            self._metrics_start = self._metrics.start_segment()
 
     def _share_initial_state(self) -> None:
         assert self._sync is not None
@@ -208,6 +210,7 @@ class Kernel:
         state = self._sync.broadcast(state)
         if not self._sync.is_leader:
             executor.ledger.adopt(state["ledger"])
+            self.segment = executor.ledger.segment
             executor.pending = [PendingCommand.model_validate(p) for p in state["pending"]]
             self._player.install(**state["freeze"])
 
@@ -373,6 +376,8 @@ class Kernel:
             status = "stopping" if executor.stopping else "paused" if executor.paused else "running"
         self._publisher.publish(
             status=status,
+            segment=self.segment,
+            metrics_start=self._metrics_start,
             cursor=self._commands.offset,
             pending=list(executor.pending),
             key_metric=self.key_metric,

@@ -34,7 +34,8 @@ class LedgerRow(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     seq: int
-    step: int | None
+    step: int | None = None
+    """None for a row written outside a step (a leftover expired when a run starts)."""
     wall_time: float
     decision: Decision
     command_id: str | None = None
@@ -64,16 +65,20 @@ class Ledger:
     """Appends rows to a run's ledger and remembers what it already answered.
 
     With ``run_dir=None`` the ledger keeps its memory but writes nothing: the ranks other
-    than 0 of a distributed job use it to decide exactly as rank 0 does.
+    than 0 of a distributed job use it to decide exactly as rank 0 does. Every row is
+    stamped with ``segment``, the run segment the kernel is in.
     """
 
-    def __init__(self, run_dir: str | os.PathLike[str] | None) -> None:
+    def __init__(self, run_dir: str | os.PathLike[str] | None, segment: int = 0) -> None:
         self.path = None if run_dir is None else Path(run_dir) / LEDGER_FILE
+        self.segment = segment
         rows = [] if run_dir is None else read_ledger(run_dir)
         self._seq = max((r.seq for r in rows), default=0)
+        self.last_segment = max((r.segment or 0 for r in rows), default=0)
+        """The latest segment a row was written in (what is left when kernel.json is lost)."""
         self.handled_offsets = {r.offset for r in rows if r.offset is not None}
         self.handled_ids = {
-            r.command_id for r in rows if r.command_id is not None and r.decision != "rejected"
+            r.command_id for r in rows if r.command_id is not None and _blocks_id(r.decision)
         }
 
     def record(self, *, step: int | None, decision: Decision, **fields: object) -> LedgerRow:
@@ -85,6 +90,7 @@ class Ledger:
                 "step": step,
                 "wall_time": time.time(),
                 "decision": decision,
+                "segment": self.segment,
                 **fields,
             }
         )
@@ -92,14 +98,15 @@ class Ledger:
             append_line(self.path, row.model_dump_json(exclude_none=True))
         if row.offset is not None:
             self.handled_offsets.add(row.offset)
-        if row.command_id is not None and decision != "rejected":
-            self.handled_ids.add(row.command_id)  # a rejected id may be sent again, fixed
+        if row.command_id is not None and _blocks_id(decision):
+            self.handled_ids.add(row.command_id)
         return row
 
     def memory(self) -> dict[str, object]:
         """What this ledger remembers, as plain data (to hand to another rank)."""
         return {
             "seq": self._seq,
+            "segment": self.segment,
             "offsets": sorted(self.handled_offsets),
             "ids": sorted(self.handled_ids),
         }
@@ -107,5 +114,12 @@ class Ledger:
     def adopt(self, memory: dict[str, object]) -> None:
         """Remember what another rank's ledger remembers."""
         self._seq = int(memory["seq"])  # type: ignore[call-overload]
+        self.segment = int(memory["segment"])  # type: ignore[call-overload]
         self.handled_offsets = set(memory["offsets"])  # type: ignore[call-overload]
         self.handled_ids = set(memory["ids"])  # type: ignore[call-overload]
+
+
+def _blocks_id(decision: Decision) -> bool:
+    """Whether a row with ``decision`` makes its command id a duplicate from then on: a
+    rejected or expired command may be sent again (fixed, or for the live run)."""
+    return decision not in ("rejected", "expired")

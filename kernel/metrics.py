@@ -37,6 +37,10 @@ class MetricRecord(BaseModel):
     wall_time: float | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
     nonfinite: list[str] = Field(default_factory=list)
+    segment: int = 0
+    """The run segment (``kernel.json``'s ``segment``) the record belongs to. Steps start
+    again in a new segment: readers must not splice one segment's curve onto another's.
+    Written only from segment 1 on, so a directory used once reads as before."""
 
     def to_line(self) -> str:
         """This record as a ``metrics.jsonl`` line (with its newline), spelt as the kernel
@@ -56,6 +60,8 @@ class MetricRecord(BaseModel):
         line["metrics"] = fields
         if nonfinite:
             line["nonfinite"] = nonfinite
+        if self.segment:
+            line["segment"] = self.segment
         return json.dumps(line, separators=(",", ":"), allow_nan=False) + "\n"
 
 
@@ -68,10 +74,25 @@ def _to_float(value: Any) -> float:
 class MetricsWriter:
     """Buffers metric records and appends them to ``metrics.jsonl`` in batches."""
 
-    def __init__(self, run_dir: str | os.PathLike[str]) -> None:
+    def __init__(self, run_dir: str | os.PathLike[str], segment: int = 0) -> None:
         self.path = Path(run_dir) / METRICS_FILE
         self._pending: list[tuple[int, float, dict[str, Any]]] = []
         self._keys: dict[str, str] = {}
+        self._tail = f',"segment":{int(segment)}' if segment else ""
+
+    def start_segment(self) -> int:
+        """Close a line torn by a process that died mid-write; return the offset at which
+        this writer's records will begin."""
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+        with open(self.path, "rb+") as f:
+            f.seek(max(size - 1, 0))
+            if size and f.read(1) != b"\n":
+                f.write(b"\n")
+                size += 1
+        return size
 
     def add(self, step: int, wall_time: float, metrics: Mapping[str, Any]) -> None:
         self._pending.append((step, wall_time, dict(metrics)))
@@ -106,6 +127,7 @@ class MetricsWriter:
                 fields.append(f"{key}:{_NONFINITE[repr(value)]}")
                 nonfinite.append(name)
         extra = f',"nonfinite":{json.dumps(nonfinite)}' if nonfinite else ""
+        extra += self._tail
         return (
             f'{{"step":{int(step)},"wall_time":{wall_time:.6f},'
             f'"metrics":{{{",".join(fields)}}}{extra}}}\n'

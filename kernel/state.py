@@ -8,6 +8,7 @@ and current values, the last step, and whether the process is alive (heartbeat a
 from __future__ import annotations
 
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Literal
@@ -18,8 +19,12 @@ from kernel.commands import Command
 from kernel.errors import RunDirError
 from kernel.jsonl import read_json, write_json_atomic
 from kernel.knobs import KnobSpec
+from kernel.validation import summarize_validation_error
 
 STATE_FILE = "kernel.json"
+STALE_AFTER_S = 300.0
+"""A heartbeat this old means the process that wrote ``kernel.json`` is gone, even when its
+pid cannot be checked (another host) or looks alive (a reused pid)."""
 Status = Literal["running", "paused", "stopping", "closed", "crashed"]
 FreezeMode = Literal["off", "prod", "replay"]
 
@@ -41,6 +46,8 @@ class KernelState(BaseModel):
     segment: int = 0
     """Which run in this directory: 0 for the first, +1 each time a new ``Kernel`` starts
     after an earlier run ended. Commands carry it; metrics records do too from segment 1."""
+    metrics_start: int = 0
+    """The byte offset in ``metrics.jsonl`` where this segment's records begin."""
     heartbeat: float
     status: Status = "running"
     last_step: int | None = None
@@ -58,6 +65,36 @@ class KernelState(BaseModel):
 
     def heartbeat_age(self, now: float | None = None) -> float:
         return (time.time() if now is None else now) - self.heartbeat
+
+    def is_this_process(self) -> bool:
+        return self.host == socket.gethostname() and self.pid == os.getpid()
+
+    def has_ended(self, now: float | None = None) -> bool:
+        """Whether the run that wrote this state is over: it closed or crashed, its process
+        (on this host) is dead, or its heartbeat is older than ``STALE_AFTER_S``. A new
+        ``Kernel`` on an ended run starts the next segment.
+
+        Example:
+            >>> state = KernelState(pid=1, host="h", started_at=0, heartbeat=0, status="closed")
+            >>> state.has_ended()
+            True
+        """
+        if self.status in ("closed", "crashed"):
+            return True
+        here = self.host == socket.gethostname() and self.pid != os.getpid()
+        if here and not _pid_alive(self.pid):
+            return True
+        return self.heartbeat_age(now) > STALE_AFTER_S
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):  # no such process; a pid out of range
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def read_kernel_state(run_dir: str | os.PathLike[str]) -> KernelState | None:
@@ -78,7 +115,7 @@ def read_kernel_state(run_dir: str | os.PathLike[str]) -> KernelState | None:
     try:
         return KernelState.model_validate(raw)
     except ValidationError as exc:
-        msg = exc.errors()[0]["msg"]
+        msg = summarize_validation_error(exc, limit=1)
         raise RunDirError(f"{path} does not hold a kernel state: {msg}") from None
 
 

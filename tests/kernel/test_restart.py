@@ -51,19 +51,18 @@ def test_a_restarted_kernel_applies_nothing_old(make_kernel, send, run_dir):
     assert opt.param_groups[0]["lr"] == 0.07
 
 
-def test_a_pending_command_survives_a_restart_and_applies_once(make_kernel, send, run_dir):
-    first = make_kernel(optimizer=_sgd())
+def test_a_pending_command_survives_a_kernel_rebuilt_in_the_live_run(make_kernel, send, run_dir):
+    make_kernel(optimizer=_sgd())  # never closed: the run is live, in this process
     send(id="future", knob="lr", value=0.03, apply_at_step=10)
+    first = make_kernel(optimizer=_sgd())
     first.step(0)
-    first.close()
-    assert read_ledger(run_dir) == []
     assert [p.command.id for p in read_kernel_state(run_dir).pending] == ["future"]
 
     opt = _sgd()
     second = make_kernel(optimizer=opt)
     for step in range(1, 15):
         second.step(step)
-    assert [(r.command_id, r.step) for r in read_ledger(run_dir)] == [("future", 10)]
+    assert [(r.command_id, r.step, r.segment) for r in read_ledger(run_dir)] == [("future", 10, 0)]
     assert opt.param_groups[0]["lr"] == 0.03
     second.close()
 
@@ -186,12 +185,15 @@ def test_a_killed_training_process_applies_nothing_twice(run_dir, send, wait_for
     assert proc.returncode == -signal.SIGKILL
     killed_at = _checkpoint_step(run_dir)
 
-    send(id="c4", knob="lr", multiplier=2.0)  # sent while training is down
+    send(id="stale", knob="lr", multiplier=10.0)  # sent while training is down
+    send(id="c4", knob="lr", multiplier=2.0, segment=1)  # meant for the restarted run
     subprocess.run([sys.executable, str(TRAIN_LOOP), str(run_dir), "20"], check=True, timeout=120)
 
     applied = _applied_ids(run_dir)
     assert Counter(applied) == {"c1": 1, "c2": 1, "c3": 1, "c4": 1}
+    expired = [r.command_id for r in read_ledger(run_dir) if r.decision == "expired"]
+    assert expired == ["stale"]
     state = read_kernel_state(run_dir)
     assert state.knob("lr").value == 0.05  # 0.05, x0.5, then x2 once
     assert state.knob("weight_decay").value == 0.01
-    assert (state.status, state.last_step) == ("closed", killed_at + 20)
+    assert (state.status, state.last_step, state.segment) == ("closed", killed_at + 20, 1)

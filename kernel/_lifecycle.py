@@ -1,0 +1,148 @@
+"""The run-directory lifecycle: run segments, and what is left over from an ended run.
+
+A run directory may see several runs: a script run again, a job restarted after a crash.
+Each run is a *segment* (``kernel.json``'s ``segment``: 0, 1, ...). A new ``Kernel`` on a
+directory whose last run has ended (``KernelState.has_ended``) starts the next segment, and
+nothing queued for the earlier run is applied: every command line after the old cursor and
+every pending command is recorded as ``expired``, unless it names the new segment
+(``Command.segment``, written by ``autopilot set --next-run``). A ``Kernel`` created again
+while the run is live (the same process, a live heartbeat) continues its segment.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kernel.commands import COMMANDS_FILE, Command, parse_command_line
+from kernel.errors import CommandError, KernelError
+from kernel.jsonl import JsonlTail
+from kernel.ledger import Decision, Ledger
+from kernel.state import PendingCommand, read_kernel_state
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(kw_only=True)
+class Start:
+    """Where a new kernel starts: its segment, command cursor and pending commands."""
+
+    segment: int = 0
+    cursor: int = 0
+    pending: list[PendingCommand] = field(default_factory=list)
+    new_segment: bool = False
+    """True when the previous run had ended: metrics start a new curve."""
+
+
+def plan_start(run_dir: Path, ledger: Ledger) -> Start:
+    """How a kernel starting now on ``run_dir`` continues from what is there.
+
+    Leftovers of an ended run are recorded in ``ledger`` as ``expired`` (the ledger's
+    ``segment`` is set to the new segment first, so the rows belong to it).
+    """
+    try:
+        previous = read_kernel_state(run_dir)
+    except KernelError as exc:
+        logger.warning("ignoring the previous kernel.json: %s", exc)
+        return _after_lost_state(run_dir, ledger)
+    if previous is None:
+        return Start()
+    handled = ledger.handled_offsets
+    pending = [p for p in previous.pending if p.offset not in handled]
+    if not previous.has_ended():
+        if not previous.is_this_process():
+            logger.warning(
+                "kernel.json in %s says a live kernel (pid %s on %s) writes to it; "
+                "two training processes must not share a run directory",
+                run_dir,
+                previous.pid,
+                previous.host,
+            )
+        return Start(segment=previous.segment, cursor=previous.cursor, pending=pending)
+    segment = previous.segment + 1
+    ledger.segment = segment
+    kept = expire_leftovers(run_dir, ledger, previous.cursor, pending, keep_segment=segment)
+    logger.info("run segment %d starts in %s (the previous run had ended)", segment, run_dir)
+    return Start(segment=segment, cursor=previous.cursor, pending=kept, new_segment=True)
+
+
+def _after_lost_state(run_dir: Path, ledger: Ledger) -> Start:
+    """kernel.json is unreadable: which run it described is unknown, so a new segment starts
+    and every command line not in the ledger is a leftover."""
+    segment = ledger.last_segment + 1
+    ledger.segment = segment
+    expire_leftovers(run_dir, ledger, 0, [], keep_segment=segment)
+    return Start(segment=segment, new_segment=True)
+
+
+def expire_leftovers(
+    run_dir: Path,
+    ledger: Ledger,
+    cursor: int,
+    pending: list[PendingCommand],
+    *,
+    keep_segment: int | None,
+    why: str | None = None,
+) -> list[PendingCommand]:
+    """Record ``expired`` for each pending command and each command line after ``cursor``
+    not answered yet, except those meant for ``keep_segment``; return the pending commands
+    kept. A malformed line is left alone: the kernel rejects it, with its reason, when it
+    reads it."""
+    kept = []
+    for item in pending:
+        if keep_segment is not None and item.command.segment == keep_segment:
+            kept.append(item)
+        else:
+            _expire(ledger, item.offset, item.command, why)
+    for offset, text in JsonlTail(run_dir / COMMANDS_FILE, cursor).read_new():
+        if offset in ledger.handled_offsets:
+            continue
+        try:
+            cmd = parse_command_line(text)
+        except CommandError:
+            continue
+        if keep_segment is None or cmd.segment != keep_segment:
+            _expire(ledger, offset, cmd, why)
+    return kept
+
+
+def _expire(ledger: Ledger, offset: int, cmd: Command, why: str | None) -> None:
+    ledger.record(
+        step=None,
+        decision="expired",
+        offset=offset,
+        command_id=cmd.id,
+        source=cmd.source,
+        op=cmd.op,
+        knob=cmd.knob,
+        proposal_id=cmd.proposal_id,
+        decision_id=cmd.decision_id,
+        intent=cmd.intent,
+        for_diagnosis=cmd.for_diagnosis,
+        rolls_back=cmd.rolls_back,
+        reason=why or _left_over(ledger.segment),
+    )
+
+
+def _left_over(segment: int) -> str:
+    return (
+        f"left over from an earlier run (queued for it, or after it ended); this is run "
+        f"segment {segment}, and nothing queued for an earlier run is applied. Send it "
+        "again, or queue it with `autopilot set --next-run` before a run starts"
+    )
+
+
+def segment_mismatch(cmd: Command, segment: int) -> tuple[Decision, str] | None:
+    """``(decision, reason)`` for a command that names another segment than ``segment``,
+    or None when it may run now."""
+    if cmd.segment is None or cmd.segment == segment:
+        return None
+    if cmd.segment < segment:
+        return "expired", (
+            f"meant for run segment {cmd.segment}, which has ended; this is segment {segment}"
+        )
+    return "rejected", (
+        f"meant for run segment {cmd.segment}, a later run; this is segment {segment}. "
+        "Send it without a segment to change this run"
+    )
