@@ -210,7 +210,7 @@ def _result(
 
 def _interventions(run_dir: Path) -> list[Intervention]:
     """Applied knob changes from the autopilot, from the run's ledger."""
-    from autopilot.policies.rules import AUTOPILOT_SOURCES
+    from autopilot.guard_context import AUTOPILOT_SOURCES
     from kernel import read_ledger
 
     return [
