@@ -93,7 +93,7 @@ def _dumps(obj: object, ascii_only: bool) -> str:
 
 valid_lines = valid_commands.map(lambda c: c.model_dump_json(exclude_none=True))
 lines = st.one_of(
-    st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\n"), max_size=40),
+    st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\n"), max_size=40),
     st.builds(_dumps, json_values, st.booleans()),
     st.builds(_dumps, random_dicts, st.booleans()),
     st.builds(_dumps, random_dicts, st.booleans()),
@@ -134,6 +134,7 @@ def _assert_within_bounds(kernel: Kernel) -> None:
             continue
         for v in value if isinstance(value, list) else [value]:
             assert isinstance(v, float) and math.isfinite(v), (knob.name, v)
+            assert knob.lo is not None and knob.hi is not None, knob.name
             assert knob.lo <= v <= knob.hi, (knob.name, v)
 
 
@@ -200,12 +201,14 @@ def _fuzz(run_dir: Path, batches: list[tuple[list[str], int]]) -> None:
     rows = read_ledger(run_dir)
     ledger = run_dir / "applied.jsonl"
     assert len(rows) == (ledger.read_bytes().count(b"\n") if ledger.exists() else 0)
-    pending = read_kernel_state(run_dir).pending
+    state = read_kernel_state(run_dir)
+    assert state is not None
+    pending = state.pending
     answered = [r.offset for r in rows]
     assert len(answered) == len(set(answered))  # one row per line
     assert set(answered) | {p.offset for p in pending} == offsets
     assert not set(answered) & {p.offset for p in pending}
-    assert all(p.command.apply_at_step > 10**9 for p in pending)
+    assert all((p.command.apply_at_step or 0) > 10**9 for p in pending)
     _assert_rows_are_complete(rows)
     _assert_within_bounds(kernel)
 
