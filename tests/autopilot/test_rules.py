@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from autopilot.diagnoses import Diagnosis
+from autopilot.diagnoses import Diagnosis, DiagnosisKind
 from autopilot.policies._base import PolicyContext
 from autopilot.policies.rules import RulePolicy
 from kernel import KnobSpec, LedgerRow
@@ -16,7 +16,9 @@ KNOBS = {
 }
 
 
-def diag(kind: str, step: int = 1000, **evidence: object) -> Diagnosis:
+def diag(
+    kind: DiagnosisKind, step: int = 1000, **evidence: float | int | str | bool | None
+) -> Diagnosis:
     return Diagnosis(
         kind=kind, metric="val/loss", step=step, message=f"{kind} seen", evidence=evidence
     )
