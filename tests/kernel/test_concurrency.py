@@ -91,4 +91,4 @@ def test_a_fragment_left_by_a_dead_writer_is_rejected_and_the_next_command_appli
     kernel.step(1)
     rows = read_ledger(run_dir)
     assert [(r.command_id, r.decision) for r in rows] == [(None, "rejected"), ("alive", "applied")]
-    assert "not valid JSON" in rows[0].reason
+    assert "not valid JSON" in (rows[0].reason or "")

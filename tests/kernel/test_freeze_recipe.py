@@ -42,10 +42,12 @@ def test_freeze_prod_ignores_knob_changes_but_not_operations(make_kernel, send, 
         ("ckpt", "applied"),
         ("stop", "applied"),
     ]
-    assert "frozen (prod)" in rows[0].reason and "freeze off" in rows[0].reason
+    reason = rows[0].reason or ""
+    assert "frozen (prod)" in reason and "freeze off" in reason
     assert opt.param_groups[0]["lr"] == 0.1
     assert saved == [4] and kernel.should_stop
-    assert read_kernel_state(run_dir).freeze == "prod"
+    state = read_kernel_state(run_dir)
+    assert state is not None and state.freeze == "prod"
 
 
 def test_freezing_a_running_kernel_takes_effect_with_the_next_command(make_kernel, send, run_dir):
@@ -153,7 +155,7 @@ def _train(run_dir, make_kernel, send, *, live: bool) -> list[tuple[float, ...]]
         send(run_dir=run_dir, knob="loss.aux", value=0.1, apply_at_step=30)
         send(run_dir=run_dir, knob="lr", multiplier=3.0, apply_at_step=40)
         send(run_dir=run_dir, knob="lr", value=99.0, apply_at_step=41)  # rejected: not in recipe
-    trace = []
+    trace: list[tuple[float, ...]] = []
     for step in range(STEPS):
         loss = model(data[step]).pow(2).mean() + weights["aux"] * model.weight.abs().sum()
         loss.backward()

@@ -84,6 +84,7 @@ def test_kernel_state_round_trips(run_dir):
     spec = KnobSpec(name="lr", kind="float", lo=1e-7, hi=10.0, scale="log", value=0.1)
     write_kernel_state(run_dir, _state(last_step=5, cursor=77, knobs=[spec]))
     state = read_kernel_state(run_dir)
+    assert state is not None
     assert (state.last_step, state.cursor, state.status) == (5, 77, "running")
     assert state.knob("lr") == spec
     assert state.knob("nope") is None
