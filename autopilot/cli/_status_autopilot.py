@@ -3,15 +3,16 @@ waits for review, and what the LLM has cost this run."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from autopilot._watch_lock import LOCK_FILE, holder
 from autopilot.cli._format import table
+from kernel.state import AUTOPILOT_DIR
 
 
 def autopilot_lines(run_dir: Path) -> list[str]:
     """Lines for the status page; a run never watched says how to start the autopilot."""
-    state_dir = run_dir / "autopilot"
+    state_dir = run_dir / AUTOPILOT_DIR
     if not state_dir.is_dir():
         return ["", f"autopilot: never ran here (start it: autopilot --dir {run_dir} watch)"]
     lines = ["", "autopilot", f"  watcher     {_watcher(state_dir)}"]
@@ -22,12 +23,14 @@ def autopilot_lines(run_dir: Path) -> list[str]:
 
 
 def _watcher(state_dir: Path) -> str:
-    try:
-        pid, _, mode = (state_dir / "watch.lock").read_text().partition(" ")
-        os.kill(int(pid), 0)
-    except (OSError, ValueError):
+    # the lock says whether it lives: a pid outlives a kill -9 as a zombie, or is reused
+    found = holder(state_dir / LOCK_FILE)
+    if found is None:
         return "not running"
-    return f"running (pid {pid}, mode {mode or '?'})"
+    who = f"pid {found.pid}, mode {found.mode or '?'}"
+    if found.alive is None:
+        return f"on {found.host} ({who}), per its lock file; check it there"
+    return f"running ({who})" if found.alive else f"not running (last: {who})"
 
 
 def _last_decision(run_dir: Path) -> list[str]:

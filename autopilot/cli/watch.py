@@ -1,31 +1,47 @@
-"""``autopilot watch``: run the autopilot beside a training run until the training ends."""
+"""``autopilot watch``: run the autopilot beside a training run until the training ends.
+
+A watcher is often started before the training: it waits (and says so) for the run
+directory and the kernel's ``kernel.json``. On a restart it prints only the decisions
+recorded from then on, after one line counting the earlier ones.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from autopilot.cli._common import CliError, run_dir_of
-from autopilot.config import AI_MODES, load_settings
+from autopilot.config import AI_MODES, check_bounds, load_settings
+from autopilot.decisions import AUTOPILOT_DIR, DECISIONS_FILE
 from autopilot.errors import AutopilotError
+from kernel import KernelState, read_kernel_state
 from kernel.jsonl import JsonlTail
+from kernel.state import STATE_FILE
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)  # a pipe or a log file sees each line as it happens
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
     """Watch the run and print each decision and measured effect as it is recorded."""
     from autopilot.watch import Autopilot, quiet_gc
 
-    run_dir = run_dir_of(args)
+    run_dir = run_dir_of(args, must_exist=False)
     try:
         settings = load_settings(args.config, run_dir)
         mode = args.mode or settings.mode
+        kernel = wait_for_kernel(run_dir, settings.cadence.poll_interval_s)
+        check_bounds(settings, kernel)
         pilot = Autopilot(run_dir, mode=mode, settings=settings)
     except AutopilotError as exc:
         raise CliError(str(exc)) from None
     logging.basicConfig(level=logging.WARNING, format="autopilot: %(levelname)s %(message)s")
-    print(header(run_dir, mode, settings))
+    _print(header(run_dir, mode, settings))
     printer = DecisionPrinter(run_dir)
     quiet_gc()
     with pilot:
@@ -35,6 +51,42 @@ def cmd_watch(args: argparse.Namespace) -> int:
             pilot.run(until_ended=not args.forever, on_tick=lambda _: printer.print_new())
     printer.print_new()
     return 0
+
+
+def wait_for_kernel(
+    run_dir: Path,
+    poll_s: float,
+    *,
+    say: Callable[[str], None] = _print,
+    stop: threading.Event | None = None,
+) -> KernelState | None:
+    """Wait until the training has created ``run_dir`` and its ``kernel.json``; the state.
+
+    Says once what it waits for (and again when the directory appears but the kernel has
+    not published yet). ``None`` only when ``stop`` is set first.
+    """
+    stop = stop or threading.Event()
+    said = ""
+    while not stop.is_set():
+        if (run_dir / STATE_FILE).is_file():
+            state = read_kernel_state(run_dir)
+            if state is not None:
+                return state
+        what = _waiting_for(run_dir)
+        if what != said:
+            say(what)
+            said = what
+        stop.wait(poll_s)
+    return None
+
+
+def _waiting_for(run_dir: Path) -> str:
+    if not run_dir.is_dir():
+        return (
+            f"waiting for the training to create {run_dir} (start it with "
+            f"Kernel({str(run_dir)!r}, ...); Ctrl-C to stop)"
+        )
+    return f"waiting for the kernel to start in {run_dir} (no {STATE_FILE} yet; Ctrl-C to stop)"
 
 
 def header(run_dir: Path, mode: str, settings: Any) -> str:
@@ -50,14 +102,27 @@ def header(run_dir: Path, mode: str, settings: Any) -> str:
 
 
 class DecisionPrinter:
-    """Prints the records appended to ``autopilot/decisions.jsonl`` since the last call."""
+    """Prints the records appended to ``autopilot/decisions.jsonl`` after it was created.
 
-    def __init__(self, run_dir: Path) -> None:
-        self._tail = JsonlTail(run_dir / "autopilot" / "decisions.jsonl")
+    The records already there (a restarted watcher's history) are counted in one line, not
+    printed again: ``autopilot decisions`` shows them.
+    """
+
+    def __init__(self, run_dir: Path, *, say: Callable[[str], None] = _print) -> None:
+        path = run_dir / AUTOPILOT_DIR / DECISIONS_FILE
+        self._say = say
+        history = JsonlTail(path)
+        earlier = sum(1 for _ in history.read_new())
+        self._tail = JsonlTail(path, offset=history.offset)
+        if earlier:
+            say(
+                f"{earlier} earlier records (decisions and effects) not shown again: "
+                f"autopilot --dir {run_dir} decisions"
+            )
 
     def print_new(self) -> None:
         from autopilot.cli.decisions import brief_lines
 
         for _, text in self._tail.read_new():
             for line in brief_lines(text):
-                print(line, flush=True)
+                self._say(line)
