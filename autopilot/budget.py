@@ -42,6 +42,7 @@ from autopilot.config import Price, Settings
 from autopilot.errors import BudgetExceeded
 from autopilot.tokens import Usage, count_message_tokens, count_tokens
 from kernel.jsonl import append_line, read_models
+from kernel.state import AUTOPILOT_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ class Budget:
     ) -> None:
         self._settings = settings
         self._caps = settings.budget
-        self._run_file = Path(run_dir) / "autopilot" / SPEND_FILE
+        self._run_file = Path(run_dir) / AUTOPILOT_DIR / SPEND_FILE
         self._day_file = settings.budget.day_ledger_path()
         self._run_id = str(Path(run_dir).resolve())
         self._today = today

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -25,7 +25,7 @@ from kernel.state import KernelState
 from kernel.validation import summarize_validation_error
 
 Mode = Literal["off", "suggest", "auto", "ai_suggest", "ai_auto"]
-MODES: tuple[str, ...] = ("off", "suggest", "auto", "ai_suggest", "ai_auto")
+MODES: tuple[Mode, ...] = get_args(Mode)
 AI_MODES = ("ai_suggest", "ai_auto")
 """Modes whose proposals come from the LLM agents (the rules when those cannot be used)."""
 SUGGEST_MODES = ("suggest", "ai_suggest")

@@ -30,12 +30,14 @@ from autopilot.diagnoses import Diagnosis
 from autopilot.guards import Verdict
 from autopilot.proposals import Proposal, Proposer
 from kernel.jsonl import JsonlTail, append_line
+from kernel.state import AUTOPILOT_DIR
+from kernel.validation import summarize_validation_error
 
 logger = logging.getLogger(__name__)
 
-AUTOPILOT_DIR = "autopilot"
 DECISIONS_FILE = "decisions.jsonl"
 Route = Literal["kernel", "review", "none"]
+"""Where a decision went: the kernel (auto modes), the review queue (suggest), nowhere."""
 EffectVerdict = Literal["better", "neutral", "worse"]
 
 
@@ -125,6 +127,7 @@ class DecisionLog:
         self._tail = JsonlTail(self.path)
         self._decisions: dict[str, DecisionRecord] = {}
         self._effects: dict[str, list[EffectRecord]] = {}
+        self._improved: set[str] = set()
         self._lock = threading.Lock()
 
     def append(self, record: DecisionRecord | EffectRecord) -> None:
@@ -154,6 +157,12 @@ class DecisionLog:
             self._refresh()
             return decision_id in self._decisions
 
+    def improved_commands(self) -> frozenset[str]:
+        """Ids of the commands whose measured effect was ``better`` (read incrementally)."""
+        with self._lock:
+            self._refresh()
+            return frozenset(self._improved)
+
     def _refresh(self) -> None:
         for offset, line in self._tail.read_new():
             try:
@@ -163,10 +172,12 @@ class DecisionLog:
                     "skipping an invalid line at byte %d of %s: %s",
                     offset,
                     self.path,
-                    exc.errors()[0]["msg"],
+                    summarize_validation_error(exc, limit=1),
                 )
                 continue
             if isinstance(record, EffectRecord):
                 self._effects.setdefault(record.decision_id, []).append(record)
+                if record.verdict == "better":
+                    self._improved.add(record.command_id)
             else:
                 self._decisions.setdefault(record.id, record)  # a repeated id keeps the first

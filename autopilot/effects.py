@@ -11,6 +11,7 @@ is recognised by the ledger row's ``intent``, never its reason, and is never und
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ class Effects:
         ]
 
     def measure_due(
-        self, state: dict[str, Any]
+        self, state: Mapping[str, Any]
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Measure the baselines whose horizon has passed; return what is left and the
         recent decisions with their effects filled in."""

@@ -9,8 +9,10 @@ class AutopilotError(Exception):
     """Base of every error the autopilot raises on purpose."""
 
 
-class ConfigError(AutopilotError):
-    """``autopilot.toml`` (or an environment override) is invalid; the message says where."""
+class ConfigError(AutopilotError, ValueError):
+    """A setting is invalid: in ``autopilot.toml``, an environment override, or the
+    constructor of a configurable part (a detector); the message says which, what it must
+    be and what it got. A ``ValueError`` too, as Optuna's pruners raise for bad arguments."""
 
 
 class BudgetExceeded(AutopilotError):

@@ -1,72 +1,70 @@
-"""The agent graph of one tick, as a LangGraph ``StateGraph``.
+"""The agent graph of one tick, as a LangGraph ``StateGraph`` over the ``TickState``.
 
 ```
-observe -> summarize -> evaluate -> diagnose -+-> llm --+-> guard -> route -> END
-   |                                          |         |     ^
-   +-> END (fewer than tick_every_steps new)  +-> rules <-+    |
-                                              |    +----------+
-                                              +-> route (mode off: record only)
-                                              +-> END (healthy)
+observe -> evaluate -> diagnose -+-> llm --+-> guard -> route -> END
+   |                             |         |     ^
+   +-> END (not due)             +-> rules <-+    |
+                                 |    +----------+
+                                 +-> route (mode off: record only)
+                                 +-> END (healthy)
 ```
 
-The state (``TickState``) holds only plain JSON values, so the SQLite checkpointer can store
-it and a restarted autopilot resumes with its offsets, windows, baselines and cooldowns.
-The LLM call has its own node; no node waits for a person (the review queue is a file).
+The nodes are plain functions (``autopilot.nodes``, ``autopilot.propose``) of a
+``TickContext`` (bound here) and the state; the routers return a ``Literal`` of their
+targets. The run summary the detectors, the LLM and the decision records read is derived
+from the windows when first needed and cached in the context, not a node of its own. The
+state holds only plain JSON values, so the SQLite checkpointer can store it and a restarted
+autopilot resumes with its offsets, windows, baselines and cooldowns. No node waits for a
+person (the review queue is a file).
+
+Example:
+    >>> import tempfile
+    >>> from autopilot.config import Settings
+    >>> from autopilot.state import TickContext
+    >>> ctx = TickContext.create(tempfile.mkdtemp(), Settings(), "suggest")
+    >>> graph = build_graph(ctx)
+    >>> graph.invoke({})["outcome"]  # no metrics logged yet
+    'idle'
 """
 
 from __future__ import annotations
 
-from typing import Any, TypedDict, cast
+from functools import partial
+from typing import Any
 
 from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
 
-from autopilot.nodes import Nodes
+from autopilot import nodes, propose
+from autopilot.state import TickContext, TickState
 
-
-class TickState(TypedDict, total=False):
-    """What the graph remembers between ticks (plain JSON values only)."""
-
-    metrics_offset: int
-    ledger_offset: int
-    step: int
-    due_step: int
-    windows: dict[str, list[list[float]]]
-    """Per metric ``[steps, values]``: columnar, so a checkpoint holds two flat lists per
-    metric rather than a list per point, which made unpacking and converting them slow."""
-    best: dict[str, list[float]]
-    key_metric: str
-    key_mode: str
-    diagnoses: list[dict[str, Any]]
-    proposal: dict[str, Any] | None
-    fallback_reason: str | None
-    llm_spent: dict[str, Any]
-    verdicts: list[dict[str, Any]]
-    changes: list[dict[str, Any]]
-    baselines: list[dict[str, Any]]
-    decided: dict[str, int]
-    llm_next_step: int
-    past: list[dict[str, Any]]
-    outcome: str
-    last_decision_id: str | None
+NODES = ("observe", "evaluate", "diagnose", "llm", "rules", "guard", "route")
 
 
-def build_graph(nodes: Nodes, checkpointer: Any = None) -> Any:
-    """The compiled tick graph over ``nodes``; ``checkpointer`` persists its state."""
-    g = StateGraph(TickState)
-    for name in ("observe", "summarize", "evaluate", "diagnose", "llm", "rules", "guard"):
-        g.add_node(name, cast(Any, getattr(nodes, name)))
-    g.add_node("route", cast(Any, nodes.route))
+def build_graph(
+    ctx: TickContext, checkpointer: Any = None
+) -> CompiledStateGraph[TickState, None, TickState, TickState]:
+    """The compiled tick graph with ``ctx`` bound to its nodes; ``checkpointer`` persists
+    its state between ticks."""
+    g: StateGraph[TickState, None, TickState, TickState] = StateGraph(TickState)
+    g.add_node("observe", partial(nodes.observe, ctx))
+    g.add_node("evaluate", partial(nodes.evaluate, ctx))
+    g.add_node("diagnose", partial(nodes.diagnose, ctx))
+    g.add_node("llm", partial(propose.llm, ctx))
+    g.add_node("rules", partial(propose.rules, ctx))
+    g.add_node("guard", partial(nodes.guard, ctx))
+    g.add_node("route", partial(nodes.route, ctx))
     g.add_edge(START, "observe")
-    g.add_conditional_edges("observe", nodes.after_observe, {"go": "summarize", "end": END})
-    g.add_edge("summarize", "evaluate")
+    g.add_conditional_edges("observe", nodes.after_observe, ["evaluate", END])
     g.add_edge("evaluate", "diagnose")
     g.add_conditional_edges(
-        "diagnose",
-        nodes.after_diagnose,
-        {"llm": "llm", "rules": "rules", "record": "route", "end": END},
+        "diagnose", partial(nodes.after_diagnose, ctx), ["llm", "rules", "route", END]
     )
-    g.add_conditional_edges("llm", nodes.after_llm, {"guard": "guard", "rules": "rules"})
+    g.add_conditional_edges("llm", propose.after_llm, ["guard", "rules"])
     g.add_edge("rules", "guard")
     g.add_edge("guard", "route")
     g.add_edge("route", END)
     return g.compile(checkpointer=checkpointer)
+
+
+__all__ = ["NODES", "build_graph"]

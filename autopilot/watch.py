@@ -22,22 +22,25 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from autopilot.config import AI_MODES, MODES, Settings
+from langchain_core.runnables import RunnableConfig
+
+from autopilot.config import AI_MODES, MODES, Mode, Settings
+from autopilot.detectors import Detector
 from autopilot.errors import AutopilotError
 from autopilot.graph import build_graph
-from autopilot.nodes import Nodes
 from autopilot.observe import file_size
+from autopilot.state import TickContext, TickState
 from kernel import read_kernel_state
 from kernel.jsonl import read_json, write_json_atomic
 from kernel.metrics import METRICS_FILE
+from kernel.state import AUTOPILOT_DIR
 
 logger = logging.getLogger(__name__)
 
-STATE_DIR = "autopilot"
 LOCK_FILE = "watch.lock"
 ROLLOVER_TICKS = 1000
 """Checkpoints move to a fresh graph thread this often, and the old thread is deleted."""
@@ -52,6 +55,8 @@ class Autopilot:
         mode: ``off``, ``suggest``, ``auto``, ``ai_suggest`` or ``ai_auto``.
         settings: the loaded ``autopilot.toml`` (defaults when ``None``).
         llm_policy: a ready LLM policy (tests and embedders); built on first use otherwise.
+        detectors: the detectors to run, configured through their constructors; ``None``
+            builds the four built-in ones from ``settings.detectors``.
 
     Raises:
         AutopilotError: for an unknown mode, or when another autopilot watches the run.
@@ -64,12 +69,13 @@ class Autopilot:
         mode: str,
         settings: Settings | None = None,
         llm_policy: Any = None,
+        detectors: Sequence[Detector] | None = None,
     ) -> None:
         if mode not in MODES:
             raise AutopilotError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         self.run_dir, self.mode = Path(run_dir), mode
         self.settings = settings or Settings()
-        self.state_dir = self.run_dir / STATE_DIR
+        self.state_dir = self.run_dir / AUTOPILOT_DIR
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._lock_fd = _lock(self.state_dir / LOCK_FILE, mode)
         from langgraph.checkpoint.sqlite import SqliteSaver
@@ -81,33 +87,39 @@ class Autopilot:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._saver = SqliteSaver(self._conn)
-        self.nodes = Nodes(self.run_dir, self.settings, mode, llm_policy=llm_policy)
-        self.graph = build_graph(self.nodes, self._saver)
+        self.context = TickContext.create(
+            self.run_dir,
+            self.settings,
+            cast(Mode, mode),
+            llm_policy=llm_policy,
+            detectors=detectors,
+        )
+        self.graph = build_graph(self.context, self._saver)
         if mode in AI_MODES:
-            self.nodes.warm_up()
+            self.context.llm.warm_up()
         self._meta_path = self.state_dir / "graph.json"
         meta = read_json(self._meta_path) or {}
         self._thread, self._ticks = str(meta.get("thread", "autopilot-0")), 0
         self._resume = bool(self.graph.get_state(self._config(self._thread)).next)
 
     @staticmethod
-    def _config(thread: str) -> dict[str, Any]:
+    def _config(thread: str) -> RunnableConfig:
         return {"configurable": {"thread_id": thread}}
 
     def tick(self) -> dict[str, Any]:
         """One pass of the graph over what was appended since the last; the new state."""
         config = self._config(self._thread)
-        given: dict[str, Any] | None = None if self._resume else {}
+        given: TickState | None = None if self._resume else {}
         self._resume = False
         self._ticks += 1
         if self._ticks % ROLLOVER_TICKS == 0:
             given, config = self._rollover()
-        return self.graph.invoke(given, config, durability="exit")
+        return dict(self.graph.invoke(given, config, durability="exit"))
 
-    def _rollover(self) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _rollover(self) -> tuple[TickState, RunnableConfig]:
         """Carry the state to a fresh thread and delete the old one's checkpoints."""
         old = self._thread
-        values = dict(self.graph.get_state(self._config(old)).values)
+        values = cast(TickState, dict(self.graph.get_state(self._config(old)).values))
         number = int(old.rsplit("-", 1)[-1]) + 1 if old[-1].isdigit() else 1
         self._thread = f"autopilot-{number}"
         write_json_atomic(self._meta_path, {"thread": self._thread})
@@ -231,9 +243,15 @@ class BackgroundAutopilot:
 
 
 def start_in_background(
-    run_dir: str | os.PathLike[str], *, mode: str, settings: Settings | None = None
+    run_dir: str | os.PathLike[str],
+    *,
+    mode: str,
+    settings: Settings | None = None,
+    detectors: Sequence[Detector] | None = None,
 ) -> BackgroundAutopilot:
-    """Start the autopilot for ``run_dir`` in a daemon thread; ``stop()`` it at the end."""
-    background = BackgroundAutopilot(Autopilot(run_dir, mode=mode, settings=settings))
+    """Start the autopilot for ``run_dir`` in a daemon thread; ``stop()`` it at the end
+    (``detectors`` as for ``Autopilot``)."""
+    pilot = Autopilot(run_dir, mode=mode, settings=settings, detectors=detectors)
+    background = BackgroundAutopilot(pilot)
     background._thread.start()
     return background

@@ -28,13 +28,13 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from autopilot.config import Mode, Settings
 from autopilot.context import key_metric_of
 from autopilot.decisions import DecisionLog, DecisionRecord
 from autopilot.graph import build_graph
-from autopilot.state import TickContext
+from autopilot.state import TickContext, TickState
 from evals.errors import EvalError
 from evals.results import Alarm, ReplayPolicy, ReplayReport, ReplayRun
 from evals.results_log import git_commit
@@ -169,7 +169,7 @@ def _feed(
     lr = _ShadowKernel(run_dir)
     graph = build_graph(TickContext.create(run_dir, settings, mode, llm_policy=llm_policy))
     every = settings.cadence.tick_every_steps
-    state: dict[str, Any] = {}
+    state: TickState = {}
     ticks = 0
     with open(run_dir / METRICS_FILE, "a", encoding="utf-8") as metrics:
         for record in records:
@@ -179,7 +179,7 @@ def _feed(
                 continue
             metrics.flush()
             lr.publish(record.step)
-            state = graph.invoke(state)
+            state = cast(TickState, graph.invoke(state))
             ticks += 1
     return ticks
 

@@ -1,8 +1,8 @@
 """The kernel's exception tree.
 
 The training loop never sees these from ``Kernel.step`` or ``Kernel.log``: the kernel turns
-them into ledger rows or log lines. They reach users of the library functions (CLI, service)
-that write commands or read run-directory files.
+them into ledger rows or log lines. They reach users of the library functions (the CLI, the
+autopilot) that write commands or read run-directory files.
 """
 
 from __future__ import annotations

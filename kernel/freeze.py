@@ -27,7 +27,6 @@ from kernel.state import FreezeMode
 from kernel.validation import summarize_validation_error
 
 FREEZE_FILE = "freeze.json"
-RECIPE_FILE = "recipe.jsonl"
 
 
 class FreezeState(BaseModel):

@@ -1,7 +1,7 @@
 """``kernel.json``: what the training process tells other processes about itself.
 
 Written atomically by the kernel at start, after it handles commands, on a heartbeat cadence
-and at close. Readers (CLI, autopilot, service) learn the knobs they may change, with bounds
+and at close. Readers (the CLI, the autopilot) learn the knobs they may change, with bounds
 and current values, the last step, and whether the process is alive (heartbeat age).
 """
 
@@ -22,6 +22,11 @@ from kernel.knobs import KnobSpec
 from kernel.validation import summarize_validation_error
 
 STATE_FILE = "kernel.json"
+AUTOPILOT_DIR = "autopilot"
+"""The autopilot's folder in a run directory (decisions, review queue, spend, graph
+checkpoints). The autopilot writes it; its name lives here, with the run directory's other
+names, because every layer reads the run directory (memory too, which sits below the
+autopilot)."""
 STALE_AFTER_S = 300.0
 """A heartbeat this old means the process that wrote ``kernel.json`` is gone, even when its
 pid cannot be checked (another host) or looks alive (a reused pid)."""

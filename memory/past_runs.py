@@ -16,7 +16,9 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-DECISIONS = Path("autopilot") / "decisions.jsonl"
+from kernel.state import AUTOPILOT_DIR
+
+DECISIONS = Path(AUTOPILOT_DIR) / "decisions.jsonl"
 
 
 def past_run_notes(run_dir: str | Path, *, max_runs: int = 50, max_lines: int = 8) -> str:

@@ -1,9 +1,19 @@
 """Detectors: rules that turn a run summary into diagnoses, one module per kind.
 
-``diagnose`` runs them all and keeps at most one diagnosis per kind (the most severe, the
-key metric winning ties), most urgent kind first: divergence, oscillation, overfitting,
-plateau. A new detector implements ``Detector`` (see ``_base``) and is passed in
-``detectors``.
+``diagnose`` runs the detectors it is given and keeps at most one diagnosis per kind (the
+most severe, the key metric winning ties), most urgent kind first: divergence, oscillation,
+overfitting, plateau. ``default_detectors`` builds the four from the config's
+``[detectors]`` section. A new detector implements ``Detector`` (see ``_base``), takes its
+parameters in its constructor, and is passed to ``Autopilot(..., detectors=[...])``.
+
+Example:
+    >>> from autopilot.config import DetectorSettings
+    >>> [d.name for d in default_detectors(DetectorSettings())]
+    ['divergence', 'oscillation', 'overfitting', 'plateau']
+    >>> PlateauDetector(patience_steps=5)
+    Traceback (most recent call last):
+    ...
+    autopilot.errors.ConfigError: patience_steps must be an integer >= 10, got 5
 """
 
 from __future__ import annotations
@@ -11,7 +21,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from autopilot.config import DetectorSettings
-from autopilot.detectors._base import SEVERITY_RANK, Detector
+from autopilot.detectors._base import (
+    SEVERITY_RANK,
+    Detector,
+    check_above,
+    check_at_least,
+    check_int,
+)
 from autopilot.detectors._divergence import DivergenceDetector
 from autopilot.detectors._oscillation import OscillationDetector
 from autopilot.detectors._overfitting import OverfittingDetector
@@ -20,36 +36,51 @@ from autopilot.diagnoses import Diagnosis
 from autopilot.summary import RunSummary, Windows
 
 __all__ = [
-    "DEFAULT_DETECTORS",
     "PRIORITY",
     "Detector",
     "DivergenceDetector",
     "OscillationDetector",
     "OverfittingDetector",
     "PlateauDetector",
+    "check_above",
+    "check_at_least",
+    "check_int",
+    "default_detectors",
     "diagnose",
 ]
 
 PRIORITY = ("divergence", "oscillation", "overfitting", "plateau")
-DEFAULT_DETECTORS: tuple[Detector, ...] = (
-    DivergenceDetector(),
-    OscillationDetector(),
-    OverfittingDetector(),
-    PlateauDetector(),
-)
+
+
+def default_detectors(settings: DetectorSettings) -> tuple[Detector, ...]:
+    """The four built-in detectors, configured from the ``[detectors]`` section."""
+    return (
+        DivergenceDetector(
+            factor=settings.divergence_factor,
+            grad_explosion_factor=settings.grad_explosion_factor,
+            min_points=settings.min_points,
+        ),
+        OscillationDetector(volatility=settings.oscillation_volatility),
+        OverfittingDetector(
+            patience_steps=settings.overfit_patience_steps,
+            worse_rel=settings.overfit_rel,
+            min_points=settings.min_points,
+        ),
+        PlateauDetector(
+            patience_steps=settings.plateau_patience_steps,
+            progress_rel=settings.plateau_rel,
+            min_points=settings.min_points,
+        ),
+    )
 
 
 def diagnose(
-    summary: RunSummary,
-    windows: Windows,
-    settings: DetectorSettings,
-    *,
-    detectors: Sequence[Detector] = DEFAULT_DETECTORS,
+    summary: RunSummary, windows: Windows, detectors: Sequence[Detector]
 ) -> list[Diagnosis]:
     """Every detector's findings, at most one per kind, most urgent kind first."""
     chosen: dict[str, Diagnosis] = {}
     for detector in detectors:
-        for found in detector.detect(summary, windows, settings):
+        for found in detector.detect(summary, windows):
             kept = chosen.get(found.kind)
             if kept is None or SEVERITY_RANK[found.severity] > SEVERITY_RANK[kept.severity]:
                 chosen[found.kind] = found

@@ -5,22 +5,31 @@ windows: per metric ``[steps, values]``, read with ``autopilot._trends.series``)
 diagnoses as data. It never acts and never raises on odd data: too few points, a missing
 metric or non-finite values mean "nothing to report" or a diagnosis.
 
+A detector takes its parameters in its constructor and validates them there (a bad value
+raises ``ConfigError`` saying what it must be and what it got), so a configured detector is
+a plain object that can be passed to the graph (``Autopilot(..., detectors=[...])``).
+
 Example:
-    >>> from autopilot.config import DetectorSettings
     >>> from autopilot.diagnoses import Diagnosis
     >>> from autopilot.summary import summarize
     >>> class StuckLr:
     ...     name = "stuck_lr"
-    ...     def detect(self, summary, windows, settings):
+    ...     def __init__(self, *, floor: float = 0.0) -> None:
+    ...         self.floor = check_at_least("floor", floor, 0.0)
+    ...     def detect(self, summary, windows):
     ...         lr = summary.metrics.get("lr")
-    ...         if lr is None or lr.last != 0.0:
+    ...         if lr is None or lr.last is None or lr.last > self.floor:
     ...             return []
     ...         return [Diagnosis(kind="plateau", metric="lr", step=summary.step,
-    ...                           message="lr is 0: the run cannot improve")]
+    ...                           message=f"lr is {lr.last}: the run cannot improve")]
     >>> windows = {"lr": [list(range(10)), [0.0] * 10]}
     >>> s = summarize(windows, {}, step=9, key_metric="lr", key_mode="min")
-    >>> [d.message for d in StuckLr().detect(s, windows, DetectorSettings())]
-    ['lr is 0: the run cannot improve']
+    >>> [d.message for d in StuckLr().detect(s, windows)]
+    ['lr is 0.0: the run cannot improve']
+    >>> StuckLr(floor=-1)
+    Traceback (most recent call last):
+    ...
+    autopilot.errors.ConfigError: floor must be >= 0.0, got -1
 """
 
 from __future__ import annotations
@@ -30,9 +39,10 @@ from typing import Protocol
 import numpy as np
 
 from autopilot._trends import median
-from autopilot.config import DetectorSettings
 from autopilot.diagnoses import Diagnosis, Severity
-from autopilot.summary import RunSummary, Windows, metric_pairs, split_role
+from autopilot.errors import ConfigError
+from autopilot.summary import RunSummary, Windows
+from kernel.metric_names import metric_pairs, split_role
 
 SEVERITY_RANK: dict[Severity, int] = {"low": 0, "medium": 1, "high": 2}
 DENSE_SPACING = 2.0
@@ -44,9 +54,32 @@ class Detector(Protocol):
 
     name: str
 
-    def detect(
-        self, summary: RunSummary, windows: Windows, settings: DetectorSettings
-    ) -> list[Diagnosis]: ...
+    def detect(self, summary: RunSummary, windows: Windows) -> list[Diagnosis]: ...
+
+
+def check_int(name: str, value: int, minimum: int) -> int:
+    """``value`` when it is an integer of at least ``minimum``; else ``ConfigError``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_at_least(name: str, value: float, minimum: float) -> float:
+    """``value`` when it is a finite number of at least ``minimum``; else ``ConfigError``."""
+    if not _finite(value) or value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value!r}")
+    return float(value)
+
+
+def check_above(name: str, value: float, bound: float) -> float:
+    """``value`` when it is a finite number above ``bound``; else ``ConfigError``."""
+    if not _finite(value) or value <= bound:
+        raise ConfigError(f"{name} must be > {bound}, got {value!r}")
+    return float(value)
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
 
 
 def is_loss(name: str) -> bool:

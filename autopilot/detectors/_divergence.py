@@ -14,8 +14,9 @@ import math
 import numpy as np
 
 from autopilot._trends import finite_series, median, noise, relative, rolling_median, series
-from autopilot.config import DetectorSettings
 from autopilot.detectors._base import (
+    check_above,
+    check_int,
     is_dense,
     is_grad_norm,
     is_loss,
@@ -35,24 +36,65 @@ GRAD_NONFINITE_RUN = 10
 
 
 class DivergenceDetector:
-    """Non-finite losses (high), sustained loss jumps, sustained gradient-norm explosions."""
+    """Non-finite losses (high), sustained loss jumps, sustained gradient-norm explosions.
+
+    Args:
+        factor: how far (a ratio, > 1) a loss must sit above its recent best to diverge.
+        grad_explosion_factor: how far (> 1) a gradient norm must sit above its window's
+            median to have exploded.
+        min_points: the fewest finite points a gradient norm is judged on (>= 3).
+
+    Raises:
+        ConfigError: when a parameter is out of its range.
+    """
 
     name = "divergence"
 
-    def detect(
-        self, summary: RunSummary, windows: Windows, settings: DetectorSettings
-    ) -> list[Diagnosis]:
+    def __init__(
+        self, *, factor: float = 2.0, grad_explosion_factor: float = 10.0, min_points: int = 5
+    ) -> None:
+        self.factor = check_above("factor", factor, 1.0)
+        self.grad_explosion_factor = check_above(
+            "grad_explosion_factor", grad_explosion_factor, 1.0
+        )
+        self.min_points = check_int("min_points", min_points, 3)
+
+    def detect(self, summary: RunSummary, windows: Windows) -> list[Diagnosis]:
         found: list[Diagnosis | None] = []
         losses = key_first(summary, [n for n in windows if is_loss(n)] + [summary.key_metric])
         for name in dict.fromkeys(n for n in losses if n in windows):
             if _nonfinite_count(summary, name):
                 found.append(_nonfinite(name, windows[name], summary.step))
         for name in _jump_candidates(summary, windows):
-            found.append(_jump(name, summary, windows[name], settings.divergence_factor))
+            found.append(_jump(name, summary, windows[name], self.factor))
         for name in sorted(n for n in windows if is_grad_norm(n)):
             run = _nonfinite_count(summary, name) >= GRAD_NONFINITE_RUN
-            found.append(_explosion(name, summary.step, windows[name], settings, run))
+            found.append(self._explosion(name, summary.step, windows[name], run))
         return [d for d in found if d is not None]
+
+    def _explosion(
+        self, name: str, step: int, window: Window, nonfinite_run: bool
+    ) -> Diagnosis | None:
+        """``nonfinite_run``: the window may end in ``GRAD_NONFINITE_RUN`` non-finite values."""
+        if nonfinite_run and not np.isfinite(series(window)[1][-GRAD_NONFINITE_RUN:]).any():
+            message = f"{name} non-finite for the last {GRAD_NONFINITE_RUN} points"
+            return _divergence(name, step, "high", message, {"nonfinite_run": GRAD_NONFINITE_RUN})
+        _, values = finite_series(window)
+        if len(values) < GRAD_SUSTAIN + self.min_points:
+            return None
+        base = median(values[:-GRAD_SUSTAIN])
+        level = float(values[-GRAD_SUSTAIN:].min())  # one spike is not an explosion
+        factor = self.grad_explosion_factor
+        if base <= 0 or level <= factor * base:
+            return None
+        ratio = level / base
+        message = (
+            f"{name} exploded: {num(level)} for the last {GRAD_SUSTAIN} points, x{num(ratio)} "
+            f"its window median {num(base)} (threshold x{num(factor)})"
+        )
+        evidence: Evidence = {"level": level, "median": base, "ratio": ratio, "factor": factor}
+        severity: Severity = "high" if ratio >= factor**2 else "medium"
+        return _divergence(name, step, severity, message, evidence)
 
 
 def _nonfinite_count(summary: RunSummary, name: str) -> float:
@@ -130,30 +172,6 @@ def _jump_diagnosis(
         "points": recent_n,
     }
     return _divergence(name, step, "high" if high else "medium", message, evidence)
-
-
-def _explosion(
-    name: str, step: int, window: Window, settings: DetectorSettings, nonfinite_run: bool
-) -> Diagnosis | None:
-    """``nonfinite_run``: the window may end in ``GRAD_NONFINITE_RUN`` non-finite values."""
-    if nonfinite_run and not np.isfinite(series(window)[1][-GRAD_NONFINITE_RUN:]).any():
-        message = f"{name} non-finite for the last {GRAD_NONFINITE_RUN} points"
-        return _divergence(name, step, "high", message, {"nonfinite_run": GRAD_NONFINITE_RUN})
-    _, values = finite_series(window)
-    if len(values) < GRAD_SUSTAIN + settings.min_points:
-        return None
-    base = median(values[:-GRAD_SUSTAIN])
-    level = float(values[-GRAD_SUSTAIN:].min())  # one spike is not an explosion
-    factor = settings.grad_explosion_factor
-    if base <= 0 or level <= factor * base:
-        return None
-    ratio = level / base
-    message = (
-        f"{name} exploded: {num(level)} for the last {GRAD_SUSTAIN} points, x{num(ratio)} "
-        f"its window median {num(base)} (threshold x{num(factor)})"
-    )
-    evidence: Evidence = {"level": level, "median": base, "ratio": ratio, "factor": factor}
-    return _divergence(name, step, "high" if ratio >= factor**2 else "medium", message, evidence)
 
 
 def _divergence(

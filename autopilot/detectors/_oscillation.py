@@ -18,8 +18,7 @@ import math
 import numpy as np
 
 from autopilot._trends import finite_series, linear_fit, quadratic_residual_std, relative
-from autopilot.config import DetectorSettings
-from autopilot.detectors._base import is_primary_loss, is_val, key_first
+from autopilot.detectors._base import check_above, is_primary_loss, is_val, key_first
 from autopilot.diagnoses import Diagnosis, Evidence
 from autopilot.summary import MetricSummary, RunSummary, Window, Windows
 
@@ -34,13 +33,22 @@ RECENT_BATCHES = BLOCKS * 10
 
 
 class OscillationDetector:
-    """Volatility above ``oscillation_volatility`` that dominates the trend."""
+    """Volatility above ``volatility`` that dominates the trend.
+
+    Args:
+        volatility: the swings, relative to the metric's level (> 0), that count as
+            oscillation.
+
+    Raises:
+        ConfigError: when ``volatility`` is not a positive number.
+    """
 
     name = "oscillation"
 
-    def detect(
-        self, summary: RunSummary, windows: Windows, settings: DetectorSettings
-    ) -> list[Diagnosis]:
+    def __init__(self, *, volatility: float = 0.2) -> None:
+        self.volatility = check_above("volatility", volatility, 0.0)
+
+    def detect(self, summary: RunSummary, windows: Windows) -> list[Diagnosis]:
         names = [n for n in windows if is_primary_loss(n) and not is_val(n)]
         found = []
         for name in key_first(summary, list({*names, summary.key_metric} & set(windows))):
@@ -49,8 +57,8 @@ class OscillationDetector:
             if measured is None:
                 continue
             vol, trend = measured
-            if vol > settings.oscillation_volatility and vol > trend:
-                found.append(_diagnosis(summary.step, m, vol, trend, settings))
+            if vol > self.volatility and vol > trend:
+                found.append(_diagnosis(summary.step, m, vol, trend, self.volatility))
         return found
 
 
@@ -93,9 +101,8 @@ def _excess_block_volatility(
 
 
 def _diagnosis(
-    step: int, m: MetricSummary, vol: float, trend: float, settings: DetectorSettings
+    step: int, m: MetricSummary, vol: float, trend: float, threshold: float
 ) -> Diagnosis:
-    threshold = settings.oscillation_volatility
     message = (
         f"{m.name} oscillates: swings of {vol:.0%} of its level (threshold {threshold:.0%}) "
         f"around a trend that moves it only {trend:.0%} across its recent window"

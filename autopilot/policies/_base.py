@@ -1,17 +1,16 @@
-"""What every policy sees and returns.
+"""What every policy sees.
 
-A policy turns a tick's diagnoses into a ``Proposal``. It never sends anything: the guards
-check the proposal and the graph routes it. ``PolicyContext`` is everything a policy may use,
-already read from the run directory (knob values come from ``kernel.json``, never a guess).
+A policy (``RulePolicy``, ``LLMPolicy``) turns a tick's diagnoses into a ``Proposal``. It
+never sends anything: the guards check the proposal and the graph routes it.
+``PolicyContext`` is everything a policy may use, assembled from what the tick read (knob
+values come from ``kernel.json``, never a guess).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from autopilot.diagnoses import Diagnosis
-from autopilot.proposals import Proposal
 from kernel import KnobSpec, LedgerRow
 
 
@@ -46,11 +45,3 @@ class PolicyContext:
     past_decisions: list[PastDecision] = field(default_factory=list)
     memory_notes: str = ""
     """What memory says about earlier runs, as plain text."""
-
-
-class Policy(Protocol):
-    """A policy: ``propose`` returns a proposal, or raises to make the graph fall back."""
-
-    name: str
-
-    def propose(self, ctx: PolicyContext) -> Proposal: ...

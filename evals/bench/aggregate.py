@@ -19,14 +19,12 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
-from typing import Literal
 
 from evals.results import BenchCell, BenchRun, OracleResult
+from kernel.metric_names import MetricMode
 
-Mode = Literal["min", "max"]
 
-
-def oracle_of(setup: str, runs: list[BenchRun], mode: Mode, wall_s: float) -> OracleResult:
+def oracle_of(setup: str, runs: list[BenchRun], mode: MetricMode, wall_s: float) -> OracleResult:
     """The grid point with the best median final over seeds."""
     by_point: dict[tuple[tuple[str, float], ...], list[BenchRun]] = defaultdict(list)
     for run in runs:
@@ -48,7 +46,7 @@ def cells_for(
     policies: list[str],
     runs: list[BenchRun],
     oracle_by_task: dict[str, OracleResult],
-    mode: Mode,
+    mode: MetricMode,
     *,
     healthy: frozenset[str] = frozenset(),
 ) -> list[BenchCell]:
@@ -93,7 +91,7 @@ def _oracle_cell(task: str, oracle: OracleResult) -> BenchCell:
     )
 
 
-def gap_closed(*, none: float, policy: float, oracle: float, mode: Mode) -> float | None:
+def gap_closed(*, none: float, policy: float, oracle: float, mode: MetricMode) -> float | None:
     """See the module docstring."""
     sign = 1.0 if mode == "min" else -1.0
     gap = sign * (none - oracle)
@@ -104,7 +102,9 @@ def gap_closed(*, none: float, policy: float, oracle: float, mode: Mode) -> floa
     return sign * (none - policy) / gap
 
 
-def _cell(task: str, policy: str, runs: list[BenchRun], gap: float | None, mode: Mode) -> BenchCell:
+def _cell(
+    task: str, policy: str, runs: list[BenchRun], gap: float | None, mode: MetricMode
+) -> BenchCell:
     finals = [_value(r, mode) for r in runs]
     return BenchCell(
         task=task,
@@ -123,13 +123,13 @@ def _cell(task: str, policy: str, runs: list[BenchRun], gap: float | None, mode:
     )
 
 
-def _value(run: BenchRun, mode: Mode) -> float:
+def _value(run: BenchRun, mode: MetricMode) -> float:
     if run.final is None:
         return math.inf if mode == "min" else -math.inf
     return run.final
 
 
-def _median(runs: list[BenchRun], mode: Mode) -> float:
+def _median(runs: list[BenchRun], mode: MetricMode) -> float:
     return float(statistics.median(_value(r, mode) for r in runs))
 
 

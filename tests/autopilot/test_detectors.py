@@ -15,12 +15,23 @@ import numpy as np
 import pytest
 
 from autopilot.config import DetectorSettings
-from autopilot.detectors import PRIORITY, diagnose
+from autopilot.detectors import (
+    PRIORITY,
+    DivergenceDetector,
+    OscillationDetector,
+    OverfittingDetector,
+    PlateauDetector,
+    default_detectors,
+    diagnose,
+)
 from autopilot.diagnoses import Diagnosis
-from autopilot.summary import RunSummary, metric_mode, summarize
+from autopilot.errors import ConfigError
+from autopilot.summary import RunSummary, summarize
+from kernel.metric_names import metric_mode
 
 Curves = dict[str, tuple[np.ndarray, np.ndarray]]
 SETTINGS = DetectorSettings()
+DETECTORS = default_detectors(SETTINGS)
 STEPS = 3000
 
 
@@ -68,13 +79,15 @@ def state_at(curves: Curves, step: int, window: int = 200) -> tuple[dict, dict]:
     return windows, best
 
 
-def diagnoses_at(curves: Curves, step: int, key: str = "val/loss") -> list[Diagnosis]:
+def diagnoses_at(
+    curves: Curves, step: int, key: str = "val/loss", detectors=DETECTORS
+) -> list[Diagnosis]:
     windows, best = state_at(curves, step)
     summary = summarize(
         windows, best, step=step, key_metric=key, key_mode=metric_mode(key), min_points=5
     )
     revived = RunSummary.model_validate(json.loads(summary.model_dump_json()))
-    return diagnose(revived, windows, SETTINGS)
+    return diagnose(revived, windows, detectors)
 
 
 def first(curves: Curves, kind: str, steps: range, key: str = "val/loss") -> Diagnosis | None:
@@ -124,6 +137,57 @@ def test_a_metric_creeping_to_new_bests_by_crumbs_is_a_plateau():
     found = first(creeping, "plateau", range(600, 1200, 20))
     assert found is not None and found.evidence["steps_since_best"] < 20
     assert found.step >= 600 + SETTINGS.plateau_patience_steps
+
+
+def test_the_plateau_message_counts_the_steps_since_the_last_meaningful_best():
+    """The crumbs since step 600 are new bests, but not progress: the message must not say
+    "has not improved for 0 steps" when the detector fired after a 300-step patience."""
+    creeping = altered(run(0), "val/loss", lambda s, v: np.where(s < 600, v, 0.5 - 1e-6 * s))
+    found = first(creeping, "plateau", range(600, 1200, 20))
+    assert found is not None
+    since = found.step - 600  # the drop to 0.5 at step 600 was the last real progress
+    assert found.evidence["steps_since_progress"] == since >= SETTINGS.plateau_patience_steps
+    assert f"for {since} steps" in found.message
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda: PlateauDetector(patience_steps=5),
+            "patience_steps must be an integer >= 10, got 5",
+        ),
+        (lambda: PlateauDetector(patience_steps=300.0), "must be an integer >= 10, got 300.0"),
+        (lambda: PlateauDetector(progress_rel=-0.1), "progress_rel must be >= 0.0, got -0.1"),
+        (lambda: PlateauDetector(min_points=2), "min_points must be an integer >= 3, got 2"),
+        (lambda: DivergenceDetector(factor=1.0), "factor must be > 1.0, got 1.0"),
+        (lambda: DivergenceDetector(factor=float("nan")), "factor must be > 1.0, got nan"),
+        (lambda: DivergenceDetector(grad_explosion_factor=0.5), "grad_explosion_factor must be"),
+        (lambda: OverfittingDetector(worse_rel=-1), "worse_rel must be >= 0.0, got -1"),
+        (lambda: OverfittingDetector(patience_steps=True), "must be an integer >= 10, got True"),
+        (lambda: OscillationDetector(volatility=0), "volatility must be > 0.0, got 0"),
+        (lambda: OscillationDetector(volatility="high"), "volatility must be > 0.0, got 'high'"),
+    ],
+)
+def test_detector_parameters_are_checked_in_their_constructors(make, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        make()
+
+
+def test_a_detector_uses_the_parameters_it_was_built_with():
+    flat = altered(run(0), "val/loss", lambda s, v: np.full(v.size, 0.5))
+    impatient = [PlateauDetector(patience_steps=100)]
+    assert [d.kind for d in diagnoses_at(flat, 160, detectors=impatient)] == ["plateau"]
+    assert diagnoses_at(flat, 160) == []  # the default waits for 300 steps
+
+
+def test_the_default_detectors_follow_the_config():
+    settings = DetectorSettings(plateau_patience_steps=120, oscillation_volatility=0.3)
+    divergence, oscillation, overfitting, plateau = default_detectors(settings)
+    assert isinstance(plateau, PlateauDetector) and plateau.patience_steps == 120
+    assert isinstance(oscillation, OscillationDetector) and oscillation.volatility == 0.3
+    assert isinstance(divergence, DivergenceDetector) and divergence.factor == 2.0
+    assert isinstance(overfitting, OverfittingDetector) and overfitting.worse_rel == 0.05
 
 
 def test_no_plateau_before_a_patience_window_of_history():
@@ -253,7 +317,7 @@ class Scripted:
     def __init__(self, name: str, found: list[tuple[str, str]]) -> None:
         self.name, self.found = name, found
 
-    def detect(self, summary, windows, settings):
+    def detect(self, summary, windows):
         return [
             Diagnosis(kind=kind, metric=f"m{i}", step=summary.step, severity=severity, message=kind)
             for i, (kind, severity) in enumerate(self.found)
@@ -267,7 +331,7 @@ def test_diagnose_keeps_the_most_severe_per_kind_in_priority_order():
         Scripted("b", [("divergence", "medium"), ("divergence", "medium")]),
         Scripted("c", [("oscillation", "high"), ("overfitting", "medium")]),
     ]
-    found = diagnose(summary, {}, SETTINGS, detectors=detectors)
+    found = diagnose(summary, {}, detectors)
     assert [d.kind for d in found] == list(PRIORITY)
     assert [(d.metric, d.severity) for d in found] == [
         ("m0", "medium"),
