@@ -182,6 +182,7 @@ def test_status_shows_knobs_pending_ledger_and_metrics(kernel: Kernel, capsys) -
 
 def test_status_warns_about_a_stale_heartbeat(kernel: Kernel, capsys) -> None:
     state = read_kernel_state(kernel.run_dir)
+    assert state is not None
     write_kernel_state(kernel.run_dir, state.model_copy(update={"heartbeat": time.time() - 95}))
     _, out, _ = run(capsys, "--dir", kernel.run_dir, "status")
     assert "warning: no heartbeat for 95 s: is the training process alive?" in out

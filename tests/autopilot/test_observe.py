@@ -21,7 +21,8 @@ def test_windows_are_steps_and_values_keeping_the_latest_points():
 
 
 def test_the_inputs_are_not_changed():
-    windows, best = {"loss": [[1], [2.0]]}, {"loss": [2.0, 1]}
+    windows: dict[str, list[list[float]]] = {"loss": [[1], [2.0]]}
+    best: dict[str, list[float]] = {"loss": [2.0, 1]}
     fold_records(windows, best, records((2, {"loss": 1.0})), window=10)
     assert windows == {"loss": [[1], [2.0]]} and best == {"loss": [2.0, 1]}
 
