@@ -14,12 +14,12 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from kernel._lifecycle import segment_mismatch
 from kernel.commands import Command, KnobValue, format_value, parse_command_line
 from kernel.errors import CommandError, KnobError
 from kernel.freeze import RecipeEntry
 from kernel.knobs import Knob
 from kernel.ledger import Ledger
+from kernel.lifecycle import segment_mismatch
 from kernel.state import FreezeMode, PendingCommand
 
 logger = logging.getLogger(__name__)

@@ -21,7 +21,6 @@ from typing import Any, Literal
 import torch
 
 from kernel._executor import CommandExecutor
-from kernel._lifecycle import plan_start
 from kernel._publish import StatePublisher
 from kernel._replay import RecipePlayer
 from kernel.commands import COMMANDS_FILE
@@ -30,6 +29,7 @@ from kernel.errors import KernelError
 from kernel.jsonl import JsonlTail
 from kernel.knobs import GradClipKnob, Knob, LossWeightKnob, optimizer_knobs
 from kernel.ledger import Ledger
+from kernel.lifecycle import plan_start
 from kernel.metric_names import metric_mode
 from kernel.metrics import MetricsWriter
 from kernel.state import PendingCommand, Status

@@ -7,6 +7,8 @@ nothing queued for the earlier run is applied: every command line after the old 
 every pending command is recorded as ``expired``, unless it names the new segment
 (``Command.segment``, written by ``autopilot set --next-run``). A ``Kernel`` created again
 while the run is live (the same process, a live heartbeat) continues its segment.
+
+``clear_queued`` does the same expiry on demand, between runs (``autopilot reset``).
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kernel.commands import COMMANDS_FILE, Command, parse_command_line
-from kernel.errors import CommandError, KernelError
+from kernel.errors import CommandError, KernelError, RunDirError
 from kernel.jsonl import JsonlTail
-from kernel.ledger import Decision, Ledger
-from kernel.state import PendingCommand, read_kernel_state
+from kernel.ledger import Decision, Ledger, LedgerRow
+from kernel.state import PendingCommand, read_kernel_state, write_kernel_state
+
+__all__ = ["clear_queued", "plan_start"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +66,7 @@ def plan_start(run_dir: Path, ledger: Ledger) -> Start:
         return Start(segment=previous.segment, cursor=previous.cursor, pending=pending)
     segment = previous.segment + 1
     ledger.segment = segment
-    kept = expire_leftovers(run_dir, ledger, previous.cursor, pending, keep_segment=segment)
+    kept, _ = expire_leftovers(run_dir, ledger, previous.cursor, pending, keep_segment=segment)
     logger.info("run segment %d starts in %s (the previous run had ended)", segment, run_dir)
     return Start(segment=segment, cursor=previous.cursor, pending=kept, new_segment=True)
 
@@ -84,17 +88,17 @@ def expire_leftovers(
     *,
     keep_segment: int | None,
     why: str | None = None,
-) -> list[PendingCommand]:
+) -> tuple[list[PendingCommand], list[LedgerRow]]:
     """Record ``expired`` for each pending command and each command line after ``cursor``
     not answered yet, except those meant for ``keep_segment``; return the pending commands
-    kept. A malformed line is left alone: the kernel rejects it, with its reason, when it
-    reads it."""
-    kept = []
+    kept and the rows written. A malformed line is left alone: the kernel rejects it, with
+    its reason, when it reads it."""
+    kept, rows = [], []
     for item in pending:
         if keep_segment is not None and item.command.segment == keep_segment:
             kept.append(item)
         else:
-            _expire(ledger, item.offset, item.command, why)
+            rows.append(_expire(ledger, item.offset, item.command, why))
     for offset, text in JsonlTail(run_dir / COMMANDS_FILE, cursor).read_new():
         if offset in ledger.handled_offsets:
             continue
@@ -103,12 +107,36 @@ def expire_leftovers(
         except CommandError:
             continue
         if keep_segment is None or cmd.segment != keep_segment:
-            _expire(ledger, offset, cmd, why)
-    return kept
+            rows.append(_expire(ledger, offset, cmd, why))
+    return kept, rows
 
 
-def _expire(ledger: Ledger, offset: int, cmd: Command, why: str | None) -> None:
-    ledger.record(
+def clear_queued(run_dir: Path, why: str) -> list[LedgerRow]:
+    """Expire every command queued in ``run_dir`` and not yet answered (pending ones, lines
+    after the cursor, those for the next run), recording ``why``; return the rows written.
+
+    Raises:
+        RunDirError: when the run is live: its kernel decides about its commands.
+    """
+    state = read_kernel_state(run_dir)
+    if state is not None and not state.has_ended():
+        raise RunDirError(
+            f"the run in {run_dir} is live (pid {state.pid} on {state.host}); stop it first "
+            f"(`autopilot --dir {run_dir} stop`), then clear what is queued"
+        )
+    ledger = Ledger(run_dir, segment=0 if state is None else state.segment)
+    cursor, pending = (0, []) if state is None else (state.cursor, state.pending)
+    pending = [p for p in pending if p.offset not in ledger.handled_offsets]
+    _, rows = expire_leftovers(run_dir, ledger, cursor, pending, keep_segment=None, why=why)
+    if state is not None:
+        end = JsonlTail(run_dir / COMMANDS_FILE, cursor)
+        end.read_new()
+        write_kernel_state(run_dir, state.model_copy(update={"cursor": end.offset, "pending": []}))
+    return rows
+
+
+def _expire(ledger: Ledger, offset: int, cmd: Command, why: str | None) -> LedgerRow:
+    return ledger.record(
         step=None,
         decision="expired",
         offset=offset,
