@@ -17,12 +17,13 @@ from itertools import product
 from pathlib import Path
 
 from autopilot.config import Settings
-from evals.bench.aggregate import Mode, cells_for, oracle_of
+from evals.bench.aggregate import cells_for, oracle_of
 from evals.bench.jobs import Job, execute, worker_init
 from evals.errors import EvalError
 from evals.results import BENCH_POLICIES, BenchReport, BenchRun, OracleResult
 from evals.results_log import git_commit
 from evals.tasks import SETUPS, TASKS, TaskConfig
+from kernel.metric_names import MetricMode
 
 KEY_METRIC = "val/loss"
 DEFAULT_TRIALS = 6
@@ -103,7 +104,7 @@ def run_bench(
             on_done(job, result)
     runs = [r for j, r in done if j.kind != "grid"]
     oracle_by_task = _oracles(plan.tasks, [(j, r) for j, r in done if j.kind == "grid"])
-    mode: Mode = "min"
+    mode: MetricMode = "min"
     healthy = frozenset(t for t in plan.tasks if TASKS[t].healthy)
     cells = cells_for(plan.tasks, plan.policies, runs, oracle_by_task, mode, healthy=healthy)
     return BenchReport(
