@@ -212,16 +212,32 @@ def relative(values: np.ndarray, scale: float) -> np.ndarray:
 
 
 def linear_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float] | None:
-    """``(slope, standard error)`` per unit of ``x``; ``None`` under 3 points or no spread."""
+    """``(slope, standard error)`` per unit of ``x``; ``None`` under 3 points or no spread.
+
+    This and every other line fit of the autopilot (the summary's, the detectors', the
+    effect baseline's) is ``_linear``: one least-squares formula, one place.
+    """
+    if len(x) < 3 or np.ptp(x) == 0:
+        return None
+    slope, se, *_ = _one_row(x, y)
+    return float(slope[0]), float(se[0])
+
+
+def line_at(x: np.ndarray, y: np.ndarray, at: float) -> tuple[float, float]:
+    """The least-squares line through ``(x, y)``: its value at ``at`` and its slope. Under 3
+    points, the last value and no slope; with no spread of ``x``, the mean and no slope."""
     if len(x) < 3:
-        return None
-    xc = x - x.mean()
-    sxx = float(xc @ xc)
-    if sxx == 0:
-        return None
-    slope = float(xc @ y) / sxx
-    resid = y - y.mean() - slope * xc
-    return slope, math.sqrt(float(resid @ resid) / (len(x) - 2) / sxx)
+        return float(y[-1]), 0.0
+    fit = linear_fit(x, y)
+    slope = 0.0 if fit is None else fit[0]
+    return float(y.mean() + slope * (at - x.mean())), slope
+
+
+def _one_row(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``_linear`` of one series: its outputs as one-row arrays."""
+    rows = np.asarray(x, dtype=float)[None, :], np.asarray(y, dtype=float)[None, :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return _linear(*rows, np.ones(rows[0].shape, dtype=bool))
 
 
 def median(values: np.ndarray) -> float:
@@ -263,16 +279,10 @@ def quadratic_residual_std(x: np.ndarray, y: np.ndarray) -> float | None:
     """Std of ``y`` around its least-squares quadratic in ``x``; ``None`` under 4 points."""
     if len(x) < 4 or np.ptp(x) == 0:
         return None
-    # the 1-D form of _linear and _quadratic_residual: dot products, no masks
-    xc = x - x.mean()
-    sxx = float(xc @ xc)
-    resid = y - y.mean() - (float(xc @ y) / sxx) * xc
-    q = xc * xc
-    q -= q.mean()
-    q -= (float(q @ xc) / sxx) * xc
-    qq = float(q @ q)
-    left = resid - (float(q @ resid) / qq) * q if qq > 0 else resid
-    return _finite(math.sqrt(float(left @ left) / (len(x) - 3)))
+    _, _, xc, resid, sxx = _one_row(x, y)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        std = _quadratic_residual(xc, resid, sxx, np.ones(xc.shape, dtype=bool))
+    return _finite(float(std[0]))
 
 
 def gap_trend(train: Series, val: Series, scale: float) -> Gap:

@@ -16,6 +16,9 @@ import math
 from statistics import fmean
 from typing import Any
 
+import numpy as np
+
+from autopilot import _trends
 from autopilot.config import EvaluateSettings
 from autopilot.summary import Window
 from kernel import LedgerRow
@@ -61,13 +64,8 @@ def _line(points: list[tuple[float, float]], at: int) -> tuple[float | None, flo
     """Least-squares line through ``points``: its value at step ``at`` and its slope."""
     if not points:
         return None, 0.0
-    if len(points) < 3:
-        return float(points[-1][1]), 0.0
-    ms = fmean(s for s, _ in points)
-    mv = fmean(v for _, v in points)
-    var = sum((s - ms) ** 2 for s, _ in points)
-    slope = sum((s - ms) * (v - mv) for s, v in points) / var if var else 0.0
-    return float(mv + slope * (at - ms)), float(slope)
+    steps, values = np.array(points, dtype=float).T
+    return _trends.line_at(steps, values, at)
 
 
 def measure(
