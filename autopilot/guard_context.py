@@ -132,12 +132,10 @@ class GuardContext:
                 f"no kernel has started in {run_dir} yet, so its knobs are unknown; "
                 "start the training first"
             )
-        return cls.build(
-            state,
-            read_ledger(run_dir),
-            read_freeze(run_dir).mode,
-            improved=improved_commands(run_dir),
-        )
+        from autopilot.decisions import DecisionLog  # decisions imports the guards' Verdict
+
+        improved = DecisionLog(run_dir).improved_commands()
+        return cls.build(state, read_ledger(run_dir), read_freeze(run_dir).mode, improved=improved)
 
     def drift(self, family: str, window_steps: int) -> Drift:
         """How far the autopilot moved ``family`` within the last ``window_steps`` steps,
@@ -180,12 +178,4 @@ def change_factor(before: KnobValue | None, after: KnobValue | None) -> float | 
     return math.exp(sum(math.log(r) for r in ratios) / len(ratios))
 
 
-def improved_commands(run_dir: str | os.PathLike[str]) -> frozenset[str]:
-    """Ids of the commands whose measured effect in the decision log was ``better``."""
-    from autopilot.decisions import DecisionLog  # decisions imports the guards' Verdict
-
-    views = DecisionLog(run_dir).read()
-    return frozenset(e.command_id for v in views for e in v.effects if e.verdict == "better")
-
-
-__all__ = ["AUTOPILOT_SOURCES", "Drift", "GuardContext", "change_factor", "improved_commands"]
+__all__ = ["AUTOPILOT_SOURCES", "Drift", "GuardContext", "change_factor"]
