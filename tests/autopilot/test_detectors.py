@@ -24,7 +24,7 @@ from autopilot.detectors import (
     default_detectors,
     diagnose,
 )
-from autopilot.diagnoses import Diagnosis
+from autopilot.diagnoses import Diagnosis, DiagnosisKind, Severity
 from autopilot.errors import ConfigError
 from autopilot.summary import RunSummary, summarize
 from kernel.metric_names import metric_mode
@@ -99,6 +99,13 @@ def first(curves: Curves, kind: str, steps: range, key: str = "val/loss") -> Dia
     return None
 
 
+def evidence(diagnosis: Diagnosis, key: str) -> float:
+    """A number of ``diagnosis``'s evidence."""
+    value = diagnosis.evidence[key]
+    assert isinstance(value, int | float), f"{key} is {value!r}"
+    return float(value)
+
+
 def assert_json(diagnosis: Diagnosis) -> None:
     json.dumps(diagnosis.model_dump(mode="json"), allow_nan=False)
 
@@ -128,14 +135,14 @@ def test_plateau_fires_after_the_key_metric_stops_improving():
     assert first(curves, "plateau", range(300, 1200, 20)) is None
     found = first(curves, "plateau", range(1200, STEPS, 20))
     assert found is not None and found.metric == "val/loss"
-    assert found.evidence["projected_gain"] < SETTINGS.plateau_rel
+    assert evidence(found, "projected_gain") < SETTINGS.plateau_rel
 
 
 def test_a_metric_creeping_to_new_bests_by_crumbs_is_a_plateau():
     """A collapsed learning rate: every evaluation is a new best, by a millionth."""
     creeping = altered(run(0), "val/loss", lambda s, v: np.where(s < 600, v, 0.5 - 1e-6 * s))
     found = first(creeping, "plateau", range(600, 1200, 20))
-    assert found is not None and found.evidence["steps_since_best"] < 20
+    assert found is not None and evidence(found, "steps_since_best") < 20
     assert found.step >= 600 + SETTINGS.plateau_patience_steps
 
 
@@ -157,7 +164,10 @@ def test_the_plateau_message_counts_the_steps_since_the_last_meaningful_best():
             lambda: PlateauDetector(patience_steps=5),
             "patience_steps must be an integer >= 10, got 5",
         ),
-        (lambda: PlateauDetector(patience_steps=300.0), "must be an integer >= 10, got 300.0"),
+        (
+            lambda: PlateauDetector(patience_steps=300.0),  # type: ignore[arg-type]
+            "must be an integer >= 10, got 300.0",
+        ),
         (lambda: PlateauDetector(progress_rel=-0.1), "progress_rel must be >= 0.0, got -0.1"),
         (lambda: PlateauDetector(min_points=2), "min_points must be an integer >= 3, got 2"),
         (lambda: DivergenceDetector(factor=1.0), "factor must be > 1.0, got 1.0"),
@@ -166,7 +176,10 @@ def test_the_plateau_message_counts_the_steps_since_the_last_meaningful_best():
         (lambda: OverfittingDetector(worse_rel=-1), "worse_rel must be >= 0.0, got -1"),
         (lambda: OverfittingDetector(patience_steps=True), "must be an integer >= 10, got True"),
         (lambda: OscillationDetector(volatility=0), "volatility must be > 0.0, got 0"),
-        (lambda: OscillationDetector(volatility="high"), "volatility must be > 0.0, got 'high'"),
+        (
+            lambda: OscillationDetector(volatility="high"),  # type: ignore[arg-type]
+            "volatility must be > 0.0, got 'high'",
+        ),
     ],
 )
 def test_detector_parameters_are_checked_in_their_constructors(make, message):
@@ -241,7 +254,7 @@ def test_a_gradient_norm_explosion_fires_within_a_few_steps():
     curves = altered(run(0), "grad/norm", lambda s, v: np.where(s >= 1500, 50 * v, v))
     found = first(curves, "divergence", range(1490, 1520))
     assert found is not None and found.metric == "grad/norm" and found.step <= 1503
-    assert found.evidence["ratio"] > SETTINGS.grad_explosion_factor
+    assert evidence(found, "ratio") > SETTINGS.grad_explosion_factor
 
 
 def test_mixed_precision_overflow_steps_are_tolerated_but_a_long_run_of_them_is_not():
@@ -268,7 +281,7 @@ def test_overfitting_fires_when_validation_turns_up_while_train_falls(seed):
     found = first(curves, "overfitting", range(1200, 2000, 20))
     assert found is not None and found.metric == "val/loss"
     assert found.evidence["train"] == "train/loss"
-    assert found.evidence["worse_rel"] >= SETTINGS.overfit_rel
+    assert evidence(found, "worse_rel") >= SETTINGS.overfit_rel
     assert_json(found)
 
 
@@ -293,7 +306,7 @@ def test_an_oscillating_train_loss_is_diagnosed(seed, period):
         oscillating(seed, amplitude=0.4, period=period), "oscillation", range(1000, 1400, 10)
     )
     assert found is not None and found.metric == "train/loss"
-    assert found.evidence["volatility"] > SETTINGS.oscillation_volatility
+    assert evidence(found, "volatility") > SETTINGS.oscillation_volatility
     assert_json(found)
 
 
@@ -314,7 +327,7 @@ def test_a_sparse_validation_key_metric_that_swings_is_diagnosed():
 class Scripted:
     """A detector that reports what it is given (to test how ``diagnose`` combines)."""
 
-    def __init__(self, name: str, found: list[tuple[str, str]]) -> None:
+    def __init__(self, name: str, found: list[tuple[DiagnosisKind, Severity]]) -> None:
         self.name, self.found = name, found
 
     def detect(self, summary, windows):
