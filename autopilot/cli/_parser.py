@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_watch(sub, common)
     _add_review(sub, common)
     _add_decisions(sub, common)
+    _add_reset(sub, common)
     for entry in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
         entry.load()(sub, common)
     return parser
@@ -93,6 +94,11 @@ def _add_set(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         help="e.g. lr=1e-4, lr=x0.5, loss.aux=0.5, lr[1]=1e-3, grad_clip=off",
     )
     p.add_argument("--at-step", type=int, metavar="N", help="apply at step N, not the next step")
+    p.add_argument(
+        "--next-run",
+        action="store_true",
+        help="for the next run in this directory (its run has ended); a plain set is refused then",
+    )
     _add_wait(p)
     p.set_defaults(handler="run_commands:cmd_set")
 
@@ -203,6 +209,16 @@ def _add_review(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
             metavar="F",
             help="autopilot.toml (default: RUN_DIR/ or ./)",
         )
+
+
+def _add_reset(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "reset",
+        parents=[common],
+        help="between runs: expire queued commands, reject pending proposals, drop the "
+        "autopilot's graph state (the ledger, decisions and metrics stay)",
+    )
+    p.set_defaults(handler="reset:cmd_reset")
 
 
 def _add_decisions(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

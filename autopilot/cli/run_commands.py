@@ -2,6 +2,10 @@
 
 Each queues commands in the run's ``commands.jsonl`` with source ``human``; the kernel
 applies them at its next safe step and answers in the ledger. ``--wait`` reads that answer.
+
+A run that has ended takes no commands: the next kernel in the directory would record them
+as ``expired``. ``set --next-run`` queues changes for that next run instead (they name its
+segment).
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ def cmd_set(args: argparse.Namespace) -> int:
     """Queue one ``set`` command per ``KNOB=VALUE``, checked against the run's knobs first."""
     run_dir = run_dir_of(args)
     state = read_kernel_state(run_dir)
+    segment = _segment_for(run_dir, state, next_run=args.next_run)
+    if segment is not None and args.wait:
+        raise CliError("--wait waits for a live run; with --next-run the run has not started")
     assignments = [parse_assignment(text, state) for text in args.assignments]
     commands = [
         _command(
@@ -41,6 +48,7 @@ def cmd_set(args: argparse.Namespace) -> int:
             multiplier=a.multiplier,
             apply_at_step=args.at_step,
             reason=args.reason,
+            segment=segment,
         )
         for a in assignments
     ]
@@ -51,7 +59,38 @@ def cmd_op(args: argparse.Namespace) -> int:
     """Queue a run operation: ``stop``, ``pause``, ``resume`` or ``checkpoint``."""
     run_dir = run_dir_of(args)
     state = read_kernel_state(run_dir)
+    if state is not None and state.has_ended():
+        raise CliError(
+            f"the run in {run_dir} has ended ({_ended(state)}); there is nothing to {args.op}"
+        )
     return _queue(run_dir, state, [_command(op=args.op, reason=args.reason)], args)
+
+
+def _segment_for(run_dir: Path, state: KernelState | None, *, next_run: bool) -> int | None:
+    """The segment a ``set`` names: the next run's with ``--next-run``, else none (the live
+    run). Refuses a plain ``set`` on an ended run, and ``--next-run`` on a live one."""
+    ended = state is not None and state.has_ended()
+    if next_run:
+        if state is not None and not ended:
+            raise CliError(
+                f"the run in {run_dir} is live (pid {state.pid}); --next-run is for a "
+                "directory whose run has ended: drop it to change this run"
+            )
+        return 0 if state is None else state.segment + 1
+    if state is not None and ended:
+        raise CliError(
+            f"the run in {run_dir} has ended ({_ended(state)}); a change queued now would be "
+            "expired, never applied, when a run starts there again. To change the next run, "
+            f"use `autopilot --dir {run_dir} set --next-run ...`; "
+            f"`autopilot --dir {run_dir} reset` clears what is queued"
+        )
+    return None
+
+
+def _ended(state: KernelState) -> str:
+    if state.status in ("closed", "crashed"):
+        return f"{state.status}, segment {state.segment}"
+    return f"its process, pid {state.pid} on {state.host}, is gone; segment {state.segment}"
 
 
 def _command(**fields: object) -> Command:
@@ -74,10 +113,10 @@ def _queue(
 
 
 def _when(cmd: Command, state: KernelState | None, run_dir: Path) -> str:
+    if cmd.segment is not None and state is not None:
+        return f"for the next run in {run_dir} (segment {cmd.segment}), when it starts"
     if state is None:
         return f"no kernel has started in {run_dir} yet; it is read when one does"
-    if state.status in ("closed", "crashed"):
-        return f"the run is {state.status}; it is read when a kernel starts in {run_dir} again"
     if cmd.apply_at_step is not None and (state.last_step or 0) < cmd.apply_at_step:
         return f"applied at step {cmd.apply_at_step}"
     return "applied at the next step"

@@ -164,7 +164,7 @@ def test_status_shows_knobs_pending_ledger_and_metrics(kernel: Kernel, capsys) -
     kernel.step(1)
     kernel.log(2, {"train/loss": 0.4})
     kernel.close()
-    run(capsys, "--dir", kernel.run_dir, "set", "momentum=0.5", "--at-step", 9)
+    run(capsys, "--dir", kernel.run_dir, "set", "momentum=0.5", "--at-step", 9, "--next-run")
     code, out, _ = run(capsys, "--dir", kernel.run_dir, "status")
     assert code == 0
     assert "status      closed" in out and "key metric  val/loss (min)" in out
