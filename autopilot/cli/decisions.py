@@ -120,7 +120,8 @@ def brief_lines(text: str) -> list[str]:
     except ValidationError:
         return []
     if isinstance(record, EffectRecord):
-        return [f"  step {record.measured_at_step}: effect of the change to {effect_text(record)}"]
+        text = f"effect of the change to {effect_text(record)}"
+        return wrap(text, prefix=f"  step {record.measured_at_step}: ")
     first = record.diagnoses[0] if record.diagnoses else None
     found = f"{first.kind}: {first.message}" if first else "-"
     done = [f"{v.knob} {value_text(v.before)} -> {value_text(v.value)}" for v in record.verdicts]

@@ -75,3 +75,18 @@ def test_watch_lines_wrap_a_long_diagnosis_and_fallback_in_full() -> None:
     assert " ".join(message.split()) in " ".join(text.split())
     assert " ".join(fallback.split()) in " ".join(text.split())
     assert lines[0].startswith("  step 1210: plateau: val/loss")
+
+
+def test_watch_wraps_a_measured_effect() -> None:
+    from autopilot.cli.decisions import brief_lines
+    from autopilot.decisions import EffectRecord
+
+    effect = EffectRecord(
+        decision_id="d1", command_id="rules-d167-be7a54-0", knob="lr", applied_step=182,
+        horizon_steps=100, key_metric="val/loss", projected=0.9, observed=0.11,
+        change_rel=0.878, verdict="better", measured_at_step=284,
+    )  # fmt: skip
+    lines = brief_lines(effect.model_dump_json())
+    assert len(lines) == 2 and all(len(line) <= 100 for line in lines)
+    assert lines[0].startswith("  step 284: effect of the change to lr at step 182")
+    assert lines[1].startswith(" " * 12) and lines[1].endswith("measured at step 284)")
