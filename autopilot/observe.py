@@ -5,6 +5,12 @@ The autopilot never re-reads history. It keeps byte offsets into ``metrics.jsonl
 ``window`` points of each metric (columnar: ``[steps, values]``) plus each metric's best
 value over the run. An autopilot that starts late on a long run begins from the last
 ``START_TAIL_BYTES`` of the metrics.
+
+A run directory reused for a later run holds several run *segments* (``kernel.json``'s
+``segment``; each metric record names its own). Steps start again in each, so the observer
+reads only the current segment: it starts where the kernel says the segment begins, drops
+the records of earlier segments from a read, and ``fold_segment`` starts new windows when a
+later segment begins under a running watcher.
 """
 
 from __future__ import annotations
@@ -12,13 +18,14 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from autopilot.summary import Best, Windows
-from kernel import LedgerRow, MetricRecord
+from kernel import LedgerRow, MetricRecord, read_kernel_state
+from kernel.errors import KernelError
 from kernel.jsonl import JsonlTail
 from kernel.ledger import LEDGER_FILE
 from kernel.metric_names import metric_mode
@@ -32,22 +39,32 @@ START_TAIL_BYTES = 4 << 20
 
 def start_offset(run_dir: Path, tail_bytes: int = START_TAIL_BYTES) -> int:
     """Where a new autopilot starts reading ``metrics.jsonl``: at most ``tail_bytes`` back,
-    at the start of a line."""
+    at the start of a line, and never before the current run segment's first record."""
     path = run_dir / METRICS_FILE
     try:
         size = path.stat().st_size
     except FileNotFoundError:
         return 0
-    if size <= tail_bytes:
-        return 0
+    segment_start = _segment_start(run_dir)
+    if size - segment_start <= tail_bytes:
+        return min(segment_start, size)
     with open(path, "rb") as f:
         f.seek(size - tail_bytes)
         skipped = f.readline()  # probably a partial line
     return size - tail_bytes + len(skipped)
 
 
+def _segment_start(run_dir: Path) -> int:
+    try:
+        state = read_kernel_state(run_dir)
+    except KernelError:  # a half-written kernel.json from another tool: read from the tail
+        return 0
+    return 0 if state is None else state.metrics_start
+
+
 def read_metrics(run_dir: Path, offset: int) -> tuple[list[MetricRecord], int]:
-    """The complete metric records appended after ``offset``, and the new offset."""
+    """The complete metric records appended after ``offset``, and the new offset. When they
+    span run segments, only the latest segment's records are returned."""
     tail = JsonlTail(run_dir / METRICS_FILE, offset)
     records = []
     for _, text in tail.read_new():
@@ -55,7 +72,36 @@ def read_metrics(run_dir: Path, offset: int) -> tuple[list[MetricRecord], int]:
             records.append(MetricRecord.model_validate_json(text))
         except ValidationError:
             continue  # not a metric record (written by something else); never fatal
+    if records and records[0].segment != records[-1].segment:
+        latest = max(r.segment for r in records)
+        records = [r for r in records if r.segment == latest]
     return records, tail.offset
+
+
+def fold_segment(
+    segment: int | None,
+    windows: Windows,
+    best: Best,
+    records: Sequence[MetricRecord],
+    window: int,
+) -> tuple[int | None, Windows, Best]:
+    """``fold_records`` for a watcher that keeps the segment its windows belong to: records
+    of a later segment start new windows and bests instead of extending the old curve.
+
+    Example:
+        >>> from kernel import MetricRecord
+        >>> old = [MetricRecord(step=5630, metrics={"loss": 0.1})]
+        >>> new = [MetricRecord(step=0, metrics={"loss": 2.0}, segment=1)]
+        >>> segment, windows, best = fold_segment(None, {}, {}, old, window=10)
+        >>> fold_segment(segment, windows, best, new, window=10)
+        (1, {'loss': [[0], [2.0]]}, {'loss': [2.0, 0]})
+    """
+    if not records:
+        return segment, windows, best
+    latest = records[-1].segment
+    if segment is not None and latest > segment:
+        windows, best = {}, {}
+    return latest, *fold_records(windows, best, records, window)
 
 
 def read_changes(run_dir: Path, offset: int) -> tuple[list[LedgerRow], int]:
