@@ -92,3 +92,46 @@ def test_building_the_command_line_with_its_plugins_pulls_in_nothing_heavy():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+LOWER_LAYERS = {"memory": {"autopilot", "evals"}, "prompts": {"autopilot", "evals", "memory"}}
+
+
+@pytest.mark.parametrize(
+    ("path", "forbidden"),
+    [
+        (p, banned)
+        for name, banned in LOWER_LAYERS.items()
+        for p in sorted((ROOT / name).rglob("*.py"))
+    ],
+    ids=lambda v: str(v.relative_to(ROOT)) if isinstance(v, Path) else "",
+)
+def test_memory_and_prompts_import_nothing_above_them(path, forbidden):
+    assert not _imported_packages(path) & forbidden
+
+
+PACKAGE_MODULES = sorted(
+    p
+    for name in ("autopilot", "kernel", "evals", "memory", "prompts")
+    for p in (ROOT / name).rglob("*.py")
+)
+SUMMARY_HOME = KERNEL / "validation.py"
+
+
+def _reads_validation_errors(path: Path) -> bool:
+    """Whether the module calls ``<something>.errors()`` (a ValidationError's list)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return any(
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "errors"
+        and not node.args
+        for node in ast.walk(tree)
+    )
+
+
+def test_validation_errors_are_summarised_in_one_place():
+    """``kernel.validation.summarize_validation_error`` is the one summary of a pydantic
+    ValidationError; four copies of it once disagreed on how a field is named."""
+    readers = [p.relative_to(ROOT) for p in PACKAGE_MODULES if _reads_validation_errors(p)]
+    assert readers == [SUMMARY_HOME.relative_to(ROOT)]
