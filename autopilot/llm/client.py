@@ -83,7 +83,7 @@ class _Tally:
         self.usage = self.usage + Usage(calls=1)
 
     def error(self, kind: LLMErrorKind, message: str) -> LLMError:
-        return LLMError(kind, message, usage=self.usage)
+        return LLMError(kind, message, usage=self.usage, note=self.note)
 
 
 class LLMClient:

@@ -23,13 +23,23 @@ class LLMError(AutopilotError):
         kind: what went wrong, for metrics and tests.
         message: one line saying what happened and what to do about it.
         usage: the tokens and requests the failed call consumed (to be charged).
+        note: set when the call found that the provider refuses a response format (see
+            ``LLMReply.note``): said once, even by a call that then failed.
     """
 
-    def __init__(self, kind: LLMErrorKind, message: str, *, usage: Usage | None = None) -> None:
+    def __init__(
+        self,
+        kind: LLMErrorKind,
+        message: str,
+        *,
+        usage: Usage | None = None,
+        note: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.kind: LLMErrorKind = kind
         self.message = message
         self.usage = usage or Usage()
+        self.note = note
 
 
 class LLMUnavailable(AutopilotError):

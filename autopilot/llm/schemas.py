@@ -5,11 +5,11 @@ repair request, then the call fails. Extra fields are errors, so a model that in
 field (``"lr": 0.1`` beside ``actions``) is told so instead of being half-understood.
 
 ``model_json_schema()`` of these models is the schema sent to the provider. It carries every
-constraint pydantic enforces on the reply (shape, types, enums, value ranges, lengths), so a
-grammar-constrained provider (llama.cpp, vLLM, OpenAI's structured outputs) cannot produce a
-``confidence`` of 1.637 or a ``look_again_steps`` of -2 that validation would then refuse.
-Titles, descriptions and defaults are left out: the provider bills the schema as input on
-every call, and the prompt says what the fields mean.
+value range pydantic enforces on the reply (shape, types, enums, numeric ranges, item
+counts), so a grammar-constrained provider (llama.cpp, vLLM, OpenAI's structured outputs)
+cannot produce a ``confidence`` of 1.637 or a ``look_again_steps`` of -2 that validation
+would then refuse. Titles, descriptions, defaults and string lengths are left out (see
+``_SENT_KEYWORDS``); pydantic still enforces all of them on the reply.
 
 Example:
     >>> AnalystOutput.model_validate_json(
@@ -45,18 +45,19 @@ _SENT_KEYWORDS = frozenset(
         "items",
         "anyOf",
         "additionalProperties",
-        # the constraints pydantic enforces, so that a provider's grammar enforces them too
+        # the ranges pydantic enforces, so that a provider's grammar enforces them too
         "minimum",
         "maximum",
         "exclusiveMinimum",
         "exclusiveMaximum",
-        "minLength",
-        "maxLength",
         "minItems",
         "maxItems",
     }
 )
-"""Schema keywords sent; titles, descriptions and defaults are not worth their tokens."""
+"""Schema keywords sent. Not sent: titles, descriptions and defaults (not worth their
+tokens), and string lengths: llama.cpp turns a ``maxLength`` into a nested repetition, and
+the planner's (2000 characters of reasoning) exceeded its grammar parser's limits, which
+failed the request (measured with llama-cpp-python 0.3.36). Validation still checks them."""
 
 
 class _CompactSchema(GenerateJsonSchema):
@@ -152,7 +153,9 @@ class PlannedAction(_Output):
 class PlannerOutput(_Output):
     """The planner's answer: the changes to make (possibly none) and when to look again."""
 
-    actions: list[PlannedAction] = Field(default_factory=list, max_length=8)
+    actions: list[PlannedAction] = Field(max_length=8)
+    """Required (``[]`` for none), so that a grammar-constrained model must decide: when
+    it was optional, SmolLM2-135M under llama.cpp's grammar answered ``{"confidence": 0.5}``."""
     confidence: float = Field(ge=0.0, le=1.0)
     reasoning: str = Field(default="", max_length=2000)
     look_again_steps: int | None = Field(default=None, ge=0, le=1_000_000)

@@ -184,6 +184,7 @@ class LLMPolicy:
             )
         except LLMError as exc:
             spent.usage += self._budget.charge(held, exc.usage)
+            spent.note = spent.note or exc.note
             raise
         charged = self._budget.charge(held, reply.usage)
         spent.usage += charged
@@ -228,6 +229,8 @@ class LLMPolicy:
     def _unavailable(
         self, reason: str, spent: _Spent, *, provider_failed: bool = False
     ) -> LLMUnavailable:
+        if spent.note:  # the fallback's record is where a refused format is said
+            reason = f"{reason} ({spent.note})"
         line = " ".join(reason.split())
         logger.warning("LLM policy unavailable: %s", line)
         return LLMUnavailable(line, usage=spent.usage, provider_failed=provider_failed)

@@ -53,7 +53,7 @@ def ask(settings, **llm):
 def test_a_valid_answer_is_parsed_with_the_reported_usage(llm_server, llm_settings):
     llm_server.script(answer(GOOD, prompt_tokens=100, completion_tokens=30, cached_tokens=60))
     reply = ask(llm_settings)
-    assert reply.parsed == AnalystOutput(**GOOD)
+    assert reply.parsed == AnalystOutput.model_validate(GOOD)
     assert reply.usage == Usage(tokens_in=100, tokens_out=30, cached_in=60, calls=1)
     assert reply.note is None
 
@@ -238,6 +238,16 @@ def test_llama_cpps_refusal_of_json_schema_is_not_retried_as_transient(
     assert len(said) == 1  # said once, not on every call
 
 
+def test_a_call_that_fails_after_the_switch_still_says_so(llm_server, llm_settings):
+    llm_server.script(llama_cpp(answer("not json at all")))
+    client = client_for(llm_settings)
+    with pytest.raises(LLMError) as caught:
+        client.structured(MESSAGES, AnalystOutput)
+    assert caught.value.kind == "invalid_output"
+    assert "using json_object+schema from now on" in (caught.value.note or "")
+    assert client.response_format == "json_object+schema"  # it was accepted: HTTP 200
+
+
 def test_a_provider_refusing_any_schema_gets_plain_json_mode(llm_server, llm_settings):
     llm_server.script(refuses_schemas(answer(GOOD)))
     reply = ask(llm_settings)
@@ -259,7 +269,9 @@ def test_the_accepted_format_is_remembered_per_provider(llm_server, llm_settings
 def test_the_schema_sent_carries_the_ranges_pydantic_enforces(llm_server, llm_settings):
     analyst = AnalystOutput.model_json_schema()["properties"]
     assert analyst["confidence"] == {"type": "number", "minimum": 0.0, "maximum": 1.0}
-    assert analyst["evidence"]["maxItems"] == 8 and analyst["summary"]["minLength"] == 1
+    assert analyst["evidence"]["maxItems"] == 8
+    # no string lengths: llama.cpp's grammar parser fails on the planner's 2000 characters
+    assert analyst["summary"] == {"type": "string"}
     planner = PlannerOutput.model_json_schema()["properties"]
     assert planner["confidence"]["minimum"] == 0 and planner["confidence"]["maximum"] == 1
     assert planner["look_again_steps"]["minimum"] == 0
