@@ -117,7 +117,9 @@ def unlogged_text(declared: str, names: Iterable[str], step: int) -> str:
     """``key metric 'val/los' is not logged by step 600 (did you mean 'val/loss'?); the run
     logs ...``: Lightning's ``EarlyStopping`` names the metrics that are there."""
     logged = sorted(set(names))
-    close = difflib.get_close_matches(declared, logged, n=1)
+    role = split_role(declared)[0]  # val/loss is no typo of train/loss
+    same_role = [n for n in logged if split_role(n)[0] == role]
+    close = difflib.get_close_matches(declared, same_role, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     shown = ", ".join(logged[:20]) + (f" and {len(logged) - 20} more" if len(logged) > 20 else "")
     return (

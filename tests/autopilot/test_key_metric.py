@@ -14,7 +14,7 @@ from autopilot.config import Settings
 from autopilot.context import key_metric_note, key_metric_of
 from autopilot.watch import Autopilot
 from evals.replay import replay_run
-from evals.runs import write_run
+from evals.runs import load_run, write_run
 from kernel import Kernel, MetricRecord, read_kernel_state
 
 
@@ -76,8 +76,7 @@ def test_a_declared_key_metric_never_logged_falls_back_with_a_warning(
     assert (state["key_metric"], state["key_mode"]) == ("train/loss", "min")
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(
-        "key metric 'val/loss' is not logged by step 699" in w
-        and "the run logs train/loss" in w
+        "key metric 'val/loss' is not logged by step 699; the run logs train/loss" in w in w
         and "judging the run by train/loss (min) instead" in w
         for w in warnings
     ), warnings
@@ -108,3 +107,20 @@ def test_status_warns_about_an_unlogged_key_metric(
     assert code == 0
     assert "warning: key metric 'val/loss' is not logged by step 699" in out
     assert "the run logs train/loss" in out and "judging the run by train/loss" in out
+
+
+def test_the_readme_quickstart_logs_the_key_metric_it_declares(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### 1. Put a training loop under the kernel", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "range(1000)" in code
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code.replace("range(1000)", "range(101)"), "README.md", "exec"), {})
+    run_dir = tmp_path / "runs" / "exp1"
+    kernel = read_kernel_state(run_dir)
+    assert kernel is not None and kernel.key_metric == "val/loss"
+    logged = {n for r in load_run(run_dir).records() for n in r.metrics}
+    assert "val/loss" in logged
+    assert key_metric_note(kernel, Settings(), logged, step=kernel.last_step or 0) is None
