@@ -11,10 +11,23 @@ from pathlib import Path
 import pytest
 import torch
 
-from kernel import MetricRecord, read_kernel_state, read_ledger
+from kernel import KernelState, KnobValue, MetricRecord, read_kernel_state, read_ledger
 from kernel.jsonl import read_json, write_json_atomic
 
 TRAIN_LOOP = Path(__file__).with_name("_train_loop.py")
+
+
+def _published(run_dir: Path) -> KernelState:
+    """The run's kernel.json; the test fails when there is none."""
+    state = read_kernel_state(run_dir)
+    assert state is not None, f"no kernel.json in {run_dir}"
+    return state
+
+
+def _value(state: KernelState, knob: str) -> KnobValue:
+    spec = state.knob(knob)
+    assert spec is not None, f"kernel.json publishes no knob {knob!r}"
+    return spec.value
 
 
 def _sgd() -> torch.optim.SGD:
@@ -39,8 +52,8 @@ def test_a_script_run_again_applies_nothing_queued_after_the_first_run(run_dir, 
     ]
     assert all(r.segment == 1 and r.step is None for r in ledger)
     assert "nothing queued for an earlier run is applied" in (ledger[0].reason or "")
-    state = read_kernel_state(run_dir)
-    assert (state.segment, state.knob("lr").value, state.knob("weight_decay").value) == (
+    state = _published(run_dir)
+    assert (state.segment, _value(state, "lr"), _value(state, "weight_decay")) == (
         1,
         0.1,
         0.0,
@@ -53,7 +66,7 @@ def test_a_command_for_the_next_run_is_applied_by_it(make_kernel, send, run_dir)
     send(id="next", knob="lr", value=0.05, segment=1)
     opt = _sgd()
     kernel = make_kernel(optimizer=opt)
-    assert kernel.segment == 1 and read_kernel_state(run_dir).segment == 1
+    assert kernel.segment == 1 and _published(run_dir).segment == 1
     assert _rows(run_dir) == [("stale", "expired", 1)]
     kernel.step(0)
     assert _rows(run_dir) == [("stale", "expired", 1), ("next", "applied", 1)]
@@ -93,6 +106,7 @@ def test_a_run_whose_process_died_ends_its_segment(make_kernel, send, run_dir):
         check=True,
     )
     state = read_json(run_dir / "kernel.json")  # still "running": the process was killed
+    assert state is not None
     write_json_atomic(run_dir / "kernel.json", {**state, "pid": int(dead.stdout)})
     send(id="stale", knob="lr", value=0.5)
     kernel = make_kernel(optimizer=_sgd())
@@ -101,7 +115,7 @@ def test_a_run_whose_process_died_ends_its_segment(make_kernel, send, run_dir):
 
 def test_a_run_with_a_stale_heartbeat_on_another_host_has_ended(make_kernel, run_dir):
     make_kernel(optimizer=_sgd()).step(0)
-    state = read_kernel_state(run_dir)
+    state = _published(run_dir)
     assert not state.has_ended()
     moved = state.model_copy(update={"host": "elsewhere", "pid": 1})
     assert not moved.has_ended()
@@ -148,7 +162,7 @@ def test_metrics_of_a_later_segment_are_marked(make_kernel, run_dir):
         MetricRecord.model_validate_json(lines[2]),
     ]
     assert [(r.step, r.segment) for r in records] == [(5630, 0), (0, 1)]
-    state = read_kernel_state(run_dir)
+    state = _published(run_dir)
     text = (run_dir / "metrics.jsonl").read_bytes()
     assert text[state.metrics_start :].startswith(b'{"step":0,')
 

@@ -12,10 +12,23 @@ from pathlib import Path
 
 import torch
 
-from kernel import read_kernel_state, read_ledger
+from kernel import KernelState, KnobValue, read_kernel_state, read_ledger
 from kernel.jsonl import read_json, write_json_atomic
 
 TRAIN_LOOP = Path(__file__).with_name("_train_loop.py")
+
+
+def _published(run_dir: Path) -> KernelState:
+    """The run's kernel.json; the test fails when there is none."""
+    state = read_kernel_state(run_dir)
+    assert state is not None, f"no kernel.json in {run_dir}"
+    return state
+
+
+def _value(state: KernelState, knob: str) -> KnobValue:
+    spec = state.knob(knob)
+    assert spec is not None, f"kernel.json publishes no knob {knob!r}"
+    return spec.value
 
 
 def _sgd() -> torch.optim.SGD:
@@ -56,7 +69,7 @@ def test_a_pending_command_survives_a_kernel_rebuilt_in_the_live_run(make_kernel
     send(id="future", knob="lr", value=0.03, apply_at_step=10)
     first = make_kernel(optimizer=_sgd())
     first.step(0)
-    assert [p.command.id for p in read_kernel_state(run_dir).pending] == ["future"]
+    assert [p.command.id for p in _published(run_dir).pending] == ["future"]
 
     opt = _sgd()
     second = make_kernel(optimizer=opt)
@@ -70,7 +83,7 @@ def test_a_pending_command_survives_a_kernel_rebuilt_in_the_live_run(make_kernel
     for step in range(15, 20):
         third.step(step)
     assert len(read_ledger(run_dir)) == 1
-    assert read_kernel_state(run_dir).pending == []
+    assert _published(run_dir).pending == []
 
 
 def test_a_resent_id_is_a_duplicate_after_a_restart(make_kernel, send, run_dir):
@@ -96,6 +109,7 @@ def test_a_stale_cursor_does_not_reapply_ledgered_commands(make_kernel, send, ru
         first.step(step)
     first.close()
     state = read_json(run_dir / "kernel.json")
+    assert state is not None
     # the kernel died after its ledger rows but before kernel.json caught up
     write_json_atomic(run_dir / "kernel.json", {**state, "cursor": 0, "pending": []})
 
@@ -105,7 +119,7 @@ def test_a_stale_cursor_does_not_reapply_ledgered_commands(make_kernel, send, ru
         second.step(step)
     assert [r.command_id for r in read_ledger(run_dir)] == ["a", "bad", "b"]
     assert opt.param_groups[0]["lr"] == 0.1
-    assert read_kernel_state(run_dir).cursor == (run_dir / "commands.jsonl").stat().st_size
+    assert _published(run_dir).cursor == (run_dir / "commands.jsonl").stat().st_size
 
 
 def test_a_stale_pending_list_does_not_reapply_a_command(make_kernel, send, run_dir):
@@ -134,7 +148,7 @@ def test_a_corrupt_kernel_json_falls_back_to_the_ledger(make_kernel, send, run_d
     second = make_kernel(optimizer=_sgd())
     second.step(1)
     assert _applied_ids(run_dir) == ["a"]
-    assert read_kernel_state(run_dir).status == "running"
+    assert _published(run_dir).status == "running"
 
 
 def test_a_command_whose_reason_holds_a_line_separator_is_not_reapplied(make_kernel, send, run_dir):
@@ -143,6 +157,7 @@ def test_a_command_whose_reason_holds_a_line_separator_is_not_reapplied(make_ker
     first.step(0)
     first.close()
     state = read_json(run_dir / "kernel.json")
+    assert state is not None
     write_json_atomic(run_dir / "kernel.json", {**state, "cursor": 0})
     opt = _sgd()
     opt.param_groups[0]["lr"] = 0.05  # restored from a checkpoint
@@ -193,7 +208,7 @@ def test_a_killed_training_process_applies_nothing_twice(run_dir, send, wait_for
     assert Counter(applied) == {"c1": 1, "c2": 1, "c3": 1, "c4": 1}
     expired = [r.command_id for r in read_ledger(run_dir) if r.decision == "expired"]
     assert expired == ["stale"]
-    state = read_kernel_state(run_dir)
-    assert state.knob("lr").value == 0.05  # 0.05, x0.5, then x2 once
-    assert state.knob("weight_decay").value == 0.01
+    state = _published(run_dir)
+    assert _value(state, "lr") == 0.05  # 0.05, x0.5, then x2 once
+    assert _value(state, "weight_decay") == 0.01
     assert (state.status, state.last_step, state.segment) == ("closed", killed_at + 20, 1)
