@@ -122,7 +122,8 @@ def replay_run(
 ) -> tuple[ReplayRun, list[Alarm], str | None]:
     """Replay one run in a scratch directory; its result, its alarms, the prompt version."""
     started = time.monotonic()
-    records = run.records()
+    # the latest segment, replayed as the first run of its scratch directory
+    records = [r.model_copy(update={"segment": 0}) if r.segment else r for r in run.records()]
     key = key_metric or _key_metric(run, settings, records)
     run_settings = settings.model_copy(
         update={"detectors": settings.detectors.model_copy(update={"key_metric": key})}

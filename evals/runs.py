@@ -68,8 +68,22 @@ class RecordedRun:
     def name(self) -> str:
         return self.path.name
 
-    def records(self) -> list[MetricRecord]:
-        """Every metric record, in file order; a malformed line raises ``RunFormatError``."""
+    def records(self, segment: int | None = None) -> list[MetricRecord]:
+        """The records of one run segment (the latest by default), in file order.
+
+        A directory reused for a later run holds several segments whose steps start again
+        at 0; a recorded run is one of them, never a splice. A malformed line raises
+        ``RunFormatError``.
+        """
+        records = self._all_records()
+        chosen = max((r.segment for r in records), default=0) if segment is None else segment
+        return [r for r in records if r.segment == chosen]
+
+    def segments(self) -> list[int]:
+        """The run segments in the file, in order (``[0]`` for a directory used once)."""
+        return sorted({r.segment for r in self._all_records()}) or [0]
+
+    def _all_records(self) -> list[MetricRecord]:
         path = self.path / METRICS_FILE
         records = []
         with open(path, encoding="utf-8") as f:
