@@ -15,6 +15,7 @@ from kernel import (
     CommandError,
     KernelState,
     KnobSpec,
+    MetricRecord,
     parse_command_line,
     read_freeze,
     read_kernel_state,
@@ -44,7 +45,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         _knobs(state),
         _pending(run_dir, state),
         _recent_ledger(run_dir),
-        _latest_metrics(run_dir),
+        _latest_metrics(run_dir, state),
         autopilot_lines(run_dir),
     ):
         print("\n".join(block))
@@ -92,7 +93,7 @@ def _key_metric_warning(run_dir: Path, state: KernelState) -> list[str]:
         settings = load_settings(None, run_dir)
     except AutopilotError as exc:
         return [f"warning: the autopilot's config cannot be read: {exc}"]
-    names = latest_values(recent_metrics(run_dir, max_bytes=_NAMES_TAIL_BYTES))
+    names = latest_values(_this_segment(recent_metrics(run_dir, _NAMES_TAIL_BYTES), state))
     note = key_metric_note(state, settings, names, state.last_step or 0)
     return [f"warning: {note}"] if note else []
 
@@ -152,10 +153,16 @@ def _recent_ledger(run_dir: Path) -> list[str]:
     return ["", title, *ledger_lines(rows[-_STATUS_ROWS:], indent="  ", width=70)]
 
 
-def _latest_metrics(run_dir: Path) -> list[str]:
-    records = recent_metrics(run_dir)
+def _this_segment(records: list[MetricRecord], state: KernelState) -> list[MetricRecord]:
+    """The records of the kernel's current run segment (a reused directory holds older
+    runs' metrics too, with steps from before 0)."""
+    return [r for r in records if r.segment == state.segment]
+
+
+def _latest_metrics(run_dir: Path, state: KernelState) -> list[str]:
+    records = _this_segment(recent_metrics(run_dir), state)
     if not records:
-        return ["", "metrics: none yet"]
+        return ["", "metrics: none yet in this run"]
     last = records[-1]
     line = ", ".join(f"{k}={value_text(v)}" for k, v in last.metrics.items())
     older = [

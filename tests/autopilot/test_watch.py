@@ -23,6 +23,7 @@ from autopilot.watch import Autopilot
 from evals.runs import write_run
 from kernel import Kernel, MetricRecord
 from kernel.metrics import METRICS_FILE
+from kernel.state import write_kernel_state
 
 
 def plateau(start: int, stop: int) -> list[MetricRecord]:
@@ -121,3 +122,17 @@ def test_status_after_kill_9_of_the_watcher_says_it_is_not_running(
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_status_shows_the_metrics_of_the_current_run_segment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = [MetricRecord(step=5630, metrics={"old/loss": 9.0})]
+    new = [MetricRecord(step=s, segment=1, metrics={"train/loss": 2.0}) for s in (0, 10)]
+    run = write_run(tmp_path / "run", old + new)
+    kernel = write_kernel_json(run.path, step=10)
+    write_kernel_state(run.path, kernel.model_copy(update={"segment": 1}))
+    main(["--dir", str(run.path), "status"])
+    out = capsys.readouterr().out
+    assert "latest metrics (step 10): train/loss=2" in out
+    assert "old/loss" not in out and "5630" not in out
