@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -169,29 +170,41 @@ def check_every_call(run_dir: Path, records: list[DecisionRecord], transport: Ti
     return charged
 
 
-def report(mode: str, records, charged, transport: TimedTransport, wall_s: float) -> dict:
+_SPEED = re.compile(r"(prompt eval|\seval) time = .*?([\d.]+) tokens per second")
+"""llama.cpp's own timing lines in the server log (a figure for the README, not a check)."""
+
+
+def server_speeds(log: Path) -> dict[str, float]:
+    """Median prompt and generation tokens per second over the server's calls so far."""
+    found: dict[str, list[float]] = {"prompt": [], "generation": []}
+    for kind, rate in _SPEED.findall(log.read_text(errors="replace")):
+        found["prompt" if kind == "prompt eval" else "generation"].append(float(rate))
+    return {k: round(statistics.median(v), 1) for k, v in found.items() if v}
+
+
+def report(mode: str, records, charged, transport: TimedTransport, wall_s: float, log: Path):
     figures: dict[str, Any] = {
         "mode": mode,
         "decisions": len(records),
         "llm_decisions": sum(r.proposer == "ai" for r in records),
         "fallbacks": [r.fallback_reason for r in records if r.fallback_reason],
         "http_requests": len(transport.seconds),
-        "charged_calls": len(charged),
         "latency_s": [round(s, 1) for s in transport.seconds],
-        "median_latency_s": round(statistics.median(transport.seconds), 1),
+        "calls": [f"{e.purpose}: {e.tokens_in} in / {e.tokens_out} out" for e in charged],
         "tokens_in": sum(e.tokens_in for e in charged),
         "tokens_out": sum(e.tokens_out for e in charged),
+        "tokens_per_s": server_speeds(log),
         "notes": [r.note for r in records if r.note],
         "wall_s": round(wall_s, 1),
     }
-    print(f"\nreal_llm {mode}: {json.dumps(figures)}")
+    print(f"\nreal_llm {mode}: {json.dumps(figures, indent=1)}")
     return figures
 
 
 def test_ai_suggest_fills_the_review_queue_through_the_real_server(llama, tmp_path, monkeypatch):
     run_dir, records, transport, wall_s = run_autopilot(llama, "ai_suggest", tmp_path, monkeypatch)
     charged = check_every_call(run_dir, records, transport)
-    report("ai_suggest", records, charged, transport, wall_s)
+    report("ai_suggest", records, charged, transport, wall_s, llama.log)
     items = ReviewQueue(run_dir, settings_for(llama, "ai_suggest", tmp_path)).items()
     assert items and {r.proposal_id for r in records if r.route == "review"} == {
         item.id for item in items
@@ -206,7 +219,7 @@ def test_ai_suggest_fills_the_review_queue_through_the_real_server(llama, tmp_pa
 def test_ai_auto_sends_commands_through_the_real_server(llama, tmp_path, monkeypatch):
     run_dir, records, transport, wall_s = run_autopilot(llama, "ai_auto", tmp_path, monkeypatch)
     charged = check_every_call(run_dir, records, transport)
-    report("ai_auto", records, charged, transport, wall_s)
+    report("ai_auto", records, charged, transport, wall_s, llama.log)
     sent = [c for r in records for c in r.command_ids]
     assert sent, "no decision sent a command"
     handled = {row.command_id for row in read_ledger(run_dir)}
