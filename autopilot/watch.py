@@ -8,15 +8,21 @@ process: the loop never touches the training objects, so an LLM call that takes 
 delays ``kernel.step``.
 
 Example:
-    >>> from autopilot.watch import start_in_background            # doctest: +SKIP
-    >>> pilot = start_in_background("runs/exp1", mode="auto")        # doctest: +SKIP
-    >>> ...  # train under the Kernel as usual
-    >>> pilot.stop()                                                 # doctest: +SKIP
+    >>> import tempfile, torch
+    >>> from kernel import Kernel
+    >>> opt = torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=0.1)
+    >>> with Kernel(tempfile.mkdtemp(), optimizer=opt, key_metric="train/loss") as kernel:
+    ...     pilot = start_in_background(kernel.run_dir, mode="suggest")
+    ...     for step in range(20):  # train under the Kernel as usual
+    ...         kernel.log(step, {"train/loss": 1 / (step + 1)})
+    ...         kernel.step(step)
+    ...     pilot.stop()
+    >>> pilot.pilot.mode
+    'suggest'
 """
 
 from __future__ import annotations
 
-import fcntl
 import gc
 import logging
 import os
@@ -28,7 +34,8 @@ from typing import Any, cast
 
 from langchain_core.runnables import RunnableConfig
 
-from autopilot.config import AI_MODES, MODES, Mode, Settings
+from autopilot._watch_lock import LOCK_FILE, acquire
+from autopilot.config import AI_MODES, MODES, Mode, Settings, check_bounds
 from autopilot.detectors import Detector
 from autopilot.errors import AutopilotError
 from autopilot.graph import build_graph
@@ -41,7 +48,6 @@ from kernel.state import AUTOPILOT_DIR
 
 logger = logging.getLogger(__name__)
 
-LOCK_FILE = "watch.lock"
 ROLLOVER_TICKS = 1000
 """Checkpoints move to a fresh graph thread this often, and the old thread is deleted."""
 _ENDED = ("closed", "crashed")
@@ -59,7 +65,8 @@ class Autopilot:
             builds the four built-in ones from ``settings.detectors``.
 
     Raises:
-        AutopilotError: for an unknown mode, or when another autopilot watches the run.
+        AutopilotError: for an unknown mode, when another autopilot watches the run, or
+            (``ConfigError``) for ``[bounds]`` naming a knob the kernel has not published.
     """
 
     def __init__(
@@ -75,9 +82,10 @@ class Autopilot:
             raise AutopilotError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         self.run_dir, self.mode = Path(run_dir), mode
         self.settings = settings or Settings()
+        check_bounds(self.settings, read_kernel_state(self.run_dir))
         self.state_dir = self.run_dir / AUTOPILOT_DIR
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = _lock(self.state_dir / LOCK_FILE, mode)
+        self._lock_fd = acquire(self.state_dir / LOCK_FILE, mode)
         from langgraph.checkpoint.sqlite import SqliteSaver
 
         # the saver writes from a background thread: the connection must allow it
@@ -195,23 +203,6 @@ def quiet_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
-
-
-def _lock(path: Path, mode: str) -> int:
-    """Hold ``path`` exclusively while this autopilot lives; it says ``PID MODE``."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 100).decode(errors="replace").split(" ")[0] or "unknown"
-        os.close(fd)
-        raise AutopilotError(
-            f"another autopilot is watching {path.parent.parent} (pid {holder}); "
-            "stop it first, or watch another run directory"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()} {mode}".encode())
-    return fd
 
 
 class BackgroundAutopilot:

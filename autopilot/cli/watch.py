@@ -16,11 +16,11 @@ from typing import Any
 
 from autopilot.cli._common import CliError, run_dir_of
 from autopilot.config import AI_MODES, check_bounds, load_settings
-from autopilot.decisions import AUTOPILOT_DIR, DECISIONS_FILE
+from autopilot.decisions import DECISIONS_FILE
 from autopilot.errors import AutopilotError
 from kernel import KernelState, read_kernel_state
 from kernel.jsonl import JsonlTail
-from kernel.state import STATE_FILE
+from kernel.state import AUTOPILOT_DIR, STATE_FILE
 
 
 def _print(line: str) -> None:
