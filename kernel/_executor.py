@@ -29,9 +29,15 @@ class CommandExecutor:
     """Applies commands to knobs and run operations, recording each in the ledger."""
 
     def __init__(
-        self, knobs: Mapping[str, Knob], ledger: Ledger, save_fn: Callable[[int], Any] | None
+        self,
+        knobs: Mapping[str, Knob],
+        ledger: Ledger,
+        save_fn: Callable[[int], Any] | None,
+        on_applied: Callable[[Knob, str | None], None] | None = None,
     ) -> None:
         self.knobs, self.ledger, self.save_fn = knobs, ledger, save_fn
+        self.on_applied = on_applied
+        """Called with the knob and the command id after each applied knob change."""
         self.pending: list[PendingCommand] = []
         self.freeze: FreezeMode = "off"
         self.paused = False
@@ -214,6 +220,11 @@ class CommandExecutor:
         self.ledger.record(
             step=step, decision="applied", **row, before=before, after=after, reason=reason
         )
+        if self.on_applied is not None:
+            try:
+                self.on_applied(knob, row.get("command_id"))
+            except Exception:  # bookkeeping; the change itself took and is recorded
+                logger.exception("noting the change of %s failed", knob.name)
 
     def _run_op(self, step: int | None, cmd: Command, row: dict[str, Any]) -> None:
         if cmd.op == "checkpoint":

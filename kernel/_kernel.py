@@ -21,9 +21,10 @@ from typing import Any, Literal
 import torch
 
 from kernel._executor import CommandExecutor
+from kernel._overrides import LiveChanges
 from kernel._publish import StatePublisher
 from kernel._replay import RecipePlayer
-from kernel.commands import COMMANDS_FILE
+from kernel.commands import COMMANDS_FILE, KnobValue
 from kernel.distributed import RankSync
 from kernel.errors import KernelError
 from kernel.jsonl import JsonlTail
@@ -134,7 +135,8 @@ class Kernel:
         for knob in knobs:
             self.register(knob)
         ledger = Ledger(self.run_dir if self._writes else None)
-        self._executor = CommandExecutor(self._knobs, ledger, save_fn)
+        self._live = LiveChanges(self._knobs, ledger)
+        self._executor = CommandExecutor(self._knobs, ledger, save_fn, self._live.note)
         self._commands = JsonlTail(self.run_dir / COMMANDS_FILE)
         self._metrics = MetricsWriter(self.run_dir)
         self._metrics_start = 0
@@ -281,6 +283,32 @@ class Kernel:
         except Exception:
             logger.exception("kernel.step(%s) failed; training continues", step)
 
+    def schedule(self, knob: str, value: float | list[float]) -> KnobValue:
+        """Set ``knob`` from a hand-written schedule, keeping live changes.
+
+        Call it where the loop would assign the value itself (``group["lr"] = get_lr(it)``).
+        The kernel applies ``value`` times the knob's live factor: 1 until a command changes
+        the knob, then the change relative to the scheduled value (``lr x0.5`` halves every
+        later scheduled value). The result is clamped to the knob's bounds and returned.
+        Assigning the value directly instead overrides a live change: the kernel records
+        that as ``overridden`` in the ledger.
+
+        Example:
+            >>> import torch, tempfile
+            >>> opt = torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=0.1)
+            >>> with Kernel(tempfile.mkdtemp(), optimizer=opt) as k:
+            ...     for it in range(3):
+            ...         lr = k.schedule("lr", 0.1 * (it + 1) / 3)  # a warmup
+            ...         k.step(it)
+            >>> round(opt.param_groups[0]["lr"], 6)
+            0.1
+
+        Raises:
+            KernelError: for a knob this run does not have.
+            KnobError: for an on/off knob or a value that is not a number.
+        """
+        return self._live.schedule(knob, value)
+
     @property
     def should_stop(self) -> bool:
         """True once a ``stop`` command was applied: end the training loop."""
@@ -363,6 +391,7 @@ class Kernel:
     def _flush(self, now: float) -> None:
         self._next_flush = now + self.settings.flush_interval_s
         self._metrics.flush()
+        self._live.check(self._last_step)
         if self._publisher.due(now):
             if self._sync is None:  # distributed: freeze changes travel with the commands
                 self._player.refresh()

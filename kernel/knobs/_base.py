@@ -147,6 +147,11 @@ class Knob(ABC):
             raise KnobError(self.name, f"must be within [{self.lo}, {self.hi}], got {value:g}")
         return value
 
+    def moved_by_its_scheduler(self) -> bool:
+        """Whether the knob's current value came from a scheduler the kernel keeps in step
+        with live changes (then a move is not the training code overriding a change)."""
+        return False
+
     def spec(self) -> KnobSpec:
         return KnobSpec(
             name=self.name,

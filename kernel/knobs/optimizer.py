@@ -15,6 +15,7 @@ scheduler (``LambdaLR``, ``OneCycleLR``) nor a recursive one (``StepLR``,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -59,6 +60,7 @@ class OptimizerKnob(Knob):
         self.optimizer, self.hyper, self.group_indices = optimizer, hyper, list(groups)
         self.groups = len(self.group_indices) if len(self.group_indices) > 1 else None
         self.schedulers = list(_flatten(schedulers))
+        self._outer = [s for s in schedulers if s is not None]
 
     def get(self) -> KnobValue:
         values = [self._read(g) for g in self.group_indices]
@@ -84,6 +86,20 @@ class OptimizerKnob(Knob):
             return
         for container, key, value in snapshot:
             _assign(container, key, value)
+
+    def moved_by_its_scheduler(self) -> bool:
+        """A scheduler's ``step`` leaves ``_last_lr`` equal to the group's lr; training code
+        that writes the lr itself does not (a scheduler without ``_last_lr``: trusted)."""
+        if self.hyper != "lr" or not self._outer:
+            return False
+        for sched in self._outer:
+            last = getattr(sched, "_last_lr", None)
+            if not isinstance(last, list):
+                continue
+            for g in self.group_indices:
+                if g >= len(last) or not math.isclose(float(last[g]), self._read(g)):
+                    return False
+        return True
 
     def _read(self, g: int) -> float:
         group = self.optimizer.param_groups[g]
