@@ -60,11 +60,17 @@ def named_mode(name: str) -> MetricMode | None:
         mode = "min"
     elif any(t in _MAX_WORDS or t.rstrip("0123456789") in _NUMBERED for t in tokens):
         mode = "max"
-    elif "loss" in name.lower() or "error" in name.lower():
+    elif is_loss(name) or "error" in name.lower():
         mode = "min"  # glued words: "trainloss"
     if mode is not None and "neg" in tokens:
         return "max" if mode == "min" else "min"
     return mode
+
+
+def is_loss(name: str) -> bool:
+    """Whether ``name`` is a loss or a part of one (``train/loss``, ``aux_loss``,
+    ``trainloss``)."""
+    return "loss" in name.lower()
 
 
 def metric_mode(name: str) -> MetricMode:
@@ -120,7 +126,7 @@ def infer_key_metric(names: Iterable[str]) -> str | None:
         lambda n: roles[n] == ("val", "loss"),
         lambda n: roles[n][0] == "val" and named_mode(n) == "min",
         lambda n: roles[n][0] != "val" and roles[n][1] == "loss",
-        lambda n: "loss" in name_tokens(n),
+        is_loss,
         lambda n: roles[n][0] == "val" and named_mode(n) is not None,
     )
     for tier in tiers:
@@ -134,6 +140,7 @@ __all__ = [
     "DEFAULT_KEY_METRIC",
     "MetricMode",
     "infer_key_metric",
+    "is_loss",
     "metric_mode",
     "metric_pairs",
     "name_tokens",

@@ -82,10 +82,6 @@ def _finite(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
 
 
-def is_loss(name: str) -> bool:
-    return "loss" in name.lower()
-
-
 def is_primary_loss(name: str) -> bool:
     """``loss``, ``train/loss``, ``val_loss``...: a total loss, not a component of it."""
     return split_role(name)[1].lower() == "loss"

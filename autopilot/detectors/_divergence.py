@@ -19,7 +19,6 @@ from autopilot.detectors._base import (
     check_int,
     is_dense,
     is_grad_norm,
-    is_loss,
     is_primary_loss,
     key_first,
     num,
@@ -27,6 +26,7 @@ from autopilot.detectors._base import (
 )
 from autopilot.diagnoses import Diagnosis, Evidence, Severity
 from autopilot.summary import RunSummary, Window, Windows
+from kernel.metric_names import is_loss
 
 NOISE_Z = 3.0
 """A jump must also exceed this many per-point noise standard deviations (relative)."""

@@ -6,6 +6,7 @@ import pytest
 
 from kernel.metric_names import (
     infer_key_metric,
+    is_loss,
     metric_mode,
     metric_pairs,
     name_tokens,
@@ -51,6 +52,11 @@ def test_the_name_states_the_direction(name: str, mode: str) -> None:
 def test_a_name_that_states_no_direction_is_minimised(name: str) -> None:
     assert named_mode(name) is None
     assert metric_mode(name) == "min"
+
+
+def test_losses_by_name() -> None:
+    assert all(map(is_loss, ["train/loss", "aux_loss", "trainloss", "val/LOSS"]))
+    assert not any(map(is_loss, ["val/acc", "val/error", "lr"]))
 
 
 def test_tokens_split_separators_and_camel_case() -> None:
