@@ -7,12 +7,28 @@ import json
 import math
 import threading
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-from kernel import FnKnob, MetricRecord, infer_mode, read_kernel_state, read_ledger
+from kernel import FnKnob, KernelState, MetricRecord, infer_mode, read_kernel_state, read_ledger
 from kernel.jsonl import append_line
+from kernel.knobs import KnobSpec
+
+
+def _published(run_dir: Path) -> KernelState:
+    """The run's kernel.json; the test fails when there is none."""
+    state = read_kernel_state(run_dir)
+    assert state is not None, f"no kernel.json in {run_dir}"
+    return state
+
+
+def _spec(state: KernelState, knob: str) -> KnobSpec:
+    spec = state.knob(knob)
+    assert spec is not None, f"kernel.json publishes no knob {knob!r}"
+    return spec
 
 
 def _sgd(lr: float = 0.1) -> torch.optim.SGD:
@@ -63,13 +79,13 @@ def test_a_future_command_waits_for_its_step(make_kernel, send, run_dir):
         kernel.step(step)
     assert opt.param_groups[0]["lr"] == 0.1
     assert read_ledger(run_dir) == []
-    assert [p.command.id for p in read_kernel_state(run_dir).pending] == ["sooner", "later"]
+    assert [p.command.id for p in _published(run_dir).pending] == ["sooner", "later"]
     kernel.step(3)
     assert opt.param_groups[0]["lr"] == 0.03
     kernel.step(4)
     kernel.step(9)  # steps may jump: a due command is applied at the first step past it
     assert [(r.command_id, r.step) for r in read_ledger(run_dir)] == [("sooner", 3), ("later", 9)]
-    assert read_kernel_state(run_dir).pending == []
+    assert _published(run_dir).pending == []
 
 
 def test_a_past_due_command_is_applied_now(make_kernel, send, run_dir):
@@ -102,17 +118,17 @@ def test_a_malformed_line_is_rejected_with_its_reason_and_training_goes_on(make_
     kernel.step(0)
     rows = read_ledger(run_dir)
     assert [r.decision for r in rows] == ["rejected"] * 3
-    assert "not valid JSON" in rows[0].reason
-    assert "JSON object" in rows[1].reason
+    assert "not valid JSON" in (rows[0].reason or "")
+    assert "JSON object" in (rows[1].reason or "")
     assert (rows[2].command_id, rows[2].source) == ("x1", "human")  # traced back to its sender
-    assert "value:" in rows[2].reason
+    assert "value:" in (rows[2].reason or "")
 
 
 def test_an_unknown_knob_is_rejected_listing_the_known_ones(make_kernel, send, run_dir):
     kernel = make_kernel(optimizer=_sgd(), loss_weights={"aux": 1.0})
     send(knob="learning_rate", value=0.1)
     kernel.step(0)
-    reason = read_ledger(run_dir)[0].reason
+    reason = read_ledger(run_dir)[0].reason or ""
     assert "unknown knob 'learning_rate'" in reason
     assert "grad_clip, loss.aux, lr, momentum, weight_decay" in reason
 
@@ -124,7 +140,7 @@ def test_a_duplicate_command_id_is_rejected(make_kernel, send, run_dir):
     send(id="same", knob="lr", value=0.01)
     kernel.step(1)
     assert _decisions(run_dir) == [("same", "applied"), ("same", "rejected")]
-    assert "duplicate command id 'same'" in read_ledger(run_dir)[1].reason
+    assert "duplicate command id 'same'" in (read_ledger(run_dir)[1].reason or "")
     assert kernel.knobs["lr"].get() == 0.05
 
 
@@ -184,7 +200,7 @@ def test_log_accepts_tensors_and_skips_what_is_not_a_number(make_kernel, run_dir
         {"train/loss": 0.5},
         {"train/loss": 0.25},
     ]
-    assert all(r.wall_time > 0 for r in records)
+    assert all((r.wall_time or 0) > 0 for r in records)
 
 
 def test_a_metric_too_large_for_a_float_loses_only_itself(make_kernel, run_dir):
@@ -193,7 +209,7 @@ def test_a_metric_too_large_for_a_float_loses_only_itself(make_kernel, run_dir):
     kernel.log(1, {"tokens": 10**400, "loss": 0.5})
     kernel.close()
     assert [r.metrics for r in _metrics(run_dir)] == [{"loss": 1.0}, {"loss": 0.5}]
-    assert read_kernel_state(run_dir).status == "closed"
+    assert _published(run_dir).status == "closed"
 
 
 # -- gradient clipping ---------------------------------------------------------------
@@ -205,7 +221,8 @@ def _backward(model: torch.nn.Module, scale: float = 100.0) -> None:
 
 
 def _grad_norm(model: torch.nn.Module) -> float:
-    return torch.nn.utils.get_total_norm([p.grad for p in model.parameters()]).item()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    return torch.nn.utils.get_total_norm(grads).item()
 
 
 def test_clip_grad_norm_clips_to_the_knob_and_records_the_norm(make_kernel, run_dir):
@@ -271,7 +288,7 @@ def test_stop_sets_should_stop(make_kernel, send, run_dir):
     send(op="stop", reason="done")
     kernel.step(1)
     assert kernel.should_stop
-    assert read_kernel_state(run_dir).status == "stopping"
+    assert _published(run_dir).status == "stopping"
     assert read_ledger(run_dir)[0].op == "stop"
 
 
@@ -287,7 +304,7 @@ def test_pause_blocks_step_until_resume(make_kernel, send, run_dir, wait_for):
     send(op="pause")
     trainer = threading.Thread(target=train, daemon=True)
     trainer.start()
-    wait_for(lambda: read_kernel_state(run_dir).status == "paused", what="status paused")
+    wait_for(lambda: _published(run_dir).status == "paused", what="status paused")
     assert steps_done == [] and kernel.paused
     send(knob="lr", value=0.05)  # commands are still handled while paused
     wait_for(lambda: len(read_ledger(run_dir)) == 2, what="the lr command while paused")
@@ -297,7 +314,7 @@ def test_pause_blocks_step_until_resume(make_kernel, send, run_dir, wait_for):
     assert not trainer.is_alive()
     assert steps_done == [0, 1, 2, 3, 4]
     assert [r.op for r in read_ledger(run_dir)] == ["pause", "set", "resume"]
-    assert read_kernel_state(run_dir).status == "running"
+    assert _published(run_dir).status == "running"
 
 
 def test_stop_ends_a_pause(make_kernel, send, run_dir, wait_for):
@@ -305,7 +322,7 @@ def test_stop_ends_a_pause(make_kernel, send, run_dir, wait_for):
     send(op="pause")
     trainer = threading.Thread(target=kernel.step, args=(0,), daemon=True)
     trainer.start()
-    wait_for(lambda: read_kernel_state(run_dir).status == "paused", what="status paused")
+    wait_for(lambda: _published(run_dir).status == "paused", what="status paused")
     send(op="stop")
     trainer.join(timeout=20)
     assert not trainer.is_alive()
@@ -349,11 +366,11 @@ def test_checkpoint_without_save_fn_is_rejected(make_kernel, send, run_dir):
     kernel.step(0)
     row = read_ledger(run_dir)[0]
     assert row.decision == "rejected"
-    assert "save_fn" in row.reason
+    assert "save_fn" in (row.reason or "")
 
 
 def test_a_knob_that_fails_half_way_is_restored(make_kernel, send, run_dir):
-    state = {"v": 1.0, "log": []}
+    state: dict[str, Any] = {"v": 1.0, "log": []}
 
     def setter(value: float) -> None:
         state["v"] = value  # the first half of the change lands...
@@ -398,13 +415,13 @@ def test_kernel_json_describes_the_run(make_kernel, send, run_dir):
     )
     send(knob="lr", value=0.04)
     kernel.step(11)
-    state = read_kernel_state(run_dir)
+    state = _published(run_dir)
     assert (state.status, state.last_step) == ("running", 11)
     assert (state.key_metric, state.key_metric_mode) == ("val/loss", "min")
     assert state.cursor == (run_dir / "commands.jsonl").stat().st_size
-    lr = state.knob("lr")
+    lr = _spec(state, "lr")
     assert (lr.kind, lr.lo, lr.hi, lr.scale, lr.value) == ("float", 1e-7, 10.0, "log", 0.04)
-    assert (state.knob("grad_clip").value, state.knob("loss.aux").value) == (1.0, 0.3)
+    assert (_spec(state, "grad_clip").value, _spec(state, "loss.aux").value) == (1.0, 0.3)
     assert state.freeze == "off"
 
 
@@ -413,9 +430,9 @@ def test_context_manager_marks_the_run_closed(run_dir):
 
     with Kernel(run_dir) as kernel:
         kernel.step(0)
-    assert read_kernel_state(run_dir).status == "closed"
+    assert _published(run_dir).status == "closed"
     kernel.close()  # a second close is harmless
-    assert read_kernel_state(run_dir).status == "closed"
+    assert _published(run_dir).status == "closed"
 
 
 def test_context_manager_marks_the_run_crashed(run_dir):
@@ -424,7 +441,7 @@ def test_context_manager_marks_the_run_crashed(run_dir):
     with pytest.raises(ZeroDivisionError), Kernel(run_dir) as kernel:
         kernel.step(0)
         _ = 1 / 0
-    assert read_kernel_state(run_dir).status == "crashed"
+    assert _published(run_dir).status == "crashed"
 
 
 @pytest.mark.parametrize(
@@ -444,7 +461,7 @@ def test_infer_mode(metric, mode):
 
 def test_an_explicit_mode_wins(make_kernel, run_dir):
     make_kernel(key_metric="val/loss", key_metric_mode="max")
-    assert read_kernel_state(run_dir).key_metric_mode == "max"
+    assert _published(run_dir).key_metric_mode == "max"
 
 
 # -- heartbeat -----------------------------------------------------------------------
@@ -457,12 +474,13 @@ def test_the_heartbeat_goes_on_during_a_long_step(tmp_path, wait_for):
     before = time.time()
     kernel.step(7)
     after = time.time()
-    first = read_kernel_state(tmp_path)
+    first = _published(tmp_path)
     # the training thread is now "inside a long step": it makes no call at all
-    wait_for(lambda: read_kernel_state(tmp_path).heartbeat > first.heartbeat + 0.15)
-    state = read_kernel_state(tmp_path)
+    wait_for(lambda: _published(tmp_path).heartbeat > first.heartbeat + 0.15)
+    state = _published(tmp_path)
     assert state.status == "running" and state.last_step == 7
+    assert state.last_step_time is not None
     assert before - 0.01 <= state.last_step_time <= after + 0.01
     kernel.close()
-    closed = read_kernel_state(tmp_path)
+    closed = _published(tmp_path)
     assert closed.status == "closed"
