@@ -252,7 +252,7 @@ def rescued(run: Run, source: str) -> tuple[LedgerRow, DecisionRecord]:
     decisions = run.decisions()
     assert row.proposal_id in decisions, f"{row.proposal_id} not in {list(decisions)}"
     decision = decisions[row.proposal_id]
-    assert "divergence" in [d.kind for d in decision.diagnoses]
+    assert "divergence" in [d.kind for d in decision.diagnoses], run.report()
     assert decision.route == "kernel" and row.command_id in decision.command_ids
     return row, decision
 
