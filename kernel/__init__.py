@@ -29,13 +29,14 @@ from kernel.freeze import (
 )
 from kernel.knobs import FnKnob, Knob, KnobSpec
 from kernel.ledger import LedgerRow, read_ledger
+from kernel.metric_names import metric_mode
 from kernel.metrics import MetricRecord
 from kernel.state import KernelState, read_kernel_state
 
 if TYPE_CHECKING:
-    from kernel._kernel import Kernel, KernelSettings, infer_mode
+    from kernel._kernel import Kernel, KernelSettings
 
-_LAZY = {"Kernel", "KernelSettings", "infer_mode"}
+_LAZY = {"Kernel", "KernelSettings"}
 
 
 def __getattr__(name: str) -> Any:
@@ -67,8 +68,8 @@ __all__ = [
     "append_command",
     "export_recipe",
     "format_value",
-    "infer_mode",
     "load_recipe",
+    "metric_mode",
     "new_command_id",
     "parse_command_line",
     "read_freeze",

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import torch
 
-from kernel import FnKnob, KernelState, MetricRecord, infer_mode, read_kernel_state, read_ledger
+from kernel import FnKnob, KernelState, MetricRecord, read_kernel_state, read_ledger
 from kernel.jsonl import append_line
 from kernel.knobs import KnobSpec
 
@@ -445,18 +445,12 @@ def test_context_manager_marks_the_run_crashed(run_dir):
 
 
 @pytest.mark.parametrize(
-    ("metric", "mode"),
-    [
-        ("val/loss", "min"),
-        ("eval_ppl", "min"),
-        ("val/acc", "max"),
-        ("f1", "max"),
-        ("throughput", None),
-        (None, None),
-    ],
+    ("metric", "mode"), [("val/recall_error", "min"), ("val/iou", "max"), (None, None)]
 )
-def test_infer_mode(metric, mode):
-    assert infer_mode(metric) == mode
+def test_the_published_mode_is_the_one_of_kernel_metric_names(make_kernel, run_dir, metric, mode):
+    # tests/kernel/test_metric_names.py covers the names; here: the kernel publishes that answer
+    make_kernel(key_metric=metric)
+    assert _published(run_dir).key_metric_mode == mode
 
 
 def test_an_explicit_mode_wins(make_kernel, run_dir):
