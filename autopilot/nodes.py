@@ -46,19 +46,31 @@ def observe(ctx: TickContext, state: TickState) -> TickState:
         offset = obs.start_offset(ctx.run_dir)
     records, offset = obs.read_metrics(ctx.run_dir, offset)
     rows, ledger_offset = obs.read_changes(ctx.run_dir, state.get("ledger_offset", 0))
-    windows, best = obs.fold_records(
-        state.get("windows", {}), state.get("best", {}), records, ctx.settings.detectors.window
+    update: TickState = {}
+    if records and _starts_a_segment(state, records[-1].segment):
+        logger.info("run segment %d began: a new run in this directory", records[-1].segment)
+        update = _fresh_segment_state()
+        state = {**state, **update}
+    segment, windows, best = obs.fold_segment(
+        state.get("segment"),
+        state.get("windows", {}),
+        state.get("best", {}),
+        records,
+        ctx.settings.detectors.window,
     )
     step = records[-1].step if records else state.get("step", 0)
     due = bool(records) and step - state.get("due_step", _FAR_PAST) >= _every(ctx)
-    update: TickState = {
-        "metrics_offset": offset,
-        "ledger_offset": ledger_offset,
-        "windows": windows,
-        "best": best,
-        "step": step,
-        "outcome": "due" if due else "idle",
-    }
+    update.update(
+        {
+            "metrics_offset": offset,
+            "ledger_offset": ledger_offset,
+            "segment": segment,
+            "windows": windows,
+            "best": best,
+            "step": step,
+            "outcome": "due" if due else "idle",
+        }
+    )
     kernel = None
     if due or not state.get("key_metric"):
         kernel = read_kernel_state(ctx.run_dir)
@@ -80,6 +92,31 @@ def observe(ctx: TickContext, state: TickState) -> TickState:
             update.get("key_mode") or state.get("key_mode") or "min",
         )
     return update
+
+
+def _starts_a_segment(state: TickState, latest: int) -> bool:
+    """Whether records of a later run segment arrived (the training was started again in
+    this directory under a watcher that kept its state)."""
+    known = state.get("segment")
+    return known is not None and latest > known
+
+
+def _fresh_segment_state() -> TickState:
+    """The per-run memory a new segment starts without: its steps count from 0 again, and
+    cooldowns, baselines and decisions of the earlier run say nothing about it."""
+    return {
+        "windows": {},
+        "best": {},
+        "due_step": _FAR_PAST,
+        "key_metric": "",
+        "key_unlogged": None,
+        "history": [],
+        "changes": [],
+        "baselines": [],
+        "decided": {},
+        "llm_next_step": 0,
+        "past": [],
+    }
 
 
 def _every(ctx: TickContext) -> int:

@@ -43,6 +43,8 @@ class TickState(TypedDict, total=False):
 
     metrics_offset: int
     ledger_offset: int
+    segment: int | None
+    """The run segment the windows belong to (``None`` before the first record)."""
     step: int
     due_step: int
     windows: Windows
