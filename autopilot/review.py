@@ -395,9 +395,12 @@ def _current(item: ReviewItem, step: int | None, applied: set[str]) -> ReviewIte
 
 
 def _refuse_closed(run_dir: Path, state: KernelState | None, item_id: str) -> None:
-    if state is not None and state.status in ("closed", "crashed"):
+    if state is not None and state.has_ended():
+        how = (
+            state.status if state.status in ("closed", "crashed") else "over (its process is gone)"
+        )
         raise ReviewError(
-            f"the run in {run_dir} is {state.status} (its kernel stopped at step "
+            f"the run in {run_dir} is {how} (its kernel stopped at step "
             f"{state.last_step}): no kernel would apply the commands of {item_id}, so it "
             "was not approved"
         )

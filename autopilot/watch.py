@@ -50,7 +50,6 @@ logger = logging.getLogger(__name__)
 
 ROLLOVER_TICKS = 1000
 """Checkpoints move to a fresh graph thread this often, and the old thread is deleted."""
-_ENDED = ("closed", "crashed")
 
 
 class Autopilot:
@@ -176,7 +175,7 @@ class Autopilot:
             state = read_kernel_state(self.run_dir)
         except Exception:  # a half-written kernel.json from another tool; look again later
             return False
-        return state is not None and state.status in _ENDED
+        return state is not None and state.has_ended()
 
     def close(self) -> None:
         """Release the database and the lock."""

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -211,5 +214,23 @@ def test_a_closed_run_approves_nothing(queue: ReviewQueue) -> None:
     assert state is not None
     write_kernel_state(queue.run_dir, state.model_copy(update={"status": "closed"}))
     with pytest.raises(ReviewError, match=r"the run in .* is closed \(its kernel stopped at step"):
+        queue.approve("rv-1")
+    assert queue.get("rv-1").status == "pending" and queued(queue.run_dir) == []
+
+
+def test_a_run_whose_process_died_approves_nothing(queue: ReviewQueue) -> None:
+    """kill -9 leaves kernel.json saying "running": the dead pid says otherwise."""
+    add(queue, item_id="rv-1")
+    state = read_kernel_state(queue.run_dir)
+    assert state is not None
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    write_kernel_state(
+        queue.run_dir,
+        state.model_copy(
+            update={"status": "running", "pid": dead.pid, "host": socket.gethostname()}
+        ),
+    )
+    with pytest.raises(ReviewError, match=r"is over \(its process is gone\)"):
         queue.approve("rv-1")
     assert queue.get("rv-1").status == "pending" and queued(queue.run_dir) == []
