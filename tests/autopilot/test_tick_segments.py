@@ -10,18 +10,23 @@ from typing import Any
 import torch
 
 from autopilot.watch import Autopilot
-from kernel import Kernel
-from tests.conftest import FAST
+from kernel import Kernel, KernelSettings
+
+FLUSH_EVERY_STEP = KernelSettings(
+    poll_interval_s=0.0, flush_interval_s=0.0, heartbeat_interval_s=0.0
+)
 
 
 def _train(run_dir: Path, pilot: Autopilot, steps: range) -> dict[str, Any]:
     opt = torch.optim.SGD([torch.nn.Parameter(torch.ones(1))], lr=0.1)
     state: dict[str, Any] = {}
-    with Kernel(run_dir, optimizer=opt, key_metric="train/loss", settings=FAST) as kernel:
+    with Kernel(
+        run_dir, optimizer=opt, key_metric="train/loss", settings=FLUSH_EVERY_STEP
+    ) as kernel:
         for step in steps:
             kernel.log(step, {"train/loss": 1.0 + 1.0 / (step + 1)})
             kernel.step(step)
-            if step % 10 == 9:  # FAST cadences: the kernel has flushed its metrics
+            if step % 10 == 9:  # the kernel has flushed its metrics
                 state = pilot.tick()
     return state
 
