@@ -72,7 +72,8 @@ def _summary(run_dir: Path, state: KernelState) -> list[str]:
     age = state.heartbeat_age()
     lines = [
         f"run dir     {run_dir}",
-        f"status      {state.status} (pid {state.pid} on {state.host})",
+        f"status      {_status_text(state)}",
+        f"segment     {_segment_text(state)}",
         f"last step   {_last_step_text(state)}",
         f"heartbeat   {age_text(max(age, 0.0))} ago",
         f"freeze      {_freeze_text(run_dir, state)}",
@@ -81,6 +82,20 @@ def _summary(run_dir: Path, state: KernelState) -> list[str]:
     if state.status in ("running", "paused") and age > STALE_HEARTBEAT_S:
         lines.append(f"warning: no heartbeat for {age:.0f} s: is the training process alive?")
     return lines + _key_metric_warning(run_dir, state)
+
+
+def _status_text(state: KernelState) -> str:
+    where = f"pid {state.pid} on {state.host}"
+    if state.status in ("running", "paused", "stopping") and state.has_ended():
+        return f"{state.status} when last heard of, but it has ended ({where} is gone or silent)"
+    return f"{state.status} ({where})"
+
+
+def _segment_text(state: KernelState) -> str:
+    """Which run of the directory this is (a script run again starts the next segment)."""
+    if state.segment == 0:
+        return "0 (the first run in this directory)"
+    return f"{state.segment} (run {state.segment + 1} in this directory; earlier runs are history)"
 
 
 def _key_metric_warning(run_dir: Path, state: KernelState) -> list[str]:

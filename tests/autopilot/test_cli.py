@@ -158,6 +158,25 @@ def test_status_without_a_kernel(tmp_path: Path, capsys) -> None:
     assert code == 1 and f"no kernel has started in {tmp_path} yet" in out
 
 
+def test_status_says_which_run_segment_and_that_a_killed_run_has_ended(
+    kernel: Kernel, capsys
+) -> None:
+    kernel.step(0)
+    kernel.close()
+    code, out, _ = run(capsys, "--dir", kernel.run_dir, "status")
+    assert "segment     0 (the first run in this directory)" in out
+    Kernel(kernel.run_dir).close()  # the script run again: the next segment
+    state = read_kernel_state(kernel.run_dir)
+    assert state is not None
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # kill -9 of the training leaves kernel.json saying "running"
+    killed = state.model_copy(update={"status": "running", "pid": dead.pid})
+    write_kernel_state(kernel.run_dir, killed)
+    code, out, _ = run(capsys, "--dir", kernel.run_dir, "status")
+    assert "segment     1 (run 2 in this directory" in out
+    assert f"status      running when last heard of, but it has ended (pid {dead.pid}" in out
+
+
 def test_status_shows_knobs_pending_ledger_and_metrics(kernel: Kernel, capsys) -> None:
     kernel.log(1, {"train/loss": 0.5, "val/loss": 0.7})
     run(capsys, "--dir", kernel.run_dir, "set", "lr=0.05")
