@@ -11,28 +11,10 @@ from collections import Counter
 from pathlib import Path
 
 import torch
+from _published import TRAIN_LOOP, knob_value, published, sgd
 
-from kernel import KernelState, KnobValue, read_kernel_state, read_ledger
+from kernel import read_ledger
 from kernel.jsonl import read_json, write_json_atomic
-
-TRAIN_LOOP = Path(__file__).with_name("_train_loop.py")
-
-
-def _published(run_dir: Path) -> KernelState:
-    """The run's kernel.json; the test fails when there is none."""
-    state = read_kernel_state(run_dir)
-    assert state is not None, f"no kernel.json in {run_dir}"
-    return state
-
-
-def _value(state: KernelState, knob: str) -> KnobValue:
-    spec = state.knob(knob)
-    assert spec is not None, f"kernel.json publishes no knob {knob!r}"
-    return spec.value
-
-
-def _sgd() -> torch.optim.SGD:
-    return torch.optim.SGD([torch.nn.Parameter(torch.ones(3))], lr=0.1)
 
 
 def _applied_ids(run_dir) -> list[str | None]:
@@ -43,7 +25,7 @@ def _applied_ids(run_dir) -> list[str | None]:
 
 
 def test_a_restarted_kernel_applies_nothing_old(make_kernel, send, run_dir):
-    first = make_kernel(optimizer=_sgd())
+    first = make_kernel(optimizer=sgd())
     send(id="old1", knob="lr", value=0.05)
     send(id="old2", op="checkpoint")  # rejected: no save_fn
     for step in range(3):
@@ -51,7 +33,7 @@ def test_a_restarted_kernel_applies_nothing_old(make_kernel, send, run_dir):
     first.close()
     assert len(read_ledger(run_dir)) == 2
 
-    opt = _sgd()
+    opt = sgd()
     second = make_kernel(optimizer=opt)
     for step in range(3, 6):
         second.step(step)
@@ -65,13 +47,13 @@ def test_a_restarted_kernel_applies_nothing_old(make_kernel, send, run_dir):
 
 
 def test_a_pending_command_survives_a_kernel_rebuilt_in_the_live_run(make_kernel, send, run_dir):
-    make_kernel(optimizer=_sgd())  # never closed: the run is live, in this process
+    make_kernel(optimizer=sgd())  # never closed: the run is live, in this process
     send(id="future", knob="lr", value=0.03, apply_at_step=10)
-    first = make_kernel(optimizer=_sgd())
+    first = make_kernel(optimizer=sgd())
     first.step(0)
-    assert [p.command.id for p in _published(run_dir).pending] == ["future"]
+    assert [p.command.id for p in published(run_dir).pending] == ["future"]
 
-    opt = _sgd()
+    opt = sgd()
     second = make_kernel(optimizer=opt)
     for step in range(1, 15):
         second.step(step)
@@ -79,19 +61,19 @@ def test_a_pending_command_survives_a_kernel_rebuilt_in_the_live_run(make_kernel
     assert opt.param_groups[0]["lr"] == 0.03
     second.close()
 
-    third = make_kernel(optimizer=_sgd())
+    third = make_kernel(optimizer=sgd())
     for step in range(15, 20):
         third.step(step)
     assert len(read_ledger(run_dir)) == 1
-    assert _published(run_dir).pending == []
+    assert published(run_dir).pending == []
 
 
 def test_a_resent_id_is_a_duplicate_after_a_restart(make_kernel, send, run_dir):
-    first = make_kernel(optimizer=_sgd())
+    first = make_kernel(optimizer=sgd())
     send(id="once", knob="lr", value=0.05)
     first.step(0)
     first.close()
-    second = make_kernel(optimizer=_sgd())
+    second = make_kernel(optimizer=sgd())
     send(id="once", knob="lr", value=0.01)
     second.step(1)
     assert [r.decision for r in read_ledger(run_dir)] == ["applied", "rejected"]
@@ -101,7 +83,7 @@ def test_a_resent_id_is_a_duplicate_after_a_restart(make_kernel, send, run_dir):
 
 
 def test_a_stale_cursor_does_not_reapply_ledgered_commands(make_kernel, send, run_dir):
-    first = make_kernel(optimizer=_sgd())
+    first = make_kernel(optimizer=sgd())
     send(id="a", knob="lr", value=0.05)
     send(id="b", knob="lr", value=0.01, apply_at_step=2)
     send(id="bad", knob="nope", value=1.0)
@@ -113,17 +95,17 @@ def test_a_stale_cursor_does_not_reapply_ledgered_commands(make_kernel, send, ru
     # the kernel died after its ledger rows but before kernel.json caught up
     write_json_atomic(run_dir / "kernel.json", {**state, "cursor": 0, "pending": []})
 
-    opt = _sgd()
+    opt = sgd()
     second = make_kernel(optimizer=opt)
     for step in range(3, 6):
         second.step(step)
     assert [r.command_id for r in read_ledger(run_dir)] == ["a", "bad", "b"]
     assert opt.param_groups[0]["lr"] == 0.1
-    assert _published(run_dir).cursor == (run_dir / "commands.jsonl").stat().st_size
+    assert published(run_dir).cursor == (run_dir / "commands.jsonl").stat().st_size
 
 
 def test_a_stale_pending_list_does_not_reapply_a_command(make_kernel, send, run_dir):
-    first = make_kernel(optimizer=_sgd())
+    first = make_kernel(optimizer=sgd())
     send(id="future", knob="lr", value=0.03, apply_at_step=2)
     first.step(0)
     stale = read_json(run_dir / "kernel.json")  # still lists 'future' as pending
@@ -131,7 +113,7 @@ def test_a_stale_pending_list_does_not_reapply_a_command(make_kernel, send, run_
     first.close()
     write_json_atomic(run_dir / "kernel.json", stale)
 
-    opt = _sgd()
+    opt = sgd()
     second = make_kernel(optimizer=opt)
     for step in range(3, 6):
         second.step(step)
@@ -140,26 +122,26 @@ def test_a_stale_pending_list_does_not_reapply_a_command(make_kernel, send, run_
 
 
 def test_a_corrupt_kernel_json_falls_back_to_the_ledger(make_kernel, send, run_dir):
-    first = make_kernel(optimizer=_sgd())
+    first = make_kernel(optimizer=sgd())
     send(id="a", knob="lr", value=0.05)
     first.step(0)
     first.close()
     (run_dir / "kernel.json").write_text("{torn")
-    second = make_kernel(optimizer=_sgd())
+    second = make_kernel(optimizer=sgd())
     second.step(1)
     assert _applied_ids(run_dir) == ["a"]
-    assert _published(run_dir).status == "running"
+    assert published(run_dir).status == "running"
 
 
 def test_a_command_whose_reason_holds_a_line_separator_is_not_reapplied(make_kernel, send, run_dir):
-    first = make_kernel(optimizer=_sgd())
+    first = make_kernel(optimizer=sgd())
     send(id="a", knob="lr", multiplier=0.5, reason="halve\u2028now")
     first.step(0)
     first.close()
     state = read_json(run_dir / "kernel.json")
     assert state is not None
     write_json_atomic(run_dir / "kernel.json", {**state, "cursor": 0})
-    opt = _sgd()
+    opt = sgd()
     opt.param_groups[0]["lr"] = 0.05  # restored from a checkpoint
     second = make_kernel(optimizer=opt)
     second.step(1)
@@ -208,7 +190,7 @@ def test_a_killed_training_process_applies_nothing_twice(run_dir, send, wait_for
     assert Counter(applied) == {"c1": 1, "c2": 1, "c3": 1, "c4": 1}
     expired = [r.command_id for r in read_ledger(run_dir) if r.decision == "expired"]
     assert expired == ["stale"]
-    state = _published(run_dir)
-    assert _value(state, "lr") == 0.05  # 0.05, x0.5, then x2 once
-    assert _value(state, "weight_decay") == 0.01
+    state = published(run_dir)
+    assert knob_value(state, "lr") == 0.05  # 0.05, x0.5, then x2 once
+    assert knob_value(state, "weight_decay") == 0.01
     assert (state.status, state.last_step, state.segment) == ("closed", killed_at + 20, 1)
