@@ -1,7 +1,7 @@
 """Decision records: what the autopilot decided at each tick, why, and what came of it.
 
 ``RUN_DIR/autopilot/decisions.jsonl`` is append-only. A ``decision`` line records one tick's
-inputs (diagnoses, the summary's hash), the proposal with its tokens and cost, the guards'
+inputs (diagnoses, the summary's hash), the proposal with its token usage and cost, the guards'
 verdicts, where it went (the kernel, the review queue, nowhere) and the command ids it sent.
 An ``effect`` line, written later, records the measured effect of one applied command over
 its horizon and whether it was rolled back. ``DecisionLog.read`` joins the two.
@@ -21,14 +21,15 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from autopilot.config import Mode
 from autopilot.diagnoses import Diagnosis
 from autopilot.guards import Verdict
 from autopilot.proposals import Proposal, Proposer
+from autopilot.tokens import Usage, fold_flat_usage
 from kernel.jsonl import JsonlTail, append_line
 from kernel.state import AUTOPILOT_DIR
 from kernel.validation import summarize_validation_error
@@ -57,9 +58,8 @@ class DecisionRecord(BaseModel):
     prompt_version: str | None = None
     fallback_reason: str | None = None
     """Why the LLM was not used although the mode asked for it (never a silent fallback)."""
-    tokens_in: int = Field(default=0, ge=0)
-    tokens_out: int = Field(default=0, ge=0)
-    cost_usd: float = Field(default=0.0, ge=0)
+    usage: Usage = Field(default_factory=Usage)
+    """What the LLM calls of this decision consumed and cost (the proposal's usage)."""
     proposal: Proposal | None = None
     verdicts: list[Verdict] = Field(default_factory=list)
     route: Route = "none"
@@ -67,6 +67,11 @@ class DecisionRecord(BaseModel):
     proposal_id: str | None = None
     """The review item's id (route ``review``) or the commands' ``proposal_id`` (``kernel``)."""
     note: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_usage(cls, data: Any) -> Any:
+        return fold_flat_usage(data)  # lines written before records had a usage
 
 
 class EffectRecord(BaseModel):

@@ -27,6 +27,7 @@ from autopilot.guards import Verdict, check, commands_for
 from autopilot.proposals import Proposal
 from autopilot.state import TickContext, TickState, tick_kernel
 from autopilot.summary import summary_hash
+from autopilot.tokens import Usage
 from kernel import KernelState, LedgerRow, append_command, read_freeze, read_kernel_state
 from kernel.commands import Source
 
@@ -281,9 +282,7 @@ def route(ctx: TickContext, state: TickState) -> TickState:
         proposer=proposal.proposer if proposal else None,
         prompt_version=proposal.prompt_version if proposal else None,
         fallback_reason=proposal.fallback_reason if proposal else None,
-        tokens_in=proposal.tokens_in if proposal else 0,
-        tokens_out=proposal.tokens_out if proposal else 0,
-        cost_usd=proposal.cost_usd if proposal else 0.0,
+        usage=proposal.usage if proposal else Usage(),
         note=proposal.provider_note if proposal else None,
         proposal=proposal,
         verdicts=verdicts,

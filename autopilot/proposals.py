@@ -8,10 +8,11 @@ records, the review queue), so they are pydantic models.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from autopilot.tokens import Usage, fold_flat_usage
 from kernel import KnobValue
 
 Proposer = Literal["rules", "ai", "tune", "human"]
@@ -60,10 +61,14 @@ class Proposal(BaseModel):
     reasoning: str = Field(default="", max_length=8000)
     look_again_steps: int | None = Field(default=None, ge=0)
     prompt_version: str | None = None
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost_usd: float = 0.0
+    usage: Usage = Field(default_factory=Usage)
+    """What the LLM calls behind it consumed and cost (a rules fallback: the failed calls)."""
     fallback_reason: str | None = None
     """Set when this proposal comes from the rules because the LLM could not be used."""
     provider_note: str | None = Field(default=None, max_length=1000)
     """Set once per provider: it refused a response format, and which one is used now."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_usage(cls, data: Any) -> Any:
+        return fold_flat_usage(data)  # decision records and review items written before usage

@@ -12,6 +12,7 @@ from typing import Literal
 
 from autopilot.context import build_context
 from autopilot.state import TickContext, TickState
+from autopilot.tokens import Usage
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ def llm(ctx: TickContext, state: TickState) -> TickState:
         proposal = ctx.llm.get().propose(build_context(ctx, state))
     except LLMUnavailable as exc:
         logger.warning("LLM not used at step %d: %s; using the rules", step, exc.reason)
-        spent = exc.usage.model_dump(include={"tokens_in", "tokens_out", "cost_usd"})
+        spent = exc.usage.model_dump(mode="json")
         update: TickState = {"fallback_reason": exc.reason, "llm_spent": spent}
         if exc.provider_failed:
             update["llm_next_step"] = step + gap
@@ -46,14 +47,9 @@ def after_llm(state: TickState) -> Literal["guard", "rules"]:
 def rules(ctx: TickContext, state: TickState) -> TickState:
     """The rule policy's proposal (also the fallback of the AI modes)."""
     proposal = ctx.rules.propose(build_context(ctx, state, table=False))
-    spent = state.get("llm_spent") or {}
+    spent = Usage.model_validate(state.get("llm_spent") or {})
     proposal = proposal.model_copy(
-        update={
-            "fallback_reason": state.get("fallback_reason"),
-            "tokens_in": int(spent.get("tokens_in", 0)),
-            "tokens_out": int(spent.get("tokens_out", 0)),
-            "cost_usd": float(spent.get("cost_usd", 0.0)),
-        }
+        update={"fallback_reason": state.get("fallback_reason"), "usage": spent}
     )
     return {"proposal": proposal.model_dump(mode="json")}
 

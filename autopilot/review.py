@@ -44,6 +44,7 @@ from autopilot.diagnoses import Diagnosis
 from autopilot.errors import ReviewError
 from autopilot.guards import GuardContext, Verdict, check, commands_for
 from autopilot.proposals import Action, Proposal
+from autopilot.tokens import Usage, fold_flat_usage
 from kernel import Command, KernelState, append_command, read_kernel_state, read_ledger
 from kernel.jsonl import append_line, read_models
 
@@ -72,7 +73,8 @@ class ReviewItem(BaseModel):
     proposal: Proposal
     verdicts: list[Verdict] = Field(default_factory=list)
     """The guards' verdicts when the proposal was made."""
-    cost_usd: float = 0.0
+    usage: Usage = Field(default_factory=Usage)
+    """What getting the proposal consumed and cost (the proposal's usage)."""
     status: ReviewStatus = "pending"
     expires_after_step: int
     decided_at: float | None = None
@@ -86,6 +88,11 @@ class ReviewItem(BaseModel):
     merged_ids: list[str] = Field(default_factory=list)
     """Later decisions that proposed the same actions while this item was pending."""
     merged_steps: list[int] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_usage(cls, data: Any) -> Any:
+        return fold_flat_usage(data)  # queue files written before items had a usage
 
     def approved_actions(self) -> list[Action]:
         """What was approved and sent (an edited action as edited), else what was proposed."""
@@ -199,7 +206,7 @@ class ReviewQueue:
             diagnoses=list(diagnoses),
             proposal=proposal,
             verdicts=list(verdicts),
-            cost_usd=proposal.cost_usd,
+            usage=proposal.usage,
             expires_after_step=step + self.settings.review.expire_after_steps,
         )
 

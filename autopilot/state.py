@@ -66,7 +66,8 @@ class TickState(TypedDict, total=False):
     proposal: dict[str, Any] | None
     fallback_reason: str | None
     llm_spent: dict[str, Any] | None
-    """What a failed LLM call cost before the rules took over (a ``Usage`` as JSON)."""
+    """What a failed LLM call cost before the rules took over: ``Usage.model_dump(mode="json")``,
+    validated again by the ``rules`` node that reads it."""
     verdicts: list[dict[str, Any]]
     changes: list[dict[str, Any]]
     """The latest applied knob changes (ledger rows, any source), oldest first."""

@@ -1,7 +1,9 @@
 """Token counting that works offline, and ``Usage``: what calls consumed.
 
 ``Usage`` is the one shape of token usage: the LLM client returns it, its errors carry it,
-the budget charges it and the policy sums it over a decision's calls.
+the budget charges it, the policy sums it over a decision's calls, and proposals, decision
+records, review items and the tick state carry it. ``fold_flat_usage`` reads the flat
+``tokens_in`` / ``tokens_out`` / ``cost_usd`` of records written before that.
 
 ``tiktoken`` downloads an encoding's file on first use. Here nothing may touch the network:
 the model's own encoding is used only when its file is already in tiktoken's cache, and
@@ -19,6 +21,7 @@ import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from importlib import resources
+from typing import Any
 
 import tiktoken
 from pydantic import BaseModel, ConfigDict, Field
@@ -146,3 +149,26 @@ class Usage(BaseModel):
             calls=self.calls + other.calls,
             cost_usd=self.cost_usd + other.cost_usd,
         )
+
+
+FLAT_USAGE_FIELDS = ("tokens_in", "tokens_out", "cost_usd")
+"""The fields proposals, decision records and review items had before they had a ``usage``."""
+
+
+def fold_flat_usage(data: Any) -> Any:
+    """``data`` (a model's raw input) with its flat usage fields folded into ``usage``.
+
+    For a ``model_validator(mode="before")`` of a model that reads lines written before it
+    had a ``usage`` field. Input that already has ``usage`` is returned as it is.
+
+    Example:
+        >>> fold_flat_usage({"id": "d-1", "tokens_in": 1200, "cost_usd": 0.0003})
+        {'id': 'd-1', 'usage': {'tokens_in': 1200, 'cost_usd': 0.0003}}
+    """
+    if not isinstance(data, dict) or "usage" in data:
+        return data
+    flat = {k: data[k] for k in FLAT_USAGE_FIELDS if k in data}
+    if not flat:
+        return data
+    rest = {k: v for k, v in data.items() if k not in flat}
+    return {**rest, "usage": flat}

@@ -35,6 +35,7 @@ from autopilot.context import key_metric_of
 from autopilot.decisions import DecisionLog, DecisionRecord
 from autopilot.graph import build_graph
 from autopilot.state import TickContext, TickState
+from autopilot.tokens import Usage
 from evals.errors import EvalError
 from evals.results import Alarm, ReplayPolicy, ReplayReport, ReplayRun
 from evals.results_log import git_commit
@@ -103,8 +104,8 @@ def replay(
         healthy_steps=healthy.steps,
         healthy_alarms=healthy.alarms,
         false_alarms_per_1k_healthy_steps=healthy.per_1k_steps,
-        tokens_per_run=_mean([r.tokens_in + r.tokens_out for r in results]),
-        usd_per_run=_mean([r.cost_usd for r in results]),
+        tokens_per_run=_mean([r.usage.tokens_in + r.usage.tokens_out for r in results]),
+        usd_per_run=_mean([r.usage.cost_usd for r in results]),
         wall_s=time.monotonic() - started,
         git_commit=git_commit(),
         created=time.time(),
@@ -144,9 +145,7 @@ def replay_run(
         events=[(e.kind, e.onset_step) for e in run.labels.events],
         alarms=len(alarms),
         ticks=ticks,
-        tokens_in=sum(d.tokens_in for d in decisions),
-        tokens_out=sum(d.tokens_out for d in decisions),
-        cost_usd=sum(d.cost_usd for d in decisions),
+        usage=sum((d.usage for d in decisions), Usage()),
         llm_calls=sum(1 for d in decisions if d.proposer == "ai"),
         fallbacks=sum(1 for d in decisions if d.fallback_reason),
         wall_s=time.monotonic() - started,

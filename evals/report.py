@@ -160,8 +160,8 @@ def _runs_table(runs: list[ReplayRun], alarms: list[Alarm]) -> str:
             r.run,
             ", ".join(f"{kind}@{onset}" for kind, onset in r.events) or "healthy",
             _alarm_list(by_run[r.run]),
-            f"{r.tokens_in + r.tokens_out:,}",
-            _usd(r.cost_usd),
+            f"{r.usage.tokens_in + r.usage.tokens_out:,}",
+            _usd(r.usage.cost_usd),
         ]
         for r in runs
     ]

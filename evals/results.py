@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from autopilot.diagnoses import Evidence
+from autopilot.tokens import Usage
 from kernel import KnobValue
 
 LabelKind = Literal["plateau", "divergence", "overfitting"]
@@ -63,9 +64,8 @@ class ReplayRun(_Result):
     """The labelled ``(kind, onset_step)`` pairs; empty for a healthy run."""
     alarms: int
     ticks: int
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost_usd: float = 0.0
+    usage: Usage = Field(default_factory=Usage)
+    """What the LLM consumed and cost over the run's decisions."""
     llm_calls: int = 0
     fallbacks: int = 0
     """Decisions in which the ``ai`` policy fell back to the rules."""
@@ -140,9 +140,8 @@ class BenchRun(_Result):
     """The key metric at the last evaluation; ``None`` when it was not finite."""
     diverged: bool = False
     interventions: list[Intervention] = Field(default_factory=list)
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost_usd: float = 0.0
+    usage: Usage = Field(default_factory=Usage)
+    """``ai``: what the LLM consumed and cost over the run's decisions."""
     fallbacks: int = 0
     """``ai``: decisions the rules made because the LLM could not be used (see the run's
     ``autopilot decisions`` for each reason)."""

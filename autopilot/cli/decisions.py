@@ -71,13 +71,18 @@ def verdict_lines(verdicts: Sequence[Verdict], indent: str = "") -> list[str]:
         (
             str(v.index),
             v.requested.describe(),
-            v.status,
+            verdict_text(v),
             f"{value_text(v.before)} -> {value_text(v.value)}" if v.passed else "-",
             v.reason,
         )
         for v in verdicts
     ]
     return table(VERDICT_HEADERS, rows, indent)
+
+
+def verdict_text(v: Verdict) -> str:
+    """``clamped (max_step)``: the status, and the guard that decided it when one did."""
+    return f"{v.status} ({v.rule})" if v.rule else v.status
 
 
 def effect_text(effect: EffectRecord) -> str:
@@ -97,8 +102,8 @@ def _proposer_text(r: DecisionRecord) -> str:
         return "none" + (f" (fallback: {r.fallback_reason})" if r.fallback_reason else "")
     parts = [r.proposer + (f" (fallback: {r.fallback_reason})" if r.fallback_reason else "")]
     parts.append(f"prompt {r.prompt_version or '-'}")
-    parts.append(f"tokens {r.tokens_in} in / {r.tokens_out} out")
-    parts.append(f"${r.cost_usd:.4f}")
+    parts.append(f"tokens {r.usage.tokens_in} in / {r.usage.tokens_out} out")
+    parts.append(f"${r.usage.cost_usd:.4f}")
     return "  ".join(parts)
 
 

@@ -83,7 +83,7 @@ def item_lines(item: ReviewItem) -> list[str]:
     prompt = f", prompt {p.prompt_version}" if p.prompt_version else ""
     lines.append(
         f"  proposed at step {item.step} by {p.proposer}{prompt}, confidence "
-        f"{p.confidence:g}, cost ${item.cost_usd:.4f}"
+        f"{p.confidence:g}, cost ${item.usage.cost_usd:.4f}"
     )
     if p.fallback_reason:
         lines.append(f"  fallback: {p.fallback_reason}")
@@ -136,7 +136,7 @@ def _list_row(item: ReviewItem) -> tuple[str, ...]:
         item.status,
         item.proposal.proposer,
         actions,
-        f"${item.cost_usd:.4f}",
+        f"${item.usage.cost_usd:.4f}",
         kinds,
     )
 

@@ -87,12 +87,7 @@ class _Spent:
 
     def record_fields(self) -> dict[str, Any]:
         """The proposal's fields for this spend."""
-        return {
-            "tokens_in": self.usage.tokens_in,
-            "tokens_out": self.usage.tokens_out,
-            "cost_usd": self.usage.cost_usd,
-            "provider_note": self.note,
-        }
+        return {"usage": self.usage, "provider_note": self.note}
 
 
 class LLMPolicy:

@@ -116,8 +116,8 @@ def _cell(
         hi=_finite(max(finals)),
         gap_closed=gap,
         interventions=float(statistics.median(len(r.interventions) for r in runs)),
-        tokens=float(sum(r.tokens_in + r.tokens_out for r in runs)) / len(runs),
-        usd=sum(r.cost_usd for r in runs) / len(runs),
+        tokens=float(sum(r.usage.tokens_in + r.usage.tokens_out for r in runs)) / len(runs),
+        usd=sum(r.usage.cost_usd for r in runs) / len(runs),
         wall_s=sum(r.wall_s for r in runs),
         runs_used=sum(r.runs_used for r in runs),
     )

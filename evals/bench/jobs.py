@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from autopilot.config import Settings
+from autopilot.tokens import Usage
 from evals.results import BenchPolicy, BenchRun, Intervention
 from evals.tasks import TASKS, TaskConfig, TrainOutcome, train_task
 
@@ -102,7 +103,7 @@ def policy_run(
         )
     finally:
         pilot.close()
-    tokens_in, tokens_out, cost, fallbacks = _spend(run_dir)
+    usage, fallbacks = _spend(run_dir)
     return _result(
         task,
         policy,
@@ -111,7 +112,7 @@ def policy_run(
         started,
         params=task.start,
         interventions=_interventions(run_dir),
-        tokens=(tokens_in, tokens_out, cost),
+        usage=usage,
         fallbacks=fallbacks,
     )
 
@@ -185,7 +186,7 @@ def _result(
     *,
     params: dict[str, float],
     interventions: list[Intervention] | None = None,
-    tokens: tuple[int, int, float] = (0, 0, 0.0),
+    usage: Usage | None = None,
     fallbacks: int = 0,
     runs_used: int = 1,
 ) -> BenchRun:
@@ -197,9 +198,7 @@ def _result(
         final=outcome.final if finite else None,
         diverged=not finite,
         interventions=interventions or [],
-        tokens_in=tokens[0],
-        tokens_out=tokens[1],
-        cost_usd=tokens[2],
+        usage=usage or Usage(),
         fallbacks=fallbacks,
         wall_s=time.monotonic() - started,
         runs_used=runs_used,
@@ -226,14 +225,10 @@ def _interventions(run_dir: Path) -> list[Intervention]:
     ]
 
 
-def _spend(run_dir: Path) -> tuple[int, int, float, int]:
-    """LLM tokens in and out, USD, and the decisions that fell back to the rules."""
+def _spend(run_dir: Path) -> tuple[Usage, int]:
+    """What the LLM consumed and cost, and the decisions that fell back to the rules."""
     from autopilot.decisions import DecisionLog
 
     records = [view.record for view in DecisionLog(run_dir).read()]
-    return (
-        sum(r.tokens_in for r in records),
-        sum(r.tokens_out for r in records),
-        sum(r.cost_usd for r in records),
-        sum(1 for r in records if r.fallback_reason),
-    )
+    usage = sum((r.usage for r in records), Usage())
+    return usage, sum(1 for r in records if r.fallback_reason)

@@ -10,6 +10,7 @@ from _runs import mul, proposal
 from autopilot.decisions import DecisionLog, DecisionRecord, EffectRecord, parse_record
 from autopilot.diagnoses import Diagnosis
 from autopilot.guards import Verdict
+from autopilot.tokens import Usage
 
 
 def decision(id: str = "d1000-abc", **kw) -> DecisionRecord:
@@ -23,9 +24,7 @@ def decision(id: str = "d1000-abc", **kw) -> DecisionRecord:
         ],
         "proposer": "ai",
         "prompt_version": "planner-v1",
-        "tokens_in": 1200,
-        "tokens_out": 150,
-        "cost_usd": 0.0003,
+        "usage": Usage(tokens_in=1200, tokens_out=150, calls=2, cost_usd=0.0003),
         "proposal": proposal(mul("lr", 0.5)),
         "verdicts": [
             Verdict(
@@ -114,3 +113,28 @@ def test_an_effect_without_its_decision_is_not_shown(tmp_path: Path) -> None:
 def test_parse_record_tells_the_kinds_apart() -> None:
     assert isinstance(parse_record(decision().model_dump_json()), DecisionRecord)
     assert isinstance(parse_record(effect(rolled_back=True).model_dump_json()), EffectRecord)
+
+
+OLD_LINE = (
+    '{"record": "decision", "id": "d1000-abc", "step": 1000, "time": 1700000000.0, '
+    '"mode": "ai_auto", "summary_hash": "abc123", "diagnoses": [], "proposer": "ai", '
+    '"prompt_version": "analyst-v1+planner-v1", "fallback_reason": null, "tokens_in": 1200, '
+    '"tokens_out": 150, "cost_usd": 0.0003, "proposal": {"proposer": "ai", "diagnosis": '
+    '"flat", "kind": "plateau", "actions": [{"knob": "lr", "value": null, "multiplier": 0.5, '
+    '"reason": "", "rolls_back": null}], "confidence": 0.9, "reasoning": "", '
+    '"look_again_steps": null, "prompt_version": "analyst-v1+planner-v1", "tokens_in": 1200, '
+    '"tokens_out": 150, "cost_usd": 0.0003, "fallback_reason": null, "provider_note": null}, '
+    '"verdicts": [], "route": "none", "command_ids": [], "proposal_id": null, "note": null}'
+)
+"""A decision line as written before records had a ``usage`` (flat tokens and cost)."""
+
+
+def test_a_line_written_before_usage_is_read_into_usage(tmp_path: Path) -> None:
+    path = tmp_path / "autopilot" / "decisions.jsonl"
+    path.parent.mkdir()
+    path.write_text(OLD_LINE + "\n")
+    [view] = DecisionLog(tmp_path).read()
+    old = Usage(tokens_in=1200, tokens_out=150, cost_usd=0.0003)
+    assert view.record.usage == old
+    assert view.record.proposal is not None and view.record.proposal.usage == old
+    assert parse_record(view.record.model_dump_json()) == view.record  # written back new

@@ -309,7 +309,8 @@ def test_ai_auto_mode_rescues_a_diverging_run_with_the_llm(run_in, llm_server) -
     row, decision = rescued(run, "ai")
     assert isinstance(row.before, float) and row.after == pytest.approx(row.before * 0.1)
     assert decision.proposer == "ai" and decision.fallback_reason is None
-    assert decision.prompt_version and decision.tokens_in > 0 and decision.tokens_out > 0
+    assert decision.prompt_version and decision.usage.tokens_in > 0
+    assert decision.usage.tokens_out > 0
     schemas = [c["response_format"]["json_schema"]["name"] for c in llm_server.calls]
     assert schemas[:2] == ["AnalystOutput", "PlannerOutput"]
     assert all(c["model"] == TEST_MODEL for c in llm_server.calls)

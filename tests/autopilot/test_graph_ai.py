@@ -65,8 +65,9 @@ def test_ai_auto_sends_the_planners_change_with_its_cost(
     assert (record.proposer, record.fallback_reason, record.route) == ("ai", None, "kernel")
     assert record.prompt_version and record.prompt_version.startswith("analyst@")
     assert "+planner@" in record.prompt_version
-    assert (record.tokens_in, record.tokens_out) == (240, 80)  # two calls, 120 + 40 each
-    assert record.cost_usd == pytest.approx((240 * PRICE_IN + 80 * PRICE_OUT) / 1e6)
+    usage = record.usage
+    assert (usage.tokens_in, usage.tokens_out, usage.calls) == (240, 80, 2)  # 120 + 40 each
+    assert record.usage.cost_usd == pytest.approx((240 * PRICE_IN + 80 * PRICE_OUT) / 1e6)
     [command] = commands(run_dir)
     assert (command.source, command.proposal_id, command.multiplier) == ("ai", record.id, 0.1)
     [row] = applied(run_dir, command.id)
@@ -97,6 +98,7 @@ def test_each_llm_failure_falls_back_to_the_rules_and_says_why(
     [command] = commands(run_dir)
     assert (command.source, command.multiplier) == ("rules", 0.1)
     assert (len(llm_server.calls) == 0) == (case == "no key")
+    assert record.usage.calls == len(llm_server.calls)  # the failed calls' usage is recorded
 
 
 def test_the_budget_cap_stops_llm_calls_and_the_rules_take_over(
@@ -120,7 +122,7 @@ def test_the_budget_cap_stops_llm_calls_and_the_rules_take_over(
     assert all(r.proposer == "rules" for r in later) and later == _budget_fallbacks(run_dir)
     spent = Budget(run_dir, settings).spent_run()
     assert spent <= cap
-    assert spent == pytest.approx(sum(r.cost_usd for r in records))  # every charge recorded
+    assert spent == pytest.approx(sum(r.usage.cost_usd for r in records))  # every charge recorded
     so_far, worst = _refusal_figures(refused.fallback_reason or "")
     assert so_far <= cap < so_far + worst  # refused only once the next call could pass the cap
 
@@ -174,7 +176,7 @@ def test_ai_suggest_puts_the_ai_proposal_in_the_review_queue(
     assert (record.route, record.proposal_id, item.id) == ("review", item.id, record.id)
     assert item.proposal.proposer == "ai" and item.proposal.prompt_version
     assert [a.describe() for a in item.proposal.actions] == ["lr x0.1"]
-    assert item.cost_usd == record.cost_usd > 0
+    assert item.usage == record.usage and record.usage.cost_usd > 0
     assert commands(run_dir) == []
 
 

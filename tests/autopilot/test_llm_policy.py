@@ -124,9 +124,9 @@ def test_analyst_then_planner_make_a_proposal(llm_server, llm_settings, run_dir)
     assert [a.describe() for a in proposal.actions] == ["lr x0.5"]
     assert proposal.diagnosis == "plateau on val/loss: val/loss flat for 480 steps"
     assert proposal.confidence == 0.7 and proposal.look_again_steps == 200
-    assert (proposal.tokens_in, proposal.tokens_out) == (1300, 110)
-    assert proposal.cost_usd == pytest.approx((1300 * 1.0 + 110 * 2.0) / 1e6)
-    assert Budget(run_dir, llm_settings).spent_run() == pytest.approx(proposal.cost_usd)
+    assert (proposal.usage.tokens_in, proposal.usage.tokens_out) == (1300, 110)
+    assert proposal.usage.cost_usd == pytest.approx((1300 * 1.0 + 110 * 2.0) / 1e6)
+    assert Budget(run_dir, llm_settings).spent_run() == pytest.approx(proposal.usage.cost_usd)
 
 
 def test_the_analyst_reads_the_table_and_the_planner_the_knobs(llm_server, llm_settings, run_dir):
@@ -306,7 +306,7 @@ def test_a_refused_response_format_is_noted_once_in_the_proposal(llm_server, llm
         first.provider_note
     )
     assert [a.describe() for a in first.actions] == ["lr x0.5"]
-    assert first.tokens_in == 240  # the refused request was not billed
+    assert first.usage.tokens_in == 240  # the refused request was not billed
     assert policy.propose(context()).provider_note is None
     assert len(llm_server.calls) == 5
 

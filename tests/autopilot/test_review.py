@@ -16,6 +16,7 @@ from autopilot.config import Settings
 from autopilot.errors import ReviewError
 from autopilot.guards import GuardContext, check
 from autopilot.review import ReviewItem, ReviewQueue
+from autopilot.tokens import Usage
 from kernel import read_kernel_state, write_freeze
 from kernel.state import write_kernel_state
 
@@ -234,3 +235,28 @@ def test_a_run_whose_process_died_approves_nothing(queue: ReviewQueue) -> None:
     with pytest.raises(ReviewError, match=r"is over \(its process is gone\)"):
         queue.approve("rv-1")
     assert queue.get("rv-1").status == "pending" and queued(queue.run_dir) == []
+
+
+OLD_ITEM = (
+    '{"event": "proposed", "id": "rv-old", "at": 1700000000.0, "step": 1000, "item": '
+    '{"id": "rv-old", "step": 1000, "created_at": 1700000000.0, "diagnoses": [], "proposal": '
+    '{"proposer": "ai", "diagnosis": "flat", "actions": [{"knob": "lr", "multiplier": 0.5}], '
+    '"tokens_in": 900, "tokens_out": 80, "cost_usd": 0.0012}, "verdicts": [], '
+    '"cost_usd": 0.0012, "status": "pending", "expires_after_step": 1500}}'
+)
+"""A queue line as written before items had a ``usage`` (a flat ``cost_usd``)."""
+
+
+def test_an_item_written_before_usage_is_read_into_usage(queue: ReviewQueue) -> None:
+    queue.path.parent.mkdir(parents=True, exist_ok=True)
+    queue.path.write_text(OLD_ITEM + "\n")
+    item = queue.get("rv-old")
+    assert item.usage == Usage(cost_usd=0.0012)
+    assert item.proposal.usage == Usage(tokens_in=900, tokens_out=80, cost_usd=0.0012)
+    assert item.status == "pending"
+
+
+def test_a_new_item_carries_its_proposals_usage(queue: ReviewQueue) -> None:
+    p = proposal(mul("lr", 0.5)).model_copy(update={"usage": Usage(tokens_in=5, cost_usd=0.5)})
+    item = queue.add(queue.new_item(step=1000, proposal=p, verdicts=[]))
+    assert queue.get(item.id).usage == p.usage

@@ -15,6 +15,7 @@ from autopilot.decisions import DecisionLog, DecisionRecord, EffectRecord
 from autopilot.diagnoses import Diagnosis
 from autopilot.guards import GuardContext, check
 from autopilot.review import ReviewQueue
+from autopilot.tokens import Usage
 from kernel import read_kernel_state, read_ledger
 from kernel.state import write_kernel_state
 
@@ -169,9 +170,7 @@ def test_decisions_print_readably(run_dir: Path, capsys) -> None:
                 diagnoses=[PLATEAU],
                 proposer="rules",
                 fallback_reason="no API key in $OPENAI_API_KEY",
-                tokens_in=1200,
-                tokens_out=0,
-                cost_usd=0.0,
+                usage=Usage(tokens_in=1200, calls=1),
                 proposal=p,
                 verdicts=verdicts,
                 route=route,  # type: ignore[arg-type]
@@ -207,6 +206,16 @@ def test_decisions_print_readably(run_dir: Path, capsys) -> None:
     assert view["record"]["id"] == "d1" and view["effects"] == []
     code, _, err = run(capsys, "--dir", run_dir, "decisions", "--tail", 0)
     assert_one_error_line(code, err, "--tail must be at least 1, got 0")
+
+
+def test_decisions_name_the_rule_of_each_verdict(run_dir: Path, capsys) -> None:
+    p = proposal(mul("lr", 0.5), mul("no_such_knob", 2.0))
+    verdicts = check(p, GuardContext.from_run(run_dir), Settings())
+    record = DecisionRecord(id="d0", step=1000, mode="auto", proposal=p, verdicts=verdicts)
+    DecisionLog(run_dir).append(record)
+    _, out, _ = run(capsys, "--dir", run_dir, "decisions")
+    assert "lr x0.5          allowed                  0.1 -> 0.05" in out  # no guard stepped in
+    assert "no_such_knob x2  rejected (unknown_knob)  -" in out
 
 
 # -- end to end with a real kernel ----------------------------------------------------------

@@ -92,9 +92,9 @@ def test_the_static_policy_never_intervenes_and_the_autopilots_do_through_the_le
 
 def test_only_the_ai_policy_costs_tokens(bench):
     ai = run_of(bench, "ai")
-    assert ai.tokens_in > 0 and ai.cost_usd > 0 and ai.fallbacks == 0
-    assert cell(bench, "ai").usd == pytest.approx(ai.cost_usd)
-    assert all(r.tokens_in == 0 for r in bench.runs if r.policy != "ai")
+    assert ai.usage.tokens_in > 0 and ai.usage.cost_usd > 0 and ai.fallbacks == 0
+    assert cell(bench, "ai").usd == pytest.approx(ai.usage.cost_usd)
+    assert all(r.usage.tokens_in == 0 for r in bench.runs if r.policy != "ai")
 
 
 def test_tune_spends_its_trials_and_keeps_the_best(bench):

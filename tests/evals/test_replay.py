@@ -69,7 +69,7 @@ def test_ai_alarms_are_the_analysts_with_their_tokens_and_cost(runs, llm_setting
     assert {a.kind for a in alarms} == {"divergence"}
     sick = next(r for r in report.runs if r.run == "digits_divergence")
     assert sick.llm_calls >= 1 and sick.fallbacks == 0
-    assert sick.tokens_in == 120 * 2 * sick.llm_calls  # analyst + planner per decision
+    assert sick.usage.tokens_in == 120 * 2 * sick.llm_calls  # analyst + planner per decision
     assert report.usd_per_run > 0 and (report.prompt_version or "").startswith("analyst@")
     assert len(llm_server.calls) == 2 * sick.llm_calls  # the healthy run asked nothing
 
@@ -80,7 +80,7 @@ def test_an_analyst_that_finds_the_run_healthy_overrules_the_detectors(
     llm_server.script(analyst_says("healthy"))
     report, alarms = replay(runs[:1], policy="ai", settings=llm_settings)
     assert alarms == []
-    assert report.runs[0].llm_calls >= 1 and report.runs[0].tokens_in > 0
+    assert report.runs[0].llm_calls >= 1 and report.runs[0].usage.tokens_in > 0
     assert next(s for s in report.scores if s.kind == "divergence").recall == 0.0
 
 

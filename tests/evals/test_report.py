@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from autopilot.tokens import Usage
 from evals.report import (
     bench_table,
     format_duration,
@@ -35,8 +36,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def _replay_run(name: str, events: list, tokens: int = 0, usd: float = 0.0) -> ReplayRun:
     return ReplayRun(run=name, path=f"evals/corpus/{name}", key_metric="val/loss", steps=100,
-                     last_step=2000, events=events, alarms=0, ticks=40, tokens_in=tokens,
-                     tokens_out=tokens // 4, cost_usd=usd, llm_calls=40 if tokens else 0,
+                     last_step=2000, events=events, alarms=0, ticks=40,
+                     usage=Usage(tokens_in=tokens, tokens_out=tokens // 4, cost_usd=usd),
+                     llm_calls=40 if tokens else 0,
                      wall_s=1.5)  # fmt: skip
 
 

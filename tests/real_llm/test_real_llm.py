@@ -165,7 +165,7 @@ def check_every_call(run_dir: Path, records: list[DecisionRecord], transport: Ti
     charged = [e for e in charges if e.type == "charge"]
     assert len(charged) == len([e for e in charges if e.type == "reserve"])  # none left held
     assert all(e.tokens_in > 0 for e in charged) and sum(e.usd for e in charged) > 0
-    assert sum(r.tokens_in for r in records) == sum(e.tokens_in for e in charged)
+    assert sum(r.usage.tokens_in for r in records) == sum(e.tokens_in for e in charged)
     assert transport.seconds and max(transport.seconds) <= TIMEOUT_S + 5
     return charged
 
