@@ -18,7 +18,7 @@ from kernel.commands import Command, KnobValue, format_value, parse_command_line
 from kernel.errors import CommandError, KnobError
 from kernel.freeze import RecipeEntry
 from kernel.knobs import Knob
-from kernel.ledger import Ledger
+from kernel.ledger import Ledger, command_fields
 from kernel.lifecycle import segment_mismatch
 from kernel.state import FreezeMode, PendingCommand
 
@@ -126,18 +126,7 @@ class CommandExecutor:
             logger.exception("could not record the failure in the ledger either")
 
     def _execute(self, offset: int | None, cmd: Command, step: int | None) -> None:
-        row = {
-            "command_id": cmd.id,
-            "source": cmd.source,
-            "op": cmd.op,
-            "knob": cmd.knob,
-            "proposal_id": cmd.proposal_id,
-            "decision_id": cmd.decision_id,
-            "intent": cmd.intent,
-            "for_diagnosis": cmd.for_diagnosis,
-            "rolls_back": cmd.rolls_back,
-            "offset": offset,
-        }
+        row: dict[str, Any] = command_fields(cmd, offset)
         if cmd.op == "set":
             if self.freeze != "off":
                 self.ledger.record(

@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from kernel.commands import Intent, KnobValue
+from kernel.commands import Command, Intent, KnobValue
 from kernel.jsonl import append_line, read_models
 
 logger = logging.getLogger(__name__)
@@ -54,6 +54,23 @@ class LedgerRow(BaseModel):
     segment: int | None = None
     """The run segment the row belongs to (0 for the first run in the directory)."""
     offset: int | None = None
+
+
+def command_fields(command: Command, offset: int | None) -> dict[str, object]:
+    """What a ledger row repeats of the command it answers: who sent it, what it touches,
+    and its structured intent (never recovered later from the reason text)."""
+    return {
+        "command_id": command.id,
+        "source": command.source,
+        "op": command.op,
+        "knob": command.knob,
+        "proposal_id": command.proposal_id,
+        "decision_id": command.decision_id,
+        "intent": command.intent,
+        "for_diagnosis": command.for_diagnosis,
+        "rolls_back": command.rolls_back,
+        "offset": offset,
+    }
 
 
 def read_ledger(run_dir: str | os.PathLike[str]) -> list[LedgerRow]:

@@ -20,7 +20,7 @@ from pathlib import Path
 from kernel.commands import COMMANDS_FILE, Command, parse_command_line
 from kernel.errors import CommandError, KernelError, RunDirError
 from kernel.jsonl import JsonlTail
-from kernel.ledger import Decision, Ledger, LedgerRow
+from kernel.ledger import Decision, Ledger, LedgerRow, command_fields
 from kernel.state import PendingCommand, read_kernel_state, write_kernel_state
 
 __all__ = ["clear_queued", "plan_start"]
@@ -139,16 +139,7 @@ def _expire(ledger: Ledger, offset: int, cmd: Command, why: str | None) -> Ledge
     return ledger.record(
         step=None,
         decision="expired",
-        offset=offset,
-        command_id=cmd.id,
-        source=cmd.source,
-        op=cmd.op,
-        knob=cmd.knob,
-        proposal_id=cmd.proposal_id,
-        decision_id=cmd.decision_id,
-        intent=cmd.intent,
-        for_diagnosis=cmd.for_diagnosis,
-        rolls_back=cmd.rolls_back,
+        **command_fields(cmd, offset),
         reason=why or _left_over(ledger.segment),
     )
 
