@@ -70,6 +70,15 @@ class Estimate:
     tokens_out: int
     usd: float
 
+    def __add__(self, other: Estimate) -> Estimate:
+        """The worst case of both calls (of one model), held together."""
+        return Estimate(
+            model=self.model,
+            tokens_in=self.tokens_in + other.tokens_in,
+            tokens_out=self.tokens_out + other.tokens_out,
+            usd=self.usd + other.usd,
+        )
+
 
 @dataclass(frozen=True, kw_only=True)
 class Reservation:

@@ -8,7 +8,13 @@ how a request asks for JSON and which way each provider accepts; every failure i
 from autopilot.llm.client import ATTEMPTS, LLMClient, LLMReply
 from autopilot.llm.errors import LLMError, LLMErrorKind, LLMUnavailable
 from autopilot.llm.formats import Format, ProviderFormats, response_format_for
-from autopilot.llm.schemas import AnalystKind, AnalystOutput, PlannedAction, PlannerOutput
+from autopilot.llm.schemas import (
+    AnalystKind,
+    AnalystOutput,
+    PlannedAction,
+    PlannerOutput,
+    planner_output_for,
+)
 
 __all__ = [
     "ATTEMPTS",
@@ -23,5 +29,6 @@ __all__ = [
     "PlannedAction",
     "PlannerOutput",
     "ProviderFormats",
+    "planner_output_for",
     "response_format_for",
 ]

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -159,3 +160,32 @@ class PlannerOutput(_Output):
     confidence: float = Field(ge=0.0, le=1.0)
     reasoning: str = Field(default="", max_length=2000)
     look_again_steps: int | None = Field(default=None, ge=0, le=1_000_000)
+
+
+@functools.lru_cache(maxsize=64)
+def planner_output_for(knobs: tuple[str, ...]) -> type[PlannerOutput]:
+    """``PlannerOutput`` whose schema, as sent, lists this run's ``knobs`` as the ``enum`` of
+    ``knob``, so a grammar-constrained provider can only name a knob that exists
+    (SmolLM2-135M under llama.cpp wrote ``",lr: -1.5,weight_decay:}, {"`` as a knob name).
+    Validation stays as lenient as ``PlannerOutput``'s: a provider without a grammar that
+    names another knob still gets its other actions judged, and the guards reject that one
+    with the run's knobs listed.
+
+    Example:
+        >>> schema = planner_output_for(("lr", "weight_decay")).model_json_schema()
+        >>> schema["properties"]["actions"]["items"]["properties"]["knob"]
+        {'type': 'string', 'enum': ['lr', 'weight_decay']}
+    """
+    if not knobs:
+        return PlannerOutput
+    names = list(knobs)
+
+    class RunPlannerOutput(PlannerOutput):
+        @classmethod
+        def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+            schema = super().model_json_schema(*args, **kwargs)
+            schema["properties"]["actions"]["items"]["properties"]["knob"]["enum"] = names
+            return schema
+
+    RunPlannerOutput.__name__ = RunPlannerOutput.__qualname__ = "PlannerOutput"
+    return RunPlannerOutput

@@ -33,7 +33,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
-from autopilot.budget import Budget
+from autopilot.budget import Budget, Estimate
 from autopilot.config import Settings
 from autopilot.errors import BudgetExceeded
 from autopilot.llm import (
@@ -43,6 +43,7 @@ from autopilot.llm import (
     LLMError,
     LLMUnavailable,
     PlannerOutput,
+    planner_output_for,
 )
 from autopilot.llm.client import LLMReply, Message
 from autopilot.llm.formats import response_format_for
@@ -149,10 +150,12 @@ class LLMPolicy:
         """The planner's call for ``ctx`` and the analyst's diagnosis, as ``propose`` sends it."""
         fields = planner_fields(ctx, analysis, self._settings.guards.max_actions)
         messages = self._planner.messages(**fields)
-        return Request(prompt_id=self._planner.id, messages=messages, schema=PlannerOutput)
+        schema = planner_output_for(tuple(ctx.knobs))  # the run's knob names, as an enum
+        return Request(prompt_id=self._planner.id, messages=messages, schema=schema)
 
     def _propose(self, client: LLMClient, ctx: PolicyContext, spent: _Spent) -> Proposal:
-        analysis = self._call(client, self.analyst_request(ctx), spent)
+        ahead = self._estimate(self.planner_request(ctx, _ANY_ANALYSIS))
+        analysis = self._call(client, self.analyst_request(ctx), spent, also_held=ahead)
         if analysis.kind == "healthy":
             return Proposal(
                 proposer="ai",
@@ -166,12 +169,35 @@ class LLMPolicy:
         plan = self._call(client, self.planner_request(ctx, analysis), spent)
         return self._proposal(analysis, plan, spent)
 
-    def _call(self, client: LLMClient, request: Request[M], spent: _Spent) -> M:
-        """One budgeted call: estimate, reserve, ask, charge (a failed call too)."""
+    def upfront_worst_case(self, ctx: PolicyContext) -> Estimate:
+        """What the budget must have room for before the analyst is asked: its call and the
+        planner's that follows. A diagnosis without a plan is money spent for nothing; the
+        planner's real prompt holds the real analysis, so its own reservation is checked
+        again when it is made."""
+        planner = self.planner_request(ctx, _ANY_ANALYSIS)
+        return self._estimate(self.analyst_request(ctx)) + self._estimate(planner)
+
+    def _estimate(self, request: Request[Any]) -> Estimate:
+        """The worst case of ``request``: every attempt at ``llm.max_output_tokens``."""
         limit = self._settings.llm.max_output_tokens
-        estimate = self._budget.estimate(
+        return self._budget.estimate(
             request.messages, limit, attempts=ATTEMPTS, extra_text=request.schema_text
         )
+
+    def _call(
+        self,
+        client: LLMClient,
+        request: Request[M],
+        spent: _Spent,
+        *,
+        also_held: Estimate | None = None,
+    ) -> M:
+        """One budgeted call: estimate, reserve (with ``also_held``, the worst case of a
+        call that must be affordable after this one), ask, charge (a failed call too)."""
+        limit = self._settings.llm.max_output_tokens
+        estimate = self._estimate(request)
+        if also_held is not None:
+            estimate = estimate + also_held
         held = self._budget.reserve(estimate, request.prompt_id)
         try:
             reply: LLMReply[M] = client.structured(
@@ -229,6 +255,10 @@ class LLMPolicy:
         line = " ".join(reason.split())
         logger.warning("LLM policy unavailable: %s", line)
         return LLMUnavailable(line, usage=spent.usage, provider_failed=provider_failed)
+
+
+_ANY_ANALYSIS = AnalystOutput(kind="other", summary="a problem", confidence=0.5)
+"""A stand-in diagnosis to size the planner's call before the analyst has answered."""
 
 
 def _evidence(analysis: AnalystOutput) -> str:

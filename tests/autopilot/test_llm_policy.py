@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from autopilot.budget import Budget
 from autopilot.diagnoses import Diagnosis
 from autopilot.llm import AnalystOutput, LLMClient, PlannerOutput
+from autopilot.llm.formats import response_format_for
 from autopilot.observe import fold_records
 from autopilot.policies._base import PastDecision, PolicyContext
 from autopilot.policies.llm import LLMPolicy, LLMUnavailable, Request
@@ -185,6 +186,17 @@ def test_a_healthy_run_gets_no_actions_and_no_planner_call(llm_server, llm_setti
     assert proposal.prompt_version == "analyst@v2" and len(llm_server.calls) == 1
 
 
+def test_the_planner_schema_names_the_runs_knobs_for_a_grammar(llm_settings, run_dir):
+    ctx = context()
+    request = policy_for(llm_settings, run_dir).planner_request(ctx, ANALYSIS)
+    for fmt in ("json_schema", "json_object+schema"):
+        body = response_format_for(request.schema, fmt)
+        schema = body["json_schema"]["schema"] if fmt == "json_schema" else body["schema"]
+        knob = schema["properties"]["actions"]["items"]["properties"]["knob"]
+        assert knob == {"type": "string", "enum": list(ctx.knobs)}
+    assert request.schema.__name__ == "PlannerOutput"
+
+
 def test_actions_out_of_bounds_or_on_unknown_knobs_pass_through_to_the_guards(
     llm_server, llm_settings, run_dir
 ):
@@ -271,10 +283,29 @@ def test_a_tiny_cap_stops_calls_exactly_at_the_cap(llm_server, make_settings, ru
     assert spent <= cap < spent + worst
 
 
+def test_the_analyst_is_not_asked_when_the_planner_could_not_follow(
+    llm_server, make_settings, run_dir
+):
+    llm_server.script(answer(PLATEAU), answer(PLAN))
+    probe = policy_for(make_settings(), run_dir / "probe")
+    request = probe.analyst_request(context())
+    analyst = Budget(run_dir / "probe", make_settings()).estimate(
+        request.messages, 300, attempts=2, extra_text=request.schema_text
+    )
+    cap = (analyst.usd + probe.upfront_worst_case(context()).usd) / 2  # the analyst alone fits
+    policy = policy_for(make_settings(budget={"per_run_usd": cap}), run_dir)
+    with pytest.raises(LLMUnavailable, match="budget: per-run cap"):
+        policy.propose(context())
+    assert llm_server.calls == []  # no diagnosis bought without the plan it is for
+
+
 def _analyst_worst_case(policy: LLMPolicy, settings, run_dir) -> float:
+    """What the analyst's call reserves: its worst case and the planner's that follows."""
     request = policy.analyst_request(context())
     budget = Budget(run_dir, settings)
-    return budget.estimate(request.messages, 300, attempts=2, extra_text=request.schema_text).usd
+    analyst = budget.estimate(request.messages, 300, attempts=2, extra_text=request.schema_text)
+    assert policy.upfront_worst_case(context()).usd > analyst.usd
+    return policy.upfront_worst_case(context()).usd
 
 
 def test_the_schemas_sent_are_compact_but_carry_every_constraint(llm_settings, run_dir):

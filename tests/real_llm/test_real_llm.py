@@ -71,7 +71,7 @@ class Training:
 
     def __init__(self, run_dir: Path) -> None:
         self.param = torch.nn.Parameter(torch.ones(4))
-        self.opt = torch.optim.SGD([self.param], lr=LR, momentum=0.9)
+        self.opt = torch.optim.SGD([self.param], lr=LR, momentum=0.9, weight_decay=1e-4)
         self.kernel = Kernel(run_dir, optimizer=self.opt, key_metric="val/loss", settings=FAST)
         self.step = 0
         self._rng = random.Random(0)
@@ -182,6 +182,18 @@ def server_speeds(log: Path) -> dict[str, float]:
     return {k: round(statistics.median(v), 1) for k, v in found.items() if v}
 
 
+def _answer(record: DecisionRecord) -> str:
+    """What one decision proposed and what the guards made of it, in a line."""
+    if record.proposal is None:
+        return f"step {record.step}: no proposal"
+    actions = ", ".join(a.describe() for a in record.proposal.actions) or "no action"
+    verdicts = ", ".join(f"{v.status} ({v.rule})" for v in record.verdicts) or "-"
+    return (
+        f"step {record.step}: {record.proposer} {record.proposal.kind}: {actions} "
+        f"(confidence {record.proposal.confidence:g}) -> {verdicts} -> {record.route}"
+    )
+
+
 def report(mode: str, records, charged, transport: TimedTransport, wall_s: float, log: Path):
     figures: dict[str, Any] = {
         "mode": mode,
@@ -195,6 +207,7 @@ def report(mode: str, records, charged, transport: TimedTransport, wall_s: float
         "tokens_out": sum(e.tokens_out for e in charged),
         "tokens_per_s": server_speeds(log),
         "notes": [r.note for r in records if r.note],
+        "answers": [_answer(r) for r in records],
         "wall_s": round(wall_s, 1),
     }
     print(f"\nreal_llm {mode}: {json.dumps(figures, indent=1)}")
