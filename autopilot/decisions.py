@@ -28,18 +28,20 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from autopilot.config import Mode
 from autopilot.diagnoses import Diagnosis
 from autopilot.guards import Verdict
+from autopilot.llm_calls import LLMCall
 from autopilot.proposals import Proposal, Proposer
 from autopilot.tokens import Usage, fold_flat_usage
 from kernel.jsonl import JsonlTail, append_line
 from kernel.state import AUTOPILOT_DIR
+from kernel.untrusted import LineNumbers, report_invalid
 from kernel.validation import summarize_validation_error
+from memory.past_runs import EffectVerdict
 
 logger = logging.getLogger(__name__)
 
 DECISIONS_FILE = "decisions.jsonl"
 Route = Literal["kernel", "review", "none"]
 """Where a decision went: the kernel (auto modes), the review queue (suggest), nowhere."""
-EffectVerdict = Literal["better", "neutral", "worse"]
 
 
 class DecisionRecord(BaseModel):
@@ -67,6 +69,9 @@ class DecisionRecord(BaseModel):
     proposal_id: str | None = None
     """The review item's id (route ``review``) or the commands' ``proposal_id`` (``kernel``)."""
     note: str | None = None
+    llm_call: LLMCall | None = None
+    """The LLM call outside the tick that this decision answers or records (its step, what
+    became of it), in the AI modes."""
 
     @model_validator(mode="before")
     @classmethod
@@ -124,15 +129,18 @@ class DecisionLog:
     """Appends to and reads a run's ``autopilot/decisions.jsonl``.
 
     Reading is incremental: each call parses only the lines appended since the last one, so
-    ``ids()`` stays cheap on every tick. Torn or invalid lines are skipped with a warning.
+    ``ids()`` stays cheap on every tick. The file is untrusted input: an invalid line is
+    skipped and reported once, with its line number; a torn last line waits for its newline.
     """
 
     def __init__(self, run_dir: str | os.PathLike[str]) -> None:
         self.path = Path(run_dir) / AUTOPILOT_DIR / DECISIONS_FILE
         self._tail = JsonlTail(self.path)
+        self._lines = LineNumbers(self.path)
         self._decisions: dict[str, DecisionRecord] = {}
         self._effects: dict[str, list[EffectRecord]] = {}
         self._improved: set[str] = set()
+        self._worse: set[str] = set()
         self._lock = threading.Lock()
 
     def append(self, record: DecisionRecord | EffectRecord) -> None:
@@ -168,21 +176,25 @@ class DecisionLog:
             self._refresh()
             return frozenset(self._improved)
 
+    def worse_commands(self) -> frozenset[str]:
+        """Ids of the commands whose measured effect was ``worse`` (read incrementally)."""
+        with self._lock:
+            self._refresh()
+            return frozenset(self._worse)
+
     def _refresh(self) -> None:
         for offset, line in self._tail.read_new():
             try:
                 record = parse_record(line)
             except ValidationError as exc:
-                logger.warning(
-                    "skipping an invalid line at byte %d of %s: %s",
-                    offset,
-                    self.path,
-                    summarize_validation_error(exc, limit=1),
-                )
+                why = summarize_validation_error(exc, limit=1)
+                report_invalid(self.path, self._lines.at(offset), line, why)
                 continue
             if isinstance(record, EffectRecord):
                 self._effects.setdefault(record.decision_id, []).append(record)
                 if record.verdict == "better":
                     self._improved.add(record.command_id)
+                elif record.verdict == "worse":
+                    self._worse.add(record.command_id)
             else:
                 self._decisions.setdefault(record.id, record)  # a repeated id keeps the first

@@ -8,7 +8,8 @@ reads from the run directory is read once, in ``observe``, and travels in the st
 the policies and the key metric all see the same snapshot.
 
 ``TickContext`` holds what the nodes share and must not be checkpointed: the run
-directory, the settings, the mode, the stores, the policies and the detectors.
+directory, the settings, the mode, the stores, the policies, the detectors, and the LLM call
+running outside the tick.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, get_args
 
 from autopilot.config import Mode, Settings
 from autopilot.decisions import DecisionLog
 from autopilot.detectors import Detector, default_detectors
+from autopilot.diagnoses import DiagnosisKind
 from autopilot.effects import Effects
+from autopilot.llm_calls import Ask, LLMCalls
 from autopilot.policies.rules import RulePolicy
 from autopilot.review import ReviewQueue
 from autopilot.summary import Best, RunSummary, Windows, summarize
@@ -63,6 +66,10 @@ class TickState(TypedDict, total=False):
     """This segment's applied ``set`` rows (ledger rows, any source) as far back as the
     guards look: the cooldowns and the cumulative guard read them."""
     diagnoses: list[dict[str, Any]]
+    """The diagnoses this tick decides on: the fresh ones, or those an LLM answer is for."""
+    present: list[dict[str, Any]]
+    """Every diagnosis found this tick, fresh or recently decided: a late LLM answer is
+    judged while a diagnosis of its kind is present, and dropped as stale otherwise."""
     proposal: dict[str, Any] | None
     fallback_reason: str | None
     llm_spent: dict[str, Any] | None
@@ -75,6 +82,11 @@ class TickState(TypedDict, total=False):
     decided: dict[str, int]
     """Per diagnosis kind, the step it was last decided at."""
     llm_next_step: int
+    llm_ask: Ask | None
+    """The LLM call in flight outside the tick (``autopilot.llm_calls``), if any; a
+    restarted autopilot finds it held by no thread and records it as lost."""
+    llm_call: dict[str, Any] | None
+    """What became of the call this tick's decision answers (``LLMCall`` fields)."""
     past: list[dict[str, Any]]
     """Recent decisions as the prompt reads them (``PastDecision`` fields)."""
     outcome: Outcome
@@ -145,6 +157,8 @@ class TickContext:
     effects: Effects
     rules: RulePolicy
     llm: LLMHolder
+    llm_calls: LLMCalls
+    """The LLM call outside the tick: one in flight at a time, never waited for."""
     detectors: tuple[Detector, ...]
     memory_notes: str = ""
     summaries: SummaryCache = field(repr=False)
@@ -164,6 +178,7 @@ class TickContext:
         run_dir = Path(run_dir)
         log = DecisionLog(run_dir)
         chosen = default_detectors(settings.detectors) if detectors is None else detectors
+        holder = LLMHolder(settings, run_dir, llm_policy)
         return cls(
             run_dir=run_dir,
             settings=settings,
@@ -172,9 +187,10 @@ class TickContext:
             queue=ReviewQueue(run_dir, settings),
             effects=Effects(run_dir, settings, mode, log),
             rules=RulePolicy(rollback_window_steps=settings.evaluate.horizon_steps),
-            llm=LLMHolder(settings, run_dir, llm_policy),
+            llm=holder,
+            llm_calls=LLMCalls(lambda policy_ctx: holder.get().propose(policy_ctx)),
             detectors=tuple(chosen),
-            memory_notes=past_run_notes(run_dir),
+            memory_notes=past_run_notes(run_dir, kinds=get_args(DiagnosisKind)),
             summaries=SummaryCache(settings.detectors.min_points),
         )
 

@@ -13,6 +13,7 @@ These are the only ways the kernel and its peers touch the run directory:
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -20,7 +21,9 @@ import os
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
+
+from kernel.untrusted import read_valid
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +31,13 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def append_line(path: str | os.PathLike[str], line: str) -> int:
-    """Append ``line`` (without its newline) as one line; return the byte offset it starts at."""
+    """Append ``line`` (without its newline) as one line; return the byte offset it starts at.
+
+    Raises:
+        OSError: when the line could not be written whole (a full disk, a file size limit).
+            Whatever part of it reached the file is cut off again, so no fragment is left to
+            merge with the next line.
+    """
     data = line.rstrip("\n").encode("utf-8")
     if b"\n" in data:
         raise ValueError("a JSON line must not contain a newline")
@@ -36,16 +45,34 @@ def append_line(path: str | os.PathLike[str], line: str) -> int:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
-            end = os.lseek(fd, 0, os.SEEK_END)
+            end = size = os.lseek(fd, 0, os.SEEK_END)
             if end > 0 and not _ends_with_newline(path, end):
                 data = b"\n" + data
                 end += 1
-            os.write(fd, data + b"\n")
+            _write_all(fd, data + b"\n", size)
             return end
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def _write_all(fd: int, data: bytes, start: int) -> None:
+    """Write ``data`` at the end of ``fd`` (which was ``start`` bytes long) or nothing."""
+    written = 0
+    try:
+        while written < len(data):
+            n = os.write(fd, data[written:])
+            if n <= 0:
+                raise OSError(errno.ENOSPC, "no byte could be written")
+            written += n
+    except OSError:
+        if written:
+            try:
+                os.ftruncate(fd, start)
+            except OSError:
+                logger.exception("could not cut off a partly written line")
+        raise
 
 
 def _ends_with_newline(path: str | os.PathLike[str], size: int) -> bool:
@@ -61,20 +88,9 @@ def append_json(path: str | os.PathLike[str], obj: Any) -> int:
 
 def read_models(path: str | os.PathLike[str], model: type[M]) -> list[M]:
     """Every line of ``path`` that validates as ``model``, oldest first; an empty list when
-    the file does not exist. A torn or foreign line is skipped with a warning."""
-    try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return []
-    found = []
-    for line in text.split("\n"):  # not splitlines: U+2028 is text inside a JSON string
-        if not line.strip():
-            continue
-        try:
-            found.append(model.model_validate_json(line))
-        except ValidationError:
-            logger.warning("skipping an unreadable line in %s: %.80s", path, line)
-    return found
+    the file does not exist. A foreign line is skipped and reported once with its line
+    number (``kernel.untrusted.read_valid``); a torn last line is skipped until complete."""
+    return [found for _, found in read_valid(path, model)]
 
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
@@ -98,41 +114,56 @@ class JsonlTail:
 
     ``changed()`` is a single ``stat``: callers on a hot path use it to skip reading when
     nothing was appended. ``read_new()`` returns ``(offset, text)`` for each complete new
-    line, where ``offset`` is the byte position the line starts at (a stable identity).
+    line, where ``offset`` is the byte position the line starts at.
+
+    A file that shrank below the offset, or was replaced by another file (a new inode), is
+    read again from its start (``resets`` counts how often): an offset then names a place in
+    the new file, so a reader that remembers lines by offset must also compare their content.
+    With ``keep_blank`` whitespace-only lines are returned too (the kernel answers every
+    line of ``commands.jsonl``); otherwise they are skipped.
     """
 
-    def __init__(self, path: str | os.PathLike[str], offset: int = 0) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], offset: int = 0, *, keep_blank: bool = False
+    ) -> None:
         self.path = os.fspath(path)
         self.offset = offset
+        self.keep_blank = keep_blank
+        self.resets = 0
         self._seen_size = -1
+        self._seen_inode: int | None = None
 
     def changed(self) -> bool:
         try:
-            size = os.stat(self.path).st_size
+            st = os.stat(self.path)
         except FileNotFoundError:
             return False
-        return size != self._seen_size
+        return st.st_size != self._seen_size or st.st_ino != self._seen_inode
 
     def read_new(self) -> list[tuple[int, str]]:
         try:
             with open(self.path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                self._seen_size = size
-                if size < self.offset:
-                    logger.warning(
-                        "%s shrank from %d to %d bytes; it must be append-only. "
-                        "Continuing from its new end.",
-                        self.path,
-                        self.offset,
-                        size,
-                    )
-                    self.offset = size
-                    return []
+                st = os.fstat(f.fileno())
+                replaced = self._seen_inode is not None and st.st_ino != self._seen_inode
+                self._seen_size, self._seen_inode = st.st_size, st.st_ino
+                if st.st_size < self.offset or replaced:
+                    self._reset("was replaced" if replaced else f"shrank to {st.st_size} bytes")
                 f.seek(self.offset)
-                chunk = f.read(size - self.offset)
+                chunk = f.read(st.st_size - self.offset)
         except FileNotFoundError:
             return []
         return self._split(chunk)
+
+    def _reset(self, what: str) -> None:
+        logger.warning(
+            "%s %s under its reader (at byte %d); it must be append-only. Reading it again "
+            "from its start.",
+            self.path,
+            what,
+            self.offset,
+        )
+        self.offset = 0
+        self.resets += 1
 
     def _split(self, chunk: bytes) -> list[tuple[int, str]]:
         lines: list[tuple[int, str]] = []
@@ -142,7 +173,7 @@ class JsonlTail:
             if end < 0:
                 break  # a torn last line stays unread until its newline arrives
             raw = chunk[start:end]
-            if raw.strip():
+            if self.keep_blank or raw.strip():
                 lines.append((self.offset + start, raw.decode("utf-8", errors="replace")))
             start = end + 1
         self.offset += start

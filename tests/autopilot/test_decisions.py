@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 from typing import Any
 
+import pytest
 from _runs import mul, proposal
 
 from autopilot.decisions import DecisionLog, DecisionRecord, EffectRecord, parse_record
@@ -94,6 +97,23 @@ def test_torn_and_invalid_lines_are_skipped(tmp_path: Path) -> None:
     log.append(decision("d2"))  # the torn fragment is closed first, then skipped
     assert [v.record.id for v in DecisionLog(tmp_path).read()] == ["d1000-abc", "d2"]
     assert log.ids() == {"d1000-abc", "d2"}
+
+
+def test_crafted_lines_are_reported_once_with_their_line_number(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = DecisionLog(tmp_path)
+    log.append(decision())
+    path = tmp_path / "autopilot" / "decisions.jsonl"
+    crafted = effect().model_dump() | {"change_rel": "abc"}
+    with path.open("a") as f:
+        f.write("\n\n" + json.dumps(crafted) + "\n")  # line 4, after two blank lines
+    with caplog.at_level(logging.WARNING):
+        assert log.ids() == {"d1000-abc"}
+        log.append(effect())
+        assert [len(v.effects) for v in log.read()] == [1]
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and f"{path}:4 " in warned[0] and "change_rel" in warned[0]
 
 
 def test_a_repeated_id_keeps_the_first_record(tmp_path: Path) -> None:
