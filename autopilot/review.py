@@ -13,7 +13,9 @@ cannot get past bounds, caps or cooldowns that the proposal met when it was made
 commands say what they are for as data (``decision_id``, ``for_diagnosis``, the run
 ``segment``); an action a person edited is sent with source ``human``. A run whose kernel
 has closed approves nothing. A proposal identical to a pending one (the same actions) is
-merged into it (a ``merged`` event) instead of being queued again.
+merged into it (a ``merged`` event) instead of being queued again. The file is untrusted
+input: an invalid or torn line is skipped (reported once) and never moves an item's state
+backwards, since an item whose commands are in ``commands.jsonl`` reads as approved.
 
 Example:
     >>> queue = ReviewQueue(run_dir, settings)  # doctest: +SKIP
@@ -46,6 +48,7 @@ from autopilot.guards import GuardContext, Verdict, check, commands_for
 from autopilot.proposals import Action, Proposal
 from autopilot.tokens import Usage, fold_flat_usage
 from kernel import Command, KernelState, append_command, read_kernel_state, read_ledger
+from kernel.commands import COMMANDS_FILE
 from kernel.jsonl import append_line, read_models
 
 logger = logging.getLogger(__name__)
@@ -55,10 +58,11 @@ LOCK_FILE = "review.lock"
 ReviewStatus = Literal["pending", "approved", "rejected", "expired", "applied"]
 EventKind = Literal["proposed", "merged", "approved", "rejected", "expired", "applied"]
 _NEXT: dict[str, set[str]] = {
-    "pending": {"merged", "approved", "rejected", "expired"},
+    "pending": {"merged", "approved", "rejected", "expired", "applied"},
     "approved": {"applied"},
 }
-"""The recorded transitions; any other event on an item is ignored when folding."""
+"""The recorded transitions; any other event on an item is ignored when folding. ``applied``
+on a pending item means its ``approved`` line was lost (torn): the state never goes back."""
 
 
 class ReviewItem(BaseModel):
@@ -273,10 +277,11 @@ class ReviewQueue:
             item = self._pending(item_id, current_step)
             _refuse_closed(self.run_dir, read_kernel_state(self.run_dir), item.id)
             ctx = GuardContext.from_run(self.run_dir)
+            ctx = replace(ctx, diagnosed=tuple(d.kind for d in item.diagnoses))
             if current_step is not None:
                 ctx = replace(ctx, step=current_step)
             proposal, edited = _edited(item.proposal, edits or ())
-            verdicts = check(proposal, ctx, self.settings)
+            verdicts = check(proposal, ctx, self.settings, by_person=edited)
             commands = self._commands(item, verdicts, edited, ctx.segment)
             if not commands:
                 raise ReviewError(_all_rejected(item.id, verdicts))
@@ -372,7 +377,11 @@ class ReviewQueue:
         return None if state is None else state.last_step
 
     def _recorded(self) -> list[ReviewItem]:
-        return list(fold(read_events(self.path)).values())
+        """Each item as its events say, and approved when its commands were sent: an
+        approval queues its commands before its event, so a lost (torn) ``approved`` line
+        never makes an item pending again."""
+        sent = _sent_by_item(self.run_dir)
+        return [_recover(i, sent.get(i.id, [])) for i in fold(read_events(self.path)).values()]
 
     def _applied_ids(self) -> set[str]:
         rows = read_ledger(self.run_dir)
@@ -399,6 +408,44 @@ def _current(item: ReviewItem, step: int | None, applied: set[str]) -> ReviewIte
     if item.status == "approved" and applied.intersection(item.command_ids):
         return item.model_copy(update={"status": "applied"})
     return item
+
+
+class _Sent(BaseModel):
+    """What the review queue reads of a line of ``commands.jsonl``: which item sent it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str | None = Field(default=None, max_length=200)
+    proposal_id: str | None = Field(default=None, max_length=200)
+
+
+def _sent_by_item(run_dir: Path) -> dict[str, list[str]]:
+    """The ids of the commands in ``commands.jsonl``, by the proposal that sent them."""
+    sent: dict[str, list[str]] = {}
+    for line in read_models(run_dir / COMMANDS_FILE, _Sent):
+        if line.id is not None and line.proposal_id is not None:
+            sent.setdefault(line.proposal_id, []).append(line.id)
+    return sent
+
+
+_RECOVERED: set[str] = set()
+
+
+def _recover(item: ReviewItem, sent: list[str]) -> ReviewItem:
+    """``item`` as approved when its commands were sent but no approval is recorded."""
+    if not sent or item.status in ("approved", "applied"):
+        return item
+    if item.id not in _RECOVERED:  # said once per process, not at every read
+        _RECOVERED.add(item.id)
+        logger.warning(
+            "review item %s reads as %s, but its commands (%s) were sent: it is approved "
+            "(its approval line in %s was lost)",
+            item.id,
+            item.status,
+            ", ".join(sent[:3]),
+            REVIEW_FILE,
+        )
+    return item.model_copy(update={"status": "approved", "command_ids": sent})
 
 
 def _refuse_closed(run_dir: Path, state: KernelState | None, item_id: str) -> None:

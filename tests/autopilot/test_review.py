@@ -145,6 +145,42 @@ def test_torn_lines_in_the_queue_are_skipped(queue: ReviewQueue) -> None:
     assert [i.id for i in queue.items()] == ["rv-1", "rv-2"]
 
 
+def tear(queue: ReviewQueue, event: str) -> None:
+    """Cut the ``event`` line of the queue file in half, as a writer killed mid-line does."""
+    lines = queue.path.read_text().split("\n")
+    at = next(n for n, line in enumerate(lines) if json.loads(line or "{}").get("event") == event)
+    lines[at] = lines[at][: len(lines[at]) // 2]
+    queue.path.write_text("\n".join(lines))
+
+
+def test_a_torn_approval_never_turns_an_applied_item_back_to_pending(queue: ReviewQueue) -> None:
+    add(queue, item_id="rv-1")
+    queue.approve("rv-1")
+    record_change(queue.run_dir, step=1001, knob="lr", source="ai", command_id="ai-rv-1-0")
+    assert [i.id for i in queue.note_applied()] == ["rv-1"]
+    tear(queue, "approved")
+    assert queue.get("rv-1").status == "applied"  # the applied event implies the approval
+    with pytest.raises(ReviewError, match="already applied"):
+        queue.approve("rv-1")
+    assert len(queued(queue.run_dir)) == 1
+
+
+def test_a_torn_approval_is_recovered_from_the_commands_it_sent(queue: ReviewQueue) -> None:
+    add(queue, mul("lr", 0.5), mul("weight_decay", 2.0), item_id="rv-1")
+    queue.approve("rv-1")
+    tear(queue, "approved")  # the commands were queued before the approval was recorded
+    item = queue.get("rv-1")
+    assert (item.status, item.command_ids) == ("approved", ["ai-rv-1-0", "ai-rv-1-1"])
+    for how in (lambda: queue.approve("rv-1"), lambda: queue.reject("rv-1")):
+        with pytest.raises(ReviewError, match="already approved"):
+            how()
+    assert queue.expire_due(10_000) == []  # an approved item does not expire
+    record_change(queue.run_dir, step=1001, knob="lr", source="ai", command_id="ai-rv-1-0")
+    assert queue.get("rv-1").status == "applied"
+    assert [i.id for i in queue.note_applied()] == ["rv-1"]
+    assert queue.get("rv-1").status == "applied" and len(queued(queue.run_dir)) == 2
+
+
 def race(run_dir: Path, item_id: str) -> list[str]:
     """Two queues on the same run approve ``item_id`` at once; what each one got."""
     barrier = threading.Barrier(2)
