@@ -2,7 +2,8 @@
 
 Every field has a default, so a missing file means "the defaults". Unknown keys are errors
 (a typo must not silently turn a guard off). ``autopilot.example.toml`` at the repository
-root documents each field.
+root documents each field. The settings come from the user's own file (``load_config``); a
+run directory's ``autopilot.toml`` may only tighten them (``autopilot._config_trust``).
 
 Example:
     >>> s = Settings.model_validate({"guards": {"max_actions": 1}})
@@ -12,13 +13,16 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import os
 import tomllib
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from autopilot._config_trust import read_untrusted, tighten
 from autopilot.errors import ConfigError
 from kernel.knobs import knob_family
 from kernel.state import KernelState
@@ -34,6 +38,8 @@ AUTO_MODES = ("auto", "ai_auto")
 """Modes whose proposals go to the kernel (and whose harmful changes are rolled back)."""
 CONFIG_FILE = "autopilot.toml"
 ENV_CONFIG = "AUTOPILOT_CONFIG"
+
+logger = logging.getLogger(__name__)
 
 
 class _Section(BaseModel):
@@ -212,43 +218,143 @@ def check_bounds(settings: Settings, kernel: KernelState | None) -> None:
         )
 
 
+@dataclass(frozen=True, kw_only=True)
+class LoadedSettings:
+    """Settings with where each came from.
+
+    ``sources`` maps a dotted setting (``guards.max_up``, ``bounds.lr``) to the file that
+    set it; a setting absent from it has its default. ``ignored`` maps each setting of the
+    run directory's file that was not applied (or ``"*"``: the whole file) to a message
+    saying why (each also logged as a warning)."""
+
+    settings: Settings
+    sources: dict[str, str]
+    ignored: dict[str, str] = field(default_factory=dict)
+    user_file: Path | None = None
+    run_file: Path | None = None
+
+    def describe(self) -> list[str]:
+        """Lines saying which file set which settings, and what the run directory's file
+        tried to set and was refused (``autopilot status`` prints them)."""
+        by_file: dict[str, list[str]] = {}
+        for name, source in self.sources.items():
+            by_file.setdefault(source, []).append(name)
+        lines = [f"yours: {self.user_file}" if self.user_file else "yours: none (defaults)"]
+        lines += [f"{source} sets {', '.join(names)}" for source, names in by_file.items()]
+        if self.ignored:
+            refused = ", ".join(sorted(self.ignored))
+            lines.append(f"{self.run_file} ignored (a run directory may only tighten): {refused}")
+        return lines
+
+
 def load_settings(
     path: str | os.PathLike[str] | None = None, run_dir: str | os.PathLike[str] | None = None
 ) -> Settings:
-    """Settings from ``path``, else ``$AUTOPILOT_CONFIG``, else ``RUN_DIR/autopilot.toml``,
-    else ``./autopilot.toml``, else the defaults.
+    """The settings of ``load_config(path, run_dir)``."""
+    return load_config(path, run_dir).settings
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, run_dir: str | os.PathLike[str] | None = None
+) -> LoadedSettings:
+    """The user's settings, tightened by the run directory's ``autopilot.toml``.
+
+    The user's own file is the first of: ``path`` (``--config``), ``$AUTOPILOT_CONFIG``,
+    ``./autopilot.toml`` (unless that is the run directory's file), and
+    ``user_config_path()``; none means the defaults. ``RUN_DIR/autopilot.toml`` is not
+    trusted (a run directory is often writable by others): it may only make the autopilot
+    more cautious (``autopilot._config_trust``); every other setting in it is ignored with
+    a warning naming the setting and the file, and a file that cannot be read is ignored.
 
     Raises:
-        ConfigError: when the file is missing (given explicitly), not TOML, or invalid.
+        ConfigError: when the user's file is missing (given explicitly), not TOML, or invalid.
     """
-    chosen = _find(path, run_dir)
-    if chosen is None:
-        return Settings()
+    run_file = Path(run_dir) / CONFIG_FILE if run_dir is not None else None
+    chosen = _find(path, run_file)
+    raw = _read_toml(chosen) if chosen is not None else {}
     try:
-        raw = tomllib.loads(chosen.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file {chosen} does not exist; check --config") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{chosen} is not valid TOML: {exc}") from None
-    try:
-        return Settings.model_validate(raw)
+        settings = Settings.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(
             f"{chosen}: {summarize_validation_error(exc, types=_UNKNOWN_SETTING)}"
         ) from None
+    sources = {name: str(chosen) for name in _leaves(raw)}
+    if run_file is None or chosen is not None and _same_file(chosen, run_file):
+        return LoadedSettings(settings=settings, sources=sources, user_file=chosen)
+    ignored: dict[str, str] = {}
+    if os.path.lexists(run_file):
+        settings, ignored = _tighten_with(settings, run_file, sources)
+    return LoadedSettings(
+        settings=settings,
+        sources=sources,
+        ignored=ignored,
+        user_file=chosen,
+        run_file=run_file if os.path.lexists(run_file) else None,
+    )
 
 
-def _find(
-    path: str | os.PathLike[str] | None, run_dir: str | os.PathLike[str] | None
-) -> Path | None:
+def user_config_path() -> Path:
+    """``$XDG_CONFIG_HOME/train-autopilot/autopilot.toml`` (default ``~/.config/...``)."""
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "train-autopilot" / CONFIG_FILE
+
+
+def _tighten_with(
+    settings: Settings, run_file: Path, sources: dict[str, str]
+) -> tuple[Settings, dict[str, str]]:
+    try:
+        raw = tomllib.loads(read_untrusted(run_file))
+    except (OSError, UnicodeDecodeError) as exc:
+        problem = f"{run_file}: ignored, it cannot be read ({exc})"
+    except tomllib.TOMLDecodeError as exc:
+        problem = f"{run_file}: ignored, it is not valid TOML ({exc})"
+    else:
+        merged, applied, ignored = tighten(
+            settings, raw, str(run_file), user_config=str(user_config_path())
+        )
+        sources.update(applied)
+        return merged, ignored
+    logger.warning("%s", problem)
+    return settings, {"*": problem}
+
+
+def _read_toml(chosen: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(chosen.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {chosen} does not exist; check --config") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{chosen} is not valid TOML: {exc}") from None
+
+
+def _leaves(raw: dict[str, Any], prefix: str = "") -> list[str]:
+    """The dotted names a TOML table sets (``prices.<model>`` and ``bounds.<knob>`` whole)."""
+    names = []
+    for key, value in raw.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and prefix.count(".") < 1 and key != "prices":
+            names += _leaves(value, f"{name}.")
+        elif isinstance(value, dict):
+            names += [f"{name}.{k}" for k in value]
+        else:
+            names.append(name)
+    return names
+
+
+def _find(path: str | os.PathLike[str] | None, run_file: Path | None) -> Path | None:
     if path is not None:
         return Path(path)
     if os.environ.get(ENV_CONFIG):
         return Path(os.environ[ENV_CONFIG])
-    for candidate in ([Path(run_dir) / CONFIG_FILE] if run_dir else []) + [Path(CONFIG_FILE)]:
-        if candidate.is_file():
-            return candidate
-    return None
+    here = Path.cwd() / CONFIG_FILE
+    if here.is_file() and not (run_file is not None and _same_file(here, run_file)):
+        return here
+    mine = user_config_path()
+    return mine if mine.is_file() else None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
 _UNKNOWN_SETTING = {

@@ -37,6 +37,14 @@ def poll(predicate: Callable[[], T], *, timeout: float = 20.0, what: str = "a co
         time.sleep(0.002)
 
 
+@pytest.fixture(autouse=True)
+def _no_user_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads the developer's own autopilot config (``--config`` and
+    ``$AUTOPILOT_CONFIG`` are the tests' to set)."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+    monkeypatch.delenv("AUTOPILOT_CONFIG", raising=False)
+
+
 @pytest.fixture
 def wait_for() -> Callable[..., Any]:
     return poll

@@ -19,7 +19,20 @@ def autopilot_lines(run_dir: Path) -> list[str]:
     lines += _last_decision(run_dir)
     lines += _reviews(run_dir)
     lines.append(f"  LLM spend   {_spend(run_dir)}")
+    lines += _config(run_dir)
     return lines
+
+
+def _config(run_dir: Path) -> list[str]:
+    """Which file set which setting (a run directory's file may only tighten them)."""
+    from autopilot.config import load_config
+    from autopilot.errors import AutopilotError
+
+    try:
+        described = load_config(None, run_dir).describe()
+    except AutopilotError as exc:
+        described = [f"cannot be read: {exc}"]
+    return [f"  config      {described[0]}", *(f"              {line}" for line in described[1:])]
 
 
 def _watcher(state_dir: Path) -> str:

@@ -48,12 +48,13 @@ def test_bad_toml_and_a_missing_file_say_so(tmp_path: Path) -> None:
         load_settings(tmp_path / "nope.toml")
 
 
-def test_the_run_directory_file_is_found(tmp_path: Path, monkeypatch) -> None:
+def test_the_run_directory_file_is_found_but_only_tightens(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "autopilot.toml").write_text('mode = "auto"\n')
-    assert load_settings(None, tmp_path / "run").mode == "auto"
-    assert load_settings(None, tmp_path).mode == "suggest"
+    (tmp_path / "run" / "autopilot.toml").write_text('mode = "auto"\n[guards]\nmax_up = 1.2\n')
+    settings = load_settings(None, tmp_path / "run")
+    assert settings.mode == "suggest" and settings.guards.max_up == 1.2
+    assert load_settings(None, tmp_path).guards.max_up == 2.0
 
 
 def test_prices_and_the_key_come_from_the_config(monkeypatch) -> None:

@@ -84,7 +84,8 @@ def child_env(base: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("AUTOPILOT_CONFIG", "OPENAI_API_KEY")}
     path = env.get("PYTHONPATH")
     env["PYTHONPATH"] = str(ROOT) if not path else f"{ROOT}{os.pathsep}{path}"
-    return {**env, "XDG_STATE_HOME": str(base / "state"), **extra}
+    state = {"XDG_STATE_HOME": str(base / "state"), "XDG_CONFIG_HOME": str(base / "config")}
+    return {**env, **state, **extra}
 
 
 def spawn(argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -144,8 +145,9 @@ def wait_for(what: str, probe: Callable[[], T | None], run: Run) -> T:
         time.sleep(0.05)
 
 
-def write_config(run_dir: Path, llm_server: ScriptedLLM | None = None) -> None:
-    """The run's ``autopilot.toml``: a fast poll, a private spend ledger, the scripted LLM."""
+def write_config(run_dir: Path, llm_server: ScriptedLLM | None = None) -> Path:
+    """The user's ``autopilot.toml`` for this run (beside the run directory, which is not
+    trusted with these): a fast poll, a private spend ledger, the scripted LLM."""
     lines = [
         "[cadence]",
         "poll_interval_s = 0.05",
@@ -166,7 +168,9 @@ def write_config(run_dir: Path, llm_server: ScriptedLLM | None = None) -> None:
             *(f"{k} = {v}" for k, v in PRICE.items()),
         ]
     run_dir.mkdir(parents=True)
-    (run_dir / "autopilot.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    config = run_dir.parent / f"{run_dir.name}.autopilot.toml"
+    config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return config
 
 
 @dataclass
@@ -227,8 +231,9 @@ def start_run(
     llm_server: ScriptedLLM | None = None,
 ) -> Run:
     """Start ``autopilot watch`` and ``demo_train`` on a fresh ``run_dir``."""
-    write_config(run_dir, llm_server)
-    env = child_env(run_dir.parent, **({TEST_KEY_ENV: "test-key"} if llm_server else {}))
+    config = write_config(run_dir, llm_server)
+    key = {TEST_KEY_ENV: "test-key"} if llm_server else {}
+    env = child_env(run_dir.parent, AUTOPILOT_CONFIG=str(config), **key)
     train_argv = ["-m", "autopilot.cli.demo_train", "--dir", str(run_dir)]
     train_argv += ["--steps", str(steps), "--pace", str(pace), "--spike-lr", str(spike_lr)]
     watch_argv = ["-m", "autopilot", "--dir", str(run_dir), "watch", "--mode", mode]
