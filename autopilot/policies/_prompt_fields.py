@@ -4,10 +4,17 @@ Every token here is paid on every decision, so each field says what its reader n
 the analyst reads the whole summary table; the planner reads the analyst's diagnosis and
 the knobs instead. Recent knob changes (from any source) are shown with the effect measured
 for the decision that made them, matched by the ledger row's ``proposal_id``.
+
+Whatever comes from the run directory is untrusted (anyone who can write there wrote it):
+a name is shown as-is only when it matches ``kernel.untrusted.SAFE_NAME``, and free text (a
+knob's description, an earlier decision's diagnosis) is cut short and quoted as a JSON
+string, so it reads as data and cannot start a line of its own.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterable
 from itertools import groupby
 
@@ -15,6 +22,7 @@ from autopilot.diagnoses import Diagnosis
 from autopilot.llm import AnalystOutput
 from autopilot.policies._base import PastDecision, PolicyContext
 from kernel import KnobSpec, LedgerRow, format_value
+from kernel.untrusted import SAFE_NAME
 
 RECENT = 5
 """How many recent decisions and knob changes the prompts show."""
@@ -22,6 +30,10 @@ MEMORY_CHARS = 1200
 """Memory notes beyond this are cut (about 300 tokens)."""
 CLAUSE_CHARS = 60
 """An earlier decision's diagnosis is shown up to its first clause, at most this long."""
+DESCRIPTION_CHARS = 80
+"""A knob's description is shown up to this many characters."""
+NAME_CHARS = 64
+"""A name that is not shown as-is is quoted up to this many characters."""
 
 
 def analyst_fields(ctx: PolicyContext) -> dict[str, object]:
@@ -67,7 +79,21 @@ def planner_fields(
 
 def _header(ctx: PolicyContext) -> dict[str, object]:
     direction = "higher is better" if ctx.key_mode == "max" else "lower is better"
-    return {"step": ctx.step, "key_metric": ctx.key_metric, "key_direction": direction}
+    return {"step": ctx.step, "key_metric": _name(ctx.key_metric), "key_direction": direction}
+
+
+def _name(name: str) -> str:
+    """A knob or metric name: as-is when it matches ``SAFE_NAME``, else quoted and cut."""
+    return name if re.fullmatch(SAFE_NAME, name) else _quoted(name, NAME_CHARS)
+
+
+def _quoted(text: str, limit: int) -> str:
+    """Free text from the run directory as data: at most ``limit`` characters, one JSON
+    string (ASCII-escaped, so no line separator of any kind survives)."""
+    text = " ".join(text.split())
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0] + "..."
+    return json.dumps(text, ensure_ascii=True)
 
 
 def _lines(items: Iterable[str]) -> str:
@@ -119,7 +145,7 @@ def _item(what: str, decision: PastDecision | None, why: bool) -> str:
     if decision is None:  # a change made outside the autopilot, or by a forgotten decision
         return what
     if why:
-        return f"{what}, for: {_first_clause(decision.diagnosis)}"
+        return f"{what}, for: {_quoted(_first_clause(decision.diagnosis), CLAUSE_CHARS + 3)}"
     if not decision.actions and decision.effect is None:
         return what  # nothing was changed, so nothing will be measured
     return f"{what}; effect: {decision.effect or 'not measured yet'}"
@@ -134,14 +160,17 @@ def _first_clause(text: str) -> str:
 
 
 def _knob_line(knob: KnobSpec) -> str:
+    name = _name(knob.name)
     if knob.kind == "bool":
-        line = f"{knob.name}: bool, now {format_value(knob.value)}"
+        line = f"{name}: bool, now {format_value(knob.value)}"
     else:
         lo = "-inf" if knob.lo is None else f"{knob.lo:g}"
         hi = "inf" if knob.hi is None else f"{knob.hi:g}"
         groups = f", {knob.groups} groups" if knob.groups else ""
-        line = f"{knob.name}: {knob.scale}, [{lo}, {hi}]{groups}, now {format_value(knob.value)}"
-    return f"{line} ({knob.description[:80]})" if knob.description else line
+        line = f"{name}: {knob.scale}, [{lo}, {hi}]{groups}, now {format_value(knob.value)}"
+    if not knob.description:
+        return line
+    return f"{line} ({_quoted(knob.description, DESCRIPTION_CHARS)})"
 
 
 def _knob_changes(rows: list[LedgerRow]) -> list[LedgerRow]:
@@ -149,4 +178,4 @@ def _knob_changes(rows: list[LedgerRow]) -> list[LedgerRow]:
 
 
 def _change(row: LedgerRow) -> str:
-    return f"{row.knob} {format_value(row.before)} -> {format_value(row.after)}"
+    return f"{_name(row.knob or '')} {format_value(row.before)} -> {format_value(row.after)}"

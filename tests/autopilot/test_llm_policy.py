@@ -139,9 +139,9 @@ def test_the_analyst_reads_the_table_and_the_planner_the_knobs(llm_server, llm_s
     assert sent == [policy.analyst_request(context()).messages, planner_request.messages]
     analyst, planner = (messages[1]["content"] for messages in sent)
     assert "*val/loss" in analyst and "plateau (medium): val/loss has not improved by 1%" in analyst
-    why = "step 2500: lr 0.0006 -> 0.0003 (ai), for: val/loss has not improved for 400 steps\n"
+    why = 'step 2500: lr 0.0006 -> 0.0003 (ai), for: "val/loss has not improved for 400 steps"\n'
     assert why in analyst and "cifar-12" in analyst and "effect" not in analyst
-    assert "lr: log, [1e-06, 0.1], now 0.0003 (learning rate)" in planner
+    assert 'lr: log, [1e-06, 0.1], now 0.0003 ("learning rate")' in planner
     assert "ema: bool, now false" in planner
     assert "step 2500: lr 0.0006 -> 0.0003 (ai); effect: val/loss 4% better" in planner
     assert "val/loss flat for 480 steps (confidence 0.90)" in planner
