@@ -6,6 +6,11 @@ the autopilot shows up in the ledger, measures it once the horizon has passed (s
 sends a command that restores the value from before a change that was clearly harmful,
 unless the knob was set again since (a rollback must not undo a later change). A rollback
 is recognised by the ledger row's ``intent``, never its reason, and is never undone itself.
+
+A rollback never restores a condemned value: one that moves the knob the way a diagnosis
+made since the change forbids (an lr cut measured worse while the run went on to diverge:
+undoing it would bring back the lr that diverged, see ``autopilot.directions``), or one set
+by an earlier change that was itself measured worse.
 """
 
 from __future__ import annotations
@@ -17,10 +22,13 @@ from typing import Any
 
 from autopilot.config import AUTO_MODES, Settings
 from autopilot.decisions import DecisionLog, EffectRecord
+from autopilot.directions import against
 from autopilot.evaluate import make_baseline, measure
+from autopilot.guard_context import condemned_by
 from autopilot.summary import Windows
 from kernel import (
     Command,
+    KnobSpec,
     LedgerRow,
     append_command,
     format_value,
@@ -75,14 +83,21 @@ class Effects:
                 if step < base["applied_step"] + _GIVE_UP * horizon:
                     left.append(base)
                 continue
-            record = self._record(base, effect, step, key)
+            since = _diagnosed_since(state.get("decided", {}), base["applied_step"])
+            record = self._record(base, effect, step, key, since)
             _note(past, base, record)
         return left, past
 
     def _record(
-        self, base: dict[str, Any], effect: dict[str, Any], step: int, key: str
+        self,
+        base: dict[str, Any],
+        effect: dict[str, Any],
+        step: int,
+        key: str,
+        since: list[str],
     ) -> EffectRecord:
-        rollback = self._rollback(base, effect, key) if effect["verdict"] == "worse" else None
+        worse = effect["verdict"] == "worse"
+        rollback = self._rollback(base, effect, key, since) if worse else None
         record = EffectRecord(
             decision_id=base.get("decision_id") or "",
             command_id=base.get("command_id") or "",
@@ -109,8 +124,11 @@ class Effects:
         )
         return record
 
-    def _rollback(self, base: dict[str, Any], effect: dict[str, Any], key: str) -> str | None:
-        """Restore the value from before a harmful change (auto modes only); the command id."""
+    def _rollback(
+        self, base: dict[str, Any], effect: dict[str, Any], key: str, since: list[str]
+    ) -> str | None:
+        """Restore the value from before a harmful change (auto modes only), unless that
+        value is condemned (see the module); the command id."""
         if self.mode not in AUTO_MODES or base.get("before") is None:
             return None
         if base.get("intent") == "rollback":
@@ -124,6 +142,20 @@ class Effects:
                 "would undo that later change too",
                 base["knob"],
                 base["applied_step"],
+            )
+            return None
+        why = self._condemned(base, kernel.knob(base["knob"]), since)
+        if why is not None:
+            logger.warning(
+                "not rolling back %s=%s from step %d although %s was %.0f%% worse than "
+                "projected: restoring %s %s",
+                base["knob"],
+                format_value(base["after"]),
+                base["applied_step"],
+                key,
+                100 * abs(effect["change_rel"]),
+                format_value(base["before"]),
+                why,
             )
             return None
         command = Command(
@@ -143,6 +175,30 @@ class Effects:
         append_command(self.run_dir, command)
         logger.warning("%s", command.reason)
         return command.id
+
+    def _condemned(
+        self, base: dict[str, Any], spec: KnobSpec | None, since: list[str]
+    ) -> str | None:
+        """Why restoring ``base["before"]`` is condemned, or ``None``."""
+        knob, before = str(base["knob"]), base["before"]
+        current = base["after"] if spec is None else spec.value
+        for reference in (base["after"], current):
+            wrong = against(since, knob, reference, before)
+            if wrong is not None:
+                return f"{wrong}, diagnosed since the change"
+        rows = [r for r in read_ledger(self.run_dir) if r.decision == "applied"]
+        bad = condemned_by(rows, self.log.worse_commands(), knob, before)
+        if bad is not None:
+            return (
+                f"would bring back the value set by {bad.command_id} at step {bad.step}, "
+                "whose change was measured worse too"
+            )
+        return None
+
+
+def _diagnosed_since(decided: Mapping[str, int], step: int) -> list[str]:
+    """The diagnosis kinds decided at or after ``step`` (``decided``: kind -> last step)."""
+    return [kind for kind, at in decided.items() if at >= step]
 
 
 def _changed_since(run_dir: Path, base: dict[str, Any]) -> bool:

@@ -72,6 +72,12 @@ class GuardContext:
     """This segment's applied ``set`` rows, oldest first (for the cumulative guard)."""
     improved: frozenset[str] = frozenset()
     """Ids of the commands whose measured effect was ``better``."""
+    worse: frozenset[str] = frozenset()
+    """Ids of the commands whose measured effect was ``worse``: their values are condemned
+    (a rollback never restores one)."""
+    diagnosed: tuple[str, ...] = ()
+    """The diagnosis kinds found when the proposal was made (the detectors'): the direction
+    guard holds them along with the proposal's own ``kind``."""
 
     @classmethod
     def build(
@@ -81,6 +87,8 @@ class GuardContext:
         freeze: str = "off",
         *,
         improved: Iterable[str] = (),
+        worse: Iterable[str] = (),
+        diagnosed: Iterable[str] = (),
         step: int | None = None,
     ) -> GuardContext:
         """A context from data already read.
@@ -91,6 +99,8 @@ class GuardContext:
                 count). They should reach back ``guards.total_window_steps``.
             freeze: the mode in ``freeze.json``; the kernel's own mode wins while it is on.
             improved: ids of the commands measured ``better``.
+            worse: ids of the commands measured ``worse``.
+            diagnosed: the diagnosis kinds the proposal answers (the detectors').
             step: the run's step when fresher than ``kernel.json``'s (which lags by up to a
                 heartbeat); the later of the two is used.
         """
@@ -117,6 +127,8 @@ class GuardContext:
             last_autopilot_step=max(auto, default=None),
             history=changes,
             improved=frozenset(improved),
+            worse=frozenset(worse),
+            diagnosed=tuple(dict.fromkeys(diagnosed)),
         )
 
     @classmethod
@@ -134,8 +146,14 @@ class GuardContext:
             )
         from autopilot.decisions import DecisionLog  # decisions imports the guards' Verdict
 
-        improved = DecisionLog(run_dir).improved_commands()
-        return cls.build(state, read_ledger(run_dir), read_freeze(run_dir).mode, improved=improved)
+        log = DecisionLog(run_dir)
+        return cls.build(
+            state,
+            read_ledger(run_dir),
+            read_freeze(run_dir).mode,
+            improved=log.improved_commands(),
+            worse=log.worse_commands(),
+        )
 
     def drift(self, family: str, window_steps: int) -> Drift:
         """How far the autopilot moved ``family`` within the last ``window_steps`` steps,
@@ -160,6 +178,40 @@ class GuardContext:
             )
         return drift
 
+    def condemned(self, knob: str, value: KnobValue | None) -> LedgerRow | None:
+        """The applied change of ``knob``'s family, measured worse, that set it to ``value``
+        (so restoring ``value`` would bring that change back), or ``None``."""
+        return condemned_by(self.history, self.worse, knob, value)
+
+
+def condemned_by(
+    rows: Iterable[LedgerRow], worse: frozenset[str], knob: str, value: KnobValue | None
+) -> LedgerRow | None:
+    """The last of ``rows`` (applied changes) measured worse (``worse`` holds their command
+    ids) that set ``knob``'s family to ``value``, or ``None``. The one home of "a value whose
+    change was measured worse": the guards and the measured effects' rollback use it."""
+    family = knob_family(knob)
+    found = None
+    for row in rows:
+        if (
+            row.command_id in worse
+            and row.knob is not None
+            and knob_family(row.knob) == family
+            and _same_value(row.after, value)
+        ):
+            found = row
+    return found
+
+
+def _same_value(a: KnobValue | None, b: KnobValue | None) -> bool:
+    if a is None or b is None or isinstance(a, bool) or isinstance(b, bool):
+        return a == b
+    x = a if isinstance(a, list) else [a]
+    y = b if isinstance(b, list) else [b]
+    return len(x) == len(y) and all(
+        math.isclose(p, q, rel_tol=1e-9) for p, q in zip(x, y, strict=True)
+    )
+
 
 def change_factor(before: KnobValue | None, after: KnobValue | None) -> float | None:
     """``after / before`` (the geometric mean over param groups); ``None`` for a toggle, a
@@ -178,4 +230,4 @@ def change_factor(before: KnobValue | None, after: KnobValue | None) -> float | 
     return math.exp(sum(math.log(r) for r in ratios) / len(ratios))
 
 
-__all__ = ["AUTOPILOT_SOURCES", "Drift", "GuardContext", "change_factor"]
+__all__ = ["AUTOPILOT_SOURCES", "Drift", "GuardContext", "change_factor", "condemned_by"]

@@ -23,6 +23,13 @@ The rules, in the order they are applied (each verdict names its ``rule``):
   count afresh, and a rollback is never held back by it;
 * ``bounds``: the value is clamped into the kernel's bounds intersected with the config's
   ``bounds`` (``knob_bounds``, which also gives the prompt its bounds);
+* ``condemned``: a rollback that would restore a value set by a change measured ``worse``
+  is rejected (it would bring that change back);
+* ``direction``: a change that moves a knob the way a diagnosis forbids (no lr increase
+  while diverging or oscillating, no weight-decay cut while overfitting: the table in
+  ``autopilot.directions``) is rejected, judged on the final value, for the proposal's
+  ``kind`` and the kinds the tick diagnosed; an action a person approved (an edited
+  approval, source ``human``) may push either way;
 * ``no_change``: a change that leaves the value as it is is rejected; ``max_actions``:
   actions beyond ``guards.max_actions`` that would pass are dropped.
 
@@ -40,12 +47,14 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from autopilot.config import Settings
+from autopilot.directions import against
 from autopilot.guard_context import AUTOPILOT_SOURCES, GuardContext
 from autopilot.proposals import Action, Proposal
 from kernel import Command, Knob, KnobError, KnobSpec, KnobValue, format_value
@@ -64,6 +73,8 @@ GuardRule = Literal[
     "max_step",
     "cumulative",
     "bounds",
+    "condemned",
+    "direction",
     "no_change",
     "max_actions",
 ]
@@ -127,8 +138,20 @@ def bounded_spec(spec: KnobSpec, settings: Settings) -> KnobSpec:
     )
 
 
-def check(proposal: Proposal, ctx: GuardContext, settings: Settings) -> list[Verdict]:
-    """The verdict on each action of ``proposal``, in order (see the module's rules)."""
+def check(
+    proposal: Proposal,
+    ctx: GuardContext,
+    settings: Settings,
+    *,
+    by_person: Collection[int] = (),
+) -> list[Verdict]:
+    """The verdict on each action of ``proposal``, in order (see the module's rules).
+
+    Args:
+        by_person: indices of the actions a person approved as their own (edited in
+            review): the ``direction`` guard lets them push either way. Every action of a
+            ``human`` proposal counts as a person's.
+    """
     blanket = _blanket_reason(proposal, ctx, settings)
     if blanket is not None:
         rule, why = blanket
@@ -137,6 +160,9 @@ def check(proposal: Proposal, ctx: GuardContext, settings: Settings) -> list[Ver
     first_of: dict[str, int] = {}
     for i, action in enumerate(proposal.actions):
         verdict = _check_action(i, action, ctx, settings, first_of)
+        if verdict.passed:
+            person = proposal.proposer == "human" or i in by_person
+            verdict = _held(verdict, ctx, proposal.kind, person)
         if verdict.passed and sum(v.passed for v in verdicts) >= settings.guards.max_actions:
             why = f"guards.max_actions is {settings.guards.max_actions}: one decision changes "
             verdict = _reject(
@@ -144,6 +170,35 @@ def check(proposal: Proposal, ctx: GuardContext, settings: Settings) -> list[Ver
             )
         verdicts.append(verdict)
     return verdicts
+
+
+def _held(verdict: Verdict, ctx: GuardContext, kind: str | None, person: bool) -> Verdict:
+    """``verdict`` rejected when its final value restores a condemned value (a rollback) or
+    moves against a diagnosis (unless a person approved it); else ``verdict``."""
+    action = verdict.requested
+    shown = f"{verdict.knob} {format_value(verdict.before)} -> {format_value(verdict.value)}"
+    if action.rolls_back is not None:
+        bad = ctx.condemned(verdict.knob, verdict.value)
+        if bad is not None:
+            why = (
+                f"{shown} would restore the value set by {bad.command_id} at step {bad.step}, "
+                "whose change was measured worse; a rollback never brings a condemned value back"
+            )
+            return _rejected(verdict, why, "condemned")
+    wrong = None if person else against((kind, *ctx.diagnosed), verdict.knob, verdict.before,
+                                         verdict.value)  # fmt: skip
+    if wrong is None:
+        return verdict
+    why = (
+        f"{shown} {wrong} (autopilot.directions); rejected unless a person approves it "
+        "(edit the action in review, or `autopilot set`)"
+    )
+    return _rejected(verdict, why, "direction")
+
+
+def _rejected(verdict: Verdict, reason: str, rule: GuardRule) -> Verdict:
+    update = {"status": "rejected", "value": None, "bounds": None, "reason": reason, "rule": rule}
+    return verdict.model_copy(update=update)
 
 
 def command_id(source: str, proposal_id: str, index: int) -> str:

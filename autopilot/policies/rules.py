@@ -5,7 +5,9 @@ cannot be used.
 |-------------|-----------------------------------------------------------------------|
 | divergence  | roll back the last autopilot change if it came shortly before; else    |
 |             | ``lr x0.1`` (and turn gradient clipping on if gradients exploded)     |
-|             | (a change made for divergence, or a rollback, is never rolled back)   |
+|             | (a change made for divergence, or a rollback, is never rolled back,   |
+|             | nor one whose undo would move a knob the way the diagnoses forbid:    |
+|             | after an oscillation cut 0.3 -> 0.15, restoring 0.3 restores the bug) |
 | oscillation | ``lr x0.5``                                                           |
 | overfitting | ``weight_decay x2`` when weight decay is on, else ``lr x0.5``         |
 | plateau     | ``lr x0.5``                                                           |
@@ -20,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from autopilot.diagnoses import Diagnosis
+from autopilot.directions import against
 from autopilot.guard_context import AUTOPILOT_SOURCES
 from autopilot.policies._base import PolicyContext
 from autopilot.proposals import Action, Proposal
@@ -50,7 +53,8 @@ class RulePolicy:
         if not ctx.diagnoses:
             return Proposal(proposer="rules", diagnosis="healthy", confidence=1.0)
         first = ctx.diagnoses[0]
-        actions, skipped = self._remembered(first, self._actions(first, ctx), ctx)
+        proposed, notes = self._actions(first, ctx)
+        actions, skipped = self._remembered(first, proposed, ctx)
         reasoning = (
             f"rule for {first.kind}: " + ", ".join(a.describe() for a in actions)
             if actions
@@ -62,7 +66,7 @@ class RulePolicy:
             kind=first.kind,
             actions=actions,
             confidence=_CONFIDENCE[first.kind],
-            reasoning="; ".join([reasoning, *skipped]),
+            reasoning="; ".join([reasoning, *notes, *skipped]),
         )
 
     def _remembered(
@@ -88,17 +92,21 @@ class RulePolicy:
         ]
         return kept, skipped
 
-    def _actions(self, diagnosis: Diagnosis, ctx: PolicyContext) -> list[Action]:
+    def _actions(self, diagnosis: Diagnosis, ctx: PolicyContext) -> tuple[list[Action], list[str]]:
+        """The actions for ``diagnosis`` and notes on what was considered and not done."""
         if diagnosis.kind == "divergence":
             return self._divergence(diagnosis, ctx)
         if diagnosis.kind == "overfitting":
             wd = ctx.knobs.get("weight_decay")
             if wd is not None and _positive(wd.value):
-                return [Action(knob="weight_decay", multiplier=2.0)]
-        return _lr(0.5, ctx)
+                return [Action(knob="weight_decay", multiplier=2.0)], []
+        return _lr(0.5, ctx), []
 
-    def _divergence(self, diagnosis: Diagnosis, ctx: PolicyContext) -> list[Action]:
+    def _divergence(
+        self, diagnosis: Diagnosis, ctx: PolicyContext
+    ) -> tuple[list[Action], list[str]]:
         last = _last_autopilot_change(ctx.recent_changes)
+        notes: list[str] = []
         if (
             last is not None
             and last.step is not None
@@ -108,11 +116,17 @@ class RulePolicy:
             and last.intent != "rollback"
             and last.for_diagnosis != "divergence"
         ):
-            why = f"roll back {last.knob}={format_value(last.after)} from step {last.step}"
-            undo = Action(
-                knob=str(last.knob), value=last.before, reason=why, rolls_back=last.command_id
+            condemned = _restore_condemned(last, ctx)
+            if condemned is None:
+                why = f"roll back {last.knob}={format_value(last.after)} from step {last.step}"
+                undo = Action(
+                    knob=str(last.knob), value=last.before, reason=why, rolls_back=last.command_id
+                )
+                return [undo], []
+            notes.append(
+                f"not rolling back {last.knob}={format_value(last.after)} from step "
+                f"{last.step}: restoring {last.knob}={format_value(last.before)} {condemned}"
             )
-            return [undo]
         actions = _lr(0.1, ctx)
         clip = ctx.knobs.get("grad_clip")
         exploded = "grad" in str(diagnosis.evidence.get("signal", "")) or "grad" in (
@@ -120,7 +134,21 @@ class RulePolicy:
         )
         if exploded and clip is not None and clip.value == 0:
             actions.append(Action(knob="grad_clip", value=self.grad_clip_on, reason="grad norm"))
-        return actions
+        return actions, notes
+
+
+def _restore_condemned(last: LedgerRow, ctx: PolicyContext) -> str | None:
+    """Why restoring the value from before ``last`` goes against this tick's diagnoses, or
+    ``None``. It is judged from the value ``last`` set and from the value in force now (a
+    scheduler may have moved it since): an lr back above either, like the buggy 0.3 after an
+    oscillation cut to 0.15, is what the divergence condemns."""
+    knob = str(last.knob)
+    kinds = [d.kind for d in ctx.diagnoses]
+    for reference in (last.after, ctx.knobs[knob].value):
+        why = against(kinds, knob, reference, last.before)
+        if why is not None:
+            return why
+    return None
 
 
 def _lr(factor: float, ctx: PolicyContext) -> list[Action]:
