@@ -86,3 +86,22 @@ def test_a_crafted_sibling_does_not_stop_the_watcher_starting(
         ctx = TickContext.create(run, Settings(), "auto")  # raised ValueError before
     assert ctx.memory_notes == "no earlier runs with measured effects"
     assert f"{sibling}:2 " in caplog.text
+
+
+def test_crafted_spend_lines_are_reported_once_and_never_lower_the_spend(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from autopilot.budget import SPEND_FILE, Budget
+
+    budget = Budget(tmp_path, Settings())
+    path = tmp_path / "autopilot" / SPEND_FILE
+    path.parent.mkdir(parents=True)
+    good = {"type": "charge", "id": "c1", "run": "r", "date": "2024-01-01", "usd": 0.001}
+    crafted = [good | {"id": "c2", "usd": -5.0}, good | {"id": "c3", "usd": "abc"}, "[1]"]
+    lines = [json.dumps(good), *(json.dumps(c) if isinstance(c, dict) else c for c in crafted)]
+    path.write_text("\n".join(lines) + "\n")
+    with caplog.at_level(logging.WARNING):
+        assert budget.spent_run() == pytest.approx(0.001)
+        assert budget.spent_run() == pytest.approx(0.001)
+    assert [f"{path}:{n} " in caplog.text for n in (2, 3, 4)] == [True] * 3
+    assert caplog.text.count(f"{path}:2 ") == 1  # reported once
