@@ -97,8 +97,8 @@ def test_crafted_spend_lines_are_reported_once_and_never_lower_the_spend(
     path = tmp_path / "autopilot" / SPEND_FILE
     path.parent.mkdir(parents=True)
     good = {"type": "charge", "id": "c1", "run": "r", "date": "2024-01-01", "usd": 0.001}
-    crafted = [good | {"id": "c2", "usd": -5.0}, good | {"id": "c3", "usd": "abc"}, "[1]"]
-    lines = [json.dumps(good), *(json.dumps(c) if isinstance(c, dict) else c for c in crafted)]
+    crafted = [good | {"id": "c2", "usd": -5.0}, good | {"id": "c3", "usd": "abc"}]
+    lines = [json.dumps(good), *(json.dumps(c) for c in crafted), "[1]"]
     path.write_text("\n".join(lines) + "\n")
     with caplog.at_level(logging.WARNING):
         assert budget.spent_run() == pytest.approx(0.001)
