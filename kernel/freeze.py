@@ -13,6 +13,7 @@ configuration reproduces the knob values step by step.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -21,12 +22,17 @@ from pydantic import BaseModel, Field, ValidationError
 
 from kernel.commands import KnobValue
 from kernel.errors import RunDirError
-from kernel.jsonl import read_json, write_json_atomic
+from kernel.jsonl import write_json_atomic
 from kernel.ledger import read_ledger
+from kernel.regular_files import read_regular
 from kernel.state import FreezeMode
 from kernel.validation import summarize_validation_error
 
 FREEZE_FILE = "freeze.json"
+FREEZE_LIMIT = 64 * 1024
+"""The largest ``freeze.json`` read: the CLI writes about 100 bytes."""
+RECIPE_LIMIT = 16 * 1024 * 1024
+"""The largest recipe read (about 150,000 entries): the kernel reads it between two steps."""
 
 
 class FreezeState(BaseModel):
@@ -47,8 +53,13 @@ def read_freeze(run_dir: str | os.PathLike[str]) -> FreezeState:
     """The run's freeze state (``off`` when there is no ``freeze.json``)."""
     path = Path(run_dir) / FREEZE_FILE
     try:
-        raw = read_json(path)
-        return FreezeState() if raw is None else FreezeState.model_validate(raw)
+        data = read_regular(path, limit=FREEZE_LIMIT)
+    except FileNotFoundError:
+        return FreezeState()
+    except RunDirError as exc:
+        raise RunDirError(f"{exc}; rewrite it with `autopilot --dir D freeze off`") from None
+    try:
+        return FreezeState.model_validate(json.loads(data))
     except (ValueError, ValidationError) as exc:
         raise RunDirError(
             f"{path} is not a valid freeze file ({exc}); "
@@ -74,11 +85,13 @@ def write_freeze(
 
 
 def load_recipe(path: str | os.PathLike[str]) -> list[RecipeEntry]:
-    """Read a recipe file, sorted by step."""
+    """Read a recipe file, sorted by step: a regular file of at most ``RECIPE_LIMIT`` bytes
+    (a FIFO or a device is refused, never waited on)."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").split("\n")  # not splitlines: U+2028 is text
-    except OSError as exc:
+        data = read_regular(path, limit=RECIPE_LIMIT)
+    except FileNotFoundError as exc:
         raise RunDirError(f"cannot read recipe {path}: {exc.strerror}") from None
+    lines = data.decode("utf-8", errors="replace").split("\n")  # not splitlines: U+2028 is text
     entries = []
     for n, line in enumerate(lines, 1):
         if not line.strip():

@@ -3,6 +3,14 @@ history step by step."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -16,7 +24,7 @@ from kernel import (
     write_freeze,
     write_recipe,
 )
-from kernel.freeze import RecipeEntry
+from kernel.freeze import RECIPE_LIMIT, RecipeEntry
 
 
 def _sgd() -> torch.optim.SGD:
@@ -222,3 +230,92 @@ def test_a_restarted_replay_does_not_replay_twice(tmp_path, make_kernel, run_dir
     rows = read_ledger(run_dir)
     assert [(r.step, r.after) for r in rows] == [(2, 0.05), (5, 0.02)]
     assert opt.param_groups[0]["lr"] == 0.02
+
+
+# -- hostile files: a run directory is not a trusted place ---------------------------
+
+
+def _release(fifo: Path) -> None:
+    """Unblock whoever hangs opening or reading ``fifo`` (so a failing test ends)."""
+    with contextlib.suppress(OSError):
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+def test_a_fifo_as_the_replay_recipe_never_blocks_the_step(run_dir, tmp_path, make_kernel, caplog):
+    run_dir.mkdir()
+    fifo = tmp_path / "recipe.fifo"
+    os.mkfifo(fifo)
+    (run_dir / "freeze.json").write_text(json.dumps({"mode": "replay", "recipe": str(fifo)}))
+    opt = _sgd()
+    done = threading.Event()
+
+    def train() -> None:
+        kernel = make_kernel(optimizer=opt)
+        kernel.step(0)
+        kernel.step(1)
+        done.set()
+
+    thread = threading.Thread(target=train, daemon=True)
+    thread.start()
+    try:
+        assert done.wait(20), "kernel.step hung on a FIFO named as the recipe"
+    finally:
+        _release(fifo)
+        thread.join(5)
+    assert "must be a regular file, got a FIFO" in caplog.text
+    state = read_kernel_state(run_dir)
+    assert state is not None and state.last_step == 1
+    assert opt.param_groups[0]["lr"] == 0.1
+
+
+def test_a_fifo_as_freeze_json_never_blocks_the_step(run_dir, make_kernel, caplog):
+    run_dir.mkdir()
+    fifo = run_dir / "freeze.json"
+    os.mkfifo(fifo)
+    done = threading.Event()
+
+    def train() -> None:
+        make_kernel(optimizer=_sgd()).step(0)
+        done.set()
+
+    thread = threading.Thread(target=train, daemon=True)
+    thread.start()
+    try:
+        assert done.wait(20), "kernel.step hung on a FIFO as freeze.json"
+    finally:
+        _release(fifo)
+        thread.join(5)
+    assert "must be a regular file, got a FIFO" in caplog.text
+    with pytest.raises(RunDirError, match="must be a regular file, got a FIFO"):
+        read_freeze(run_dir)
+
+
+def test_the_cli_refuses_a_fifo_as_the_recipe(run_dir, tmp_path):
+    run_dir.mkdir()
+    fifo = tmp_path / "recipe.fifo"
+    os.mkfifo(fifo)
+    cli = [sys.executable, "-m", "autopilot", "--dir", str(run_dir), "freeze", "replay"]
+    try:
+        done = subprocess.run(
+            [*cli, "--recipe", str(fifo)], capture_output=True, text=True, timeout=60
+        )
+    finally:
+        _release(fifo)
+    assert done.returncode != 0
+    assert "must be a regular file, got a FIFO" in done.stderr
+    assert not (run_dir / "freeze.json").exists()
+
+
+def test_a_recipe_too_large_is_refused_unread(run_dir, tmp_path):
+    run_dir.mkdir()
+    recipe = tmp_path / "recipe.jsonl"
+    with open(recipe, "wb") as f:
+        f.truncate(RECIPE_LIMIT + 1)  # sparse: the limit is checked before reading
+    with pytest.raises(RunDirError, match=f"must be at most {RECIPE_LIMIT} bytes"):
+        write_freeze(run_dir, "replay", recipe)
+
+
+def test_a_device_as_the_recipe_is_refused(run_dir):
+    run_dir.mkdir()
+    with pytest.raises(RunDirError, match="must be a regular file, got a character device"):
+        write_freeze(run_dir, "replay", "/dev/zero")
