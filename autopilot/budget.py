@@ -14,6 +14,18 @@ whose entries carry the UTC date of their reservation. A call goes:
 A reservation never charged (a crash mid-call) stays counted at its worst case, so spend
 cannot pass a cap however a process dies. Spend is re-read from the files on every check.
 
+Each entry is written to both ledgers, so each cap is checked against the more conservative
+of the two: this run's spend is the larger of its own file and its lines in the day ledger
+(which lives outside the run directory), and today's spend is the larger of the day ledger
+and this run's lines dated today. A ledger that shrank since this ``Budget`` last saw it
+(truncated, rotated, deleted) refuses every call until reconciled: restore the file, or
+start the watcher again, which counts afresh from both ledgers.
+
+A call's actual cost may exceed its reservation only if the provider reports more tokens
+than the request allows (``max_tokens``) or than the tokenizer margin covers; the charge is
+then recorded as reported, logged as an error, and no further call is reserved once actual
+spend has reached a cap.
+
 Example (writes to a run directory, hence skipped as a doctest):
     >>> budget = Budget(run_dir, settings)  # doctest: +SKIP
     >>> held = budget.reserve(budget.estimate(messages, 600), "analyst")  # doctest: +SKIP
@@ -137,6 +149,9 @@ class Budget:
         self._day_file = settings.budget.day_ledger_path()
         self._run_id = str(Path(run_dir).resolve())
         self._today = today
+        self._sizes: dict[Path, int] = {}
+        """The largest size each ledger was seen at: a smaller one means it shrank."""
+        self._shrunk: dict[Path, tuple[int, int]] = {}
 
     @property
     def model(self) -> str:
@@ -176,8 +191,10 @@ class Budget:
         """
         with self._locked():
             date = self._today()
-            self._check("per-run", self._caps.per_run_usd, self._spent(self._run_file), estimate)
-            self._check("per-day", self._caps.per_day_usd, self._spent_on(date), estimate)
+            run, day = self._spent_run(), self._spent_on(date)
+            self._check_intact()
+            self._check("per-run", self._caps.per_run_usd, run, estimate)
+            self._check("per-day", self._caps.per_day_usd, day, estimate)
             held = Reservation(
                 id=uuid.uuid4().hex,
                 purpose=purpose,
@@ -197,11 +214,15 @@ class Budget:
         price = self._settings.price(reservation.model) or self._price()
         usd = cost_usd(price, usage.tokens_in, usage.tokens_out, usage.cached_in)
         if usd > reservation.usd:
-            logger.warning(
-                "%s cost $%.6f, more than its worst-case estimate $%.6f (a tokenizer much "
-                "less efficient than cl100k?)",
+            logger.error(
+                "%s cost $%.6f as the provider reported it (%d tokens in, %d out), more than "
+                "its worst-case reservation $%.6f: the provider bills beyond max_tokens or its "
+                "tokenizer is much less efficient than cl100k; no call is made once actual "
+                "spend reaches a cap",
                 reservation.purpose,
                 usd,
+                usage.tokens_in,
+                usage.tokens_out,
                 reservation.usd,
             )
         entry = self._entry(
@@ -218,19 +239,21 @@ class Budget:
         return usage.model_copy(update={"cost_usd": usd})
 
     def spent_run(self) -> float:
-        """USD spent by this run, unsettled reservations included."""
-        return self._spent(self._run_file)
+        """USD spent by this run, unsettled reservations included (the larger count of the
+        run's ledger and of its lines in the day ledger)."""
+        return self._spent_run()
 
     def spent_day(self) -> float:
         """USD spent today (UTC) by every run sharing the day ledger."""
         return self._spent_on(self._today())
 
     def remaining(self) -> float:
-        """USD that may still be spent before the first cap is reached."""
+        """USD that may still be spent before the first cap is reached (none while a
+        ledger that shrank is not reconciled)."""
         left = min(
             self._caps.per_run_usd - self.spent_run(), self._caps.per_day_usd - self.spent_day()
         )
-        return max(left, 0.0)
+        return 0.0 if self._shrunk else max(left, 0.0)
 
     def _price(self) -> Price:
         price = self._settings.price(self.model)
@@ -241,6 +264,16 @@ class Budget:
                 "tokens) to autopilot.toml (a local provider can set both to 0)"
             )
         return price
+
+    def _check_intact(self) -> None:
+        for path, (before, now) in self._shrunk.items():
+            raise BudgetExceeded(
+                f"spend ledger {path} shrank from {before} to {now} bytes while this run was "
+                "watched (truncated, rotated or deleted?), so its spend is unknown and is "
+                "treated as exhausted until reconciled: restore the file, or restart the "
+                f"watcher, which counts this run's spend afresh from {self._run_file} and "
+                f"its lines in {self._day_file}, whichever is more"
+            )
 
     def _check(self, name: str, cap: float, spent: float, estimate: Estimate) -> None:
         if spent + estimate.usd > cap:
@@ -285,23 +318,39 @@ class Budget:
     def _append(self, line: str) -> None:
         for path in self._files():
             append_line(path, line)
+            self._seen(path)
 
-    def _spent(self, path: Path) -> float:
-        return _total(_read(path))
+    def _spent_run(self) -> float:
+        mine = [e for e in self._read(self._day_file) if e.run == self._run_id]
+        return max(_total(self._read(self._run_file)), _total(mine))
 
     def _spent_on(self, date: str) -> float:
-        return _total(e for e in _read(self._day_file) if e.date == date)
+        day = [e for e in self._read(self._day_file) if e.date == date]
+        mine = [e for e in self._read(self._run_file) if e.date == date]
+        return max(_total(day), _total(mine))
+
+    def _read(self, path: Path) -> list[SpendEntry]:
+        self._seen(path)
+        return read_models(path, SpendEntry)
+
+    def _seen(self, path: Path) -> None:
+        """Note the size of ``path``; remember it shrank if it is smaller than ever seen."""
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            size = 0
+        before = self._sizes.get(path, 0)
+        if size < before and path not in self._shrunk:
+            self._shrunk[path] = (before, size)
+            logger.error("spend ledger %s shrank from %d to %d bytes", path, before, size)
+        self._sizes[path] = max(before, size)
 
 
 def _same(a: Path, b: Path) -> bool:
     return os.path.realpath(a) == os.path.realpath(b)
 
 
-def _read(path: Path) -> list[SpendEntry]:
-    return read_models(path, SpendEntry)
-
-
-def _total(entries: Iterator[SpendEntry] | list[SpendEntry]) -> float:
+def _total(entries: list[SpendEntry]) -> float:
     """Charges, plus every reservation that has no charge yet."""
     reserved: dict[str, float] = {}
     charged: dict[str, float] = {}

@@ -172,3 +172,58 @@ def test_check_and_reserve_happen_under_one_lock(tmp_path, make_settings):
     racer.join(timeout=30)
     assert outcome == ["refused"]
     assert rival.spent_day() == pytest.approx(estimate.usd)
+
+
+def _fill(budget: Budget, cap: float) -> int:
+    """Reserve and charge calls of about 1/5 of ``cap`` until the next could pass it."""
+    made = 0
+    while True:
+        estimate = budget.estimate(MESSAGES, 300)
+        try:
+            held = budget.reserve(estimate, "analyst@v1")
+        except BudgetExceeded:
+            return made
+        budget.charge(held, Usage(tokens_in=estimate.tokens_in, tokens_out=300))
+        made += 1
+
+
+def test_a_truncated_run_ledger_is_exhausted_until_reconciled(run_dir, make_settings):
+    probe = Budget(run_dir.parent / "probe", make_settings())
+    cap = 5.5 * probe.estimate(MESSAGES, 300).usd
+    settings = make_settings(budget={"per_run_usd": cap})
+    budget = Budget(run_dir, settings)
+    assert _fill(budget, cap) == 5
+    run_file = run_dir / "autopilot" / "spend.jsonl"
+    run_file.write_text("")  # truncated mid-run
+    with pytest.raises(BudgetExceeded) as caught:
+        budget.reserve(budget.estimate(MESSAGES, 300), "analyst@v1")
+    reason = caught.value.reason
+    assert f"{run_file} shrank" in reason and "restart" in reason
+    assert budget.remaining() == 0
+    # a restarted watcher reconciles: this run's lines in the day ledger still count
+    again = Budget(run_dir, settings)
+    assert again.spent_run() == pytest.approx(budget.spent_day())
+    assert _fill(again, cap) == 0
+    assert again.spent_run() <= cap
+
+
+def test_a_truncated_day_ledger_still_counts_this_runs_spend(tmp_path, make_settings):
+    probe = Budget(tmp_path / "probe", make_settings())
+    cap = 5.5 * probe.estimate(MESSAGES, 300).usd
+    settings = make_settings(budget={"per_day_usd": cap})
+    first = Budget(tmp_path / "a", settings)
+    assert _fill(first, cap) == 5
+    settings.budget.day_ledger_path().write_text("")
+    with pytest.raises(BudgetExceeded, match="shrank"):
+        first.reserve(first.estimate(MESSAGES, 300), "analyst@v1")
+    restarted = Budget(tmp_path / "a", settings)
+    assert restarted.spent_day() == pytest.approx(restarted.spent_run())
+    assert _fill(restarted, cap) == 0
+
+
+def test_a_deleted_run_ledger_counts_as_shrunk(run_dir, llm_settings):
+    budget = Budget(run_dir, llm_settings)
+    budget.reserve(budget.estimate(MESSAGES, 300), "analyst@v1")
+    (run_dir / "autopilot" / "spend.jsonl").unlink()
+    with pytest.raises(BudgetExceeded, match="shrank"):
+        budget.reserve(budget.estimate(MESSAGES, 300), "analyst@v1")
