@@ -128,10 +128,17 @@ class LLMClient:
     ) -> LLMReply[M]:
         """Ask for a reply that validates as ``schema``.
 
+        Every request carries ``max_tokens``: ``max_tokens`` if given, at most
+        ``llm.max_output_tokens``. A provider that reports more output tokens than that is
+        not asked again in this call (``kind="bad_request"``).
+
         Raises:
             LLMError: with ``kind`` saying why, and the ``Usage`` the call consumed.
         """
-        limit = max_tokens or self._settings.max_output_tokens
+        # never more than the setting: the budget reserved the worst case at that many
+        limit = min(
+            max_tokens or self._settings.max_output_tokens, self._settings.max_output_tokens
+        )
         tally = _Tally(usage=Usage())
         conversation = list(messages)
         for attempt in range(1, ATTEMPTS + 1):
@@ -149,7 +156,16 @@ class LLMClient:
         self, conversation: list[Message], schema: type[M], limit: int, tally: _Tally
     ) -> M:
         response = self._request(conversation, schema, limit, tally)
-        tally.add(_replies.usage(response, conversation, self._settings.model))
+        usage = _replies.usage(response, conversation, self._settings.model)
+        tally.add(usage)
+        if usage.tokens_out > limit:
+            # it ignores the cap the budget's worst case rests on: no repair, no more spend
+            raise tally.error(
+                "bad_request",
+                f"provider reported {usage.tokens_out} output tokens for a request with "
+                f"max_tokens {limit}, so its cost cannot be bounded; not asked again in this "
+                "call (check llm.base_url and llm.model)",
+            )
         return _replies.validate(_replies.content(response), schema)
 
     def _candidates(self) -> tuple[Format, ...]:
