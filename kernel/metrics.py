@@ -25,6 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
+DEFAULT_BUFFER_BYTES = 8 * 1024 * 1024
+"""Metrics kept in memory while ``metrics.jsonl`` cannot be written (about 60,000 lines)."""
 _NONFINITE = {"nan": '"NaN"', "inf": '"Infinity"', "-inf": '"-Infinity"'}
 
 
@@ -72,13 +74,35 @@ def _to_float(value: Any) -> float:
 
 
 class MetricsWriter:
-    """Buffers metric records and appends them to ``metrics.jsonl`` in batches."""
+    """Buffers metric records and appends them to ``metrics.jsonl`` in batches.
 
-    def __init__(self, run_dir: str | os.PathLike[str], segment: int = 0) -> None:
+    Every write is checked. When the file cannot take a batch (a full disk, a read-only or
+    removed directory), the lines are kept, at most ``max_buffer_bytes`` of them (the
+    oldest are dropped beyond that), one warning says so, and each later ``flush`` tries
+    again. A short write never leaves a torn fragment: the file is cut back to its last
+    whole line, or, if even that fails, the next write starts on a new line.
+    """
+
+    def __init__(
+        self,
+        run_dir: str | os.PathLike[str],
+        segment: int = 0,
+        *,
+        max_buffer_bytes: int = DEFAULT_BUFFER_BYTES,
+    ) -> None:
+        if max_buffer_bytes < 0:
+            raise ValueError(f"max_buffer_bytes must be >= 0, got {max_buffer_bytes}")
         self.path = Path(run_dir) / METRICS_FILE
+        self.max_buffer_bytes = max_buffer_bytes
         self._pending: list[tuple[int, float, dict[str, Any]]] = []
         self._keys: dict[str, str] = {}
         self._tail = f',"segment":{int(segment)}' if segment else ""
+        self._unwritten = b""
+        """Whole lines a failed write left to write; at most ``max_buffer_bytes``."""
+        self._failing = False
+        self._dropped = 0
+        self._check_tail = False
+        """A torn fragment could not be cut off: the next write starts on a new line."""
 
     def start_segment(self) -> int:
         """Close a line torn by a process that died mid-write; return the offset at which
@@ -98,15 +122,72 @@ class MetricsWriter:
         self._pending.append((step, wall_time, dict(metrics)))
 
     def flush(self) -> None:
-        if not self._pending:
+        """Append what is buffered; on failure keep it (bounded) for the next flush."""
+        if self._pending:
+            batch, self._pending = self._pending, []
+            self._unwritten += "".join(self._line(*record) for record in batch).encode()
+        if not self._unwritten:
             return
-        batch, self._pending = self._pending, []
-        text = "".join(self._line(*record) for record in batch)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        written, error = self._append(self._unwritten)
+        self._unwritten = self._unwritten[written:]
+        if error is not None:
+            self._fail(error)
+        elif self._failing:
+            self._failing = False
+            logger.warning(
+                "%s is writable again; %d records dropped while it was not",
+                self.path,
+                self._dropped,
+            )
+            self._dropped = 0
+
+    def _append(self, data: bytes) -> tuple[int, OSError | None]:
+        """Append ``data`` (whole lines); return how many bytes of whole lines are in the
+        file, and the error that stopped the rest."""
         try:
-            os.write(fd, text.encode("utf-8"))
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            return 0, exc
+        try:
+            end = os.lseek(fd, 0, os.SEEK_END)
+            if self._check_tail and end and os.pread(fd, 1, end - 1) != b"\n":
+                os.write(fd, b"\n")
+                end += 1
+            self._check_tail = False
+            done, view = 0, memoryview(data)
+            while done < len(data):
+                done += os.write(fd, view[done:])
+            return done, None
+        except OSError as exc:
+            return self._cut_back(fd, end, data, done), exc
         finally:
             os.close(fd)
+
+    def _cut_back(self, fd: int, end: int, data: bytes, done: int) -> int:
+        """A write came back short: cut the file back to the last whole line written."""
+        whole = data.rfind(b"\n", 0, done) + 1
+        if whole < done:
+            try:
+                os.ftruncate(fd, end + whole)
+            except OSError:
+                self._check_tail = True
+        return whole
+
+    def _fail(self, error: OSError) -> None:
+        if not self._failing:
+            self._failing = True
+            logger.warning(
+                "could not append to %s (%s); keeping up to %d bytes of metrics in memory "
+                "and trying again at every flush",
+                self.path,
+                error.strerror or error,
+                self.max_buffer_bytes,
+            )
+        over = len(self._unwritten) - self.max_buffer_bytes
+        if over > 0:
+            cut = self._unwritten.find(b"\n", over - 1) + 1 or len(self._unwritten)
+            self._dropped += self._unwritten.count(b"\n", 0, cut)
+            self._unwritten = self._unwritten[cut:]
 
     def _line(self, step: int, wall_time: float, metrics: dict[str, Any]) -> str:
         keys = self._keys
