@@ -22,9 +22,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import os
-import stat
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ValidationError
@@ -70,23 +67,6 @@ _ELSEWHERE = (
     "a run directory's autopilot.toml may only tighten guards, detectors and bounds; "
     "set it in your own config (--config, $AUTOPILOT_CONFIG, ./autopilot.toml or {user})"
 )
-
-
-def read_untrusted(path: Path) -> str:
-    """The text of ``path`` if it is a regular file under ``MAX_BYTES`` (a FIFO or a device
-    would block the reader; a huge file would stall it).
-
-    Raises:
-        OSError: naming why the file was not read.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise OSError(f"{path} is not a regular file")
-        if info.st_size > MAX_BYTES:
-            raise OSError(f"{path} is {info.st_size} bytes, more than {MAX_BYTES}")
-        return f.read(MAX_BYTES + 1).decode("utf-8")
 
 
 def tighten(

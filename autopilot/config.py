@@ -22,9 +22,11 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from autopilot._config_trust import read_untrusted, tighten
+from autopilot._config_trust import MAX_BYTES, tighten
 from autopilot.errors import ConfigError
+from kernel.errors import RunDirError
 from kernel.knobs import knob_family
+from kernel.regular_files import read_regular
 from kernel.state import KernelState
 from kernel.validation import summarize_validation_error
 
@@ -303,8 +305,8 @@ def _tighten_with(
     settings: Settings, run_file: Path, sources: dict[str, str]
 ) -> tuple[Settings, dict[str, str]]:
     try:
-        raw = tomllib.loads(read_untrusted(run_file))
-    except (OSError, UnicodeDecodeError) as exc:
+        raw = tomllib.loads(read_regular(run_file, limit=MAX_BYTES).decode("utf-8"))
+    except (OSError, RunDirError, UnicodeDecodeError) as exc:
         problem = f"{run_file}: ignored, it cannot be read ({exc})"
     except tomllib.TOMLDecodeError as exc:
         problem = f"{run_file}: ignored, it is not valid TOML ({exc})"

@@ -234,7 +234,7 @@ def test_a_fifo_as_the_run_dir_config_does_not_hang(home: Path) -> None:
     run_dir.mkdir()
     os.mkfifo(run_dir / "autopilot.toml")
     loaded = load_config(None, run_dir)
-    assert "not a regular file" in loaded.ignored["*"]
+    assert "must be a regular file, got a FIFO" in loaded.ignored["*"]
 
 
 def test_the_users_config_is_searched_in_order(home: Path, provider: Recorder, monkeypatch) -> None:
