@@ -165,7 +165,11 @@ def _add_watch(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
         choices=MODES,
         help="what to do with proposals (default: the config's mode, else suggest)",
     )
-    p.add_argument("--config", metavar="F", help="autopilot.toml (default: RUN_DIR/ or ./)")
+    p.add_argument(
+        "--config",
+        metavar="F",
+        help="your autopilot.toml (default: ./ or ~/.config/train-autopilot/)",
+    )
     p.add_argument("--once", action="store_true", help="one tick, then exit")
     p.add_argument(
         "--forever", action="store_true", help="keep watching after the training has ended"
@@ -207,7 +211,7 @@ def _add_review(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
             "--config",
             default=argparse.SUPPRESS,
             metavar="F",
-            help="autopilot.toml (default: RUN_DIR/ or ./)",
+            help="your autopilot.toml (default: ./ or ~/.config/train-autopilot/)",
         )
 
 
