@@ -4,10 +4,15 @@
 observe -> evaluate -> diagnose -+-> llm --+-> guard -> route -> END
    |                             |         |     ^
    +-> END (not due)             +-> rules <-+    |
+                                 |    |    +-> END (a call started or in flight)
                                  |    +----------+
                                  +-> route (mode off: record only)
                                  +-> END (healthy)
 ```
+
+The ``llm`` node never waits for the provider: it starts the call in a thread of the
+context, and a later tick takes the answer to the guards (``autopilot.llm_calls``); an
+urgent diagnosis goes on to the rules in the same tick.
 
 The nodes are plain functions (``autopilot.nodes``, ``autopilot.propose``) of a
 ``TickContext`` (bound here) and the state; the routers return a ``Literal`` of their
@@ -60,7 +65,7 @@ def build_graph(
     g.add_conditional_edges(
         "diagnose", partial(nodes.after_diagnose, ctx), ["llm", "rules", "route", END]
     )
-    g.add_conditional_edges("llm", propose.after_llm, ["guard", "rules"])
+    g.add_conditional_edges("llm", propose.after_llm, ["guard", "rules", END])
     g.add_edge("rules", "guard")
     g.add_edge("guard", "route")
     g.add_edge("route", END)

@@ -24,6 +24,7 @@ from autopilot.diagnoses import Diagnosis
 from autopilot.errors import AutopilotError
 from autopilot.guard_context import AUTOPILOT_SOURCES, GuardContext
 from autopilot.guards import Verdict, check, commands_for
+from autopilot.llm_calls import LLMCall
 from autopilot.proposals import Proposal
 from autopilot.state import TickContext, TickState, tick_kernel
 from autopilot.summary import summary_hash
@@ -180,20 +181,20 @@ def evaluate(ctx: TickContext, state: TickState) -> TickState:
 
 
 def diagnose(ctx: TickContext, state: TickState) -> TickState:
-    """Run the detectors; a diagnosis decided recently is not decided again yet."""
+    """Run the detectors; a diagnosis decided recently is not decided again yet (but stays
+    ``present``, so a late LLM answer about it is still judged)."""
     found = run_detectors(ctx.summary(state), state["windows"], ctx.detectors)
     fresh = [d for d in found if not _recently_decided(ctx, d.kind, state)]
-    update: TickState = {
+    return {
         "outcome": "diagnosed" if fresh else ("cooldown" if found else "healthy"),
         "proposal": None,
         "fallback_reason": None,
         "llm_spent": None,
+        "llm_call": None,
         "verdicts": [],
+        "diagnoses": [d.model_dump(mode="json") for d in fresh],
+        "present": [d.model_dump(mode="json") for d in found],
     }
-    if fresh and _waits_for_llm(ctx, fresh[0], state):
-        fresh, update["outcome"] = [], "waiting for the LLM"
-    update["diagnoses"] = [d.model_dump(mode="json") for d in fresh]
-    return update
 
 
 def _recently_decided(ctx: TickContext, kind: str, state: TickState) -> bool:
@@ -206,23 +207,21 @@ def _recently_decided(ctx: TickContext, kind: str, state: TickState) -> bool:
     return since < repeat or (kind == "oscillation" and since_divergence < repeat)
 
 
-def _waits_for_llm(ctx: TickContext, first: Diagnosis, state: TickState) -> bool:
-    """In the AI modes a diagnosis waits for the LLM's cadence, unless it cannot wait:
-    the rules answer a divergence at once."""
-    if ctx.mode not in AI_MODES or first.kind == "divergence":
-        return False
-    return state["step"] < state.get("llm_next_step", 0)
-
-
 def after_diagnose(
     ctx: TickContext, state: TickState
 ) -> Literal["llm", "rules", "route", "__end__"]:
-    """Healthy ends the tick; mode ``off`` only records; the AI modes ask the LLM first."""
+    """Healthy ends the tick; mode ``off`` only records; the AI modes go to the LLM node
+    (which never waits: see ``autopilot.propose``), also with nothing diagnosed when the
+    LLM call in flight has an outcome to take or was lost."""
+    if ctx.mode in AI_MODES:
+        ask = state.get("llm_ask")
+        news = ask is not None and (
+            ctx.llm_calls.settled(ask["id"]) or not ctx.llm_calls.holds(ask["id"])
+        )
+        return "llm" if state.get("diagnoses") or news else "__end__"
     if not state.get("diagnoses"):
         return "__end__"
-    if ctx.mode == "off":
-        return "route"
-    return "llm" if ctx.mode in AI_MODES else "rules"
+    return "route" if ctx.mode == "off" else "rules"
 
 
 # -- guard and route --------------------------------------------------------------------
@@ -284,6 +283,7 @@ def route(ctx: TickContext, state: TickState) -> TickState:
         fallback_reason=proposal.fallback_reason if proposal else None,
         usage=proposal.usage if proposal else Usage(),
         note=proposal.provider_note if proposal else None,
+        llm_call=LLMCall.model_validate(state["llm_call"]) if state.get("llm_call") else None,
         proposal=proposal,
         verdicts=verdicts,
         route=where,

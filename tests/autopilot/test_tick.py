@@ -52,7 +52,7 @@ NODE_FUNCTIONS = [
 ROUTERS = {
     nodes.after_observe: {"evaluate", "__end__"},
     nodes.after_diagnose: {"llm", "rules", "route", "__end__"},
-    propose.after_llm: {"guard", "rules"},
+    propose.after_llm: {"guard", "rules", "__end__"},
 }
 
 
