@@ -121,11 +121,23 @@ class MetricsWriter:
     def add(self, step: int, wall_time: float, metrics: Mapping[str, Any]) -> None:
         self._pending.append((step, wall_time, dict(metrics)))
 
+    def set_segment(self, segment: int) -> None:
+        """Tag this writer's records, those held already included, with run ``segment``."""
+        tail = f',"segment":{int(segment)}' if segment else ""
+        if tail and not self._tail:  # a raw newline ends a line, and only there
+            self._unwritten = self._unwritten.replace(b"}\n", tail.encode() + b"}\n")
+        self._tail = tail
+
+    def hold(self) -> None:
+        """Keep what is buffered, within ``max_buffer_bytes``, without writing it: the run
+        directory is known to be unwritable (whoever knows has said so)."""
+        self._encode_pending()
+        self._failing = True
+        self._bound()
+
     def flush(self) -> None:
         """Append what is buffered; on failure keep it (bounded) for the next flush."""
-        if self._pending:
-            batch, self._pending = self._pending, []
-            self._unwritten += "".join(self._line(*record) for record in batch).encode()
+        self._encode_pending()
         if not self._unwritten:
             return
         written, error = self._append(self._unwritten)
@@ -148,13 +160,14 @@ class MetricsWriter:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as exc:
             return 0, exc
+        end = done = 0
         try:
             end = os.lseek(fd, 0, os.SEEK_END)
             if self._check_tail and end and os.pread(fd, 1, end - 1) != b"\n":
                 os.write(fd, b"\n")
                 end += 1
             self._check_tail = False
-            done, view = 0, memoryview(data)
+            view = memoryview(data)
             while done < len(data):
                 done += os.write(fd, view[done:])
             return done, None
@@ -183,6 +196,14 @@ class MetricsWriter:
                 error.strerror or error,
                 self.max_buffer_bytes,
             )
+        self._bound()
+
+    def _encode_pending(self) -> None:
+        if self._pending:
+            batch, self._pending = self._pending, []
+            self._unwritten += "".join(self._line(*record) for record in batch).encode()
+
+    def _bound(self) -> None:
         over = len(self._unwritten) - self.max_buffer_bytes
         if over > 0:
             cut = self._unwritten.find(b"\n", over - 1) + 1 or len(self._unwritten)
