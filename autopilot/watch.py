@@ -1,11 +1,15 @@
 """The autopilot process: ticks the graph as new metrics arrive, beside a training run.
 
 ``Autopilot`` owns one run directory (an exclusive lock file keeps a second autopilot out),
-the graph and its SQLite checkpointer. ``run`` polls the metrics file with one ``stat`` per
-poll and ticks when it grew; it returns once the training has ended and everything it wrote
-was read. ``start_in_background`` runs the same loop in a daemon thread of the training
-process: the loop never touches the training objects, so an LLM call that takes 30 s never
-delays ``kernel.step``.
+the graph and its SQLite checkpointer (plain values only, bounded: ``autopilot._checkpoint``).
+A tick that decides is checkpointed just before ``route`` acts, so a watcher killed while it
+dispatches resumes that same decision (same id, already written: nothing twice) instead of
+deciding again on what it reads after the restart. ``run`` polls the metrics file with one
+``stat`` per poll and ticks when it grew; it returns once the training has ended and
+everything it wrote was read, and raises when the run directory is deleted under it.
+``start_in_background`` runs the same loop in a daemon thread of the training process: the
+loop never touches the training objects, so an LLM call that takes 30 s never delays
+``kernel.step``.
 
 Example:
     >>> import tempfile, torch
@@ -26,6 +30,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
@@ -34,6 +39,7 @@ from typing import Any, cast
 
 from langchain_core.runnables import RunnableConfig
 
+from autopilot._checkpoint import CheckpointRefused, open_saver, prune, refuse, truncate_wal
 from autopilot._watch_lock import LOCK_FILE, acquire
 from autopilot.config import AI_MODES, MODES, Mode, Settings, check_bounds
 from autopilot.detectors import Detector
@@ -42,14 +48,17 @@ from autopilot.graph import build_graph
 from autopilot.observe import file_size
 from autopilot.state import TickContext, TickState
 from kernel import read_kernel_state
-from kernel.jsonl import read_json, write_json_atomic
+from kernel.jsonl import read_json
 from kernel.metrics import METRICS_FILE
 from kernel.state import AUTOPILOT_DIR
 
 logger = logging.getLogger(__name__)
 
-ROLLOVER_TICKS = 1000
-"""Checkpoints move to a fresh graph thread this often, and the old thread is deleted."""
+DISPATCH = ("route",)
+"""The node with side effects: the state is checkpointed before it runs."""
+_CRAFTED = (AttributeError, KeyError, TypeError, ValueError)
+"""What LangGraph raises on a checkpoint of plain values in a shape it never writes."""
+_THREAD = re.compile(r"autopilot-\d{1,9}")
 
 
 class Autopilot:
@@ -66,6 +75,9 @@ class Autopilot:
     Raises:
         AutopilotError: for an unknown mode, when another autopilot watches the run, or
             (``ConfigError``) for ``[bounds]`` naming a knob the kernel has not published.
+
+    A graph checkpoint that holds more than plain values (crafted, garbled, not a database)
+    is refused with a warning that says why, and the autopilot starts afresh.
     """
 
     def __init__(
@@ -85,15 +97,7 @@ class Autopilot:
         self.state_dir = self.run_dir / AUTOPILOT_DIR
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._lock_fd = acquire(self.state_dir / LOCK_FILE, mode)
-        from langgraph.checkpoint.sqlite import SqliteSaver
-
-        # the saver writes from a background thread: the connection must allow it
-        self._conn = sqlite3.connect(self.state_dir / "graph.sqlite", check_same_thread=False)
-        # WAL without an fsync per tick: a crash of the process loses nothing, a power cut
-        # at most the last ticks (which then run again: their side effects are idempotent)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._saver = SqliteSaver(self._conn)
+        self._identity = _identity(self.run_dir)
         self.context = TickContext.create(
             self.run_dir,
             self.settings,
@@ -101,37 +105,77 @@ class Autopilot:
             llm_policy=llm_policy,
             detectors=detectors,
         )
-        self.graph = build_graph(self.context, self._saver)
+        self._thread = _thread_of(self.state_dir)
+        self._resume = self._open_checkpoint()
         if mode in AI_MODES:
             self.context.llm.warm_up()
-        self._meta_path = self.state_dir / "graph.json"
-        meta = read_json(self._meta_path) or {}
-        self._thread, self._ticks = str(meta.get("thread", "autopilot-0")), 0
-        self._resume = bool(self.graph.get_state(self._config(self._thread)).next)
+
+    def _open_checkpoint(self) -> bool:
+        """Open the checkpoint and read its latest state once; whether a tick was cut short
+        (it resumes). An untrusted checkpoint is refused, and a fresh one opened."""
+        conn = None
+        try:
+            self._saver, conn = open_saver(self.state_dir)
+            self.graph = build_graph(self.context, self._saver)
+            state = self.graph.get_state(self._config(self._thread))
+            if not isinstance(state.values, dict):
+                raise TypeError(f"the state must be a JSON object, got {state.values!r:.80}")
+        except sqlite3.OperationalError as exc:  # I/O, not content: keep the file
+            if conn is not None:
+                conn.close()
+            os.close(self._lock_fd)
+            raise AutopilotError(
+                f"cannot open the graph checkpoint in {self.state_dir}: {exc}"
+            ) from None
+        except (sqlite3.DatabaseError, CheckpointRefused, *_CRAFTED) as exc:
+            if conn is not None:
+                conn.close()
+            refuse(self.state_dir, f"{type(exc).__name__}: {exc}")
+            self._saver, conn = open_saver(self.state_dir)
+            self.graph = build_graph(self.context, self._saver)
+            self._conn = conn
+            return False
+        self._conn = conn
+        return bool(state.next)
 
     @staticmethod
     def _config(thread: str) -> RunnableConfig:
         return {"configurable": {"thread_id": thread}}
 
     def tick(self) -> dict[str, Any]:
-        """One pass of the graph over what was appended since the last; the new state."""
+        """One pass of the graph over what was appended since the last; the new state.
+
+        A tick that reaches ``route`` stops before it and is checkpointed, then goes on: a
+        watcher killed while ``route`` writes resumes exactly that decision, which then
+        finds its record (or its commands, by id) already written."""
         config = self._config(self._thread)
         given: TickState | None = None if self._resume else {}
         self._resume = False
-        self._ticks += 1
-        if self._ticks % ROLLOVER_TICKS == 0:
-            given, config = self._rollover()
-        return dict(self.graph.invoke(given, config, durability="exit"))
+        state, stopped = self._invoke(given, config)
+        if stopped:
+            state, _ = self._invoke(None, config)
+        prune(self._saver, config)  # a resume needs only the latest checkpoint
+        return state
 
-    def _rollover(self) -> tuple[TickState, RunnableConfig]:
-        """Carry the state to a fresh thread and delete the old one's checkpoints."""
-        old = self._thread
-        values = cast(TickState, dict(self.graph.get_state(self._config(old)).values))
-        number = int(old.rsplit("-", 1)[-1]) + 1 if old[-1].isdigit() else 1
-        self._thread = f"autopilot-{number}"
-        write_json_atomic(self._meta_path, {"thread": self._thread})
-        self._saver.delete_thread(old)
-        return values, self._config(self._thread)
+    def _invoke(
+        self, given: TickState | None, config: RunnableConfig
+    ) -> tuple[dict[str, Any], bool]:
+        """Run the graph until it ends or stops before ``DISPATCH``; the state, and whether
+        it stopped there."""
+        values: dict[str, Any] = {}
+        stopped = False
+        for mode, payload in self.graph.stream(
+            given,
+            config,
+            stream_mode=["updates", "values"],
+            interrupt_before=DISPATCH,
+            durability="exit",
+        ):
+            if mode == "values":
+                values = dict(cast(dict[str, Any], payload))
+            elif isinstance(payload, dict) and "__interrupt__" in payload:
+                stopped = True
+        return values, stopped
 
     def run(
         self,
@@ -144,11 +188,15 @@ class Autopilot:
         training has ended and its last metrics were read. Errors are logged, never raised:
         the autopilot must not take anything down with it.
 
+        Raises:
+            AutopilotError: the run directory was deleted (or replaced by another).
+
         The kernel flushes its last metrics before it marks itself closed, so the end is
         checked before the file's size: a size read afterwards includes the last flush."""
         stop = stop or threading.Event()
         metrics, seen, failures = self.run_dir / METRICS_FILE, -1, 0
         while not stop.is_set():
+            self._check_run_dir()
             ended = until_ended and self._training_ended()  # before the size: see run()
             size = file_size(metrics)
             if size != seen:
@@ -170,6 +218,13 @@ class Autopilot:
             on_tick(state)
         return 0
 
+    def _check_run_dir(self) -> None:
+        if _identity(self.run_dir) != self._identity:
+            raise AutopilotError(
+                f"the run directory {self.run_dir} was deleted (or replaced) while the "
+                "autopilot watched it; stopping. Start `autopilot watch` again for a new run"
+            )
+
     def _training_ended(self) -> bool:
         try:
             state = read_kernel_state(self.run_dir)
@@ -178,7 +233,8 @@ class Autopilot:
         return state is not None and state.has_ended()
 
     def close(self) -> None:
-        """Release the database and the lock."""
+        """Release the database (its WAL folded in and truncated) and the lock."""
+        truncate_wal(self._conn)
         self._conn.close()
         os.close(self._lock_fd)
 
@@ -187,6 +243,27 @@ class Autopilot:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """The directory's device and inode (``None`` once it is gone): a directory deleted and
+    created again under the same name is another run's."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _thread_of(state_dir: Path) -> str:
+    """The graph thread to resume: the one named in ``graph.json`` (left by watchers that
+    moved to a new thread every 1000 ticks), when it is a name such a watcher wrote."""
+    try:
+        meta = read_json(state_dir / "graph.json")
+    except Exception:  # a garbled file from another tool: the default thread
+        meta = None
+    thread = meta.get("thread") if isinstance(meta, dict) else None
+    return thread if isinstance(thread, str) and _THREAD.fullmatch(thread) else "autopilot-0"
 
 
 def quiet_gc() -> None:
@@ -217,6 +294,8 @@ class BackgroundAutopilot:
     def _run(self) -> None:
         try:
             self.pilot.run(stop=self._stop, until_ended=False)
+        except AutopilotError as exc:  # the run directory went away: the training goes on
+            logger.warning("%s", exc)
         finally:
             self.pilot.close()
 

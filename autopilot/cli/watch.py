@@ -32,6 +32,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
     from autopilot.watch import Autopilot, quiet_gc
 
     run_dir = run_dir_of(args, must_exist=False)
+    # before the autopilot starts: a refused checkpoint is reported as it is opened
+    logging.basicConfig(level=logging.WARNING, format="autopilot: %(levelname)s %(message)s")
     try:
         settings = load_settings(args.config, run_dir)
         mode = args.mode or settings.mode
@@ -40,7 +42,6 @@ def cmd_watch(args: argparse.Namespace) -> int:
         pilot = Autopilot(run_dir, mode=mode, settings=settings)
     except AutopilotError as exc:
         raise CliError(str(exc)) from None
-    logging.basicConfig(level=logging.WARNING, format="autopilot: %(levelname)s %(message)s")
     _print(header(run_dir, mode, settings))
     printer = DecisionPrinter(run_dir)
     quiet_gc()
@@ -48,7 +49,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
         if args.once:
             pilot.tick()
         else:
-            pilot.run(until_ended=not args.forever, on_tick=lambda _: printer.print_new())
+            try:
+                pilot.run(until_ended=not args.forever, on_tick=lambda _: printer.print_new())
+            except AutopilotError as exc:  # the run directory was deleted under it
+                printer.print_new()
+                raise CliError(str(exc), code=1) from None
     printer.print_new()
     return 0
 
