@@ -63,6 +63,11 @@ class KernelSettings:
     """In a distributed job, rank 0 shares new commands every N steps (a collective call)."""
     attach_interval_s: float = 5.0
     """How often a kernel whose run directory cannot be written tries again (see ``Kernel``)."""
+    metrics_every: int = 1
+    """Record the metrics of every N-th step (see ``MetricsWriter``); records with a
+    non-finite value or an evaluation metric (``val/...``, ``eval_...``) are always kept."""
+    metrics_max_per_s: float = 0.0
+    """At most this many metric records a second (0: no cap); the same records are kept."""
 
 
 class Kernel:
@@ -142,7 +147,11 @@ class Kernel:
         self._live = LiveChanges(self._knobs, ledger)
         self._executor = CommandExecutor(self._knobs, ledger, save_fn, self._live.note)
         self._commands = JsonlTail(self.run_dir / COMMANDS_FILE)
-        self._metrics = MetricsWriter(self.run_dir)
+        self._metrics = MetricsWriter(
+            self.run_dir,
+            every=self.settings.metrics_every,
+            max_per_s=self.settings.metrics_max_per_s,
+        )
         self._metrics_start = 0
         self.segment = 0
         """The run segment: 0 for the first run in ``run_dir``, +1 for each later one."""

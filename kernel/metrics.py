@@ -22,6 +22,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from kernel.metric_names import split_role
+
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
@@ -89,9 +91,22 @@ class MetricsWriter:
         segment: int = 0,
         *,
         max_buffer_bytes: int = DEFAULT_BUFFER_BYTES,
+        every: int = 1,
+        max_per_s: float = 0.0,
     ) -> None:
         if max_buffer_bytes < 0:
             raise ValueError(f"max_buffer_bytes must be >= 0, got {max_buffer_bytes}")
+        if every < 1:
+            raise ValueError(f"every must be a whole number of steps >= 1, got {every}")
+        if not max_per_s >= 0:
+            raise ValueError(
+                f"max_per_s must be >= 0 records a second (0: no cap), got {max_per_s}"
+            )
+        self.every = every
+        self.max_per_s = max_per_s
+        self._next_kept_at = -math.inf
+        self._always: dict[str, bool] = {}
+        """Per metric name: whether it is an evaluation metric (its records are always kept)."""
         self.path = Path(run_dir) / METRICS_FILE
         self.max_buffer_bytes = max_buffer_bytes
         self._pending: list[tuple[int, float, dict[str, Any]]] = []
@@ -201,7 +216,22 @@ class MetricsWriter:
     def _encode_pending(self) -> None:
         if self._pending:
             batch, self._pending = self._pending, []
-            self._unwritten += "".join(self._line(*record) for record in batch).encode()
+            lines = []
+            for step, wall_time, metrics in batch:
+                line, always = self._line(step, wall_time, metrics)
+                if always or self._due(step, wall_time):
+                    lines.append(line)
+            self._unwritten += "".join(lines).encode()
+
+    def _due(self, step: int, wall_time: float) -> bool:
+        """The logging cadence: every ``every``-th step, at most ``max_per_s`` a second."""
+        if step % self.every:
+            return False
+        if self.max_per_s:
+            if wall_time < self._next_kept_at:
+                return False
+            self._next_kept_at = wall_time + 1.0 / self.max_per_s
+        return True
 
     def _bound(self) -> None:
         over = len(self._unwritten) - self.max_buffer_bytes
@@ -210,8 +240,10 @@ class MetricsWriter:
             self._dropped += self._unwritten.count(b"\n", 0, cut)
             self._unwritten = self._unwritten[cut:]
 
-    def _line(self, step: int, wall_time: float, metrics: dict[str, Any]) -> str:
-        keys = self._keys
+    def _line(self, step: int, wall_time: float, metrics: dict[str, Any]) -> tuple[str, bool]:
+        """The record as a line, and whether the cadence must keep it (a non-finite value
+        or an evaluation metric: rare, and what the autopilot judges a run by)."""
+        keys, always = self._keys, False
         fields, nonfinite = [], []
         for name, value in metrics.items():
             if type(value) is not float:  # the common case needs no conversion
@@ -223,6 +255,7 @@ class MetricsWriter:
                     )
                     continue
             key = keys.get(name) or self._key(name)
+            always = always or self._always[name]
             if math.isfinite(value):
                 fields.append(f"{key}:{value!r}")
             else:
@@ -230,11 +263,13 @@ class MetricsWriter:
                 nonfinite.append(name)
         extra = f',"nonfinite":{json.dumps(nonfinite)}' if nonfinite else ""
         extra += self._tail
-        return (
+        line = (
             f'{{"step":{int(step)},"wall_time":{wall_time:.6f},'
             f'"metrics":{{{",".join(fields)}}}{extra}}}\n'
         )
+        return line, always or bool(nonfinite)
 
     def _key(self, name: str) -> str:
+        self._always[name] = split_role(str(name))[0] == "val"
         key = self._keys[name] = json.dumps(str(name))
         return key
