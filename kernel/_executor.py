@@ -1,32 +1,48 @@
 """Turns command lines into knob changes and ledger rows.
 
-Every line read from ``commands.jsonl`` ends as exactly one ledger row (or, for a command
-with a future ``apply_at_step``, as a pending entry that later ends as one row). Nothing in
-here raises into the training loop: a bad line is ``rejected``, a knob or save function that
-throws is ``failed`` and restored to its snapshot.
+Every line read from ``commands.jsonl`` (a blank one too) ends as exactly one ledger row (or,
+for a command with a future ``apply_at_step``, as a pending entry that later ends as one
+row). Nothing in here raises into the training loop: a bad line is ``rejected``, a knob or
+save function that throws is ``failed`` and restored to its snapshot.
+
+A change is kept only once its row is written. When the ledger cannot be written (a full
+disk), the change is undone and the line waits, with every line after it, until a later
+step can write its row: the ledger never misses a change, and a kernel restarted meanwhile
+finds the line unanswered and handles it once.
 """
 
 from __future__ import annotations
 
-import bisect
 import json
 import logging
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from kernel._pending import PendingQueue
 from kernel.commands import Command, KnobValue, format_value, parse_command_line
 from kernel.errors import CommandError, KnobError
 from kernel.freeze import RecipeEntry
 from kernel.knobs import Knob
-from kernel.ledger import Ledger, command_fields
+from kernel.ledger import Ledger, command_fields, line_crc
 from kernel.lifecycle import segment_mismatch
 from kernel.state import FreezeMode, PendingCommand
 
 logger = logging.getLogger(__name__)
 
+MAX_PENDING = 1000
+"""How many commands may wait for a later ``apply_at_step``; past it one is rejected."""
+PENDING_SHOWN = 20
+"""How many of the pending commands ``kernel.json`` lists (soonest first)."""
+
 
 class CommandExecutor:
-    """Applies commands to knobs and run operations, recording each in the ledger."""
+    """Applies commands to knobs and run operations, recording each in the ledger.
+
+    Args:
+        max_pending: how many commands may wait for their ``apply_at_step``.
+        retry_interval_s: how often lines whose row could not be written are tried again.
+    """
 
     def __init__(
         self,
@@ -34,42 +50,83 @@ class CommandExecutor:
         ledger: Ledger,
         save_fn: Callable[[int], Any] | None,
         on_applied: Callable[[Knob, str | None], None] | None = None,
+        *,
+        max_pending: int = MAX_PENDING,
+        retry_interval_s: float = 0.25,
     ) -> None:
+        if max_pending < 0:
+            raise ValueError(f"max_pending must be >= 0, got {max_pending}")
         self.knobs, self.ledger, self.save_fn = knobs, ledger, save_fn
         self.on_applied = on_applied
         """Called with the knob and the command id after each applied knob change."""
-        self.pending: list[PendingCommand] = []
+        self.max_pending, self.retry_interval_s = max_pending, retry_interval_s
+        self._pending = PendingQueue()
+        self._unrecorded: list[tuple[int | None, str, int | None]] = []
+        """Lines (offset, text, checksum) whose row could not be written yet, oldest first."""
+        self._retry_at = 0.0
         self.freeze: FreezeMode = "off"
         self.paused = False
         self.stopping = False
 
+    @property
+    def pending(self) -> PendingQueue:
+        return self._pending
+
+    @pending.setter
+    def pending(self, items: Iterable[PendingCommand]) -> None:
+        self._pending = PendingQueue(items)
+
     # -- arrival ---------------------------------------------------------------------------
     def accept(self, offset: int, text: str, step: int | None) -> None:
         """Handle one new line of ``commands.jsonl`` read at ``step``."""
-        if offset in self.ledger.handled_offsets:
-            return  # answered before a restart
-        try:
-            self._accept(offset, text, step)
-        except Exception as exc:  # a bug must cost one line, not the batch or the run
-            self._record_crash(step, offset, None, exc)
+        crc = line_crc(text)
+        if self.ledger.answered(offset, crc):
+            return  # answered before a restart, or kept at the start of a truncated file
+        if self._unrecorded:  # keep the ledger in the order of the file
+            self._unrecorded.append((offset, text, crc))
+            return
+        self._handle(offset, text, crc, step)
 
-    def _accept(self, offset: int, text: str, step: int | None) -> None:
+    def _handle(self, offset: int | None, text: str, crc: int | None, step: int | None) -> None:
+        try:
+            try:
+                self._accept(offset, text, crc, step)
+            except OSError:
+                raise
+            except Exception as exc:  # a bug must cost one line, not the batch or the run
+                self._record_crash(step, offset, crc, None, exc)
+        except OSError as exc:
+            self._hold(offset, text, crc, exc)
+
+    def _hold(self, offset: int | None, text: str, crc: int | None, exc: OSError) -> None:
+        if not self._unrecorded:
+            logger.warning(
+                "the ledger cannot be written (%s): the command line at byte %s and those "
+                "after it wait, unapplied, until their rows can be written; training goes on",
+                exc,
+                offset,
+            )
+        self._unrecorded.append((offset, text, crc))
+        self._retry_at = time.monotonic() + self.retry_interval_s
+
+    def _accept(self, offset: int | None, text: str, crc: int | None, step: int | None) -> None:
+        where = {"offset": offset, "line_crc": crc}
+        if not text.strip():
+            reason = "a blank line is not a command; nothing was done"
+            self.ledger.record(step=step, decision="rejected", **where, reason=reason)
+            return
         try:
             cmd = parse_command_line(text)
         except CommandError as exc:
             self.ledger.record(
-                step=step,
-                decision="rejected",
-                offset=offset,
-                reason=exc.reason,
-                **_identity_of(text),
+                step=step, decision="rejected", **where, reason=exc.reason, **_identity_of(text)
             )
             return
-        if cmd.id in self.ledger.handled_ids or any(p.command.id == cmd.id for p in self.pending):
+        if cmd.id in self.ledger.handled_ids or self._pending.has_id(cmd.id):
             self.ledger.record(
                 step=step,
                 decision="rejected",
-                offset=offset,
+                **where,
                 source=cmd.source,
                 command_id=cmd.id,
                 reason=f"duplicate command id '{cmd.id}': it was already "
@@ -82,7 +139,7 @@ class CommandExecutor:
             self.ledger.record(
                 step=step,
                 decision=decision,
-                offset=offset,
+                **where,
                 source=cmd.source,
                 command_id=cmd.id,
                 op=cmd.op,
@@ -91,42 +148,108 @@ class CommandExecutor:
             )
             return
         if cmd.apply_at_step is not None and step is not None and cmd.apply_at_step > step:
-            keys = [(p.command.apply_at_step, p.offset) for p in self.pending]
-            at = bisect.bisect(keys, (cmd.apply_at_step, offset))
-            self.pending.insert(at, PendingCommand(offset=offset, command=cmd))
+            self._wait(offset or 0, crc, cmd, step)
             return
-        self.execute(offset, cmd, step)
+        self.execute(offset, cmd, step, crc)
+
+    def _wait(self, offset: int, crc: int | None, cmd: Command, step: int) -> None:
+        if len(self._pending) >= self.max_pending:
+            self.ledger.record(
+                step=step,
+                decision="rejected",
+                **command_fields(cmd, offset, crc),
+                reason=f"at most {self.max_pending} commands may wait for a later step, and "
+                f"{len(self._pending)} do; send this one (for step {cmd.apply_at_step}) again "
+                "closer to its step",
+            )
+            return
+        self._pending.push(PendingCommand(offset=offset, command=cmd, line_crc=crc))
 
     def next_due_step(self) -> int | None:
-        return self.pending[0].command.apply_at_step if self.pending else None
+        return self._pending.next_due_step()
+
+    def has_due(self, step: int) -> bool:
+        """Whether ``apply_due(step)`` has work: a due command, or rows to try again."""
+        if self._unrecorded and time.monotonic() >= self._retry_at:
+            return True
+        due = self._pending.next_due_step()
+        return due is not None and due <= step
 
     def apply_due(self, step: int) -> None:
-        while self.pending and (self.pending[0].command.apply_at_step or 0) <= step:
-            item = self.pending.pop(0)
-            self.execute(item.offset, item.command, step)
+        """Try again the lines whose rows could not be written, then run the due commands."""
+        if self._unrecorded and (time.monotonic() < self._retry_at or not self._retry(step)):
+            return
+        while len(self._pending) and (self._pending.next_due_step() or 0) <= step:
+            item = self._pending.pop()
+            try:
+                self.execute(item.offset, item.command, step, item.line_crc)
+            except OSError as exc:
+                text = item.command.model_dump_json(exclude_none=True)
+                self._hold(item.offset, text, item.line_crc, exc)
+                return
+
+    def _retry(self, step: int) -> bool:
+        """Handle the waiting lines in order; True when all of them have their rows now."""
+        lines, self._unrecorded = self._unrecorded, []
+        for i, (offset, text, crc) in enumerate(lines):
+            self._handle(offset, text, crc, step)
+            if self._unrecorded:  # still failing: the rest keep waiting, in order
+                self._unrecorded.extend(lines[i + 1 :])
+                return False
+        logger.warning("the ledger can be written again: %d waiting line(s) handled", len(lines))
+        return True
+
+    def pending_summary(self) -> dict[str, Any]:
+        """What ``kernel.json`` says of the pending commands: a bounded summary."""
+        return {
+            "pending": self._pending.first(PENDING_SHOWN),
+            "pending_count": len(self._pending),
+            "next_due_step": self._pending.next_due_step(),
+        }
 
     # -- execution -------------------------------------------------------------------------
-    def execute(self, offset: int | None, cmd: Command, step: int | None) -> None:
-        """Apply ``cmd`` now; whatever happens, it ends as one ledger row."""
+    def execute(
+        self, offset: int | None, cmd: Command, step: int | None, crc: int | None = None
+    ) -> None:
+        """Apply ``cmd`` now; whatever happens, it ends as one ledger row.
+
+        Raises:
+            OSError: when the row could not be written; the change was undone then.
+        """
         try:
-            self._execute(offset, cmd, step)
+            self._execute(offset, cmd, step, crc)
+        except OSError:
+            raise
         except Exception as exc:
-            self._record_crash(step, offset, cmd, exc)
+            self._record_crash(step, offset, crc, cmd, exc)
 
     def _record_crash(
-        self, step: int | None, offset: int | None, cmd: Command | None, exc: Exception
+        self,
+        step: int | None,
+        offset: int | None,
+        crc: int | None,
+        cmd: Command | None,
+        exc: Exception,
     ) -> None:
+        """Record an unexpected failure (an ``OSError`` writing the row goes to the caller)."""
         logger.exception("handling a command failed unexpectedly; training continues")
         ids = {} if cmd is None else {"command_id": cmd.id, "source": cmd.source, "op": cmd.op}
         try:
             self.ledger.record(
-                step=step, decision="failed", offset=offset, error=_describe(exc), **ids
+                step=step,
+                decision="failed",
+                offset=offset,
+                line_crc=crc,
+                error=_describe(exc),
+                **ids,
             )
+        except OSError:
+            raise
         except Exception:
             logger.exception("could not record the failure in the ledger either")
 
-    def _execute(self, offset: int | None, cmd: Command, step: int | None) -> None:
-        row: dict[str, Any] = command_fields(cmd, offset)
+    def _execute(self, offset: int | None, cmd: Command, step: int | None, crc: int | None) -> None:
+        row: dict[str, Any] = command_fields(cmd, offset, crc)
         if cmd.op == "set":
             if self.freeze != "off":
                 self.ledger.record(
@@ -206,9 +329,13 @@ class CommandExecutor:
             logger.warning("knob %s failed to change: %s", knob.name, error)
             self.ledger.record(step=step, decision="failed", **row, before=before, error=error)
             return
-        self.ledger.record(
-            step=step, decision="applied", **row, before=before, after=after, reason=reason
-        )
+        try:
+            self.ledger.record(
+                step=step, decision="applied", **row, before=before, after=after, reason=reason
+            )
+        except OSError:  # no row, no change: it is tried again once the ledger has room
+            _restore(knob, snap)
+            raise
         if self.on_applied is not None:
             try:
                 self.on_applied(knob, row.get("command_id"))
@@ -224,11 +351,11 @@ class CommandExecutor:
                 step=step, decision="rejected", **row, reason="the run is not paused"
             )
             return
+        self.ledger.record(step=step, decision="applied", **row, reason=cmd.reason)  # row first
         if cmd.op == "stop":
             self.stopping, self.paused = True, False
         else:
             self.paused = cmd.op == "pause"
-        self.ledger.record(step=step, decision="applied", **row, reason=cmd.reason)
 
     def _checkpoint(self, step: int | None, row: dict[str, Any], reason: str | None) -> None:
         if self.save_fn is None:

@@ -19,7 +19,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from pydantic import BaseModel
 
@@ -116,11 +116,12 @@ class JsonlTail:
     nothing was appended. ``read_new()`` returns ``(offset, text)`` for each complete new
     line, where ``offset`` is the byte position the line starts at.
 
-    A file that shrank below the offset, or was replaced by another file (a new inode), is
-    read again from its start (``resets`` counts how often): an offset then names a place in
-    the new file, so a reader that remembers lines by offset must also compare their content.
-    With ``keep_blank`` whitespace-only lines are returned too (the kernel answers every
-    line of ``commands.jsonl``); otherwise they are skipped.
+    A file that was not only appended to is read again from its start (``resets`` counts
+    how often): it shrank below the offset, it was replaced (a new inode), or the last line
+    read is no longer where it was (the file was truncated and written again). An offset
+    then names a place in the new file, so a reader that remembers lines by offset must also
+    compare their content. With ``keep_blank`` whitespace-only lines are returned too (the
+    kernel answers every line of ``commands.jsonl``); otherwise they are skipped.
     """
 
     def __init__(
@@ -130,29 +131,41 @@ class JsonlTail:
         self.offset = offset
         self.keep_blank = keep_blank
         self.resets = 0
-        self._seen_size = -1
-        self._seen_inode: int | None = None
+        self._seen: tuple[int, int, int] | None = None
+        """Size, inode and modification time at the last read."""
+        self._last_line = b""
+        """The last line read, with its newline: it must still end at ``offset``."""
 
     def changed(self) -> bool:
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
             return False
-        return st.st_size != self._seen_size or st.st_ino != self._seen_inode
+        return (st.st_size, st.st_ino, st.st_mtime_ns) != self._seen
 
     def read_new(self) -> list[tuple[int, str]]:
         try:
             with open(self.path, "rb") as f:
                 st = os.fstat(f.fileno())
-                replaced = self._seen_inode is not None and st.st_ino != self._seen_inode
-                self._seen_size, self._seen_inode = st.st_size, st.st_ino
+                replaced = self._seen is not None and st.st_ino != self._seen[1]
+                self._seen = (st.st_size, st.st_ino, st.st_mtime_ns)
                 if st.st_size < self.offset or replaced:
                     self._reset("was replaced" if replaced else f"shrank to {st.st_size} bytes")
-                f.seek(self.offset)
-                chunk = f.read(st.st_size - self.offset)
+                chunk = self._read_after(f, st.st_size)
         except FileNotFoundError:
             return []
         return self._split(chunk)
+
+    def _read_after(self, f: BinaryIO, size: int) -> bytes:
+        """The bytes after ``offset``, once the last line read is found where it was."""
+        back = len(self._last_line)
+        f.seek(self.offset - back)
+        chunk = f.read(size - self.offset + back)
+        if chunk[:back] == self._last_line:
+            return chunk[back:]
+        self._reset("was written again")
+        f.seek(0)
+        return f.read(size)
 
     def _reset(self, what: str) -> None:
         logger.warning(
@@ -164,10 +177,11 @@ class JsonlTail:
         )
         self.offset = 0
         self.resets += 1
+        self._last_line = b""
 
     def _split(self, chunk: bytes) -> list[tuple[int, str]]:
         lines: list[tuple[int, str]] = []
-        start = 0
+        start = last = 0
         while True:
             end = chunk.find(b"\n", start)
             if end < 0:
@@ -175,6 +189,8 @@ class JsonlTail:
             raw = chunk[start:end]
             if self.keep_blank or raw.strip():
                 lines.append((self.offset + start, raw.decode("utf-8", errors="replace")))
-            start = end + 1
+            start, last = end + 1, start
+        if start:
+            self._last_line = chunk[last:start]
         self.offset += start
         return lines

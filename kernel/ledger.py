@@ -2,8 +2,12 @@
 
 The ledger is the truth about what happened to a run. Each row says at which step, from
 which source, with which decision, and the knob's value before and after. Rows also carry
-the byte offset of the command line they answer, which is how a restarted kernel knows which
-lines it has already handled (a command is applied at most once).
+the byte offset and a checksum of the command line they answer, which is how a restarted
+kernel knows which lines it has already handled (a command is applied at most once), even
+after ``commands.jsonl`` was truncated and new lines took the old offsets.
+
+A row is written before the change it records is kept: when the append fails (a full disk),
+the executor undoes the change and tries again later, so no change is ever without its row.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import zlib
 from pathlib import Path
 from typing import Literal
 
@@ -54,9 +59,18 @@ class LedgerRow(BaseModel):
     segment: int | None = None
     """The run segment the row belongs to (0 for the first run in the directory)."""
     offset: int | None = None
+    line_crc: int | None = None
+    """CRC-32 of the command line answered (``line_crc``): with ``offset``, its identity."""
 
 
-def command_fields(command: Command, offset: int | None) -> dict[str, object]:
+def line_crc(text: str) -> int:
+    """The checksum that, with its byte offset, identifies a line of ``commands.jsonl``."""
+    return zlib.crc32(text.encode("utf-8", errors="surrogatepass"))
+
+
+def command_fields(
+    command: Command, offset: int | None, crc: int | None = None
+) -> dict[str, object]:
     """What a ledger row repeats of the command it answers: who sent it, what it touches,
     and its structured intent (never recovered later from the reason text)."""
     return {
@@ -70,6 +84,7 @@ def command_fields(command: Command, offset: int | None) -> dict[str, object]:
         "for_diagnosis": command.for_diagnosis,
         "rolls_back": command.rolls_back,
         "offset": offset,
+        "line_crc": crc,
     }
 
 
@@ -93,17 +108,35 @@ class Ledger:
         self._seq = max((r.seq for r in rows), default=0)
         self.last_segment = max((r.segment or 0 for r in rows), default=0)
         """The latest segment a row was written in (what is left when kernel.json is lost)."""
-        self.handled_offsets = {r.offset for r in rows if r.offset is not None}
+        self.handled_offsets: set[int] = set()
+        self._crcs: dict[int, set[int | None]] = {}
+        """The checksums of the lines answered at each offset (None: a row from before rows
+        carried one, which answers any line at its offset)."""
+        for r in rows:
+            self._remember_line(r.offset, r.line_crc)
         self.handled_ids = {
             r.command_id for r in rows if r.command_id is not None and _blocks_id(r.decision)
         }
 
+    def answered(self, offset: int, crc: int) -> bool:
+        """Whether the line ``crc`` at byte ``offset`` of ``commands.jsonl`` has its row."""
+        crcs = self._crcs.get(offset)
+        return crcs is not None and (crc in crcs or None in crcs)
+
+    def _remember_line(self, offset: int | None, crc: int | None) -> None:
+        if offset is not None:
+            self.handled_offsets.add(offset)
+            self._crcs.setdefault(offset, set()).add(crc)
+
     def record(self, *, step: int | None, decision: Decision, **fields: object) -> LedgerRow:
-        """Append one row and return it."""
-        self._seq += 1
+        """Append one row and return it.
+
+        Raises:
+            OSError: when the row could not be written; nothing is remembered then.
+        """
         row = LedgerRow.model_validate(
             {
-                "seq": self._seq,
+                "seq": self._seq + 1,
                 "step": step,
                 "wall_time": time.time(),
                 "decision": decision,
@@ -113,8 +146,8 @@ class Ledger:
         )
         if self.path is not None:
             append_line(self.path, row.model_dump_json(exclude_none=True))
-        if row.offset is not None:
-            self.handled_offsets.add(row.offset)
+        self._seq = row.seq
+        self._remember_line(row.offset, row.line_crc)
         if row.command_id is not None and _blocks_id(decision):
             self.handled_ids.add(row.command_id)
         return row
@@ -124,7 +157,10 @@ class Ledger:
         return {
             "seq": self._seq,
             "segment": self.segment,
-            "offsets": sorted(self.handled_offsets),
+            "lines": sorted(
+                (o, c) for o, crcs in self._crcs.items() for c in crcs if c is not None
+            ),
+            "offsets": sorted(o for o, crcs in self._crcs.items() if None in crcs),
             "ids": sorted(self.handled_ids),
         }
 
@@ -132,7 +168,11 @@ class Ledger:
         """Remember what another rank's ledger remembers."""
         self._seq = int(memory["seq"])  # type: ignore[call-overload]
         self.segment = int(memory["segment"])  # type: ignore[call-overload]
-        self.handled_offsets = set(memory["offsets"])  # type: ignore[call-overload]
+        self.handled_offsets, self._crcs = set(), {}
+        for offset in memory["offsets"]:  # type: ignore[attr-defined]
+            self._remember_line(offset, None)
+        for offset, crc in memory["lines"]:  # type: ignore[attr-defined]
+            self._remember_line(offset, crc)
         self.handled_ids = set(memory["ids"])  # type: ignore[call-overload]
 
 

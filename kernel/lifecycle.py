@@ -14,14 +14,14 @@ while the run is live (the same process, a live heartbeat) continues its segment
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from kernel.commands import COMMANDS_FILE, Command, parse_command_line
 from kernel.errors import CommandError, KernelError, RunDirError
 from kernel.jsonl import JsonlTail
-from kernel.ledger import Decision, Ledger, LedgerRow, command_fields
-from kernel.state import PendingCommand, read_kernel_state, write_kernel_state
+from kernel.ledger import Decision, Ledger, LedgerRow, command_fields, line_crc
+from kernel.state import read_kernel_state, write_kernel_state
 
 __all__ = ["clear_queued", "plan_start"]
 
@@ -30,11 +30,12 @@ logger = logging.getLogger(__name__)
 
 @dataclass(kw_only=True)
 class Start:
-    """Where a new kernel starts: its segment, command cursor and pending commands."""
+    """Where a new kernel starts: its segment and command cursor."""
 
     segment: int = 0
     cursor: int = 0
-    pending: list[PendingCommand] = field(default_factory=list)
+    """Where reading ``commands.jsonl`` resumes: the first line without a ledger row (a
+    pending command, or one whose row could not be written), else the old cursor."""
     new_segment: bool = False
     """True when the previous run had ended: metrics start a new curve."""
 
@@ -43,7 +44,8 @@ def plan_start(run_dir: Path, ledger: Ledger) -> Start:
     """How a kernel starting now on ``run_dir`` continues from what is there.
 
     Leftovers of an ended run are recorded in ``ledger`` as ``expired`` (the ledger's
-    ``segment`` is set to the new segment first, so the rows belong to it).
+    ``segment`` is set to the new segment first, so the rows belong to it). Pending commands
+    are found again as lines with no row (``kernel.json`` lists only the first few).
     """
     try:
         previous = read_kernel_state(run_dir)
@@ -52,8 +54,6 @@ def plan_start(run_dir: Path, ledger: Ledger) -> Start:
         return _after_lost_state(run_dir, ledger)
     if previous is None:
         return Start()
-    handled = ledger.handled_offsets
-    pending = [p for p in previous.pending if p.offset not in handled]
     if not previous.has_ended():
         if not previous.is_this_process():
             logger.warning(
@@ -63,12 +63,15 @@ def plan_start(run_dir: Path, ledger: Ledger) -> Start:
                 previous.pid,
                 previous.host,
             )
-        return Start(segment=previous.segment, cursor=previous.cursor, pending=pending)
+        unanswered = [offset for offset, _ in unanswered_lines(run_dir, ledger)]
+        cursor = min([o for o in unanswered if o < previous.cursor], default=previous.cursor)
+        return Start(segment=previous.segment, cursor=cursor)
     segment = previous.segment + 1
     ledger.segment = segment
-    kept, _ = expire_leftovers(run_dir, ledger, previous.cursor, pending, keep_segment=segment)
+    kept, _ = expire_leftovers(run_dir, ledger, keep_segment=segment)
+    cursor = min([o for o in kept if o < previous.cursor], default=previous.cursor)
     logger.info("run segment %d starts in %s (the previous run had ended)", segment, run_dir)
-    return Start(segment=segment, cursor=previous.cursor, pending=kept, new_segment=True)
+    return Start(segment=segment, cursor=cursor, new_segment=True)
 
 
 def _after_lost_state(run_dir: Path, ledger: Ledger) -> Start:
@@ -76,38 +79,34 @@ def _after_lost_state(run_dir: Path, ledger: Ledger) -> Start:
     and every command line not in the ledger is a leftover."""
     segment = ledger.last_segment + 1
     ledger.segment = segment
-    expire_leftovers(run_dir, ledger, 0, [], keep_segment=segment)
+    expire_leftovers(run_dir, ledger, keep_segment=segment)
     return Start(segment=segment, new_segment=True)
 
 
+def unanswered_lines(run_dir: Path, ledger: Ledger) -> list[tuple[int, str]]:
+    """Every line of ``commands.jsonl`` (blank ones too) that has no row in ``ledger``."""
+    lines = JsonlTail(run_dir / COMMANDS_FILE, keep_blank=True).read_new()
+    return [(o, text) for o, text in lines if not ledger.answered(o, line_crc(text))]
+
+
 def expire_leftovers(
-    run_dir: Path,
-    ledger: Ledger,
-    cursor: int,
-    pending: list[PendingCommand],
-    *,
-    keep_segment: int | None,
-    why: str | None = None,
-) -> tuple[list[PendingCommand], list[LedgerRow]]:
-    """Record ``expired`` for each pending command and each command line after ``cursor``
-    not answered yet, except those meant for ``keep_segment``; return the pending commands
-    kept and the rows written. A malformed line is left alone: the kernel rejects it, with
-    its reason, when it reads it."""
+    run_dir: Path, ledger: Ledger, *, keep_segment: int | None, why: str | None = None
+) -> tuple[list[int], list[LedgerRow]]:
+    """Record ``expired`` for each command line not answered yet (a pending command, one
+    queued after the cursor), except those meant for ``keep_segment``; return the offsets of
+    the unanswered lines kept and the rows written. A malformed line is kept: the kernel
+    rejects it, with its reason, when it reads it."""
     kept, rows = [], []
-    for item in pending:
-        if keep_segment is not None and item.command.segment == keep_segment:
-            kept.append(item)
-        else:
-            rows.append(_expire(ledger, item.offset, item.command, why))
-    for offset, text in JsonlTail(run_dir / COMMANDS_FILE, cursor).read_new():
-        if offset in ledger.handled_offsets:
-            continue
+    for offset, text in unanswered_lines(run_dir, ledger):
         try:
             cmd = parse_command_line(text)
         except CommandError:
+            kept.append(offset)
             continue
-        if keep_segment is None or cmd.segment != keep_segment:
-            rows.append(_expire(ledger, offset, cmd, why))
+        if keep_segment is not None and cmd.segment == keep_segment:
+            kept.append(offset)
+        else:
+            rows.append(_expire(ledger, offset, line_crc(text), cmd, why))
     return kept, rows
 
 
@@ -125,21 +124,20 @@ def clear_queued(run_dir: Path, why: str) -> list[LedgerRow]:
             f"(`autopilot --dir {run_dir} stop`), then clear what is queued"
         )
     ledger = Ledger(run_dir, segment=0 if state is None else state.segment)
-    cursor, pending = (0, []) if state is None else (state.cursor, state.pending)
-    pending = [p for p in pending if p.offset not in ledger.handled_offsets]
-    _, rows = expire_leftovers(run_dir, ledger, cursor, pending, keep_segment=None, why=why)
+    _, rows = expire_leftovers(run_dir, ledger, keep_segment=None, why=why)
     if state is not None:
-        end = JsonlTail(run_dir / COMMANDS_FILE, cursor)
+        end = JsonlTail(run_dir / COMMANDS_FILE, state.cursor)
         end.read_new()
-        write_kernel_state(run_dir, state.model_copy(update={"cursor": end.offset, "pending": []}))
+        cleared = {"cursor": end.offset, "pending": [], "pending_count": 0, "next_due_step": None}
+        write_kernel_state(run_dir, state.model_copy(update=cleared))
     return rows
 
 
-def _expire(ledger: Ledger, offset: int, cmd: Command, why: str | None) -> LedgerRow:
+def _expire(ledger: Ledger, offset: int, crc: int, cmd: Command, why: str | None) -> LedgerRow:
     return ledger.record(
         step=None,
         decision="expired",
-        **command_fields(cmd, offset),
+        **command_fields(cmd, offset, crc),
         reason=why or _left_over(ledger.segment),
     )
 

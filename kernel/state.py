@@ -39,6 +39,8 @@ class PendingCommand(BaseModel):
 
     offset: int
     command: Command
+    line_crc: int | None = None
+    """The checksum of the line it was read from (``kernel.ledger.line_crc``)."""
 
 
 class KernelState(BaseModel):
@@ -60,6 +62,13 @@ class KernelState(BaseModel):
     """Wall time of the last ``kernel.step``: a process can beat and yet be stuck."""
     cursor: int = 0
     pending: list[PendingCommand] = Field(default_factory=list)
+    """The first pending commands to come due (at most ``PENDING_SHOWN``, soonest first):
+    a summary for readers. A restarted kernel finds every pending command again in
+    ``commands.jsonl`` (a line with no ledger row), not here."""
+    pending_count: int = 0
+    """How many commands wait for their ``apply_at_step`` in all."""
+    next_due_step: int | None = None
+    """The step the soonest pending command waits for."""
     key_metric: str | None = None
     key_metric_mode: Literal["min", "max"] | None = None
     freeze: FreezeMode = "off"

@@ -149,6 +149,9 @@ def _pending(run_dir: Path, state: KernelState) -> list[str]:
         (p.command.id, p.command.describe(), f"waits for step {p.command.apply_at_step}")
         for p in state.pending
     ]
+    if state.pending_count > len(state.pending):  # kernel.json lists the soonest only
+        more = state.pending_count - len(state.pending)
+        rows.append(("...", f"{more} more", "wait for a later step"))
     for offset, text in JsonlTail(run_dir / COMMANDS_FILE, offset=state.cursor).read_new():
         try:
             cmd = parse_command_line(text)

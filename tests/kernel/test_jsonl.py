@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 import pytest
 
@@ -90,17 +91,59 @@ def test_changed_is_false_until_something_is_appended(tmp_path):
     assert tail.changed()
 
 
-def test_a_shrunk_file_is_followed_from_its_new_end(tmp_path, caplog):
+def test_a_shrunk_file_is_read_again_from_its_start(tmp_path, caplog):
     path = tmp_path / "f.jsonl"
     path.write_bytes(b'{"a":1}\n{"b":2}\n')
     tail = JsonlTail(path)
     tail.read_new()
     path.write_bytes(b'{"z":0}\n')
     with caplog.at_level(logging.WARNING):
-        assert tail.read_new() == []
-    assert "append-only" in caplog.text
+        assert tail.read_new() == [(0, '{"z":0}')]
+    assert "append-only" in caplog.text and tail.resets == 1
     append_line(path, '{"c":3}')
     assert tail.read_new() == [(8, '{"c":3}')]
+
+
+def test_a_file_written_again_to_the_same_size_is_read_again(tmp_path):
+    path = tmp_path / "f.jsonl"
+    path.write_bytes(b'{"a":1}\n{"b":2}\n')
+    tail = JsonlTail(path)
+    tail.read_new()
+    with open(path, "r+b") as f:  # truncated and written again in place: same inode, size
+        f.truncate(0)
+        f.write(b'{"y":8}\n{"z":9}\n')
+    os.utime(path, ns=(1, 1))  # a coarse clock may give the rewrite the old mtime
+    assert tail.changed()
+    assert tail.read_new() == [(0, '{"y":8}'), (8, '{"z":9}')]
+    assert tail.resets == 1
+
+
+def test_a_replaced_file_is_read_from_its_start(tmp_path):
+    path = tmp_path / "f.jsonl"
+    path.write_bytes(b'{"a":1}\n')
+    tail = JsonlTail(path)
+    tail.read_new()
+    other = tmp_path / "g.jsonl"
+    other.write_bytes(b'{"a":1}\n{"b":2}\n')
+    os.replace(other, path)
+    assert tail.read_new() == [(0, '{"a":1}'), (8, '{"b":2}')]
+    assert tail.resets == 1
+
+
+def test_an_appended_file_is_not_reset(tmp_path):
+    path = tmp_path / "f.jsonl"
+    tail = JsonlTail(path)
+    for i in range(3):
+        append_line(path, f'{{"n":{i}}}')
+        assert [text for _, text in tail.read_new()] == [f'{{"n":{i}}}']
+    assert tail.resets == 0
+
+
+def test_blank_lines_are_kept_when_asked(tmp_path):
+    path = tmp_path / "f.jsonl"
+    path.write_bytes(b'{"a":1}\n  \n\n{"b":2}\n')
+    assert [o for o, _ in JsonlTail(path).read_new()] == [0, 12]
+    assert [o for o, _ in JsonlTail(path, keep_blank=True).read_new()] == [0, 8, 11, 12]
 
 
 def test_read_new_of_a_missing_file_is_empty(tmp_path):
