@@ -63,6 +63,13 @@ class KernelSettings:
     """In a distributed job, rank 0 shares new commands every N steps (a collective call)."""
     max_pending: int = MAX_PENDING
     """How many commands may wait for a later ``apply_at_step``; past it one is rejected."""
+    attach_interval_s: float = 5.0
+    """How often a kernel whose run directory cannot be written tries again (see ``Kernel``)."""
+    metrics_every: int = 1
+    """Record the metrics of every N-th step (see ``MetricsWriter``); records with a
+    non-finite value or an evaluation metric (``val/...``, ``eval_...``) are always kept."""
+    metrics_max_per_s: float = 0.0
+    """At most this many metric records a second (0: no cap); the same records are kept."""
 
 
 class Kernel:
@@ -127,8 +134,10 @@ class Kernel:
         distributed = self.settings.distributed
         self._sync = RankSync.detect(self.settings.sync_every) if distributed else None
         self._writes = self._sync is None or self._sync.is_leader
-        if self._writes:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._detached: str | None = None
+        """Why the run directory cannot be written, while it cannot (None: attached)."""
+        self._warned_detached = False
+        self._next_attach = 0.0
         self.key_metric = key_metric
         inferred = metric_mode(key_metric) if key_metric else None
         self.key_metric_mode = key_metric_mode or inferred
@@ -136,7 +145,7 @@ class Kernel:
         self._discover(optimizer, scheduler, loss_weights, grad_clip, bounds or {})
         for knob in knobs:
             self.register(knob)
-        ledger = Ledger(self.run_dir if self._writes else None)
+        ledger = self._open_ledger()
         self._live = LiveChanges(self._knobs, ledger)
         self._executor = CommandExecutor(
             self._knobs,
@@ -147,12 +156,14 @@ class Kernel:
             retry_interval_s=self.settings.poll_interval_s,
         )
         self._commands = JsonlTail(self.run_dir / COMMANDS_FILE, keep_blank=True)
-        self._metrics = MetricsWriter(self.run_dir)
+        self._metrics = MetricsWriter(
+            self.run_dir,
+            every=self.settings.metrics_every,
+            max_per_s=self.settings.metrics_max_per_s,
+        )
         self._metrics_start = 0
         self.segment = 0
         """The run segment: 0 for the first run in ``run_dir``, +1 for each later one."""
-        if self._writes:
-            self._restore_previous_state()
         self._extra: dict[str, Any] = {}
         self._next_norm = 0.0
         self._last_step: int | None = None
@@ -164,9 +175,8 @@ class Kernel:
         weakref.finalize(self, self._publisher.stop)  # a kernel never closed stops beating
         self._next_poll = self._next_flush = 0.0
         self._closed = False
-        if self._writes:
-            self._player.refresh()
-            self._write_state()
+        if self._writes and self._detached is None:
+            self._attach()
         if self._sync is not None:
             self._share_initial_state()
 
@@ -199,12 +209,60 @@ class Kernel:
             raise KernelError(f"a knob named '{knob.name}' already exists; pick another name")
         self._knobs[knob.name] = knob
 
+    def _open_ledger(self) -> Ledger:
+        if self._writes:
+            try:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                return Ledger(self.run_dir)
+            except OSError as exc:
+                self._detach(exc)
+        return Ledger(None)
+
+    def _attach(self) -> None:
+        """Take up the run directory: continue the run found there, publish ``kernel.json``.
+
+        A run directory that cannot be written (read-only, on a full disk, under a file)
+        must not stop training: the kernel runs detached instead, with one warning. It
+        reads no commands and writes nothing, keeps metrics in memory (bounded), and tries
+        again every ``attach_interval_s``.
+        """
+        self._next_attach = time.monotonic() + self.settings.attach_interval_s
+        was = self._detached
+        try:
+            if was is not None:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                self._executor.ledger = self._live.ledger = Ledger(self.run_dir)
+            self._restore_previous_state()
+            self._player.refresh()
+            self._detached = None
+            self._write_state()
+        except OSError as exc:
+            self._detach(exc)
+            return
+        if was is not None:
+            logger.warning("the run directory %s can be written again: attached", self.run_dir)
+
+    def _detach(self, exc: OSError) -> None:
+        self._detached = str(exc.strerror or exc)
+        if self._warned_detached:
+            return
+        self._warned_detached = True
+        logger.warning(
+            "the run directory %s cannot be written (%s). Training goes on, but the kernel "
+            "runs detached: it reads no commands and writes no kernel.json, so the autopilot "
+            "can neither see nor steer this run; metrics are kept in memory (bounded). It "
+            "tries again every %s s: make the directory writable to attach.",
+            self.run_dir,
+            self._detached,
+            self.settings.attach_interval_s,
+        )
+
     def _restore_previous_state(self) -> None:
         start = plan_start(self.run_dir, self._executor.ledger)
         self._commands.offset = start.cursor
         self.segment = start.segment
         if start.new_segment:
-            self._metrics = MetricsWriter(self.run_dir, start.segment)
+            self._metrics.set_segment(start.segment)
             self._metrics_start = self._metrics.start_segment()
 
     def _share_initial_state(self) -> None:
@@ -270,10 +328,12 @@ class Kernel:
         try:
             self._last_step = step
             self._last_step_at = now = time.monotonic()
+            if self._detached is not None and now >= self._next_attach:
+                self._attach()
             if self._sync is not None:
                 if self._sync.due(step):
                     self._sync_commands(step)
-            elif now >= self._next_poll:
+            elif now >= self._next_poll and self._detached is None:
                 self._next_poll = now + self.settings.poll_interval_s
                 if self._commands.changed():
                     self._read_commands(step)
@@ -340,6 +400,8 @@ class Kernel:
             self._closed = True
             return
         self._closed = True
+        if self._detached is not None:
+            self._attach()  # a last try, so that what was kept is written
         for action in (self._metrics.flush, lambda: self._write_state(status)):
             try:
                 action()
@@ -371,7 +433,8 @@ class Kernel:
         payload = None
         if self._sync.is_leader:
             freeze = self._player.payload() if self._player.refresh() else None
-            lines = self._commands.read_new() if self._commands.changed() else []
+            readable = self._detached is None and self._commands.changed()
+            lines = self._commands.read_new() if readable else []
             payload = {"freeze": freeze, "lines": lines}
         payload = self._sync.broadcast(payload)
         if not self._sync.is_leader and payload["freeze"] is not None:
@@ -398,6 +461,9 @@ class Kernel:
 
     def _flush(self, now: float) -> None:
         self._next_flush = now + self.settings.flush_interval_s
+        if self._detached is not None:
+            self._metrics.hold()
+            return
         self._metrics.flush()
         self._live.check(self._last_step)
         if self._publisher.due(now):
@@ -406,7 +472,7 @@ class Kernel:
             self._write_state()
 
     def _write_state(self, status: Status | None = None) -> None:
-        if not self._writes:
+        if not self._writes or self._detached is not None:
             return
         executor = self._executor
         if status is None:
