@@ -178,7 +178,8 @@ def test_a_watcher_whose_run_directory_is_deleted_exits_and_says_so(
     try:
         assert proc.stdout is not None
         assert "autopilot watching" in proc.stdout.readline()  # it has started
-        shutil.rmtree(run.path)
+        gone = run.path.rename(tmp_path / "gone")  # at once, even while the watcher writes
+        shutil.rmtree(gone)
         code, output = finish(proc)
     finally:
         proc.kill()
