@@ -252,6 +252,8 @@ def guard_context(ctx: TickContext, state: TickState) -> GuardContext:
         rows,
         state.get("freeze") or "off",
         improved=ctx.log.improved_commands(),
+        worse=ctx.log.worse_commands(),
+        diagnosed=[d["kind"] for d in state.get("diagnoses", [])],
         step=state["step"],
     )
 
