@@ -59,6 +59,8 @@ class DecisionRecord(BaseModel):
     proposer: Proposer | None = None
     prompt_version: str | None = None
     fallback_reason: str | None = None
+    urgent: bool = False
+    """The rules answered an urgent diagnosis at once (not an LLM failure)."""
     """Why the LLM was not used although the mode asked for it (never a silent fallback)."""
     usage: Usage = Field(default_factory=Usage)
     """What the LLM calls of this decision consumed and cost (the proposal's usage)."""

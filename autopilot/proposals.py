@@ -64,7 +64,11 @@ class Proposal(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     """What the LLM calls behind it consumed and cost (a rules fallback: the failed calls)."""
     fallback_reason: str | None = None
-    """Set when this proposal comes from the rules because the LLM could not be used."""
+    """Set when this proposal comes from the rules because the LLM could not be used, or
+    was not waited for (``urgent``)."""
+    urgent: bool = False
+    """The rules answered an urgent diagnosis at once, without waiting on the LLM: by
+    design, not a failure of the LLM (``fallback_reason`` says which diagnosis)."""
     provider_note: str | None = Field(default=None, max_length=1000)
     """Set once per provider: it refused a response format, and which one is used now."""
 

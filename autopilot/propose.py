@@ -40,7 +40,8 @@ def llm(ctx: TickContext, state: TickState) -> TickState:
     urgent = next((d for d in fresh if is_urgent(d)), None)
     if urgent is not None:
         started = {} if ask is not None else _start(ctx, state)
-        return {**update, **started, "fallback_reason": _urgent_reason(urgent, ask, started)}
+        reason = _urgent_reason(urgent, ask, started)
+        return {**update, **started, "fallback_reason": reason, "urgent": True}
     if ask is not None:
         settled = ctx.llm_calls.take(ask["id"])
         if settled is None:
@@ -64,7 +65,11 @@ def rules(ctx: TickContext, state: TickState) -> TickState:
     proposal = ctx.rules.propose(build_context(ctx, state, table=False))
     spent = Usage.model_validate(state.get("llm_spent") or {})
     proposal = proposal.model_copy(
-        update={"fallback_reason": state.get("fallback_reason"), "usage": spent}
+        update={
+            "fallback_reason": state.get("fallback_reason"),
+            "urgent": bool(state.get("urgent")),
+            "usage": spent,
+        }
     )
     return {"proposal": proposal.model_dump(mode="json")}
 

@@ -72,6 +72,8 @@ class TickState(TypedDict, total=False):
     judged while a diagnosis of its kind is present, and dropped as stale otherwise."""
     proposal: dict[str, Any] | None
     fallback_reason: str | None
+    urgent: bool
+    """This tick's urgent diagnosis goes to the rules at once (``autopilot.llm_calls``)."""
     llm_spent: dict[str, Any] | None
     """What a failed LLM call cost before the rules took over: ``Usage.model_dump(mode="json")``,
     validated again by the ``rules`` node that reads it."""

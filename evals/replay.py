@@ -147,7 +147,7 @@ def replay_run(
         ticks=ticks,
         usage=sum((d.usage for d in decisions), Usage()),
         llm_calls=sum(1 for d in decisions if d.proposer == "ai"),
-        fallbacks=sum(1 for d in decisions if d.fallback_reason),
+        fallbacks=sum(1 for d in decisions if d.fallback_reason and not d.urgent),
         wall_s=time.monotonic() - started,
     )
     version = next((d.prompt_version for d in decisions if d.proposer == "ai"), None)
@@ -167,7 +167,8 @@ def _feed(
 ) -> int:
     """Append ``records`` to ``run_dir`` one by one, ticking the graph when one is due."""
     lr = _ShadowKernel(run_dir)
-    graph = build_graph(TickContext.create(run_dir, settings, mode, llm_policy=llm_policy))
+    ctx = TickContext.create(run_dir, settings, mode, llm_policy=llm_policy)
+    graph = build_graph(ctx)
     every = settings.cadence.tick_every_steps
     state: TickState = {}
     ticks = 0
@@ -180,6 +181,9 @@ def _feed(
             metrics.flush()
             lr.publish(record.step)
             state = cast(TickState, graph.invoke(state))
+            # in lock-step, a call started by this tick is answered before the next one
+            # (live, it runs beside training): the replay is the same on every run
+            ctx.llm_calls.wait(settings.llm.timeout_s + 5)
             ticks += 1
     return ticks
 

@@ -128,6 +128,9 @@ class _Ticker:
     def __call__(self, step: int) -> None:
         try:
             self.pilot.tick()
+            # lock-step: a call started by this tick is answered before the next one (live,
+            # it runs beside training), so a bench run is the same on every run
+            self.pilot.context.llm_calls.wait(self.pilot.settings.llm.timeout_s + 5)
         except Exception:
             self.failures += 1
             logger.exception("autopilot tick at step %d failed; training continues", step)
@@ -226,9 +229,10 @@ def _interventions(run_dir: Path) -> list[Intervention]:
 
 
 def _spend(run_dir: Path) -> tuple[Usage, int]:
-    """What the LLM consumed and cost, and the decisions that fell back to the rules."""
+    """What the LLM consumed and cost, and the decisions that fell back to the rules because
+    the LLM failed (an urgent diagnosis answered by the rules at once is no failure)."""
     from autopilot.decisions import DecisionLog
 
     records = [view.record for view in DecisionLog(run_dir).read()]
     usage = sum((r.usage for r in records), Usage())
-    return usage, sum(1 for r in records if r.fallback_reason)
+    return usage, sum(1 for r in records if r.fallback_reason and not r.urgent)

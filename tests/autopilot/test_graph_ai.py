@@ -328,6 +328,7 @@ def test_a_divergence_is_cut_by_the_rules_in_the_tick_that_finds_it_while_the_ll
         [rescue] = decisions(run_dir)
         assert (rescue.step, rescue.proposer, rescue.route) == (found["step"], "rules", "kernel")
         assert (rescue.fallback_reason or "").startswith("urgent: divergence")
+        assert rescue.urgent  # by design, not an LLM failure: the evals do not count it as one
         [cut] = commands(run_dir)
         poll(lambda: llm_server.calls, what="the analyst's request at the hanging server")
         assert pilot.context.llm_calls.pending() and found["llm_ask"]["step"] == found["step"]

@@ -82,9 +82,10 @@ def test_the_static_policy_never_intervenes_and_the_autopilots_do_through_the_le
     bench, bench_out
 ):
     assert run_of(bench, "none").interventions == []
-    for policy, source in (("rules", "rules"), ("ai", "ai")):
+    # the ai policy's divergence is urgent: the rules cut it at once, the LLM is asked beside
+    for policy, sources in (("rules", {"rules"}), ("ai", {"rules", "ai"})):
         changes = run_of(bench, policy).interventions
-        assert changes and {c.source for c in changes} == {source}
+        assert changes and {c.source for c in changes} <= sources
         assert changes[0].knob == "lr" and changes[0].after < changes[0].before
         run_dir = bench_out / "runs" / "digits_lr_high" / f"{policy}-s0" / "run"
         assert (run_dir / "applied.jsonl").exists()
