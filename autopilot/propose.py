@@ -174,7 +174,8 @@ def _record(
         usage=_usage(proposal, settled),
         proposal=proposal,
         route="none",
-        note=note,
+        # a provider's one-time note (a refused format) must not be lost with a dropped call
+        note="; ".join(filter(None, [note, proposal.provider_note if proposal else None])),
         llm_call=LLMCall.model_validate(call_record(ask, status)),
     )
     ctx.log.append(record)

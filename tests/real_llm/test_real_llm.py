@@ -41,7 +41,7 @@ TIMEOUT_S = 240.0
 """Per call. One thread does ~95 prompt and ~50 generated tokens/s alone; a busy shared
 machine is slower, and a slow call must become a recorded fallback, not a hang."""
 LR, BUG_LR, BUG_STEP = 0.05, 0.5, 150
-MAX_DECISIONS = 3
+MAX_DECISIONS = 6
 """Decisions to wait for a routed one: a 135M model may call a divergent run healthy."""
 FAST = KernelSettings(
     poll_interval_s=0.0, flush_interval_s=0.0, heartbeat_interval_s=0.0, pause_poll_s=0.002
@@ -98,6 +98,9 @@ class Training:
             self.kernel.step(self.step)
             if pilot is not None and self.step % 10 == 0:
                 pilot.tick()
+                # lock-step, as the replay runs: a call this tick started is answered before
+                # the next tick (live, it runs beside training), so the tier is repeatable
+                pilot.context.llm_calls.wait(TIMEOUT_S + 5)
 
 
 def settings_for(llama: LlamaServer, mode: str, tmp_path: Path) -> Settings:
@@ -138,9 +141,15 @@ def run_autopilot(
     start = time.monotonic()
     with Autopilot(run_dir, mode=mode, settings=settings, llm_policy=policy) as pilot:
         run.train(BUG_STEP, pilot)
-        while not _routed(run_dir) and len(_decisions(run_dir)) < MAX_DECISIONS:
+        # the divergence is urgent: the rules answer it at once, and the LLM's answer follows
+        while not (_routed(run_dir) and _answered(run_dir)):
+            if len(_decisions(run_dir)) >= MAX_DECISIONS:
+                break
             run.train(10, pilot)
             assert run.step < BUG_STEP + 2000, "no decision after 2000 steps of divergence"
+        while pilot.context.llm_calls.busy():  # the last call's answer is judged, not left
+            run.train(10, pilot)
+            assert run.step < BUG_STEP + 2500, "an LLM call was never taken"
     run.train(5, None)  # the kernel reads the commands sent at its next steps
     run.kernel.close()
     return run_dir, _decisions(run_dir), transport, time.monotonic() - start
@@ -148,6 +157,11 @@ def run_autopilot(
 
 def _decisions(run_dir: Path) -> list[DecisionRecord]:
     return [view.record for view in DecisionLog(run_dir).read()]
+
+
+def _answered(run_dir: Path) -> bool:
+    """Whether an LLM answer was taken (judged, or recorded as stale)."""
+    return any(r.proposer == "ai" for r in _decisions(run_dir))
 
 
 def _routed(run_dir: Path) -> bool:
