@@ -40,7 +40,8 @@ def llm(ctx: TickContext, state: TickState) -> TickState:
     urgent = next((d for d in fresh if is_urgent(d)), None)
     if urgent is not None:
         started = {} if ask is not None else _start(ctx, state)
-        reason = _urgent_reason(urgent, ask, started)
+        answered = ask is not None and ctx.llm_calls.settled(ask["id"])
+        reason = _urgent_reason(urgent, ask, started, answered=answered)
         return {**update, **started, "fallback_reason": reason, "urgent": True}
     if ask is not None:
         settled = ctx.llm_calls.take(ask["id"])
@@ -92,10 +93,14 @@ def _start(ctx: TickContext, state: TickState) -> TickState:
     return {"llm_ask": ask}
 
 
-def _urgent_reason(urgent: Diagnosis, ask: Ask | None, started: TickState) -> str:
+def _urgent_reason(
+    urgent: Diagnosis, ask: Ask | None, started: TickState, *, answered: bool = False
+) -> str:
     head = f"urgent: {urgent.kind} ({urgent.severity}) is answered by the rules at once"
     if started:
         return f"{head}; the LLM is asked too, its answer is judged when it comes"
+    if ask is not None and answered:
+        return f"{head}; the answer to the LLM call asked at step {ask['step']} is judged next"
     if ask is not None:
         return f"{head}; the LLM call asked at step {ask['step']} is still in flight"
     return f"{head}; the LLM is not asked (between calls)"
