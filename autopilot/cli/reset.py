@@ -21,8 +21,15 @@ from kernel.lifecycle import clear_queued
 from kernel.state import AUTOPILOT_DIR, read_kernel_state
 
 WHY = "cleared by `autopilot reset`"
-GRAPH_FILES = ("graph.sqlite", "graph.sqlite-wal", "graph.sqlite-shm", "graph.json")
-"""The autopilot's graph state: the LangGraph checkpoints and which thread is current."""
+GRAPH_FILES = (
+    "graph.sqlite",
+    "graph.sqlite-wal",
+    "graph.sqlite-shm",
+    "graph.json",
+    "graph.sqlite.refused",
+)
+"""The autopilot's graph state: the LangGraph checkpoints, which thread is current, and a
+checkpoint the watcher refused (kept aside for inspection until a reset)."""
 
 
 def cmd_reset(args: argparse.Namespace) -> int:

@@ -100,6 +100,7 @@ def test_reset_clears_the_queue_the_review_and_the_graph_state(tmp_path: Path, c
     run(capsys, "--dir", run_dir, "set", "lr=0.5", "--next-run")
     state_dir = run_dir / "autopilot"
     (state_dir / "graph.sqlite").write_bytes(b"checkpoints")
+    (state_dir / "graph.sqlite.refused").write_bytes(b"a checkpoint the watcher refused")
     (state_dir / "decisions.jsonl").write_text("")
 
     code, out, _ = run(capsys, "--dir", run_dir, "reset")
@@ -110,6 +111,7 @@ def test_reset_clears_the_queue_the_review_and_the_graph_state(tmp_path: Path, c
     [item] = ReviewQueue(run_dir).items()
     assert (item.id, item.status, item.why) == (item_id, "rejected", "cleared by `autopilot reset`")
     assert not (state_dir / "graph.sqlite").exists()
+    assert not (state_dir / "graph.sqlite.refused").exists()
     assert (state_dir / "decisions.jsonl").exists() and (run_dir / "metrics.jsonl").exists()
 
     with Kernel(run_dir, optimizer=opt) as kernel:
