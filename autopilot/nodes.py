@@ -29,7 +29,14 @@ from autopilot.proposals import Proposal
 from autopilot.state import TickContext, TickState, tick_kernel
 from autopilot.summary import summary_hash
 from autopilot.tokens import Usage
-from kernel import KernelState, LedgerRow, append_command, read_freeze, read_kernel_state
+from kernel import (
+    KernelError,
+    KernelState,
+    LedgerRow,
+    append_command,
+    read_freeze,
+    read_kernel_state,
+)
 from kernel.commands import Source
 
 logger = logging.getLogger(__name__)
@@ -81,7 +88,7 @@ def observe(ctx: TickContext, state: TickState) -> TickState:
         update["due_step"] = step
         update["kernel"] = kernel.model_dump(mode="json") if kernel else None
         frozen_by_kernel = kernel is None or kernel.freeze != "off"
-        update["freeze"] = "off" if frozen_by_kernel else read_freeze(ctx.run_dir).mode
+        update["freeze"] = "off" if frozen_by_kernel else _freeze_mode(ctx)
     applied = [r for r in rows if r.decision == "applied" and r.knob is not None]
     if applied or due:
         update["history"] = _history(ctx, state, applied, step, kernel)
@@ -119,6 +126,16 @@ def _fresh_segment_state() -> TickState:
         "llm_next_step": 0,
         "past": [],
     }
+
+
+def _freeze_mode(ctx: TickContext) -> str:
+    """``freeze.json``'s mode; one that cannot be read counts as the kernel counts it: the
+    kernel keeps its own mode (published in ``kernel.json``) and so do the guards."""
+    try:
+        return read_freeze(ctx.run_dir).mode
+    except KernelError as exc:
+        logger.warning("%s; the kernel ignores it too, so the guards use the kernel's mode", exc)
+        return "off"
 
 
 def _every(ctx: TickContext) -> int:

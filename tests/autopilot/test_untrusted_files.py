@@ -105,3 +105,24 @@ def test_crafted_spend_lines_are_reported_once_and_never_lower_the_spend(
         assert budget.spent_run() == pytest.approx(0.001)
     assert [f"{path}:{n} " in caplog.text for n in (2, 3, 4)] == [True] * 3
     assert caplog.text.count(f"{path}:2 ") == 1  # reported once
+
+
+def test_a_garbled_freeze_file_does_not_stop_the_tick(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import torch
+
+    from autopilot.watch import Autopilot
+    from kernel import Kernel, KernelSettings
+
+    every_step = KernelSettings(poll_interval_s=0.0, flush_interval_s=0.0)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.ones(1))], lr=0.1)
+    with Kernel(tmp_path, optimizer=opt, key_metric="train/loss", settings=every_step) as k:
+        (tmp_path / "freeze.json").write_text('{"mode": "pro')  # torn, or crafted
+        with Autopilot(tmp_path, mode="auto") as pilot, caplog.at_level(logging.WARNING):
+            for step in range(30):
+                k.log(step, {"train/loss": 1.0})
+                k.step(step)
+            state = pilot.tick()  # raised RunDirError from read_freeze before
+    assert state["outcome"] != "idle" and state["freeze"] == "off"
+    assert "freeze.json" in caplog.text and "the kernel's mode" in caplog.text
