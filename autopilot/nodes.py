@@ -53,7 +53,7 @@ def observe(ctx: TickContext, state: TickState) -> TickState:
     offset = state.get("metrics_offset")
     if offset is None:
         offset = obs.start_offset(ctx.run_dir)
-    records, offset = obs.read_metrics(ctx.run_dir, offset)
+    records, offset, inode = obs.read_metrics(ctx.run_dir, offset, state.get("metrics_inode"))
     rows, ledger_offset = obs.read_changes(ctx.run_dir, state.get("ledger_offset", 0))
     update: TickState = {}
     if records and _starts_a_segment(state, records[-1].segment):
@@ -72,6 +72,7 @@ def observe(ctx: TickContext, state: TickState) -> TickState:
     update.update(
         {
             "metrics_offset": offset,
+            "metrics_inode": inode,
             "ledger_offset": ledger_offset,
             "segment": segment,
             "windows": windows,

@@ -1,10 +1,11 @@
 """Observe: read what the run appended since the last tick, and fold it into the windows.
 
-The autopilot never re-reads history. It keeps byte offsets into ``metrics.jsonl`` and
-``applied.jsonl`` in its graph state, reads only the bytes appended since, and keeps the last
-``window`` points of each metric (columnar: ``[steps, values]``) plus each metric's best
-value over the run. An autopilot that starts late on a long run begins from the last
-``START_TAIL_BYTES`` of the metrics.
+The autopilot never re-reads history. It keeps byte offsets into ``metrics.jsonl`` (with
+the file's inode, to follow a size-based rotation) and ``applied.jsonl`` in its graph
+state, reads only the bytes appended since, and keeps the last ``window`` points of each
+metric (columnar: ``[steps, values]``) plus each metric's best value over the run. An
+autopilot that starts late on a long run begins from the last ``START_TAIL_BYTES`` of the
+metrics.
 
 A run directory reused for a later run holds several run *segments* (``kernel.json``'s
 ``segment``; each metric record names its own). Steps start again in each, so the observer
@@ -62,10 +63,18 @@ def _segment_start(run_dir: Path) -> int:
     return 0 if state is None else state.metrics_start
 
 
-def read_metrics(run_dir: Path, offset: int) -> tuple[list[MetricRecord], int]:
-    """The complete metric records appended after ``offset``, and the new offset. When they
-    span run segments, only the latest segment's records are returned."""
-    tail = JsonlTail(run_dir / METRICS_FILE, offset)
+def read_metrics(
+    run_dir: Path, offset: int, inode: int | None = None
+) -> tuple[list[MetricRecord], int, int | None]:
+    """The complete metric records appended after ``offset``, the new offset and the inode
+    of the file it is in. When they span run segments, only the latest segment's records
+    are returned.
+
+    Pass back the ``inode`` of the previous read: when ``metrics.jsonl`` was rotated since
+    (``KernelSettings.metrics_rotate_bytes``), the rest of the rotated file is read first,
+    then every file rotated after it, then the new file, so no record is lost or read twice.
+    """
+    tail = JsonlTail(run_dir / METRICS_FILE, offset, inode=inode)
     records = []
     for _, text in tail.read_new():
         try:
@@ -75,7 +84,7 @@ def read_metrics(run_dir: Path, offset: int) -> tuple[list[MetricRecord], int]:
     if records and records[0].segment != records[-1].segment:
         latest = max(r.segment for r in records)
         records = [r for r in records if r.segment == latest]
-    return records, tail.offset
+    return records, tail.offset, tail.inode
 
 
 def fold_segment(

@@ -45,6 +45,9 @@ class TickState(TypedDict, total=False):
     keys they change."""
 
     metrics_offset: int
+    metrics_inode: int | None
+    """The inode of the file ``metrics_offset`` is in: a rotated ``metrics.jsonl`` is
+    finished from the offset before the new one is read."""
     ledger_offset: int
     segment: int | None
     """The run segment the windows belong to (``None`` before the first record)."""

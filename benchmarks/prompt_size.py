@@ -61,7 +61,7 @@ PAST = [
 
 def read_run(run_dir: Path, settings: Settings) -> tuple[list[MetricRecord], RunSummary]:
     """The run's records and its summary, read the way the autopilot reads them."""
-    records, _ = read_metrics(run_dir, 0)
+    records, _, _ = read_metrics(run_dir, 0)
     windows, best = fold_records({}, {}, records, settings.detectors.window)
     summary = summarize(
         windows,

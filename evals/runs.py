@@ -1,5 +1,6 @@
-"""Recorded runs: a directory holding the kernel's ``metrics.jsonl`` and, optionally, the
-labels of the pathologies it shows (``labels.json``).
+"""Recorded runs: a directory holding the kernel's ``metrics.jsonl`` (and the files it was
+rotated into, ``metrics.<n>.jsonl``) and, optionally, the labels of the pathologies it
+shows (``labels.json``).
 
 ``labels.json`` is ``{"events": [{"kind": "divergence", "onset_step": 500}]}``; no events (or
 no file) means a healthy run. The offline harness replays recorded runs through the
@@ -29,6 +30,7 @@ from evals.errors import RunFormatError
 from kernel import MetricRecord
 from kernel.jsonl import write_json_atomic
 from kernel.metrics import METRICS_FILE
+from kernel.rotation import rotated_paths
 from kernel.validation import summarize_validation_error
 
 LABELS_FILE = "labels.json"
@@ -84,19 +86,10 @@ class RecordedRun:
         return sorted({r.segment for r in self._all_records()}) or [0]
 
     def _all_records(self) -> list[MetricRecord]:
-        path = self.path / METRICS_FILE
-        records = []
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    records.append(MetricRecord.model_validate_json(line))
-                except ValidationError as exc:
-                    raise RunFormatError(
-                        path, f"line {number}: {summarize_validation_error(exc, limit=1)}"
-                    ) from None
-        return records
+        """Every record: the rotated files oldest first (``metrics.<n>.jsonl``), then
+        ``metrics.jsonl``."""
+        current = self.path / METRICS_FILE
+        return [r for path in [*rotated_paths(current), current] for r in _read_records(path)]
 
     def curve(self, name: str) -> tuple[list[int], list[float | None]]:
         """``name`` over the run as ``(steps, values)``; a non-finite value is ``None``."""
@@ -111,6 +104,21 @@ class RecordedRun:
     def metric_names(self) -> list[str]:
         """Every metric name logged in the run, sorted."""
         return sorted({name for record in self.records() for name in record.metrics})
+
+
+def _read_records(path: Path) -> list[MetricRecord]:
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(MetricRecord.model_validate_json(line))
+            except ValidationError as exc:
+                raise RunFormatError(
+                    path, f"line {number}: {summarize_validation_error(exc, limit=1)}"
+                ) from None
+    return records
 
 
 def load_run(path: str | os.PathLike[str]) -> RecordedRun:

@@ -70,6 +70,11 @@ class KernelSettings:
     non-finite value or an evaluation metric (``val/...``, ``eval_...``) are always kept."""
     metrics_max_per_s: float = 0.0
     """At most this many metric records a second (0: no cap); the same records are kept."""
+    metrics_rotate_bytes: int = 0
+    """Rotate ``metrics.jsonl`` before it would pass this many bytes (0: never): it becomes
+    ``metrics.1.jsonl``, older ones shift up, and a new file starts (``kernel.rotation``)."""
+    metrics_keep: int = 5
+    """How many rotated metrics files are kept (``metrics.1.jsonl`` is the newest)."""
 
 
 class Kernel:
@@ -160,8 +165,9 @@ class Kernel:
             self.run_dir,
             every=self.settings.metrics_every,
             max_per_s=self.settings.metrics_max_per_s,
+            rotate_bytes=self.settings.metrics_rotate_bytes,
+            keep=self.settings.metrics_keep,
         )
-        self._metrics_start = 0
         self.segment = 0
         """The run segment: 0 for the first run in ``run_dir``, +1 for each later one."""
         self._extra: dict[str, Any] = {}
@@ -263,7 +269,7 @@ class Kernel:
         self.segment = start.segment
         if start.new_segment:
             self._metrics.set_segment(start.segment)
-            self._metrics_start = self._metrics.start_segment()
+            self._metrics.start_segment()
 
     def _share_initial_state(self) -> None:
         assert self._sync is not None
@@ -480,7 +486,7 @@ class Kernel:
         self._publisher.publish(
             status=status,
             segment=self.segment,
-            metrics_start=self._metrics_start,
+            metrics_start=self._metrics.segment_start,
             cursor=self._commands.offset,
             **executor.pending_summary(),
             key_metric=self.key_metric,

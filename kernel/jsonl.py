@@ -23,6 +23,7 @@ from typing import Any, BinaryIO, TypeVar
 
 from pydantic import BaseModel
 
+from kernel.rotation import rotated_paths
 from kernel.untrusted import read_valid
 
 logger = logging.getLogger(__name__)
@@ -120,18 +121,32 @@ class JsonlTail:
     how often): it shrank below the offset, it was replaced (a new inode), or the last line
     read is no longer where it was (the file was truncated and written again). An offset
     then names a place in the new file, so a reader that remembers lines by offset must also
-    compare their content. With ``keep_blank`` whitespace-only lines are returned too (the
+    compare their content.
+
+    A file that was rotated (``kernel.rotation``: renamed to ``<stem>.<n><suffix>``, a new
+    file started) is not read again: the rotated file is found by its inode and finished
+    from the offset, the files rotated after it are read whole, then the new file from its
+    start. Lines from a rotated file carry their offset in that file. Pass ``inode`` (the
+    ``inode`` after an earlier read) with ``offset`` so that a new reader notices a rotation
+    since then. With ``keep_blank`` whitespace-only lines are returned too (the
     kernel answers every line of ``commands.jsonl``); otherwise they are skipped.
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], offset: int = 0, *, keep_blank: bool = False
+        self,
+        path: str | os.PathLike[str],
+        offset: int = 0,
+        *,
+        keep_blank: bool = False,
+        inode: int | None = None,
     ) -> None:
         self.path = os.fspath(path)
         self.offset = offset
         self.keep_blank = keep_blank
         self.resets = 0
-        self._seen: tuple[int, int, int] | None = None
+        self.rotations = 0
+        """How many rotations this reader followed."""
+        self._seen: tuple[int, int, int] | None = None if inode is None else (-1, inode, -1)
         """Size, inode and modification time at the last read."""
         self._last_line = b""
         """The last line read, with its newline: it must still end at ``offset``."""
@@ -143,29 +158,82 @@ class JsonlTail:
             return False
         return (st.st_size, st.st_ino, st.st_mtime_ns) != self._seen
 
+    @property
+    def inode(self) -> int | None:
+        """The inode of the file at the last read (None before one)."""
+        return None if self._seen is None else self._seen[1]
+
     def read_new(self) -> list[tuple[int, str]]:
+        earlier: list[tuple[int, str]] | None = []
         try:
             with open(self.path, "rb") as f:
                 st = os.fstat(f.fileno())
-                replaced = self._seen is not None and st.st_ino != self._seen[1]
-                self._seen = (st.st_size, st.st_ino, st.st_mtime_ns)
-                if st.st_size < self.offset or replaced:
-                    self._reset("was replaced" if replaced else f"shrank to {st.st_size} bytes")
-                chunk = self._read_after(f, st.st_size)
+                old, self._seen = self._seen, (st.st_size, st.st_ino, st.st_mtime_ns)
+                if broken := self._discontinuity(f, st, old):
+                    earlier = self._finish_rotated(None if old is None else old[1], st.st_ino)
+                    if earlier is None:
+                        self._reset(broken)
+                f.seek(self.offset)
+                chunk = f.read(st.st_size - self.offset)
         except FileNotFoundError:
             return []
-        return self._split(chunk)
+        return (earlier or []) + self._split(chunk)
 
-    def _read_after(self, f: BinaryIO, size: int) -> bytes:
-        """The bytes after ``offset``, once the last line read is found where it was."""
+    def _discontinuity(
+        self, f: BinaryIO, st: os.stat_result, old: tuple[int, int, int] | None
+    ) -> str | None:
+        """How the file is no longer the one read up to ``offset`` (None: it is). An inode
+        reused by a new file after a rotation deleted the old one reads as written again."""
+        if old is not None and st.st_ino != old[1]:
+            return "was replaced"
+        if st.st_size < self.offset:
+            return f"shrank to {st.st_size} bytes"
         back = len(self._last_line)
         f.seek(self.offset - back)
-        chunk = f.read(size - self.offset + back)
-        if chunk[:back] == self._last_line:
-            return chunk[back:]
-        self._reset("was written again")
-        f.seek(0)
-        return f.read(size)
+        return None if f.read(back) == self._last_line else "was written again"
+
+    def _finish_rotated(self, old: int | None, current: int) -> list[tuple[int, str]] | None:
+        """The lines left in the rotated files since inode ``old`` was read, up to inode
+        ``current`` (rotated again meanwhile, it is read as the current file); None when
+        nothing was rotated. The offset is then 0, for the current file."""
+        files = [f for f in (_open(p) for p in rotated_paths(self.path)) if f is not None]
+        opened = list(files)
+        try:
+            inodes = [os.fstat(f.fileno()).st_ino for f in opened]
+            if current in inodes:
+                del opened[inodes.index(current) :], inodes[inodes.index(current) :]
+            if not opened:
+                return None
+            if old in inodes and self._continues(opened[inodes.index(old)]):
+                opened = opened[inodes.index(old) :]
+            else:  # gone, or its inode reused by a later file
+                logger.warning(
+                    "%s was rotated more often than %d files are kept since it was read; "
+                    "the lines between are lost",
+                    self.path,
+                    len(opened),
+                )
+                self.offset, self._last_line = 0, b""
+            lines = []
+            for f in opened:
+                f.seek(self.offset)
+                lines += self._split(f.read())
+                self.offset, self._last_line = 0, b""
+            self.rotations += 1
+            return lines
+        finally:
+            for f in files:
+                f.close()
+
+    def _continues(self, f: BinaryIO) -> bool:
+        """Whether ``f`` holds the last line read (at least a line end) just before ``offset``."""
+        if not self.offset:
+            return True
+        expect = self._last_line or b"\n"
+        if self.offset < len(expect):
+            return False
+        f.seek(self.offset - len(expect))
+        return f.read(len(expect)) == expect
 
     def _reset(self, what: str) -> None:
         logger.warning(
@@ -194,3 +262,10 @@ class JsonlTail:
             self._last_line = chunk[last:start]
         self.offset += start
         return lines
+
+
+def _open(path: Path) -> BinaryIO | None:
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:  # rotated away meanwhile
+        return None

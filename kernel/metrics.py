@@ -8,6 +8,10 @@ are listed under ``"nonfinite"``. ``MetricRecord`` reads them back as floats.
 Writing is off the hot path: ``log`` only buffers; ``flush`` converts values (tensors are
 read here, so a GPU is synchronised once per flush, not once per step), serialises and
 appends the whole batch with one ``write``.
+
+With ``rotate_bytes`` the file is rotated by size (``kernel.rotation``): a batch that would
+take ``metrics.jsonl`` past that many bytes is split at a line, the file is renamed to
+``metrics.1.jsonl`` and the rest goes to a new ``metrics.jsonl``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from kernel.metric_names import split_role
+from kernel.rotation import rotate
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +98,15 @@ class MetricsWriter:
         max_buffer_bytes: int = DEFAULT_BUFFER_BYTES,
         every: int = 1,
         max_per_s: float = 0.0,
+        rotate_bytes: int = 0,
+        keep: int = 5,
     ) -> None:
+        if rotate_bytes < 0:
+            raise ValueError(
+                f"rotate_bytes must be >= 0 bytes (0: no rotation), got {rotate_bytes}"
+            )
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1 rotated file, got {keep}")
         if max_buffer_bytes < 0:
             raise ValueError(f"max_buffer_bytes must be >= 0, got {max_buffer_bytes}")
         if every < 1:
@@ -103,6 +116,11 @@ class MetricsWriter:
                 f"max_per_s must be >= 0 records a second (0: no cap), got {max_per_s}"
             )
         self.every = every
+        self.rotate_bytes = rotate_bytes
+        self.keep = keep
+        self.rotations = 0
+        self.segment_start = 0
+        """Where this writer's run segment begins in the current file (0 once rotated)."""
         self.max_per_s = max_per_s
         self._next_kept_at = -math.inf
         self._always: dict[str, bool] = {}
@@ -125,12 +143,14 @@ class MetricsWriter:
         try:
             size = self.path.stat().st_size
         except FileNotFoundError:
+            self.segment_start = 0
             return 0
         with open(self.path, "rb+") as f:
             f.seek(max(size - 1, 0))
             if size and f.read(1) != b"\n":
                 f.write(b"\n")
                 size += 1
+        self.segment_start = size
         return size
 
     def add(self, step: int, wall_time: float, metrics: Mapping[str, Any]) -> None:
@@ -155,7 +175,8 @@ class MetricsWriter:
         self._encode_pending()
         if not self._unwritten:
             return
-        written, error = self._append(self._unwritten)
+        append = self._append_rotating if self.rotate_bytes else self._append
+        written, error = append(self._unwritten)
         self._unwritten = self._unwritten[written:]
         if error is not None:
             self._fail(error)
@@ -167,6 +188,36 @@ class MetricsWriter:
                 self._dropped,
             )
             self._dropped = 0
+
+    def _append_rotating(self, data: bytes) -> tuple[int, OSError | None]:
+        """``_append``, rotating the file before it would pass ``rotate_bytes``; a line
+        longer than that goes alone into a new file."""
+        done = 0
+        while done < len(data):
+            try:
+                size = os.stat(self.path).st_size
+            except FileNotFoundError:
+                size = 0
+            cut = data.rfind(b"\n", done, done + self.rotate_bytes - size) + 1
+            if cut <= done:  # not one more line fits
+                if size:
+                    try:
+                        self._rotate()
+                    except OSError as exc:
+                        return done, exc
+                    continue
+                cut = data.find(b"\n", done) + 1 or len(data)
+            written, error = self._append(data[done:cut])
+            done += written
+            if error is not None:
+                return done, error
+        return done, None
+
+    def _rotate(self) -> None:
+        rotate(self.path, self.keep)
+        self.rotations += 1
+        self.segment_start = 0
+        self._check_tail = False
 
     def _append(self, data: bytes) -> tuple[int, OSError | None]:
         """Append ``data`` (whole lines); return how many bytes of whole lines are in the

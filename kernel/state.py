@@ -54,7 +54,8 @@ class KernelState(BaseModel):
     """Which run in this directory: 0 for the first, +1 each time a new ``Kernel`` starts
     after an earlier run ended. Commands carry it; metrics records do too from segment 1."""
     metrics_start: int = 0
-    """The byte offset in ``metrics.jsonl`` where this segment's records begin."""
+    """The byte offset in ``metrics.jsonl`` where this segment's records begin; 0 once the
+    file was rotated (the segment's earlier records are in ``metrics.<n>.jsonl``)."""
     heartbeat: float
     status: Status = "running"
     last_step: int | None = None

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from kernel import MetricRecord
 from kernel.jsonl import JsonlTail
 from kernel.metrics import METRICS_FILE
+from kernel.rotation import rotated_paths
 
 
 def _parse(lines: list[str]) -> list[MetricRecord]:
@@ -24,19 +25,28 @@ def _parse(lines: list[str]) -> list[MetricRecord]:
 
 
 def recent_metrics(run_dir: Path, max_bytes: int = 65536) -> list[MetricRecord]:
-    """The records in the last ``max_bytes`` of the run's metrics, oldest first."""
+    """The records in the last ``max_bytes`` of the run's metrics, oldest first; a
+    ``metrics.jsonl`` rotated lately is completed from the newest rotated file."""
     path = run_dir / METRICS_FILE
+    chunk, cut = _tail(path, max_bytes)
+    if not cut and len(chunk) < max_bytes and (rotated := rotated_paths(path)):
+        earlier, cut = _tail(rotated[-1], max_bytes - len(chunk))
+        chunk = earlier + chunk
+    lines = chunk.decode("utf-8", errors="replace").split("\n")  # not splitlines: U+2028
+    if cut:
+        lines = lines[1:]  # the first line is probably cut
+    return _parse(lines)
+
+
+def _tail(path: Path, max_bytes: int) -> tuple[bytes, bool]:
+    """The last ``max_bytes`` of ``path`` (empty when missing), and whether it was cut."""
     try:
         with open(path, "rb") as f:
             size = f.seek(0, os.SEEK_END)
             f.seek(max(0, size - max_bytes))
-            chunk = f.read()
+            return f.read(), size > max_bytes
     except FileNotFoundError:
-        return []
-    lines = chunk.decode("utf-8", errors="replace").split("\n")  # not splitlines: U+2028
-    if size > max_bytes:
-        lines = lines[1:]  # the first line is probably cut
-    return _parse(lines)
+        return b"", False
 
 
 def latest_values(records: list[MetricRecord]) -> dict[str, tuple[int, float]]:
