@@ -44,11 +44,15 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         "replay",
         help="detection quality on recorded runs (precision, recall, F1, latency)",
         description="Each RUN_DIR holds metrics.jsonl and, when labelled, labels.json; a "
-        "directory of such runs (evals/corpus) stands for all of them.",
+        "Hugging Face trainer_state.json, or a directory holding one, is imported first "
+        "(into OUT/imported/). A directory of such runs (evals/corpus) stands for all of them.",
         formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument(
-        "runs", nargs="+", metavar="RUN_DIR", help="recorded runs, or directories of them"
+        "runs",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="recorded runs or trainer_state.json files, or directories of them",
     )
     p.add_argument(
         "--policy", choices=("rules", "ai"), default="rules", help="who proposes: rules or LLM"
@@ -111,8 +115,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from evals.report import write_replay_report
 
     settings = _settings(args.config)
-    runs = _runs(args.runs)
     out = Path(args.out)
+    runs = _runs(args.runs, out)
     with _progress(len(runs), "replay", "run") as progress:
         try:
             report, alarms = replay(
@@ -220,24 +224,67 @@ def _settings(config: str | None) -> Settings:
         raise CliError(str(exc)) from None
 
 
-def _runs(paths: list[str]) -> list[RecordedRun]:
-    """Recorded runs: each path a run, or a directory whose subdirectories are runs."""
+def _runs(paths: list[str], out: Path) -> list[RecordedRun]:
+    """Recorded runs: each path a run, a ``trainer_state.json`` or a directory holding one
+    directly (imported under ``OUT/imported/``), or a directory whose subdirectories are
+    any of these."""
     from evals.errors import RunFormatError
-    from evals.runs import load_run
-    from kernel.metrics import METRICS_FILE
 
-    runs = []
+    runs: list[RecordedRun] = []
     for name in paths:
         path = Path(name)
-        if not path.is_dir():
-            raise CliError(f"{path} is not a directory; pass recorded run directories")
-        children = sorted(p.parent for p in path.glob(f"*/{METRICS_FILE}"))
-        targets = [path] if (path / METRICS_FILE).exists() or not children else children
+        if not path.exists():
+            raise CliError(f"{path} does not exist; pass recorded runs or trainer_state.json")
         try:
-            runs += [load_run(t) for t in targets]
+            runs += [_open(target, out, runs) for target in _targets(path)]
         except RunFormatError as exc:
             raise CliError(str(exc)) from None
     return runs
+
+
+def _targets(path: Path) -> list[Path]:
+    """``path`` when it is a run (recorded or a Trainer's state), else its children that are."""
+    from evals.importers import trainer_state_path
+    from kernel.metrics import METRICS_FILE
+
+    def is_run(p: Path) -> bool:
+        return (p / METRICS_FILE).is_file() or trainer_state_path(p) is not None
+
+    if is_run(path) or not path.is_dir():
+        return [path]
+    children = [p for p in sorted(path.iterdir()) if p.is_dir() and is_run(p)]
+    return children or [path]  # load_run says what a run directory needs
+
+
+def _open(target: Path, out: Path, taken: list[RecordedRun]) -> RecordedRun:
+    """Load a recorded run in place, or import a Trainer's state into a fresh directory named
+    after the one holding it (``-2``, ``-3``... when that name is taken)."""
+    import shutil
+
+    from evals.importers import import_trainer_state, trainer_state_path
+    from evals.runs import load_run
+    from kernel.metrics import METRICS_FILE
+
+    state = trainer_state_path(target)
+    if (target / METRICS_FILE).is_file():
+        return load_run(target)
+    if state is None:
+        raise CliError(
+            f"{target}: neither a recorded run ({METRICS_FILE}) nor a Hugging Face "
+            "trainer_state.json, nor a directory of them (checkpoint-*/ folders are not "
+            "searched: pass the one you mean)"
+        )
+    names = {run.name for run in taken}
+    base = state.parent.resolve().name
+    name = next(n for i in range(1, len(names) + 2) if (n := _nth(base, i)) not in names)
+    dest = out / "imported" / name
+    if dest.exists():  # an earlier replay into the same OUT: import afresh
+        shutil.rmtree(dest)
+    return import_trainer_state(state, dest)
+
+
+def _nth(base: str, i: int) -> str:
+    return base if i == 1 else f"{base}-{i}"
 
 
 def _print_replay(report: ReplayReport, path: Path) -> None:

@@ -3,7 +3,10 @@ rotated into, ``metrics.<n>.jsonl``) and, optionally, the labels of the patholog
 shows (``labels.json``).
 
 ``labels.json`` is ``{"events": [{"kind": "divergence", "onset_step": 500}]}``; no events (or
-no file) means a healthy run. The offline harness replays recorded runs through the
+no file) means a healthy run. Other top-level fields (a source, notes) are kept as they are;
+only ``events`` is validated. ``run.json``, when present, says what is known of the run's
+horizon (``RunInfo``: ``max_steps``, the logging and evaluation cadence), as read from the
+log it was imported from. The offline harness replays recorded runs through the
 autopilot and scores its diagnoses against these labels.
 
 Example:
@@ -17,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 from collections.abc import Iterable
@@ -24,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from evals.errors import RunFormatError
 from kernel import MetricRecord
@@ -34,6 +38,7 @@ from kernel.rotation import rotated_paths
 from kernel.validation import summarize_validation_error
 
 LABELS_FILE = "labels.json"
+INFO_FILE = "run.json"
 _LABELS_EXAMPLE = '{"events": [{"kind": "divergence", "onset_step": 500}]}'
 # the kernel's spelling of values that JSON has no literal for (kernel/metrics.py)
 
@@ -48,15 +53,39 @@ class LabelEvent(BaseModel):
 
 
 class Labels(BaseModel):
-    """``labels.json``: the run's pathologies; an empty list means a healthy run."""
+    """``labels.json``: the run's pathologies; an empty list means a healthy run.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Other fields (``source``, ``notes``...) are kept in ``model_extra`` and written back; a
+    field spelt like ``events`` (``event``, ``Events``) is refused, since it would otherwise
+    label a run healthy unnoticed.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
 
     events: list[LabelEvent] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _no_misspelt_events(self) -> Labels:
+        for key in self.model_extra or {}:
+            if difflib.get_close_matches(key.lower(), ["events"], n=1, cutoff=0.8):
+                raise ValueError(f"{key!r} is not a field; did you mean 'events'?")
+        return self
 
     @property
     def healthy(self) -> bool:
         return not self.events
+
+
+class RunInfo(BaseModel):
+    """``run.json``: the run's horizon and cadence as its source logged them (``None``:
+    unknown). Written by importers that know them (``trainer_state.json`` does)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str | None = None
+    max_steps: int | None = Field(default=None, ge=1)
+    eval_steps: int | None = Field(default=None, ge=1)
+    logging_steps: int | None = Field(default=None, ge=1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,6 +94,7 @@ class RecordedRun:
 
     path: Path
     labels: Labels
+    info: RunInfo = RunInfo()
 
     @property
     def name(self) -> str:
@@ -125,7 +155,8 @@ def load_run(path: str | os.PathLike[str]) -> RecordedRun:
     """Open the recorded run at ``path``, validating ``labels.json`` (metrics load lazily).
 
     Raises:
-        RunFormatError: ``metrics.jsonl`` is missing, or ``labels.json`` is malformed.
+        RunFormatError: ``metrics.jsonl`` is missing, or ``labels.json`` or ``run.json`` is
+            malformed.
     """
     run_dir = Path(path)
     if not (run_dir / METRICS_FILE).is_file():
@@ -134,13 +165,17 @@ def load_run(path: str | os.PathLike[str]) -> RecordedRun:
             f"no {METRICS_FILE}; a recorded run is a directory holding the kernel's "
             f"{METRICS_FILE} (import other formats with evals.importers)",
         )
-    return RecordedRun(path=run_dir, labels=_read_labels(run_dir / LABELS_FILE))
+    return RecordedRun(
+        path=run_dir, labels=read_labels(run_dir / LABELS_FILE), info=_read_info(run_dir)
+    )
 
 
 def write_run(
     path: str | os.PathLike[str],
     records: Iterable[MetricRecord],
     labels: Labels | None = None,
+    *,
+    info: RunInfo | None = None,
 ) -> RecordedRun:
     """Write a recorded run into the directory ``path`` (created if needed) and return it.
 
@@ -162,10 +197,14 @@ def write_run(
     os.replace(tmp, target)
     if labels is not None:
         write_json_atomic(run_dir / LABELS_FILE, labels.model_dump(mode="json"))
+    if info is not None:
+        write_json_atomic(run_dir / INFO_FILE, info.model_dump(mode="json"))
     return load_run(run_dir)
 
 
-def _read_labels(path: Path) -> Labels:
+def read_labels(path: Path) -> Labels:
+    """The labels in ``path`` (healthy when there is no such file); ``RunFormatError`` names
+    the bad field."""
     if not path.exists():
         return Labels()
     try:
@@ -173,4 +212,16 @@ def _read_labels(path: Path) -> Labels:
     except ValidationError as exc:
         raise RunFormatError(
             path, f"{summarize_validation_error(exc, limit=1)}; expected e.g. {_LABELS_EXAMPLE}"
+        ) from None
+
+
+def _read_info(run_dir: Path) -> RunInfo:
+    path = run_dir / INFO_FILE
+    if not path.exists():
+        return RunInfo()
+    try:
+        return RunInfo.model_validate_json(path.read_text(encoding="utf-8"))
+    except ValidationError as exc:
+        raise RunFormatError(
+            path, f"{summarize_validation_error(exc, limit=1)}; fix the field or delete the file"
         ) from None

@@ -4,6 +4,7 @@
 """
 
 from evals.importers.csv import import_csv
+from evals.importers.huggingface import import_trainer_state, trainer_state_path
 from evals.importers.tensorboard import import_tensorboard
 
-__all__ = ["import_csv", "import_tensorboard"]
+__all__ = ["import_csv", "import_tensorboard", "import_trainer_state", "trainer_state_path"]

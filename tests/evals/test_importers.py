@@ -1,15 +1,25 @@
-"""Importers: CSV tables and real TensorBoard event files become recorded runs."""
+"""Importers: CSV tables, real TensorBoard event files and Hugging Face ``trainer_state.json``
+become recorded runs."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import pytest
+from hf_trainer_state import (
+    EVAL_STEPS,
+    LOGGING_STEPS,
+    MAX_STEPS,
+    NAN_STEP,
+    trainer_state,
+    write_trainer_state,
+)
 
 from evals.errors import RunFormatError
-from evals.importers import import_csv, import_tensorboard
-from evals.runs import load_run
+from evals.importers import import_csv, import_tensorboard, import_trainer_state
+from evals.runs import RunInfo, load_run
 
 
 def _csv(tmp_path: Path, text: str) -> Path:
@@ -79,3 +89,59 @@ def test_tensorboard_without_scalars_says_where_to_point(tmp_path: Path) -> None
     (tmp_path / "empty").mkdir()
     with pytest.raises(RunFormatError, match="no scalar summaries"):
         import_tensorboard(tmp_path / "empty", tmp_path / "run")
+
+
+def test_trainer_state_maps_names_and_merges_train_and_eval(tmp_path: Path) -> None:
+    path = write_trainer_state(tmp_path / "hf")
+    records = import_trainer_state(path, tmp_path / "run").records()
+    assert [r.step for r in records] == list(range(10, MAX_STEPS + 1, 10))
+    by_step = {r.step: r.metrics for r in records}
+    assert by_step[10] == {"train/loss": 1.6667, "lr": 5e-5 * 0.95, "grad/norm": 1.5}
+    assert by_step[50] == {
+        "train/loss": round(2.0 / 2, 4), "lr": 5e-5 * 0.75, "grad/norm": 1.5,
+        "val/loss": 2.2 / (1 + 50 / 60), "val/accuracy": 0.55,
+    }  # fmt: skip
+    assert all(r.wall_time is None for r in records)
+
+
+def test_trainer_state_keeps_nonfinite_and_drops_bookkeeping(tmp_path: Path) -> None:
+    run = import_trainer_state(write_trainer_state(tmp_path / "hf"), tmp_path / "run")
+    assert math.isnan({r.step: r.metrics for r in run.records()}[NAN_STEP]["train/loss"])
+    # the closing summary (train_loss, runtimes, flos) and epoch are not curves
+    assert run.metric_names() == ["grad/norm", "lr", "train/loss", "val/accuracy", "val/loss"]
+    assert run.records()[-1].metrics["train/loss"] == round(2.0 / 5, 4)
+
+
+def test_trainer_state_from_its_directory_carries_labels_and_horizon(tmp_path: Path) -> None:
+    write_trainer_state(tmp_path / "hf")
+    (tmp_path / "hf" / "labels.json").write_text(
+        json.dumps({"events": [], "source": "hub:org/model@abc", "notes": "healthy by the rule"})
+    )
+    run = import_trainer_state(tmp_path / "hf", tmp_path / "run")
+    assert run.labels.healthy and run.labels.model_extra == {
+        "source": "hub:org/model@abc", "notes": "healthy by the rule"
+    }  # fmt: skip
+    assert run.info == RunInfo(
+        source="trainer_state.json", max_steps=MAX_STEPS, eval_steps=EVAL_STEPS,
+        logging_steps=LOGGING_STEPS,
+    )  # fmt: skip
+    assert load_run(tmp_path / "run").info == run.info
+
+
+def test_trainer_state_without_log_history_says_what_it_needs(tmp_path: Path) -> None:
+    path = write_trainer_state(tmp_path / "hf", {"global_step": 3})
+    with pytest.raises(RunFormatError, match="no 'log_history' list"):
+        import_trainer_state(path, tmp_path / "run")
+    with pytest.raises(RunFormatError, match="no trainer_state.json"):
+        import_trainer_state(tmp_path, tmp_path / "run2")
+
+
+def test_trainer_state_bad_entry_names_its_index_and_key(tmp_path: Path) -> None:
+    state = trainer_state()
+    state["log_history"][3]["loss"] = "oops"
+    with pytest.raises(RunFormatError, match=r"log_history\[3\], 'loss': 'oops' is not a number"):
+        import_trainer_state(write_trainer_state(tmp_path / "hf", state), tmp_path / "run")
+    state = trainer_state()
+    del state["log_history"][0]["step"]
+    with pytest.raises(RunFormatError, match=r"log_history\[0\]: no integer 'step'"):
+        import_trainer_state(write_trainer_state(tmp_path / "hf2", state), tmp_path / "run2")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from evals.errors import RunFormatError
-from evals.runs import LabelEvent, Labels, load_run, write_run
+from evals.runs import LabelEvent, Labels, RunInfo, load_run, write_run
 from kernel import MetricRecord
 from kernel.metrics import MetricsWriter
 
@@ -66,7 +66,8 @@ def test_write_refuses_to_overwrite(tmp_path: Path) -> None:
         ({"events": [{"kind": "blowup", "onset_step": 3}]}, r"events\[0\]\.kind.*got 'blowup'"),
         ({"events": [{"kind": "plateau", "onset_step": -1}]}, r"events\[0\]\.onset_step.*-1"),
         ({"events": [{"kind": "plateau"}]}, r"events\[0\]\.onset_step: Field required"),
-        ({"event": []}, "event: Extra inputs are not permitted, got"),
+        ({"event": []}, "'event' is not a field; did you mean 'events'"),
+        ({"events": [{"kind": "plateau", "onset_step": 3, "x": 1}]}, r"events\[0\]\.x: Extra"),
     ],
 )
 def test_bad_labels_name_field_and_value(tmp_path: Path, labels: object, message: str) -> None:
@@ -82,3 +83,25 @@ def test_malformed_metrics_line_names_the_line(tmp_path: Path) -> None:
     (tmp_path / "metrics.jsonl").write_text('{"step": 1, "metrics": {}}\n{"step": "x"}\n')
     with pytest.raises(RunFormatError, match="line 2: step: Input should be a valid integer"):
         load_run(tmp_path).records()
+
+
+def test_labels_keep_extra_fields_and_validate_only_events(tmp_path: Path) -> None:
+    write_run(tmp_path, RECORDS)
+    extra = {"source": "hub:org/model@abc", "notes": ["eval every 50"], "rule": 2}
+    events = [{"kind": "overfitting", "onset_step": 2}]
+    (tmp_path / "labels.json").write_text(json.dumps({"events": events, **extra}))
+    labels = load_run(tmp_path).labels
+    assert labels.events == [LabelEvent(kind="overfitting", onset_step=2)]
+    assert labels.model_extra == extra
+    write_run(tmp_path / "copy", RECORDS, labels)
+    assert json.loads((tmp_path / "copy" / "labels.json").read_text()) == {
+        "events": events,
+        **extra,
+    }
+
+
+def test_run_info_round_trips_and_defaults_to_unknown(tmp_path: Path) -> None:
+    assert write_run(tmp_path / "a", RECORDS).info == RunInfo()
+    info = RunInfo(source="trainer_state.json", max_steps=3, eval_steps=1, logging_steps=1)
+    assert write_run(tmp_path / "b", RECORDS, info=info).info == info
+    assert load_run(tmp_path / "b").info.max_steps == 3
