@@ -105,6 +105,8 @@ class Kernel:
             kernel changes it in place, so read it at every step.
         key_metric: the metric the autopilot judges the run by, e.g. ``"val/loss"``.
         key_metric_mode: ``"min"`` or ``"max"``; inferred from the name when omitted.
+        max_steps: the run's planned length in steps, published in ``kernel.json`` so that
+            the autopilot can judge progress against the run's horizon (None: unknown).
         grad_clip: initial max gradient norm for ``clip_grad_norm_`` (None or 0: off).
         knobs: extra user knobs (see ``kernel.knobs.Knob`` and ``FnKnob``).
         save_fn: called with the step on a ``checkpoint`` command.
@@ -128,6 +130,7 @@ class Kernel:
         loss_weights: MutableMapping[str, Any] | None = None,
         key_metric: str | None = None,
         key_metric_mode: Literal["min", "max"] | None = None,
+        max_steps: int | None = None,
         grad_clip: float | None = None,
         knobs: Iterable[Knob] = (),
         save_fn: Callable[[int], Any] | None = None,
@@ -135,6 +138,7 @@ class Kernel:
         settings: KernelSettings | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
+        self.max_steps = _checked_max_steps(max_steps)
         self.settings = settings or KernelSettings()
         distributed = self.settings.distributed
         self._sync = RankSync.detect(self.settings.sync_every) if distributed else None
@@ -491,6 +495,7 @@ class Kernel:
             **executor.pending_summary(),
             key_metric=self.key_metric,
             key_metric_mode=self.key_metric_mode,
+            max_steps=self.max_steps,
             freeze=executor.freeze,
         )
 
@@ -511,6 +516,14 @@ def _weak_progress(kernel: Kernel) -> Callable[[], dict[str, Any]]:
         return {} if alive is None else alive._progress()
 
     return progress
+
+
+def _checked_max_steps(max_steps: Any) -> int | None:
+    if max_steps is None:
+        return None
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"max_steps must be an integer >= 1 (None: unknown), got {max_steps!r}")
+    return max_steps
 
 
 def _bounds_kw(bounds: tuple[float, float] | None) -> dict[str, float]:

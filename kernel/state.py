@@ -72,6 +72,9 @@ class KernelState(BaseModel):
     """The step the soonest pending command waits for."""
     key_metric: str | None = None
     key_metric_mode: Literal["min", "max"] | None = None
+    max_steps: int | None = Field(default=None, ge=1)
+    """The run's planned length in steps (``Kernel(max_steps=)``, or the trainer's under an
+    adapter); None when unknown. Detectors scale their patience to it."""
     freeze: FreezeMode = "off"
     knobs: list[KnobSpec] = Field(default_factory=list)
 

@@ -29,9 +29,11 @@ class KernelOptions:
         optimizer: Any,
         scheduler: Any,
         grad_clip: float | None,
+        max_steps: int | None,
         default_save_fn: Callable[[int], Any],
     ) -> Kernel:
-        """A kernel around the framework's optimizer and schedulers."""
+        """A kernel around the framework's optimizer and schedulers, told the trainer's
+        planned ``max_steps`` (None, or a count below 1: unknown)."""
         return Kernel(
             self.run_dir,
             optimizer=optimizer,
@@ -39,6 +41,7 @@ class KernelOptions:
             loss_weights=self.loss_weights,
             key_metric=self.key_metric,
             key_metric_mode=self.key_metric_mode,
+            max_steps=max_steps if max_steps is not None and max_steps >= 1 else None,
             grad_clip=grad_clip,
             knobs=self.knobs,
             save_fn=self.save_fn or default_save_fn,

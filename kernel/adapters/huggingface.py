@@ -62,7 +62,8 @@ class AutopilotTrainerCallback(TrainerCallback):
     LR scheduler (unwrapped from their accelerate wrappers). Each ``on_log`` is recorded with
     kernel names (``loss`` -> ``train/loss``, ``eval_loss`` -> ``val/loss``, ``learning_rate``
     -> ``lr``, ``grad_norm`` -> ``grad/norm``, ``eval_<x>`` -> ``val/<x>``, others
-    ``train/<x>``). ``on_step_end`` is the kernel's safe point: commands are applied there,
+    ``train/<x>``). The kernel publishes the trainer's ``state.max_steps`` as the run's
+    horizon. ``on_step_end`` is the kernel's safe point: commands are applied there,
     a ``stop`` command sets ``control.should_training_stop`` and, unless ``save_fn`` is
     given, a ``checkpoint`` command sets ``control.should_save`` (the trainer saves right
     after the step, into ``args.output_dir``).
@@ -142,6 +143,7 @@ class AutopilotTrainerCallback(TrainerCallback):
             optimizer=_unwrap(optimizer, "optimizer") if optimizer is not None else None,
             scheduler=_unwrap(lr_scheduler, "scheduler") if lr_scheduler is not None else None,
             grad_clip=self._initial_grad_clip(args),
+            max_steps=int(state.max_steps),
             default_save_fn=self._request_save,
         )
 

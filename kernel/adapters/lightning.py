@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -61,6 +62,17 @@ def _batch_loss(outputs: Any) -> float | torch.Tensor | None:
     return _scalar(outputs)
 
 
+def _planned_steps(trainer: pl.Trainer) -> int | None:
+    """The optimizer steps ``fit`` will take, or None when Lightning cannot tell (an
+    iterable dataset without a length and no ``max_steps``, or no limit at all)."""
+    try:
+        planned = trainer.estimated_stepping_batches
+    except Exception:  # e.g. accumulation that changes between epochs
+        logger.info("autopilot: the run's length is unknown", exc_info=True)
+        return None
+    return int(planned) if math.isfinite(planned) and planned >= 1 else None
+
+
 class AutopilotCallback(pl.Callback):
     """Connects a Lightning ``Trainer`` to the training kernel.
 
@@ -69,7 +81,9 @@ class AutopilotCallback(pl.Callback):
     ``train/loss`` together with the training metrics in ``trainer.callback_metrics``, then
     gives the kernel its safe point (commands are applied there; a ``stop`` command sets
     ``trainer.should_stop``). Validation metrics are logged once per validation run.
-    Lightning names are mapped to the kernel's (``val_loss`` -> ``val/loss``).
+    Lightning names are mapped to the kernel's (``val_loss`` -> ``val/loss``). The kernel
+    publishes the run's horizon: ``trainer.max_steps``, or ``max_epochs`` times the optimizer
+    steps in an epoch when that is known (Lightning's ``estimated_stepping_batches``).
 
     Gradient clipping: the kernel clips in ``on_before_optimizer_step`` (after AMP unscaling)
     with its live ``grad_clip`` knob. When ``grad_clip`` is None and the trainer was given a
@@ -138,6 +152,7 @@ class AutopilotCallback(pl.Callback):
             optimizer=optimizer,
             scheduler=self._schedulers(trainer, optimizer),
             grad_clip=self._initial_grad_clip(trainer),
+            max_steps=_planned_steps(trainer),
             default_save_fn=self._default_save_fn(trainer),
         )
         self._last_step = None

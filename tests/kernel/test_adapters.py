@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import torch
 
-from kernel import Command, append_command, read_ledger
+from kernel import Command, append_command, read_kernel_state, read_ledger
 
 
 def _applied(run_dir: Path, command_id: str) -> list:
@@ -24,6 +24,12 @@ def _metric_steps(run_dir: Path, name: str) -> list[int]:
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines if line.strip()]
     return [r["step"] for r in records if name in r["metrics"]]
+
+
+def _published_max_steps(run_dir: Path) -> int | None:
+    state = read_kernel_state(run_dir)
+    assert state is not None, f"no kernel.json in {run_dir}"
+    return state.max_steps
 
 
 def _command(cid: str, step: int, **fields) -> Command:
@@ -135,6 +141,21 @@ def test_lightning_grad_clip_knob_takes_over_and_gives_back(tmp_path):
     assert trainer.gradient_clip_val == 0.5
 
 
+def test_lightning_publishes_the_trainers_max_steps(tmp_path):
+    _fit_lightning(tmp_path, max_steps=6)
+    assert _published_max_steps(tmp_path) == 6
+
+
+def test_lightning_estimates_max_steps_from_epochs(tmp_path):
+    _fit_lightning(tmp_path, max_steps=-1, max_epochs=2)  # 8 batches an epoch
+    assert _published_max_steps(tmp_path) == 16
+
+
+def test_lightning_estimate_counts_optimizer_steps_under_accumulation(tmp_path):
+    _fit_lightning(tmp_path, max_steps=-1, max_epochs=2, accumulate_grad_batches=4)
+    assert _published_max_steps(tmp_path) == 4
+
+
 def test_lightning_metric_names_map_to_kernel_names():
     pytest.importorskip("lightning")
     from kernel.adapters.lightning import kernel_metric_name
@@ -227,6 +248,11 @@ def test_hf_logs_train_loss_and_lr(tmp_path):
     assert _metric_steps(tmp_path, "train/loss") == [1, 2, 3, 4]
     assert _metric_steps(tmp_path, "lr")
     assert not _metric_steps(tmp_path, "train/runtime")  # the end-of-run summary is skipped
+
+
+def test_hf_publishes_the_trainers_max_steps(tmp_path):
+    _train_hf(tmp_path, max_steps=3)
+    assert _published_max_steps(tmp_path) == 3
 
 
 def test_hf_stop_command_ends_training_early(tmp_path):

@@ -478,3 +478,22 @@ def test_the_heartbeat_goes_on_during_a_long_step(tmp_path, wait_for):
     kernel.close()
     closed = _published(tmp_path)
     assert closed.status == "closed"
+
+
+# -- the run's horizon ---------------------------------------------------------------
+
+
+def test_kernel_json_publishes_the_run_horizon(make_kernel, run_dir):
+    make_kernel(max_steps=5000)
+    assert _published(run_dir).max_steps == 5000
+
+
+def test_a_run_without_a_horizon_publishes_none(make_kernel, run_dir):
+    make_kernel()
+    assert _published(run_dir).max_steps is None
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "100"])
+def test_max_steps_must_be_a_positive_integer(make_kernel, bad):
+    with pytest.raises(ValueError, match=rf"max_steps must be an integer >= 1 .*got {bad!r}"):
+        make_kernel(max_steps=bad)
