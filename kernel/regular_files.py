@@ -22,6 +22,31 @@ _KINDS = {
 }
 
 
+def open_regular(path: str | os.PathLike[str]) -> int:
+    """An open, non-blocking descriptor of the regular file ``path`` (symlinks followed).
+
+    A device is refused before it is opened, and a FIFO swapped in after the check opens at
+    once instead of hanging; the caller closes the descriptor.
+
+    Raises:
+        FileNotFoundError: when ``path`` does not exist (callers decide what that means).
+        RunDirError: for anything but a regular file, or a file that cannot be opened.
+    """
+    try:
+        _check_kind(path, os.stat(path))
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise RunDirError(f"cannot read {os.fspath(path)}: {exc.strerror}") from None
+    try:
+        _check_kind(path, os.fstat(fd))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def read_regular(path: str | os.PathLike[str], *, limit: int) -> bytes:
     """The bytes of the regular file ``path`` (symlinks followed), at most ``limit`` of them.
 
@@ -38,16 +63,9 @@ def read_regular(path: str | os.PathLike[str], *, limit: int) -> bytes:
         RunDirError: for anything but a regular file, a file over ``limit`` bytes, or a file
             that cannot be read.
     """
+    fd = open_regular(path)
     try:
-        _check(path, os.stat(path), limit)  # refuse a device before opening it at all
-        # O_NONBLOCK: a FIFO swapped in after the stat opens at once instead of hanging
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise
-    except OSError as exc:
-        raise RunDirError(f"cannot read {os.fspath(path)}: {exc.strerror}") from None
-    try:
-        _check(path, os.fstat(fd), limit)
+        _check_size(path, os.fstat(fd).st_size, limit)
         chunks, size = [], 0
         while size <= limit:
             chunk = os.read(fd, limit + 1 - size)
@@ -64,9 +82,12 @@ def read_regular(path: str | os.PathLike[str], *, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _check(path: str | os.PathLike[str], st: os.stat_result, limit: int) -> None:
+def _check_kind(path: str | os.PathLike[str], st: os.stat_result) -> None:
     if not stat.S_ISREG(st.st_mode):
         kind = _KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
         raise RunDirError(f"{os.fspath(path)} must be a regular file, got {kind}")
-    if st.st_size > limit:
-        raise RunDirError(f"{os.fspath(path)} must be at most {limit} bytes, got {st.st_size}")
+
+
+def _check_size(path: str | os.PathLike[str], size: int, limit: int) -> None:
+    if size > limit:
+        raise RunDirError(f"{os.fspath(path)} must be at most {limit} bytes, got {size}")

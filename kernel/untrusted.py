@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 import threading
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from kernel.errors import RunDirError
+from kernel.regular_files import open_regular
 from kernel.validation import summarize_validation_error
 
 logger = logging.getLogger(__name__)
@@ -61,16 +62,16 @@ def report_invalid(path: str | os.PathLike[str], line: int, text: str, why: str)
 
 def read_regular(path: str | os.PathLike[str], *, max_bytes: int | None = None) -> str | None:
     """The text of ``path`` if it is a regular file (at most ``max_bytes`` of it); ``None``
-    when it does not exist or is not a regular file (reported once)."""
+    when it does not exist or is not a regular file (reported once). Opened by
+    ``kernel.regular_files.open_regular``: a FIFO or a device is never read."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        fd = open_regular(path)
     except FileNotFoundError:
         return None
+    except RunDirError as exc:
+        report_invalid(path, 0, "", str(exc))
+        return None
     with os.fdopen(fd, "rb") as f:
-        mode = os.fstat(f.fileno()).st_mode
-        if not stat.S_ISREG(mode):
-            report_invalid(path, 0, "", f"must be a regular file, got mode {stat.filemode(mode)}")
-            return None
         data = f.read() if max_bytes is None else f.read(max_bytes)
     return data.decode("utf-8", errors="replace")
 

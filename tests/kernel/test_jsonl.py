@@ -7,6 +7,7 @@ import logging
 import os
 
 import pytest
+from pydantic import BaseModel
 
 from kernel.jsonl import JsonlTail, append_json, append_line, read_json, write_json_atomic
 
@@ -169,3 +170,13 @@ def test_write_json_atomic_refuses_nan_and_keeps_the_old_file(tmp_path):
 
 def test_read_json_of_a_missing_file_is_none(tmp_path):
     assert read_json(tmp_path / "nope.json") is None
+
+
+def test_a_device_in_place_of_a_jsonl_file_is_refused_unread() -> None:
+    """``/dev/zero`` never ends: reading it (as the untrusted reader did) never returned."""
+    from kernel.untrusted import read_valid
+
+    class Row(BaseModel):
+        a: int
+
+    assert read_valid("/dev/zero", Row) == []
