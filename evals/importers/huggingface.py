@@ -1,8 +1,10 @@
 """Import a Hugging Face Trainer's ``trainer_state.json`` (its ``log_history``) as a recorded run.
 
-Names follow the project's: ``loss`` -> ``train/loss``, ``eval_loss`` -> ``val/loss``,
+Names are the ones the live ``AutopilotTrainerCallback`` records
+(``kernel.adapters.hf_names``): ``loss`` -> ``train/loss``, ``eval_loss`` -> ``val/loss``,
 ``learning_rate`` -> ``lr``, ``grad_norm`` -> ``grad/norm``, any other ``eval_<name>`` ->
-``val/<name>``; other numeric keys of a train entry (``rewards/chosen``...) keep their name.
+``val/<name>``, ``train_<name>`` and any other plain key -> ``train/<name>``; a name with a
+``/`` (``rewards/chosen``...) is kept.
 Bookkeeping is dropped: ``epoch``, ``total_flos``, ``num_input_tokens_seen``, runtimes and
 throughputs, and the closing summary's ``train_loss`` (a mean over the whole run, not a point
 of the curve). Train and eval entries at one step become one record; ``NaN`` and infinities
@@ -30,14 +32,9 @@ from typing import Any
 from evals.errors import RunFormatError
 from evals.importers._merge import Point, merge_by_step
 from evals.runs import LABELS_FILE, RecordedRun, RunInfo, read_labels, write_run
+from kernel.adapters.hf_names import kernel_metric_name
 
 TRAINER_STATE_FILE = "trainer_state.json"
-RENAMES = {
-    "loss": "train/loss",
-    "eval_loss": "val/loss",
-    "learning_rate": "lr",
-    "grad_norm": "grad/norm",
-}
 DROPPED = frozenset({"step", "epoch", "total_flos", "train_loss", "num_input_tokens_seen"})
 _DROPPED_SUFFIXES = ("_runtime", "_samples_per_second", "_steps_per_second")
 
@@ -80,11 +77,9 @@ def trainer_state_path(path: str | os.PathLike[str]) -> Path | None:
 
 def metric_name(key: str) -> str | None:
     """The project's name for a ``log_history`` key, ``None`` for bookkeeping."""
-    if key in RENAMES:
-        return RENAMES[key]
     if key in DROPPED or key.endswith(_DROPPED_SUFFIXES):
         return None
-    return f"val/{key.removeprefix('eval_')}" if key.startswith("eval_") else key
+    return kernel_metric_name(key)  # the names the live callback records
 
 
 def _load(file: Path) -> dict[str, Any]:

@@ -12,35 +12,14 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from kernel import Kernel
 from kernel.adapters._options import KernelOptions
+from kernel.adapters.hf_names import SUMMARY_KEY, kernel_metric_name
 
 logger = logging.getLogger(__name__)
-
-_RENAMES = {
-    "loss": "train/loss",
-    "eval_loss": "val/loss",
-    "learning_rate": "lr",
-    "grad_norm": "grad/norm",
-}
-# The end-of-training summary ``Trainer.train`` logs; its "train_loss" is a run average.
-_SUMMARY_KEY = "train_runtime"
-
-
-def kernel_metric_name(name: str) -> str:
-    """Map a ``Trainer`` log key to the kernel's naming (``"eval_acc"`` -> ``"val/acc"``)."""
-    if name in _RENAMES:
-        return _RENAMES[name]
-    if "/" in name:
-        return name
-    if name.startswith("eval_"):
-        return "val/" + name[len("eval_") :]
-    if name.startswith("train_"):
-        return "train/" + name[len("train_") :]
-    return "train/" + name
 
 
 def kernel_metrics(logs: Mapping[str, Any]) -> dict[str, float]:
     """The numeric entries of a ``Trainer`` log, renamed; the run summary gives none."""
-    if _SUMMARY_KEY in logs:
+    if SUMMARY_KEY in logs:
         return {}
     return {
         kernel_metric_name(k): float(v)
