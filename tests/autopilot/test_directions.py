@@ -14,6 +14,7 @@ import pytest
 from _runs import mul, spec, val, write_run
 from llm_server import Body, answer
 from test_graph import BUG_LR, BUG_STEP, Training, commands, decisions, keeps_diverging
+from test_graph_ai import settled_until
 
 from autopilot.config import Settings
 from autopilot.decisions import DecisionRecord
@@ -159,14 +160,20 @@ def test_an_llm_answer_of_lr_1e9_during_a_divergence_never_raises_lr(
     analyst_kind, llm_server, make_settings, make_kernel, run_dir
 ):
     """The cooldowns are short, so the direction guard is what holds the answer (whether it is
-    judged in the tick that found the divergence or in a later one)."""
+    judged in the tick that found the divergence or in a later one). The answer is judged after
+    the global cooldown of the rules' urgent cut has passed: judged inside it (an answer that
+    came in the next tick), the whole proposal is rejected by ``global_cooldown`` instead,
+    which made this test depend on the LLM's latency."""
     llm_server.script(_scripted(analyst_kind))
     settings = make_settings(guards={"cooldown_steps": 10, "global_cooldown_steps": 10})
     run = Training(make_kernel, keeps_diverging)
     with Autopilot(run_dir, mode="ai_auto", settings=settings) as pilot:
         run.train(BUG_STEP, pilot)
         run.set_lr(BUG_LR)
-        record = run.until(lambda: _answered(run_dir), pilot)
+        run.until(pilot.context.llm_calls.busy, pilot)  # the urgent tick: rules cut, LLM asked
+        assert pilot.context.llm_calls.wait(20), "the LLM call did not settle"
+        run.train(settings.guards.global_cooldown_steps)  # no tick: the cut's cooldown passes
+        record = settled_until(run, pilot, lambda: _answered(run_dir))
         run.train(20, pilot)
     assert record.diagnoses[0].kind == "divergence"
     lr, wd = record.verdicts
