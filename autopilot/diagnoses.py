@@ -32,3 +32,8 @@ class Diagnosis(BaseModel):
     severity: Severity = "medium"
     message: str = Field(max_length=1000)
     evidence: Evidence = Field(default_factory=dict)
+    episode: str | None = None
+    """The episode this diagnosis belongs to (``autopilot.episodes``): one problem, from its
+    onset until it resolves or is acted on; every diagnosis of one episode carries its id."""
+    onset_step: int | None = None
+    """The step the episode opened (the first tick that found it)."""
