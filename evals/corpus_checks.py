@@ -1,22 +1,29 @@
 """Label checks of the corpus: does a labelled pathology really show in its curves?
 
 ``python -m evals.make_corpus`` drops a run whose label fails here; the tests run the same
-checks on the shipped corpus.
+checks on the shipped corpus. ``check_rule`` also holds a run to the written rule that labels
+real Hugging Face logs (``evals/real_logs/LABELING.md``): a generated run is written only when
+the rule gives it the label it was generated for.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from evals.real_logs.label import label_log_history
 from evals.runs import Labels
 from kernel import MetricRecord
+from kernel.adapters.hf_names import RENAMES
 
 KEY_METRIC = "val/loss"
 JUMP_WINDOW = 20  # train steps in the trailing mean that divergence is judged on
 VAL_WINDOW = 5  # evaluations in the centred mean that overfitting is judged on
+BLOWUP_LATENCY = 100  # steps from a divergence's onset to the jump that shows it
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,9 +39,14 @@ Curve = tuple[np.ndarray, np.ndarray]  # steps, values
 
 def read_curves(run_dir: Path) -> dict[str, Curve]:
     """Every metric of ``metrics.jsonl`` as ``(steps, values)``; non-finite values kept."""
+    lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    return curves_of(MetricRecord.model_validate_json(line) for line in lines)
+
+
+def curves_of(records: Iterable[MetricRecord]) -> dict[str, Curve]:
+    """Every metric of ``records`` as ``(steps, values)``; non-finite values kept."""
     series: dict[str, tuple[list[int], list[float]]] = {}
-    for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
-        record = MetricRecord.model_validate_json(line)
+    for record in records:
         for name, value in record.metrics.items():
             steps, values = series.setdefault(name, ([], []))
             steps.append(record.step)
@@ -93,11 +105,14 @@ def check_healthy(curves: dict[str, Curve]) -> Verdict:
 
 
 def check_divergence(curves: dict[str, Curve], onset: int) -> Verdict:
-    """The lr rises at the onset and train/loss first doubles within 100 steps of it."""
+    """The lr changes at the onset and train/loss first doubles within ``BLOWUP_LATENCY``
+    steps of it. The lr test tells an injected rise only where the lr is otherwise constant; a
+    scheduled lr changes at every logged step, and the written rule (``check_rule``) judges
+    such a run."""
     if not _lr_changes_at(curves, onset):
         return Verdict(ok=False, reason=f"lr does not change at step {onset}")
     jump = first_jump(curves)
-    if jump is None or not onset <= jump <= onset + 100:
+    if jump is None or not onset <= jump <= onset + BLOWUP_LATENCY:
         return Verdict(ok=False, reason=f"first train/loss jump at {jump}, onset {onset}")
     return Verdict(ok=True)
 
@@ -108,7 +123,8 @@ def check_plateau(curves: dict[str, Curve], onset: int) -> Verdict:
         return Verdict(ok=False, reason=f"lr does not change at step {onset}")
     steps, val = curves[KEY_METRIC]
     at = int(np.searchsorted(steps, onset, side="right")) - 1
-    earlier = int(np.searchsorted(steps, onset - 100))
+    # 100 steps back, or the evaluation before the onset when evaluations are further apart
+    earlier = min(int(np.searchsorted(steps, onset - 100)), at - 1)
     if at < 1 or val[at] > 0.97 * val[earlier]:
         return Verdict(ok=False, reason=f"val/loss not improving before {onset}")
     after = val[at + 1 :]
@@ -145,4 +161,38 @@ def check_label(curves: dict[str, Curve], labels: Labels) -> Verdict:
     return check_overfitting(curves, event.onset_step)
 
 
-# --- training ----------------------------------------------------------------------------------
+_HF_KEYS = {kernel: hf for hf, kernel in RENAMES.items()}  # train/loss -> loss ...
+
+
+def hf_rows(records: Iterable[MetricRecord]) -> list[dict[str, Any]]:
+    """``records`` back as a Trainer's ``log_history`` rows (``loss``, ``eval_loss``...): a
+    train row and, at an evaluation, an eval row per step, as the Trainer logs them."""
+    rows = []
+    for record in records:
+        named = {_HF_KEYS.get(k, k): v for k, v in record.metrics.items()}
+        train = {k: v for k, v in named.items() if not k.startswith("val/")}
+        evals = {"eval_" + k[4:]: v for k, v in named.items() if k.startswith("val/")}
+        rows += [{"step": record.step, **part} for part in (train, evals) if part]
+    return rows
+
+
+def rule_label(records: Iterable[MetricRecord], steps: int | None = None) -> str:
+    """The written rule's label of ``records`` (``LABELING.md``; ``steps``: the run's length)."""
+    return label_log_history(hf_rows(records), steps=steps).label
+
+
+def check_rule(records: list[MetricRecord], labels: Labels, steps: int | None = None) -> Verdict:
+    """Whether the written rule gives ``records`` the kind ``labels`` say (or healthy), and a
+    divergence's blow-up (or first non-finite value) within ``BLOWUP_LATENCY`` of its onset."""
+    result = label_log_history(hf_rows(records), steps=steps)
+    want = labels.events[0].kind if labels.events else "healthy"
+    if result.label != want:
+        numbers = ", ".join(f"{k}={v}" for k, v in result.numbers.items() if v is not None)
+        return Verdict(ok=False, reason=f"the written rule says {result.label} ({numbers})")
+    if want == "divergence":
+        onset = labels.events[0].onset_step
+        found = [result.numbers.get(k) for k in ("first_non_finite_step", "blowup_step")]
+        blowup = min(int(s) for s in found if s is not None)
+        if not onset <= blowup <= onset + BLOWUP_LATENCY:
+            return Verdict(ok=False, reason=f"the rule's blow-up is at {blowup}, onset {onset}")
+    return Verdict(ok=True)
