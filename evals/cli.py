@@ -29,7 +29,7 @@ HANDLERS = "evals.cli"
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Add ``eval`` and its actions to the ``autopilot`` parser (imports nothing heavy: it
     runs for every ``autopilot`` command)."""
-    from evals.scoring import DEFAULT_TOLERANCE
+    from evals.scoring import DEFAULT_TOLERANCE, DEFAULT_TOLERANCE_EVALS
 
     evals = sub.add_parser(
         "eval",
@@ -65,6 +65,14 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         default=DEFAULT_TOLERANCE,
         metavar="STEPS",
         help="a first alarm this soon after onset is a detection",
+    )
+    p.add_argument(
+        "--tolerance-evals",
+        type=int,
+        default=DEFAULT_TOLERANCE_EVALS,
+        metavar="EVALS",
+        help="a first alarm within this many evaluations of the key metric after onset is "
+        "a detection too (whichever window ends later: runs that evaluate rarely)",
     )
     p.add_argument("--key-metric", metavar="NAME", help="default: val/loss, else inferred")
     _add_log(p)
@@ -124,6 +132,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 policy=args.policy,
                 settings=settings,
                 tolerance=args.tolerance,
+                tolerance_evals=args.tolerance_evals,
                 key_metric=args.key_metric,
                 on_run=lambda r: _advance(progress, r.run),
             )
@@ -288,11 +297,14 @@ def _nth(base: str, i: int) -> str:
 
 
 def _print_replay(report: ReplayReport, path: Path) -> None:
-    from evals.report import replay_table
+    from evals.report import replay_table, replay_totals
 
     print(replay_table(report))
+    print()
+    for line in replay_totals(report):
+        print(line)
     rate = report.false_alarms_per_1k_healthy_steps
-    print(f"\nfalse alarms per 1,000 healthy steps: {'-' if rate is None else f'{rate:.2f}'}")
+    print(f"alarms per 1,000 healthy steps: {'-' if rate is None else f'{rate:.2f}'}")
     if report.policy == "ai":
         print(f"tokens per run: {report.tokens_per_run:.0f}, USD per run: {report.usd_per_run:.4f}")
     print(f"report: {path}  ({report.wall_s:.1f} s)")

@@ -8,7 +8,9 @@ goes to the scratch run's review queue, where no one approves it: nothing is app
 run unfolds exactly as it was recorded.
 
 The scratch run has a *shadow* ``kernel.json`` with the one knob a recorded run shows, the
-learning rate (when ``lr`` was logged), so the guards can judge proposals as they would live.
+learning rate (when ``lr`` was logged), so the guards can judge proposals as they would live,
+and the run's horizon (``max_steps`` from its ``run.json``, when known), which a live Hugging
+Face or Lightning run publishes and the detectors scale their patience to.
 
 An alarm is a diagnosis the policy acted on: the detectors' for ``rules`` (and for ``ai``
 when it fell back to the rules), the analyst's for ``ai``. An analyst that answers
@@ -16,17 +18,19 @@ when it fell back to the rules), the analyst's for ``ai``. An analyst that answe
 
 Example:
     >>> report, alarms = replay([load_run("evals/corpus/digits_plateau")],  # doctest: +SKIP
-    ...                         policy="rules", settings=Settings(), tolerance=300)
+    ...                         policy="rules", settings=Settings(), tolerance=300,
+    ...                         tolerance_evals=3)
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -40,7 +44,7 @@ from evals.errors import EvalError
 from evals.results import Alarm, ReplayPolicy, ReplayReport, ReplayRun
 from evals.results_log import git_commit
 from evals.runs import RecordedRun
-from evals.scoring import DEFAULT_TOLERANCE, score_all
+from evals.scoring import DEFAULT_TOLERANCE, DEFAULT_TOLERANCE_EVALS, count_episodes, score_all
 from kernel import KernelState, KnobSpec, MetricRecord
 from kernel.knobs import DEFAULT_BOUNDS
 from kernel.metric_names import DEFAULT_KEY_METRIC
@@ -56,6 +60,7 @@ def replay(
     policy: ReplayPolicy,
     settings: Settings,
     tolerance: int = DEFAULT_TOLERANCE,
+    tolerance_evals: int | None = DEFAULT_TOLERANCE_EVALS,
     key_metric: str | None = None,
     llm_policy: Any = None,
     on_run: Callable[[ReplayRun], None] | None = None,
@@ -67,14 +72,19 @@ def replay(
         policy: ``rules``, or ``ai`` (the LLM agents of ``settings.llm``).
         settings: the autopilot's settings (cadence, detectors, budget, provider).
         tolerance: steps after onset within which a first alarm counts as a detection.
+        tolerance_evals: evaluations of the key metric after onset within which it counts
+            too (whichever window ends later); ``None`` for the step window alone.
         key_metric: the metric to judge by; inferred per run when ``None`` (``val/loss``,
             else another validation loss, else the first loss).
         llm_policy: a ready LLM policy (tests); built from ``settings`` otherwise.
         on_run: called after each run (progress).
 
     Raises:
-        EvalError: ``ai`` without a key for its provider.
+        EvalError: ``ai`` without a key for its provider; a negative tolerance.
     """
+    for name, value in (("tolerance", tolerance), ("tolerance_evals", tolerance_evals)):
+        if value is not None and value < 0:
+            raise EvalError(f"{name} must be >= 0, got {value}")
     if policy == "ai" and settings.api_key() is None:
         raise EvalError(
             f"policy ai needs an LLM provider: set ${settings.llm.api_key_env} (any value "
@@ -93,14 +103,20 @@ def replay(
         prompt_version = prompt_version or version
         if on_run is not None:
             on_run(result)
-    scores, healthy = score_all(results, alarms, tolerance=tolerance)
+    scores, healthy = score_all(
+        results, alarms, tolerance=tolerance, tolerance_evals=tolerance_evals
+    )
     report = ReplayReport(
         policy=policy,
         tolerance_steps=tolerance,
+        tolerance_evals=tolerance_evals,
         prompt_version=prompt_version,
         model=settings.llm.model if policy == "ai" else None,
         runs=results,
         scores=scores,
+        healthy_runs=healthy.runs,
+        healthy_runs_alarmed=healthy.runs_alarmed,
+        healthy_runs_alarmed_fraction=healthy.runs_alarmed_fraction,
         healthy_steps=healthy.steps,
         healthy_alarms=healthy.alarms,
         false_alarms_per_1k_healthy_steps=healthy.per_1k_steps,
@@ -120,8 +136,14 @@ def replay_run(
     settings: Settings,
     key_metric: str | None = None,
     llm_policy: Any = None,
+    scratch_root: Path | None = None,
 ) -> tuple[ReplayRun, list[Alarm], str | None]:
-    """Replay one run in a scratch directory; its result, its alarms, the prompt version."""
+    """Replay one run in a scratch directory; its result, its alarms, the prompt version.
+
+    The scratch run directory is ``scratch_root/<run name>`` (which must not exist yet) and
+    is kept when ``scratch_root`` is given, to read its decisions, review queue and
+    ``kernel.json``; else it lives in a temporary directory, deleted after.
+    """
     started = time.monotonic()
     # the latest segment, replayed as the first run of its scratch directory
     records = [r.model_copy(update={"segment": 0}) if r.segment else r for r in run.records()]
@@ -129,13 +151,15 @@ def replay_run(
     run_settings = settings.model_copy(
         update={"detectors": settings.detectors.model_copy(update={"key_metric": key})}
     )
+    mode = POLICY_MODES[policy]
     # a directory of its own, so the memory notes see no sibling runs
-    with tempfile.TemporaryDirectory(prefix="replay-") as scratch:
-        shadow = Path(scratch) / run.name
+    with _scratch(scratch_root) as scratch:
+        shadow = scratch / run.name
         shadow.mkdir()
-        ticks = _feed(records, shadow, run_settings, POLICY_MODES[policy], llm_policy)
+        ticks = _feed(records, shadow, run_settings, mode, llm_policy, max_steps=run.info.max_steps)
         decisions = [v.record for v in DecisionLog(shadow).read()]
     alarms = [a for record in decisions for a in _alarms(run.name, record)]
+    key_steps = sorted({r.step for r in records if key in r.metrics})
     result = ReplayRun(
         run=run.name,
         path=str(run.path),
@@ -144,6 +168,9 @@ def replay_run(
         last_step=records[-1].step if records else 0,
         events=[(e.kind, e.onset_step) for e in run.labels.events],
         alarms=len(alarms),
+        episodes=count_episodes(alarms),
+        evaluations=len(key_steps),
+        key_steps=key_steps,
         ticks=ticks,
         usage=sum((d.usage for d in decisions), Usage()),
         llm_calls=sum(1 for d in decisions if d.proposer == "ai"),
@@ -162,11 +189,27 @@ def _key_metric(run: RecordedRun, settings: Settings, records: list[MetricRecord
     return key.name if key is not None else DEFAULT_KEY_METRIC
 
 
+@contextlib.contextmanager
+def _scratch(root: Path | None) -> Iterator[Path]:
+    if root is not None:
+        root.mkdir(parents=True, exist_ok=True)
+        yield root
+        return
+    with tempfile.TemporaryDirectory(prefix="replay-") as scratch:
+        yield Path(scratch)
+
+
 def _feed(
-    records: list[MetricRecord], run_dir: Path, settings: Settings, mode: Mode, llm_policy: Any
+    records: list[MetricRecord],
+    run_dir: Path,
+    settings: Settings,
+    mode: Mode,
+    llm_policy: Any,
+    *,
+    max_steps: int | None = None,
 ) -> int:
     """Append ``records`` to ``run_dir`` one by one, ticking the graph when one is due."""
-    lr = _ShadowKernel(run_dir)
+    lr = _ShadowKernel(run_dir, max_steps=max_steps)
     ctx = TickContext.create(run_dir, settings, mode, llm_policy=llm_policy)
     graph = build_graph(ctx)
     every = settings.cadence.tick_every_steps
@@ -190,10 +233,11 @@ def _feed(
 
 class _ShadowKernel:
     """A ``kernel.json`` for a replayed run: its learning rate as recorded, never changed by
-    the autopilot (nothing is applied in shadow mode)."""
+    the autopilot (nothing is applied in shadow mode), and its horizon when known."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, *, max_steps: int | None = None) -> None:
         self.run_dir = run_dir
+        self.max_steps = max_steps
         self.lr: float | None = None
         self._started = time.time()
         self._published_lr: float | None = None
@@ -225,6 +269,7 @@ class _ShadowKernel:
             heartbeat=now,
             last_step=step,
             last_step_time=now,
+            max_steps=self.max_steps,
             knobs=knobs,
         )
         write_kernel_state(self.run_dir, state)
@@ -252,6 +297,8 @@ def _alarms(run: str, record: DecisionRecord) -> list[Alarm]:
                 evidence=evidence,
                 proposer="ai",
                 proposal=actions,
+                episode=first.episode if first else None,
+                onset_step=first.onset_step if first else None,
             )
         ]
     return [
@@ -264,6 +311,8 @@ def _alarms(run: str, record: DecisionRecord) -> list[Alarm]:
             evidence=d.evidence,
             proposer=proposer,
             proposal=actions if i == 0 else [],
+            episode=d.episode,
+            onset_step=d.onset_step,
         )
         for i, d in enumerate(record.diagnoses)
     ]

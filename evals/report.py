@@ -1,9 +1,9 @@
 """Render the harness's results for people: a markdown report and PNG plots per command.
 
 ``write_replay_report`` turns a ``ReplayReport`` into ``report.md`` (detection quality per
-kind, the false-alarm rate on healthy runs, the LLM's cost, every run's labels and alarms)
-and ``detections.png`` (one panel per run: the key metric, the labelled onsets with their
-tolerance windows, the alarms). ``write_bench_report`` turns a ``BenchReport`` into
+kind, how many healthy runs alarmed, the LLM's cost, every run's labels and alarms) and
+``detections.png`` (one panel per run: the key metric, the labelled onsets with their
+detection windows, the alarms). ``write_bench_report`` turns a ``BenchReport`` into
 ``report.md`` (one row per task and policy, the oracles) and ``curves_<task>.png`` (each
 policy's key metric over one seed, its interventions, the oracle's final value).
 
@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evals.results import Alarm, BenchReport, BenchRun, ReplayReport, ReplayRun
+from evals.scoring import window_end
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -103,16 +104,29 @@ def write_replay_report(
 
 
 def replay_table(report: ReplayReport) -> str:
-    """The markdown table of detection quality, one row per labelled kind."""
-    header = ["kind", "events", "detected", "late", "false alarms", "after other event"]
-    header += ["precision", "recall", "F1", "latency median (steps)", "latency max (steps)"]
+    """The markdown table of detection quality, one row per labelled kind: ``FP`` and
+    ``cross`` count runs (at most one per run), ``alarms`` every alarm of the kind."""
+    header = ["kind", "events", "detected", "late", "FP", "cross", "P", "R", "F1"]
+    header += ["lat(steps) med/max", "lat(evals) med/max", "episodes", "alarms"]
     rows = [
-        [s.kind, s.events, s.detected, s.late, s.false_alarms, s.after_other_event]
+        [s.kind, s.events, s.detected, s.late, s.false_alarms, s.cross_kind]
         + [_ratio(s.precision), _ratio(s.recall), _ratio(s.f1)]
-        + [_num(s.latency_median), _num(s.latency_max)]
+        + [_med_max(s.latency_median, s.latency_max)]
+        + [_med_max(s.latency_evals_median, s.latency_evals_max), s.episodes, s.alarms]
         for s in report.scores
     ]
     return _table(header, rows)
+
+
+def replay_totals(report: ReplayReport) -> list[str]:
+    """The headline lines under the table: healthy runs alarmed, episodes, alarms."""
+    share = report.healthy_runs_alarmed_fraction
+    return [
+        f"healthy runs alarmed: {report.healthy_runs_alarmed} of {report.healthy_runs} "
+        f"({'-' if share is None else f'{100 * share:.0f} %'})",
+        f"episodes: {sum(r.episodes for r in report.runs)}",
+        f"alarms: {sum(r.alarms for r in report.runs)}",
+    ]
 
 
 def _replay_markdown(report: ReplayReport, alarms: list[Alarm], missing: str | None) -> str:
@@ -122,7 +136,7 @@ def _replay_markdown(report: ReplayReport, alarms: list[Alarm], missing: str | N
         f"# Replay: policy `{report.policy}`",
         _bullets(
             [
-                f"tolerance: {report.tolerance_steps} steps after onset",
+                f"detection window: {_window(report)}",
                 f"runs: {len(report.runs)} (labelled events: {events}, healthy runs: {healthy})",
                 f"wall time: {format_duration(report.wall_s)}",
                 f"git commit: {report.git_commit or '-'}",
@@ -131,7 +145,8 @@ def _replay_markdown(report: ReplayReport, alarms: list[Alarm], missing: str | N
         ),
         "## Detection per kind",
         replay_table(report),
-        f"False alarms on healthy runs: {_num(report.false_alarms_per_1k_healthy_steps)} per "
+        _bullets(replay_totals(report)),
+        f"Alarms on healthy runs: {_num(report.false_alarms_per_1k_healthy_steps)} per "
         f"1,000 steps (alarms of every kind: {report.healthy_alarms}, over "
         f"{report.healthy_steps:,} steps).",
     ]
@@ -205,7 +220,7 @@ def _detections_figure(
     ]
     handles += [
         Line2D([], [], ls="--", color="0.4", label="labelled onset (colour: kind)"),
-        Patch(color="0.4", alpha=0.15, label=f"tolerance ({report.tolerance_steps} steps)"),
+        Patch(color="0.4", alpha=0.15, label="detection window"),
     ]
     fig.legend(handles=handles, loc="outside upper center", ncols=min(6, len(handles)), fontsize=8)
     return fig
@@ -227,8 +242,11 @@ def _detection_panel(
     else:
         ax.set_yticks([])  # nothing is drawn against the y axis
     for kind, onset in run.events:
+        end = window_end(
+            run, onset, tolerance=report.tolerance_steps, tolerance_evals=report.tolerance_evals
+        )
         ax.axvline(onset, ls="--", lw=1, color=colours[kind])
-        ax.axvspan(onset, onset + report.tolerance_steps, color=colours[kind], alpha=0.15, lw=0)
+        ax.axvspan(onset, end, color=colours[kind], alpha=0.15, lw=0)
     # alarms along the top, a row per kind: visible whatever the curve does
     for row, (alarm_kind, colour) in enumerate(colours.items()):
         steps = [a.step for a in alarms if a.kind == alarm_kind]
@@ -474,6 +492,17 @@ def _num(value: float | None, digits: int = 4) -> str:
 
 def _metric(value: float | None, missing: str = "-") -> str:
     return missing if value is None else _num(value)
+
+
+def _window(report: ReplayReport) -> str:
+    steps = f"{report.tolerance_steps} steps"
+    if report.tolerance_evals is None:
+        return f"{steps} after onset"
+    return f"{steps} or {report.tolerance_evals} evaluations after onset, whichever ends later"
+
+
+def _med_max(median: float | None, top: float | None) -> str:
+    return "-" if median is None else f"{_num(median)}/{_num(top)}"
 
 
 def _ratio(value: float | None) -> str:

@@ -11,9 +11,9 @@ reason beside them where it matters (``BenchRun.diverged``).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from autopilot.diagnoses import Evidence
 from autopilot.tokens import Usage
@@ -48,6 +48,11 @@ class Alarm(_Result):
     """Who decided what to do about it: ``rules``, or ``ai`` when the LLM answered."""
     proposal: list[str] = Field(default_factory=list)
     """What it would have changed (``lr x0.1``); in shadow mode nothing was applied."""
+    episode: str | None = None
+    """The episode of the diagnosis it came from (``Diagnosis.episode``): the repeated alarms
+    of one problem share it; ``None`` when the graph gave none."""
+    onset_step: int | None = None
+    """The step that episode opened (``Diagnosis.onset_step``)."""
 
 
 class ReplayRun(_Result):
@@ -63,6 +68,14 @@ class ReplayRun(_Result):
     events: list[tuple[LabelKind, int]] = Field(default_factory=list)
     """The labelled ``(kind, onset_step)`` pairs; empty for a healthy run."""
     alarms: int
+    episodes: int = 0
+    """Distinct episodes among its alarms (an alarm without an episode id is one of its own)."""
+    evaluations: int = 0
+    """How many times the key metric was logged (its evaluations; a train loss's points)."""
+    key_steps: list[int] = Field(default_factory=list, exclude=True)
+    """The sorted steps at which the key metric was logged, for latency in evaluations. Kept
+    in memory only (a dense run logs thousands): a report read back from JSON has none, and
+    its scores fall back to the step window."""
     ticks: int
     usage: Usage = Field(default_factory=Usage)
     """What the LLM consumed and cost over the run's decisions."""
@@ -73,26 +86,44 @@ class ReplayRun(_Result):
 
 
 class KindScore(_Result):
-    """Detection quality for one kind over every replayed run."""
+    """Detection quality for one kind over every replayed run (rules: ``evals.scoring``)."""
 
     kind: LabelKind
     events: int
     """Labelled events of this kind."""
     detected: int
-    """Events whose first alarm of the kind came at or after onset, within the tolerance."""
+    """Events whose first alarm of the kind came at or after onset, within the window."""
     late: int
-    """Events whose first alarm after onset came past the tolerance (missed)."""
+    """Events whose first alarm after onset came past the window (missed)."""
     false_alarms: int
-    """Alarms of this kind before the onset of a labelled event of any kind in their run, or
-    anywhere in a healthy run. Alarms after another kind's onset are ``after_other_event``."""
-    after_other_event: int
-    """Alarms of this kind after the onset of an event of another kind (counted apart: the
-    label does not say whether the run also plateaued after it diverged)."""
+    """Runs with an alarm of this kind before the onset of a labelled event of any kind, or
+    anywhere in a healthy run: at most one per run."""
+    cross_kind: int = 0
+    """Runs with an alarm of this kind after another kind's onset (and before its own):
+    false, at most one per run."""
+    alarms: int = 0
+    """Every alarm of this kind, raw."""
+    episodes: int = 0
+    """Distinct episodes among the alarms of this kind."""
     precision: float | None
+    """detected / (detected + false_alarms + cross_kind)."""
     recall: float | None
     f1: float | None
     latency_median: float | None
+    """Steps from onset to the detecting alarm."""
     latency_max: int | None
+    latency_evals_median: float | None = None
+    """Evaluations of the key metric from onset to the detecting alarm."""
+    latency_evals_max: int | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _before_issue_11(cls, data: Any) -> Any:
+        """A score written before issue 11 counted cross-kind alarms one by one as
+        ``after_other_event``, a figure of another unit: it is dropped, not converted."""
+        if isinstance(data, dict) and "after_other_event" in data:
+            data = {k: v for k, v in data.items() if k != "after_other_event"}
+        return data
 
 
 class ReplayReport(_Result):
@@ -101,10 +132,18 @@ class ReplayReport(_Result):
     kind: Literal["replay"] = "replay"
     policy: ReplayPolicy
     tolerance_steps: int
+    tolerance_evals: int | None = None
+    """Evaluations after onset that also count as a detection; ``None`` in reports from
+    before there was an evaluation window (the step window alone)."""
     prompt_version: str | None = None
     model: str | None = None
     runs: list[ReplayRun]
     scores: list[KindScore]
+    healthy_runs: int = 0
+    healthy_runs_alarmed: int = 0
+    """Healthy runs with any alarm at all (any kind, ``oscillation`` included)."""
+    healthy_runs_alarmed_fraction: float | None = None
+    """``healthy_runs_alarmed / healthy_runs``: the headline figure."""
     healthy_steps: int
     healthy_alarms: int
     false_alarms_per_1k_healthy_steps: float | None

@@ -80,7 +80,9 @@ def append_result(
 
 def read_results(log: Path) -> list[dict[str, Any]]:
     """Every entry of ``log``, oldest first; an empty list when it does not exist. A torn or
-    foreign line is skipped with a warning."""
+    foreign line is skipped with a warning. Entries are as written: a figure added later
+    (``healthy_runs_alarmed``, issue 11) is absent from older lines, so read them with
+    ``.get``."""
     return [entry.root for entry in read_models(log, _Entry)]
 
 
@@ -89,11 +91,13 @@ class _Entry(RootModel[dict[str, Any]]):
 
 
 _REPLAY_FIGURES = {
-    "policy", "model", "prompt_version", "tolerance_steps", "false_alarms_per_1k_healthy_steps",
-    "tokens_per_run", "usd_per_run", "wall_s",
+    "policy", "model", "prompt_version", "tolerance_steps", "tolerance_evals", "healthy_runs",
+    "healthy_runs_alarmed", "healthy_runs_alarmed_fraction",
+    "false_alarms_per_1k_healthy_steps", "tokens_per_run", "usd_per_run", "wall_s",
 }  # fmt: skip
-_SCORE_FIGURES = {"events", "detected", "precision", "recall", "f1", "latency_median",
-                  "latency_max"}  # fmt: skip
+_SCORE_FIGURES = {"events", "detected", "late", "false_alarms", "cross_kind", "alarms",
+                  "episodes", "precision", "recall", "f1", "latency_median", "latency_max",
+                  "latency_evals_median", "latency_evals_max"}  # fmt: skip
 _CELL_FIGURES = {"task", "policy", "median", "lo", "hi", "gap_closed", "interventions", "usd",
                  "wall_s"}  # fmt: skip
 _BENCH_FIGURES: dict[str, Any] = {
@@ -106,6 +110,8 @@ _BENCH_FIGURES: dict[str, Any] = {
 def _replay_figures(report: ReplayReport) -> dict[str, Any]:
     figures = report.model_dump(mode="json", include=_REPLAY_FIGURES)
     figures["runs"] = len(report.runs)
+    figures["episodes"] = sum(r.episodes for r in report.runs)
+    figures["alarms"] = sum(r.alarms for r in report.runs)
     figures["scores"] = {
         s.kind: s.model_dump(mode="json", include=_SCORE_FIGURES) for s in report.scores
     }

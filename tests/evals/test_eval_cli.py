@@ -23,4 +23,5 @@ def test_bench_help_shows_the_defaults(capsys: pytest.CaptureFixture[str]) -> No
 def test_replay_help_shows_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
     text = _help(capsys, "eval", "replay")
     assert "(default: rules)" in text and "(default: 300)" in text
+    assert "--tolerance-evals EVALS" in text and "(default: 3)" in text
     assert "(default: OUT/results.jsonl" in text and "(default: None)" not in text

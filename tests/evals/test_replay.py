@@ -105,12 +105,14 @@ def test_the_command_writes_diagnoses_a_report_and_a_results_line(
     assert alarms and {a.run for a in alarms} == {"digits_divergence"}
     report = ReplayReport.model_validate_json((out / "replay.json").read_text())
     assert [r.run for r in report.runs] == list(RUNS)
-    assert "divergence" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "divergence" in md and "healthy runs alarmed: " in md and "lat(evals) med/max" in md
     assert (out / "detections.png").stat().st_size > 1000
     [entry] = [json.loads(line) for line in log.read_text().splitlines()]
     assert entry["kind"] == "replay"
+    assert entry["healthy_runs"] == 1 and entry["tolerance_evals"] == 3
     printed = capsys.readouterr()
-    assert "divergence" in printed.out
+    assert "divergence" in printed.out and "healthy runs alarmed: " in printed.out
     assert "replay: 100%" in printed.err and "2/2" in printed.err  # the progress bar
 
 

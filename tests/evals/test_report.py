@@ -34,21 +34,27 @@ ROOT = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def _replay_run(name: str, events: list, tokens: int = 0, usd: float = 0.0) -> ReplayRun:
+def _replay_run(
+    name: str, events: list, tokens: int = 0, usd: float = 0.0, alarms: int = 0
+) -> ReplayRun:
     return ReplayRun(run=name, path=f"evals/corpus/{name}", key_metric="val/loss", steps=100,
-                     last_step=2000, events=events, alarms=0, ticks=40,
-                     usage=Usage(tokens_in=tokens, tokens_out=tokens // 4, cost_usd=usd),
-                     llm_calls=40 if tokens else 0,
-                     wall_s=1.5)  # fmt: skip
+                     last_step=2000, events=events, alarms=alarms, episodes=min(alarms, 1),
+                     ticks=40, usage=Usage(tokens_in=tokens, tokens_out=tokens // 4,
+                                           cost_usd=usd),
+                     llm_calls=40 if tokens else 0, wall_s=1.5,
+                     key_steps=list(range(0, 2001, 500)))  # fmt: skip
 
 
 def _score(
-    kind: LabelKind, events: int, detected: int, latency: int | None, after: int = 0
+    kind: LabelKind, events: int, detected: int, latency: int | None, cross: int = 0
 ) -> KindScore:
     rate = (detected / events) if events else None
+    evals = None if latency is None else 1
     return KindScore(kind=kind, events=events, detected=detected, late=events - detected,
-                     false_alarms=0, after_other_event=after, precision=rate, recall=rate,
-                     f1=rate, latency_median=latency, latency_max=latency)  # fmt: skip
+                     false_alarms=0, cross_kind=cross, alarms=detected + cross,
+                     episodes=detected + cross, precision=rate, recall=rate, f1=rate,
+                     latency_median=latency, latency_max=latency, latency_evals_median=evals,
+                     latency_evals_max=evals)  # fmt: skip
 
 
 def _alarm(run: str, step: int, kind: str) -> Alarm:
@@ -58,17 +64,20 @@ def _alarm(run: str, step: int, kind: str) -> Alarm:
 @pytest.fixture
 def replay_report() -> ReplayReport:
     runs = [
-        _replay_run("digits_plateau", [("plateau", 400)], tokens=1000, usd=0.01),
-        _replay_run("digits_divergence", [("divergence", 400)], tokens=1360, usd=0.0123),
-        _replay_run("digits_healthy", [], tokens=800, usd=0.008),
-    ]
+        _replay_run("digits_plateau", [("plateau", 400)], tokens=1000, usd=0.01, alarms=1),
+        _replay_run("digits_divergence", [("divergence", 400)], tokens=1360, usd=0.0123,
+                    alarms=2),
+        _replay_run("digits_healthy", [], tokens=800, usd=0.008, alarms=1),
+    ]  # fmt: skip
     scores = [
-        _score("plateau", 1, 1, 120, after=1),
+        _score("plateau", 1, 1, 120, cross=1),
         _score("divergence", 1, 1, 10),
         _score("overfitting", 0, 0, None),
     ]
-    return ReplayReport(policy="ai", tolerance_steps=300, prompt_version="analyst-v3",
-                        model="gpt-4o-mini", runs=runs, scores=scores, healthy_steps=2000,
+    return ReplayReport(policy="ai", tolerance_steps=300, tolerance_evals=3,
+                        prompt_version="analyst-v3", model="gpt-4o-mini", runs=runs,
+                        scores=scores, healthy_runs=1, healthy_runs_alarmed=1,
+                        healthy_runs_alarmed_fraction=1.0, healthy_steps=2000,
                         healthy_alarms=1, false_alarms_per_1k_healthy_steps=0.5,
                         tokens_per_run=1240.0, usd_per_run=0.0101, wall_s=62.0,
                         git_commit="abc123", created=1_700_000_000.0)  # fmt: skip
@@ -93,8 +102,14 @@ def test_replay_markdown_has_the_kind_and_run_tables(
     md = write_replay_report(replay_report, ALARMS, tmp_path / "replay", CURVES)
     text = md.read_text()
     assert md == tmp_path / "replay" / "report.md"
-    assert "| plateau | 1 | 1 | 0 | 0 | 1 | 1.000 | 1.000 | 1.000 | 120 | 120 |" in text
-    assert "| overfitting | 0 | 0 | 0 | 0 | 0 | - | - | - | - | - |" in text
+    header = ("| kind | events | detected | late | FP | cross | P | R | F1 | lat(steps) med/max "
+              "| lat(evals) med/max | episodes | alarms |")  # fmt: skip
+    assert header in text
+    assert "| plateau | 1 | 1 | 0 | 0 | 1 | 1.000 | 1.000 | 1.000 | 120/120 | 1/1 | 2 | 2 |" in text
+    assert "| overfitting | 0 | 0 | 0 | 0 | 0 | - | - | - | - | - | 0 | 0 |" in text
+    assert "- healthy runs alarmed: 1 of 1 (100 %)" in text
+    assert "- episodes: 3\n- alarms: 4" in text
+    assert "300 steps or 3 evaluations after onset, whichever ends later" in text
     alarms = "divergence@410, plateau@600"
     assert f"| digits_divergence | divergence@400 | {alarms} | 1,700 | 0.0123 |" in text
     assert "| digits_healthy | healthy | oscillation@300 | 1,000 | 0.008 |" in text
@@ -111,6 +126,33 @@ def test_replay_markdown_of_the_rules_policy_has_no_llm_section(
     text = write_replay_report(rules, [], tmp_path).read_text()
     assert "## LLM" not in text
     assert "| digits_plateau | plateau@400 | - |" in text
+
+
+def test_a_replay_report_from_before_issue_11_still_loads_and_renders(
+    replay_report: ReplayReport, tmp_path: Path
+) -> None:
+    old = replay_report.model_dump(mode="json")
+    for key in ("tolerance_evals", "healthy_runs", "healthy_runs_alarmed",
+                "healthy_runs_alarmed_fraction"):  # fmt: skip
+        del old[key]
+    for run in old["runs"]:
+        del run["episodes"], run["evaluations"]
+    for score in old["scores"]:
+        for key in ("cross_kind", "alarms", "episodes", "latency_evals_median",
+                    "latency_evals_max"):  # fmt: skip
+            del score[key]
+        score["after_other_event"] = 23  # alarms, one by one: not a figure of runs
+    loaded = ReplayReport.model_validate(old)
+    assert loaded.tolerance_evals is None and loaded.scores[0].cross_kind == 0
+    text = write_replay_report(loaded, ALARMS, tmp_path, CURVES).read_text()
+    assert "detection window: 300 steps after onset\n" in text
+    assert "healthy runs alarmed: 0 of 0 (-)" in text
+
+
+def test_key_steps_stay_out_of_the_json(replay_report: ReplayReport) -> None:
+    dumped = json.loads(replay_report.model_dump_json())
+    assert "key_steps" not in dumped["runs"][0] and dumped["runs"][0]["evaluations"] == 0
+    assert replay_report.runs[0].key_steps == [0, 500, 1000, 1500, 2000]
 
 
 def test_replay_plot_is_a_png(replay_report: ReplayReport, tmp_path: Path) -> None:
@@ -203,6 +245,16 @@ def test_append_result_writes_a_line_with_this_repos_commit(
     assert entry["scores"]["plateau"]["latency_median"] == 120
     assert entry["scores"]["overfitting"]["precision"] is None
     assert entry["false_alarms_per_1k_healthy_steps"] == 0.5 and entry["runs"] == 3
+    assert (entry["healthy_runs"], entry["healthy_runs_alarmed"]) == (1, 1)
+    assert (entry["episodes"], entry["alarms"], entry["tolerance_evals"]) == (3, 4, 3)
+    plateau = entry["scores"]["plateau"]
+    assert (plateau["cross_kind"], plateau["latency_evals_max"], plateau["alarms"]) == (1, 1, 2)
+
+
+def test_the_committed_results_log_still_reads() -> None:
+    entries = read_results(ROOT / "evals" / "results.jsonl")
+    replays = [e for e in entries if e["kind"] == "replay"]
+    assert replays and all("scores" in e for e in replays)
 
 
 def test_two_appends_outside_a_repo_give_two_lines_without_a_commit(
