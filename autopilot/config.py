@@ -147,11 +147,32 @@ class DetectorSettings(_Section):
     """How many recent points of each metric the autopilot keeps."""
     min_points: int = Field(default=5, ge=3)
     plateau_patience_steps: int = Field(default=300, ge=10)
+    """Plateau patience of a run of unknown length (no ``max_steps``)."""
+    plateau_patience_evals: int = Field(default=4, ge=1)
+    """The fewest evaluations of the key metric a plateau's patience window holds."""
+    plateau_patience_frac: float = Field(default=0.2, gt=0, le=1)
+    """Plateau patience as a fraction of a run of known length."""
     plateau_rel: float = Field(default=0.01, ge=0)
+    """The relative improvement per patience window that counts as progress."""
+    anneal_frac: float = Field(default=0.5, gt=0, le=1)
+    """An lr decayed gradually below this fraction of its peak is a schedule annealing it."""
+    plateau_still_high: float = Field(default=0.5, ge=0)
+    """Under an annealing lr, a flat tail is a plateau only while the training loss is at
+    least this fraction of its early level."""
     divergence_factor: float = Field(default=2.0, gt=1.0)
+    divergence_scale_rel: float = Field(default=0.1, ge=0)
+    """A loss jump must also exceed this fraction of the loss's early level (a fine-tune's
+    loss near 0.001 rising to 0.04 is x40 its best, and nothing on its own scale)."""
     grad_explosion_factor: float = Field(default=10.0, gt=1.0)
     overfit_patience_steps: int = Field(default=200, ge=10)
-    overfit_rel: float = Field(default=0.05, ge=0)
+    """Overfitting patience of a run of unknown length (no ``max_steps``)."""
+    overfit_patience_evals: int = Field(default=2, ge=1)
+    """How many evaluations must follow the validation best."""
+    overfit_patience_frac: float = Field(default=0.02, gt=0, le=1)
+    """How old the validation best must be, as a fraction of a run of known length."""
+    overfit_rel: float = Field(default=0.08, ge=0)
+    overfit_rel_improving: float = Field(default=0.15, ge=0)
+    """``overfit_rel`` while a paired accuracy-style metric still sets bests."""
     oscillation_volatility: float = Field(default=0.2, gt=0)
 
 

@@ -16,11 +16,12 @@ import time
 from typing import Any, Literal
 
 from autopilot import observe as obs
-from autopilot.config import AI_MODES, SUGGEST_MODES
+from autopilot.config import AI_MODES, AUTO_MODES, SUGGEST_MODES
 from autopilot.context import key_metric_of, past_entry, warn_key_metric
 from autopilot.decisions import DecisionRecord, Route
 from autopilot.detectors import diagnose as run_detectors
 from autopilot.diagnoses import Diagnosis
+from autopilot.episodes import Episodes
 from autopilot.errors import AutopilotError
 from autopilot.guard_context import AUTOPILOT_SOURCES, GuardContext
 from autopilot.guards import Verdict, check, commands_for
@@ -67,6 +68,7 @@ def observe(ctx: TickContext, state: TickState) -> TickState:
         records,
         ctx.settings.detectors.window,
     )
+    early, peak = obs.fold_run_stats(state.get("early", {}), state.get("peak", {}), records)
     step = records[-1].step if records else state.get("step", 0)
     due = bool(records) and step - state.get("due_step", _FAR_PAST) >= _every(ctx)
     update.update(
@@ -77,6 +79,8 @@ def observe(ctx: TickContext, state: TickState) -> TickState:
             "segment": segment,
             "windows": windows,
             "best": best,
+            "early": early,
+            "peak": peak,
             "step": step,
             "outcome": "due" if due else "idle",
         }
@@ -117,6 +121,9 @@ def _fresh_segment_state() -> TickState:
     return {
         "windows": {},
         "best": {},
+        "early": {},
+        "peak": {},
+        "episodes": {},
         "due_step": _FAR_PAST,
         "key_metric": "",
         "key_unlogged": None,
@@ -199,10 +206,23 @@ def evaluate(ctx: TickContext, state: TickState) -> TickState:
 
 
 def diagnose(ctx: TickContext, state: TickState) -> TickState:
-    """Run the detectors; a diagnosis decided recently is not decided again yet (but stays
+    """Run the detectors and fold their reports into episodes (``autopilot.episodes``): an
+    episode is decided when it opens (and, in the auto modes, again while no change has
+    answered it); a diagnosis decided recently is not decided again yet (but stays
     ``present``, so a late LLM answer about it is still judged)."""
-    found = run_detectors(ctx.summary(state), state["windows"], ctx.detectors)
-    fresh = [d for d in found if not _recently_decided(ctx, d.kind, state)]
+    summary = ctx.summary(state)
+    book = Episodes.load(
+        state.get("episodes", {}),
+        segment=state.get("segment"),
+        resolve_after=ctx.settings.cadence.repeat_after_steps,
+    )
+    found = book.observe(
+        run_detectors(summary, state["windows"], ctx.detectors),
+        step=state["step"],
+        applied=state.get("history", []),
+        cadences={name: m.cadence for name, m in summary.metrics.items()},
+    )
+    fresh = [d for d in found if _to_decide(ctx, d, state)]
     return {
         "outcome": "diagnosed" if fresh else ("cooldown" if found else "healthy"),
         "proposal": None,
@@ -213,7 +233,20 @@ def diagnose(ctx: TickContext, state: TickState) -> TickState:
         "verdicts": [],
         "diagnoses": [d.model_dump(mode="json") for d in fresh],
         "present": [d.model_dump(mode="json") for d in found],
+        "episodes": book.dump(),
     }
+
+
+def _to_decide(ctx: TickContext, d: Diagnosis, state: TickState) -> bool:
+    """Whether this tick decides ``d``: its episode was never decided, or (auto modes) it
+    was and no change has answered it; never within ``repeat_after_steps`` of the last
+    decision of its kind."""
+    if _recently_decided(ctx, d.kind, state):
+        return False
+    decided = state.get("decided", {}).get(d.kind)
+    if decided is None or d.onset_step is None or decided < d.onset_step:
+        return True
+    return ctx.mode in AUTO_MODES
 
 
 def _recently_decided(ctx: TickContext, kind: str, state: TickState) -> bool:

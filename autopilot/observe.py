@@ -24,7 +24,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from autopilot.summary import Best, Windows
+from autopilot.summary import EARLY_POINTS, Best, Early, Peak, Windows
 from kernel import LedgerRow, MetricRecord, read_kernel_state
 from kernel.errors import KernelError
 from kernel.jsonl import JsonlTail
@@ -153,6 +153,42 @@ def fold_records(
         if (extra := len(steps) - window) > 0:
             del steps[:extra], values[:extra]
     return windows, best
+
+
+def fold_run_stats(early: Early, peak: Peak, records: Iterable[MetricRecord]) -> tuple[Early, Peak]:
+    """New run-long statistics with ``records`` folded in: each metric's first
+    ``EARLY_POINTS`` finite values, and its largest value with its step, its latest finite
+    value and its largest fall between two points as a fraction of the largest value then
+    (``Peak``; the inputs are not changed).
+
+    Example:
+        >>> from kernel import MetricRecord
+        >>> lrs = ((1, 1.0), (2, 3.0), (3, 0.3))
+        >>> records = [MetricRecord(step=s, metrics={"lr": v}) for s, v in lrs]
+        >>> fold_run_stats({}, {}, records)
+        ({'lr': [1.0, 3.0, 0.3]}, {'lr': [3.0, 2, 0.3, 0.9]})
+    """
+    early = {name: list(values) for name, values in early.items()}
+    peak = dict(peak)
+    for record in records:
+        for name, value in record.metrics.items():
+            value = float(value)
+            if not math.isfinite(value):
+                continue
+            first = early.setdefault(name, [])
+            if len(first) < EARLY_POINTS:
+                first.append(value)
+            top = peak.get(name)
+            if top is None:
+                peak[name] = [value, record.step, value, 0.0]
+                continue
+            largest, at, last, drop = (list(top) + [value, 0.0])[:4]  # older: [value, step]
+            if largest > 0:
+                drop = max(drop, (last - value) / largest)
+            if value > largest:
+                largest, at = value, record.step
+            peak[name] = [largest, at, value, drop]
+    return early, peak
 
 
 def _copy(name: str, window: list[list[float]]) -> list[list[float]]:

@@ -27,7 +27,7 @@ from autopilot.effects import Effects
 from autopilot.llm_calls import Ask, LLMCalls
 from autopilot.policies.rules import RulePolicy
 from autopilot.review import ReviewQueue
-from autopilot.summary import Best, RunSummary, Windows, summarize
+from autopilot.summary import Best, Early, Peak, RunSummary, Windows, summarize
 from kernel import KernelState
 from memory import past_run_notes
 
@@ -57,6 +57,12 @@ class TickState(TypedDict, total=False):
     """Per metric ``[steps, values]``: columnar, so a checkpoint holds two flat lists per
     metric rather than a list per point, which made unpacking and converting them slow."""
     best: Best
+    early: Early
+    """Per metric its first finite values over the segment (``autopilot.summary.Early``)."""
+    peak: Peak
+    """Per metric its largest value over the segment (``autopilot.summary.Peak``)."""
+    episodes: dict[str, dict[str, Any]]
+    """The open episode of each diagnosis kind (``autopilot.episodes.Episode`` fields)."""
     key_metric: str
     key_mode: Literal["min", "max"]
     key_unlogged: str | None
@@ -122,9 +128,18 @@ class SummaryCache:
                 key_metric=state["key_metric"],
                 key_mode=state["key_mode"],
                 min_points=self._min_points,
+                early=state.get("early"),
+                peak=state.get("peak"),
+                max_steps=_max_steps(state),
             )
             self._cached = (key, summary)
         return self._cached[1]
+
+
+def _max_steps(state: TickState) -> int | None:
+    kernel = state.get("kernel") or {}
+    value = kernel.get("max_steps")
+    return value if isinstance(value, int) and value > 0 else None
 
 
 class LLMHolder:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import statistics
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -34,6 +35,14 @@ Window = list[list[float]]
 """``[steps, values]`` of one metric: two lists of equal length, oldest point first."""
 Windows = dict[str, Window]
 Best = dict[str, list[float]]
+Early = dict[str, list[float]]
+"""Per metric its first ``EARLY_POINTS`` finite values over the whole run segment: the
+level a loss started from, which the window of a long run no longer holds."""
+Peak = dict[str, list[float]]
+"""Per metric ``[largest_value, step, latest_value, largest_drop]`` over the whole run
+segment: a learning rate's peak, which its decay is measured against, and its largest fall
+between two logged points as a fraction of the peak then (a collapse, not a schedule)."""
+EARLY_POINTS = 5
 
 _NOISY_T = 2.0
 """A slope under this many standard errors is indistinguishable from noise."""
@@ -65,6 +74,12 @@ class MetricSummary(_Model):
     volatility: float | None = Field(default=None, description="noise around the trend / scale")
     direction: Direction | None = None
     nonfinite: int = Field(default=0, ge=0)
+    early: float | None = Field(default=None, description="median of the run's first values")
+    peak: float | None = Field(default=None, description="largest value over the run")
+    largest_drop: float | None = Field(
+        default=None, description="largest fall between two points, a fraction of the peak"
+    )
+    cadence: float | None = Field(default=None, description="median steps between points")
 
 
 class GapSummary(_Model):
@@ -87,6 +102,12 @@ class RunSummary(_Model):
     key_mode: MetricMode
     metrics: dict[str, MetricSummary] = Field(default_factory=dict)
     gaps: list[GapSummary] = Field(default_factory=list)
+    max_steps: int | None = Field(default=None, description="the run's planned length")
+
+    @property
+    def progress(self) -> float | None:
+        """How far through its planned length the run is (``None``: length unknown)."""
+        return None if not self.max_steps else self.step / self.max_steps
 
 
 def summarize(
@@ -97,6 +118,9 @@ def summarize(
     key_metric: str,
     key_mode: MetricMode,
     min_points: int = 5,
+    early: Early | None = None,
+    peak: Peak | None = None,
+    max_steps: int | None = None,
 ) -> RunSummary:
     """Summarise every metric's window (vectorised over metrics: well under 1 ms for 20x200).
 
@@ -108,6 +132,9 @@ def summarize(
         key_metric: the metric the autopilot optimises.
         key_mode: its direction (it overrides the name-based one).
         min_points: fewer finite points than this leave trends ``None``.
+        early: per metric its first finite values over the run (``Early``).
+        peak: per metric its largest value over the run (``Peak``).
+        max_steps: the run's planned length, when the training loop published it.
     """
     names = [key_metric] if key_metric in windows else []
     names += sorted(n for n in windows if n != key_metric)
@@ -117,6 +144,13 @@ def summarize(
     metrics = {
         name: _metric(
             name, mode, stats, i, best.get(name) if mode == metric_mode(name) else None, step
+        ).model_copy(
+            update={
+                "early": _median_of((early or {}).get(name)),
+                "peak": (peak or {}).get(name, [None])[0],
+                "largest_drop": _drop((peak or {}).get(name)),
+                "cadence": _cadence(windows[name][0]),
+            }
         )
         for i, (name, mode) in enumerate(zip(names, modes, strict=True))
     }
@@ -126,8 +160,29 @@ def summarize(
         for train, val in metric_pairs(names)
     ]
     return RunSummary(
-        step=step, key_metric=key_metric, key_mode=key_mode, metrics=metrics, gaps=gaps
+        step=step,
+        key_metric=key_metric,
+        key_mode=key_mode,
+        metrics=metrics,
+        gaps=gaps,
+        max_steps=max_steps,
     )
+
+
+def _drop(peak: list[float] | None) -> float | None:
+    return float(peak[3]) if peak is not None and len(peak) >= 4 else None
+
+
+def _median_of(values: list[float] | None) -> float | None:
+    """The level a metric started from: the median of its first three finite values."""
+    return float(statistics.median(values[:3])) if values else None
+
+
+def _cadence(steps: list[float]) -> float | None:
+    """The median spacing of a metric's logged steps (``None`` below two points)."""
+    if len(steps) < 2:
+        return None
+    return float(statistics.median(b - a for a, b in zip(steps, steps[1:], strict=False)))
 
 
 def _metric(

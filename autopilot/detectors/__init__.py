@@ -59,17 +59,24 @@ def default_detectors(settings: DetectorSettings) -> tuple[Detector, ...]:
             factor=settings.divergence_factor,
             grad_explosion_factor=settings.grad_explosion_factor,
             min_points=settings.min_points,
+            scale_rel=settings.divergence_scale_rel,
         ),
         OscillationDetector(volatility=settings.oscillation_volatility),
         OverfittingDetector(
             patience_steps=settings.overfit_patience_steps,
             worse_rel=settings.overfit_rel,
-            min_points=settings.min_points,
+            patience_evals=settings.overfit_patience_evals,
+            patience_frac=settings.overfit_patience_frac,
+            worse_rel_improving=settings.overfit_rel_improving,
         ),
         PlateauDetector(
             patience_steps=settings.plateau_patience_steps,
             progress_rel=settings.plateau_rel,
             min_points=settings.min_points,
+            patience_evals=settings.plateau_patience_evals,
+            patience_frac=settings.plateau_patience_frac,
+            anneal_frac=settings.anneal_frac,
+            still_high=settings.plateau_still_high,
         ),
     )
 

@@ -78,6 +78,13 @@ def check_above(name: str, value: float, bound: float) -> float:
     return float(value)
 
 
+def check_fraction(name: str, value: float) -> float:
+    """``value`` when it is a finite number in ``(0, 1]``; else ``ConfigError``."""
+    if not _finite(value) or not 0 < value <= 1:
+        raise ConfigError(f"{name} must be in (0, 1], got {value!r}")
+    return float(value)
+
+
 def _finite(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
 

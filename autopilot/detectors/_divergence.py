@@ -2,9 +2,11 @@
 gradient norm that exploded.
 
 A single bad batch is not a divergence: a jump must hold for the last few points (five for
-per-batch metrics, three for evaluations), and must clear the metric's own noise. The
-reference is the best *smoothed* level of the window, not the run's best raw value, which
-for a noisy per-batch loss is a lucky batch.
+training metrics, however sparsely logged, three for evaluations), and must clear the
+metric's own noise. The reference is the best *smoothed* level of the window, not the run's
+best raw value, which for a noisy per-batch loss is a lucky batch. A ratio alone misleads
+near zero (a fine-tune's loss at 0.001 that bumps to 0.04 is x40 its best), so the jump must
+also be large on the loss's own scale: above ``scale_rel`` of its early level.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ import numpy as np
 from autopilot._trends import finite_series, median, noise, relative, rolling_median, series
 from autopilot.detectors._base import (
     check_above,
+    check_at_least,
     check_int,
     is_dense,
     is_grad_norm,
     is_primary_loss,
+    is_val,
     key_first,
     num,
     paired_vals,
@@ -43,6 +47,8 @@ class DivergenceDetector:
         grad_explosion_factor: how far (> 1) a gradient norm must sit above its window's
             median to have exploded.
         min_points: the fewest finite points a gradient norm is judged on (>= 3).
+        scale_rel: how far above its reference a jump must be, as a fraction of the loss's
+            early level (>= 0).
 
     Raises:
         ConfigError: when a parameter is out of its range.
@@ -51,13 +57,19 @@ class DivergenceDetector:
     name = "divergence"
 
     def __init__(
-        self, *, factor: float = 2.0, grad_explosion_factor: float = 10.0, min_points: int = 5
+        self,
+        *,
+        factor: float = 2.0,
+        grad_explosion_factor: float = 10.0,
+        min_points: int = 5,
+        scale_rel: float = 0.1,
     ) -> None:
         self.factor = check_above("factor", factor, 1.0)
         self.grad_explosion_factor = check_above(
             "grad_explosion_factor", grad_explosion_factor, 1.0
         )
         self.min_points = check_int("min_points", min_points, 3)
+        self.scale_rel = check_at_least("scale_rel", scale_rel, 0.0)
 
     def detect(self, summary: RunSummary, windows: Windows) -> list[Diagnosis]:
         found: list[Diagnosis | None] = []
@@ -66,7 +78,7 @@ class DivergenceDetector:
             if _nonfinite_count(summary, name):
                 found.append(_nonfinite(name, windows[name], summary.step))
         for name in _jump_candidates(summary, windows):
-            found.append(_jump(name, summary, windows[name], self.factor))
+            found.append(_jump(name, summary, windows[name], self.factor, self.scale_rel))
         for name in sorted(n for n in windows if is_grad_norm(n)):
             run = _nonfinite_count(summary, name) >= GRAD_NONFINITE_RUN
             found.append(self._explosion(name, summary.step, windows[name], run))
@@ -129,9 +141,11 @@ def _nonfinite(name: str, window: Window, step: int) -> Diagnosis | None:
     return _divergence(name, step, "high" if bad[-1] else "medium", message, evidence)
 
 
-def _jump(name: str, summary: RunSummary, window: Window, factor: float) -> Diagnosis | None:
+def _jump(
+    name: str, summary: RunSummary, window: Window, factor: float, scale_rel: float
+) -> Diagnosis | None:
     steps, raw = finite_series(window)
-    recent_n, smooth = (5, 9) if is_dense(steps) else (3, 5)
+    recent_n, smooth = (5, 9) if is_dense(steps) else ((3, 5) if is_val(name) else (5, 5))
     if len(raw) < recent_n + 3 * smooth:
         return None  # too little history to tell a jump from a streak of unlucky batches
     sign = 1.0 if summary.metrics[name].mode == "min" else -1.0
@@ -149,6 +163,9 @@ def _jump(name: str, summary: RunSummary, window: Window, factor: float) -> Diag
         excess = sign * (level - ref) / scale
     if excess <= max(needed, NOISE_Z * noise(rel[:-recent_n])):
         return None
+    early = summary.metrics[name].early
+    if early is not None and sign * (level - ref) <= scale_rel * abs(early):
+        return None  # large as a ratio, small on the loss's own scale
     return _jump_diagnosis(name, summary.step, level, ref, factor, recent_n)
 
 

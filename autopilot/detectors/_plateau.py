@@ -10,6 +10,16 @@ window, and is not plausibly worse either) or clearly worse.
 The trend test is what keeps a noisy per-batch key metric quiet: its best is a lucky batch,
 so the first condition alone would fire on it, and on 200 noisy points a fitted trend is
 so uncertain that it rarely passes as flat. A smooth validation metric passes easily.
+
+The patience window knows the run (``autopilot.detectors._horizon``): with a planned length
+it is ``patience_frac`` of the run and at least ``patience_evals`` evaluations of the key
+metric; without one, ``patience_steps``. A flat tail while a schedule anneals the learning
+rate toward zero is what the schedule is for, not a plateau, once the loss has come down
+(below ``still_high`` of its early level); a loss still near where it started is a plateau
+whatever the schedule does. A validation metric whose training counterpart still improves
+is no plateau either: the model still learns, and a validation curve that stalls or worsens
+meanwhile is overfitting's question (the written labelling rule asks the same: neither
+curve improves).
 """
 
 from __future__ import annotations
@@ -17,9 +27,18 @@ from __future__ import annotations
 import numpy as np
 
 from autopilot._trends import finite_series, linear_fit, relative
-from autopilot.detectors._base import check_at_least, check_int, num
+from autopilot.detectors._base import (
+    check_at_least,
+    check_fraction,
+    check_int,
+    is_primary_loss,
+    is_val,
+    num,
+)
+from autopilot.detectors._horizon import annealed_lr, patience
 from autopilot.diagnoses import Diagnosis, Evidence, Severity
 from autopilot.summary import MetricSummary, RunSummary, Windows
+from kernel.metric_names import metric_pairs
 
 TREND_Z = 2.5
 """A plateau's trend is within this many standard errors of flat (and below progress)."""
@@ -32,10 +51,19 @@ class PlateauDetector:
     """No meaningful improvement of the key metric over the patience window.
 
     Args:
-        patience_steps: how long the best may go without meaningful progress (>= 10).
+        patience_steps: how long the best may go without meaningful progress, in a run of
+            unknown length (>= 10).
         progress_rel: the improvement, relative to the metric's scale, that counts as
             progress over a patience window (>= 0).
         min_points: the fewest finite points the trend is fitted on (>= 3).
+        patience_evals: the fewest evaluations of the key metric a patience window holds
+            (>= 1).
+        patience_frac: the patience window as a fraction of a run of known length (> 0,
+            <= 1).
+        anneal_frac: an lr decayed gradually below this fraction of its peak is annealing
+            (> 0, <= 1).
+        still_high: under an annealing lr, a flat tail is a plateau only while the loss is
+            at least this fraction of its early level (>= 0).
 
     Raises:
         ConfigError: when a parameter is out of its range.
@@ -44,31 +72,75 @@ class PlateauDetector:
     name = "plateau"
 
     def __init__(
-        self, *, patience_steps: int = 300, progress_rel: float = 0.01, min_points: int = 5
+        self,
+        *,
+        patience_steps: int = 300,
+        progress_rel: float = 0.01,
+        min_points: int = 5,
+        patience_evals: int = 4,
+        patience_frac: float = 0.2,
+        anneal_frac: float = 0.5,
+        still_high: float = 0.5,
     ) -> None:
         self.patience_steps = check_int("patience_steps", patience_steps, 10)
         self.progress_rel = check_at_least("progress_rel", progress_rel, 0.0)
         self.min_points = check_int("min_points", min_points, 3)
+        self.patience_evals = check_int("patience_evals", patience_evals, 1)
+        self.patience_frac = check_fraction("patience_frac", patience_frac)
+        self.anneal_frac = check_fraction("anneal_frac", anneal_frac)
+        self.still_high = check_at_least("still_high", still_high, 0.0)
 
     def detect(self, summary: RunSummary, windows: Windows) -> list[Diagnosis]:
         key = summary.metrics.get(summary.key_metric)
         if key is None or key.steps_since_best is None:
             return []
+        wait = patience(
+            max_steps=summary.max_steps,
+            cadence=key.cadence,
+            evals=self.patience_evals,
+            frac=self.patience_frac,
+            steps=self.patience_steps,
+        )
         steps, values = finite_series(windows[key.name])
-        if key.steps_since_best < self.patience_steps and self._best_moved(key, steps, values):
+        if key.steps_since_best < wait and self._best_moved(key, steps, values, wait):
             return []
-        trend = self._projected_gain(key, steps, values, summary.step)
+        trend = self._projected_gain(key, steps, values, summary.step, wait)
         if trend is None or not _stalled(*trend, self.progress_rel):
             return []
+        if self._train_still_learns(summary, key, windows, wait):
+            return []  # the model still learns; whether it generalises is overfitting's call
+        annealed = annealed_lr(summary, windows, self.anneal_frac)
+        level = _level_over_early(summary)
+        if annealed is not None and (level is None or level < self.still_high):
+            return []  # the schedule's flat tail: the loss came down and the lr is going out
         since = summary.step - self._progress_step(key, steps, values)
-        return [self._diagnosis(key, summary.step, since, trend)]
+        return [self._diagnosis(key, summary.step, since, trend, wait, annealed, level)]
 
-    def _best_moved(self, key: MetricSummary, steps: np.ndarray, values: np.ndarray) -> bool:
+    def _train_still_learns(
+        self, summary: RunSummary, key: MetricSummary, windows: Windows, wait: int
+    ) -> bool:
+        """Whether ``key`` is a validation metric whose training counterpart's trend over
+        the patience window still projects progress, clearly (a noisy flat one does not)."""
+        pairs = metric_pairs(list(summary.metrics))
+        train_name = next((t for t, v in pairs if v == key.name), None)
+        train = summary.metrics.get(train_name) if train_name else None
+        if train is None or train.mode != key.mode:
+            return False
+        steps, values = finite_series(windows[train.name])
+        trend = self._projected_gain(train, steps, values, summary.step, wait)
+        if trend is None:
+            return False
+        gain, se = trend
+        return gain >= self.progress_rel and gain > TREND_Z * se  # progress, beyond noise
+
+    def _best_moved(
+        self, key: MetricSummary, steps: np.ndarray, values: np.ndarray, wait: int
+    ) -> bool:
         """Whether the best improved by ``progress_rel`` of the scale over the patience
         window (``True`` while the window holds no point from before it: too early to say)."""
         if len(steps) == 0:
             return True
-        cut = int(np.searchsorted(steps, steps[-1] - self.patience_steps, side="right"))
+        cut = int(np.searchsorted(steps, steps[-1] - wait, side="right"))
         if cut == 0:
             return True
         sign = 1.0 if key.mode == "min" else -1.0
@@ -91,7 +163,7 @@ class PlateauDetector:
         return ref_step
 
     def _projected_gain(
-        self, key: MetricSummary, steps: np.ndarray, values: np.ndarray, step: int
+        self, key: MetricSummary, steps: np.ndarray, values: np.ndarray, step: int, wait: int
     ) -> tuple[float, float] | None:
         """Relative improvement the recent trend projects over one patience window, and its
         standard error; ``None`` with too little history."""
@@ -100,7 +172,7 @@ class PlateauDetector:
         # The last patience window, but at least a quarter of the window's points: a
         # residual spread measured on a handful of points is itself too noisy to trust.
         first = min(
-            int(np.searchsorted(steps, step - self.patience_steps)),
+            int(np.searchsorted(steps, step - wait)),
             len(steps) - max(self.min_points, len(steps) // 4),
         )
         recent = slice(max(first, 0), None)
@@ -108,12 +180,19 @@ class PlateauDetector:
         if fit is None:
             return None
         gain = -fit[0] if key.mode == "min" else fit[0]
-        return gain * self.patience_steps, fit[1] * self.patience_steps
+        return gain * wait, fit[1] * wait
 
     def _diagnosis(
-        self, key: MetricSummary, step: int, since: int, trend: tuple[float, float]
+        self,
+        key: MetricSummary,
+        step: int,
+        since: int,
+        trend: tuple[float, float],
+        patience: int,
+        annealed: float | None,
+        level: float | None,
     ) -> Diagnosis:
-        patience, rel = self.patience_steps, self.progress_rel
+        rel = self.progress_rel
         best = num(key.best) if key.best is not None else "?"
         message = (
             f"{key.name} has not improved by {rel:.2%} of its scale for {since} steps "
@@ -129,6 +208,8 @@ class PlateauDetector:
             "gain_se": trend[1],
             "patience_steps": patience,
             "plateau_rel": rel,
+            "lr_over_peak": annealed,
+            "loss_over_early": level,
         }
         severity: Severity = "medium" if since >= 2 * patience else "low"
         return Diagnosis(
@@ -139,6 +220,17 @@ class PlateauDetector:
             message=message,
             evidence=evidence,
         )
+
+
+def _level_over_early(summary: RunSummary) -> float | None:
+    """The training loss's latest level over its early level (the key metric's, with no
+    training loss logged); ``None`` when unknown."""
+    names = [n for n in summary.metrics if is_primary_loss(n) and not is_val(n)]
+    for name in [*sorted(names), summary.key_metric]:
+        m = summary.metrics.get(name)
+        if m is not None and m.last is not None and m.early and m.early > 0:
+            return m.last / m.early
+    return None
 
 
 def _stalled(gain: float, se: float, progress: float) -> bool:

@@ -8,8 +8,10 @@ Names are the ones the live ``AutopilotTrainerCallback`` records
 Bookkeeping is dropped: ``epoch``, ``total_flos``, ``num_input_tokens_seen``, runtimes and
 throughputs, and the closing summary's ``train_loss`` (a mean over the whole run, not a point
 of the curve). Train and eval entries at one step become one record; ``NaN`` and infinities
-are kept; a ``null`` value is skipped. ``max_steps``, ``eval_steps`` and ``logging_steps`` go
-to ``run.json`` (``RunInfo``); a ``labels.json`` beside the file is carried over.
+are kept; a ``null`` value is skipped, and so is a list or an object (per-class thresholds,
+a confusion matrix), with a warning naming the key. ``max_steps``, ``eval_steps`` and
+``logging_steps`` go to ``run.json`` (``RunInfo``); a ``labels.json`` beside the file is
+carried over.
 
 Example:
     >>> import json, pathlib, tempfile
@@ -24,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +36,8 @@ from evals.errors import RunFormatError
 from evals.importers._merge import Point, merge_by_step
 from evals.runs import LABELS_FILE, RecordedRun, RunInfo, read_labels, write_run
 from kernel.adapters.hf_names import kernel_metric_name
+
+logger = logging.getLogger(__name__)
 
 TRAINER_STATE_FILE = "trainer_state.json"
 DROPPED = frozenset({"step", "epoch", "total_flos", "train_loss", "num_input_tokens_seen"})
@@ -62,7 +67,13 @@ def import_trainer_state(
         source=TRAINER_STATE_FILE,
         **{k: _positive(state.get(k)) for k in ("max_steps", "eval_steps", "logging_steps")},
     )
-    return write_run(out_dir, merge_by_step(_points(history, file)), labels, info=info)
+    skipped: set[str] = set()
+    run = write_run(out_dir, merge_by_step(_points(history, file, skipped)), labels, info=info)
+    if skipped:
+        logger.warning(
+            "%s: not imported, not numbers (lists or objects): %s", file, ", ".join(sorted(skipped))
+        )
+    return run
 
 
 def trainer_state_path(path: str | os.PathLike[str]) -> Path | None:
@@ -93,7 +104,7 @@ def _load(file: Path) -> dict[str, Any]:
     return state
 
 
-def _points(history: list[Any], file: Path) -> Iterator[Point]:
+def _points(history: list[Any], file: Path, skipped: set[str]) -> Iterator[Point]:
     for index, entry in enumerate(history):
         where = f"log_history[{index}]"
         step = entry.get("step") if isinstance(entry, dict) else None
@@ -102,6 +113,9 @@ def _points(history: list[Any], file: Path) -> Iterator[Point]:
         for key, value in entry.items():
             name = metric_name(key)
             if name is None or value is None:
+                continue
+            if isinstance(value, list | dict):
+                skipped.add(key)  # per-class thresholds, confusion matrices: no curve
                 continue
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise RunFormatError(file, f"{where}, {key!r}: {value!r:.40} is not a number")

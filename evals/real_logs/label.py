@@ -44,6 +44,24 @@ class RunLabel:
     eval_cadence: int | None
     numbers: dict[str, float | int | None] = field(default_factory=dict)
 
+    @property
+    def onset_step(self) -> int | None:
+        """The first step that shows the labelled problem (``LABELING.md``, "Onsets");
+        ``None`` for a healthy run."""
+        n = self.numbers
+        if self.label == "divergence":
+            found = [s for s in (n.get("first_non_finite_step"), n.get("blowup_step")) if s]
+            return int(min(found)) if found else None
+        if self.label == "overfitting":
+            return _int(n.get("eval_min_step"))
+        if self.label == "plateau":
+            return _int(n.get("plateau_from_step"))
+        return None
+
+
+def _int(value: float | int | None) -> int | None:
+    return None if value is None else int(value)
+
 
 def _series(rows: Sequence[dict[str, Any]], key: str) -> Series:
     return [(int(r["step"]), float(r[key])) for r in rows if key in r and "step" in r]
@@ -121,6 +139,18 @@ def _tail_gain(series: Series, steps: int, half: int, *, median: bool) -> float 
     return round((ref - min(after)) / ref, 4)
 
 
+def _progress_stopped(series: Series) -> int | None:
+    """The first step after which the smoothed train loss never again improves by more than
+    ``PLATEAU_GAIN`` of its value there: where progress stopped."""
+    smooth = _smooth([v for _, v in series], 2, median=True)
+    floor, stopped = math.inf, None
+    for i in range(len(smooth) - 1, -1, -1):  # from the end: ``floor`` is what follows
+        if smooth[i] <= 0 or (smooth[i] - floor) / smooth[i] > PLATEAU_GAIN:
+            break
+        stopped, floor = series[i][0], min(floor, smooth[i])
+    return stopped
+
+
 def _decide(numbers: dict[str, Any], has_overfit: bool) -> Label:
     if numbers["first_non_finite_step"] is not None or numbers["blowup_step"] is not None:
         return "divergence"
@@ -153,9 +183,12 @@ def label_log_history(rows: Sequence[dict[str, Any]], *, steps: int | None = Non
         "eval_gain_tail": _tail_gain(evals, total, 1, median=False) if evals else None,
         "train_end_over_start": round(start[-1] / start[0], 4) if start and start[0] else None,
     }
+    label = _decide(numbers, overfit is not None)
+    if label == "plateau":
+        numbers["plateau_from_step"] = _progress_stopped(train)
     gaps = [b[0] - a[0] for a, b in zip(evals, evals[1:], strict=False)]
     return RunLabel(
-        label=_decide(numbers, overfit is not None),
+        label=label,
         steps=total,
         train_points=len(train),
         eval_points=len(evals),

@@ -200,7 +200,7 @@ def test_the_default_detectors_follow_the_config():
     assert isinstance(plateau, PlateauDetector) and plateau.patience_steps == 120
     assert isinstance(oscillation, OscillationDetector) and oscillation.volatility == 0.3
     assert isinstance(divergence, DivergenceDetector) and divergence.factor == 2.0
-    assert isinstance(overfitting, OverfittingDetector) and overfitting.worse_rel == 0.05
+    assert isinstance(overfitting, OverfittingDetector) and overfitting.worse_rel == 0.08
 
 
 def test_no_plateau_before_a_patience_window_of_history():

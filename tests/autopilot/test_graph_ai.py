@@ -33,6 +33,7 @@ from test_graph import (
     decisions,
     diverges_above_0_2,
     flat_and_hurt_by_lower_lr,
+    keeps_diverging,
 )
 
 from autopilot.budget import Budget
@@ -321,7 +322,8 @@ def test_a_divergence_is_cut_by_the_rules_in_the_tick_that_finds_it_while_the_ll
 ):
     llm_server.script(gate)
     settings = make_settings(llm={"timeout_s": 60.0})
-    run = Training(make_kernel, diverges_above_0_2)
+    # a loss that stays up after the cut, so the late answer finds its divergence present
+    run = Training(make_kernel, keeps_diverging)
     with Autopilot(run_dir, mode="ai_auto", settings=settings) as pilot:
         run.train(BUG_STEP, pilot)
         run.set_lr(BUG_LR)

@@ -145,3 +145,13 @@ def test_trainer_state_bad_entry_names_its_index_and_key(tmp_path: Path) -> None
     del state["log_history"][0]["step"]
     with pytest.raises(RunFormatError, match=r"log_history\[0\]: no integer 'step'"):
         import_trainer_state(write_trainer_state(tmp_path / "hf2", state), tmp_path / "run2")
+
+
+def test_trainer_state_list_values_are_left_out_with_a_warning(tmp_path: Path, caplog) -> None:
+    """A real log carried ``eval_thresholds: [0.91, 0.10]`` (one per class): the file was
+    refused whole; the list is no point of a curve, so it is left out and named."""
+    state = trainer_state()
+    state["log_history"][1]["eval_thresholds"] = [0.91, 0.10]
+    run = import_trainer_state(write_trainer_state(tmp_path / "hf", state), tmp_path / "run")
+    assert "val/thresholds" not in run.metric_names() and "val/loss" in run.metric_names()
+    assert "eval_thresholds" in caplog.text

@@ -1,0 +1,62 @@
+"""What the detectors know of a run beyond its curves: its planned length, each metric's
+evaluation cadence, and the learning-rate schedule.
+
+A run that published its planned length (``Kernel(..., max_steps=)``; the Hugging Face and
+Lightning adapters pass their trainer's) is judged in evaluations and in fractions of that
+length: a patience of 20 % of the run and at least 4 evaluations holds from a 200-step
+fine-tune to a 100k-step pre-training run. A run of unknown length falls back to fixed step
+counts (``plateau_patience_steps``...), never shorter than the evaluations asked for.
+
+Example:
+    >>> patience(max_steps=100_000, cadence=1000.0, evals=4, frac=0.2, steps=300)
+    20000
+    >>> patience(max_steps=250, cadence=25.0, evals=4, frac=0.2, steps=300)
+    100
+    >>> patience(max_steps=None, cadence=10.0, evals=4, frac=0.2, steps=300)
+    300
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from autopilot.summary import RunSummary, Windows
+
+LR_NAME = "lr"
+GRADUAL_DROP = 0.25
+"""A decay drops the lr by at most this fraction of its peak between two logged points; a
+bigger drop is a collapse (a bug, or a person's change), whose flat tail is a plateau."""
+
+
+def patience(
+    *, max_steps: int | None, cadence: float | None, evals: int, frac: float, steps: int
+) -> int:
+    """The steps a detector waits: ``evals`` evaluations at the metric's ``cadence`` and
+    ``frac`` of ``max_steps``, whichever is longer; ``steps`` (and the evaluations) when the
+    run's length is unknown."""
+    by_evals = evals * (cadence or 0.0)
+    if max_steps:
+        return max(1, math.ceil(max(by_evals, frac * max_steps)))
+    return max(steps, math.ceil(by_evals))
+
+
+def evals_after(window_steps: np.ndarray, step: int | None) -> int:
+    """How many of a metric's logged points came after ``step``."""
+    if step is None:
+        return 0
+    return int(len(window_steps) - np.searchsorted(window_steps, step, side="right"))
+
+
+def annealed_lr(summary: RunSummary, windows: Windows, frac: float) -> float | None:
+    """The lr as a fraction of its peak when a schedule has decayed it gradually below
+    ``frac`` of that peak (a flat tail is then expected); ``None`` otherwise (no lr logged,
+    still near its peak, or collapsed in one drop)."""
+    lr = summary.metrics.get(LR_NAME)
+    if lr is None or lr.last is None or not lr.peak or lr.peak <= 0:
+        return None
+    ratio = lr.last / lr.peak
+    if ratio > frac or lr.largest_drop is None:
+        return None
+    return float(ratio) if lr.largest_drop <= GRADUAL_DROP else None
