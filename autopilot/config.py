@@ -146,7 +146,7 @@ class DetectorSettings(_Section):
     window: int = Field(default=200, ge=20, le=5000)
     """How many recent points of each metric the autopilot keeps."""
     min_points: int = Field(default=5, ge=3)
-    plateau_patience_steps: int = Field(default=300, ge=10)
+    plateau_patience_steps: int = Field(default=250, ge=10)
     """Plateau patience of a run of unknown length (no ``max_steps``)."""
     plateau_patience_evals: int = Field(default=4, ge=1)
     """The fewest evaluations of the key metric a plateau's patience window holds."""

@@ -15,10 +15,11 @@ guards held every action back) is decided again after ``cadence.repeat_after_ste
 same episode; in the suggest modes its review item waits for a person.
 
 **No echoes.** While an episode is open on a curve (a train/validation pair counts as one
-curve), a report of a less urgent kind on that curve is dropped, and for ``resolve_after``
-steps after the episode ends: a plateau of ``val/loss`` during its overfitting, or an
-overfitting after a divergence of ``train/loss``, is the same event seen again, and needs
-evidence of its own, gathered once the first one is over.
+curve), a report of a less urgent kind on that curve is dropped, and after the episode ends
+for as long as it lasted (at least ``resolve_after`` steps), or for as long as its evidence
+is measured against a best from before the earlier episode ended: a plateau of ``val/loss``
+during its overfitting, or an overfitting after a divergence of ``train/loss``, is the same
+event seen again, and needs evidence of its own, gathered once the first one is over.
 
 Example:
     >>> from autopilot.diagnoses import Diagnosis
@@ -158,8 +159,11 @@ class Episodes:
         for e in self._by_kind.values():
             if _urgency(e) >= _urgency(d) or curve(e.metric) != curve(d.metric):
                 continue
-            if e.open or step - (e.ended_step or step) < self._wait(e, cadences):
+            if e.open or step - (e.ended_step or step) < self._hold(e, cadences):
                 return True
+            best_step = d.evidence.get("best_step")  # the reference d measures against
+            if isinstance(best_step, int) and best_step <= (e.ended_step or step):
+                return True  # its evidence is the earlier event's: the best it had before
         return False
 
     def _end_acted(self, applied: Iterable[Mapping[str, Any]]) -> None:
@@ -170,6 +174,14 @@ class Episodes:
             e = self._by_kind.get(kind)
             if e is not None and e.open and at >= e.onset_step:
                 self._by_kind[kind] = e.model_copy(update={"ended_step": at, "ended": "acted"})
+
+    def _hold(self, e: Episode, cadences: Mapping[str, float | None]) -> int:
+        """How long after ``e`` ended a less urgent kind on its curve stays an echo: as long
+        as ``e`` lasted, and at least ``resolve_after`` (a curve recovering from a
+        divergence is still far from the best it had, which no later overfitting or plateau
+        explains)."""
+        lasted = (e.ended_step or e.last_seen_step) - e.onset_step
+        return max(lasted, self._wait(e, cadences))
 
     def _wait(self, e: Episode, cadences: Mapping[str, float | None]) -> int:
         cadence = cadences.get(e.metric) or 0.0

@@ -243,7 +243,11 @@ def _detection_panel(
         ax.set_yticks([])  # nothing is drawn against the y axis
     for kind, onset in run.events:
         end = window_end(
-            run, onset, tolerance=report.tolerance_steps, tolerance_evals=report.tolerance_evals
+            run,
+            onset,
+            tolerance=report.tolerance_steps,
+            tolerance_evals=report.tolerance_evals,
+            kind=kind,
         )
         ax.axvline(onset, ls="--", lw=1, color=colours[kind])
         ax.axvspan(onset, end, color=colours[kind], alpha=0.15, lw=0)

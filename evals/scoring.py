@@ -7,8 +7,10 @@ The rules, per labelled kind K and run:
   evaluations of the run's key metric after onset, whichever window ends later (a run that
   evaluates every 1,000 steps cannot be answered within 300). The latency is the distance in
   steps, and in evaluations: the key metric's logged steps after onset up to and including
-  the alarm's step (for a run judged by a train loss, its logged points). A first alarm past
-  the window is **late** (a miss). No alarm at or after onset is a miss too.
+  the alarm's step (for a run judged by a train loss, its logged points). A plateau's window
+  also spans a quarter of its run (``PLATEAU_WINDOW``): a lack of progress cannot be seen
+  before a patience has passed. A first alarm past the window is **late** (a miss). No alarm
+  at or after onset is a miss too.
 - A K alarm before the onset of the run's first labelled event (of any kind: a run is healthy
   until then), or anywhere in a healthy run, is a **false alarm**. A run counts at most ONE
   false alarm per kind: a healthy run that alarms plateau at every tick is one wrong run to
@@ -49,6 +51,10 @@ DEFAULT_TOLERANCE = 300
 """Steps after onset within which a first alarm counts as a detection."""
 DEFAULT_TOLERANCE_EVALS = 3
 """Evaluations of the key metric after onset within which a first alarm counts as one."""
+PLATEAU_WINDOW = 0.25
+"""A plateau's window also spans this fraction of its run after onset: no progress is a
+matter of time, which no detector can see before its patience (20 % of a run of known
+length) has passed."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -168,7 +174,8 @@ def judge_run(
         return RunVerdict(event=True, false_alarm=false_alarm, cross_kind=cross)
     latency, evals = first - own, evaluations_between(run, own, first)
     in_evals = evals is not None and tolerance_evals is not None and evals <= tolerance_evals
-    hit = latency <= tolerance or in_evals
+    in_run = kind == "plateau" and latency <= PLATEAU_WINDOW * run.last_step
+    hit = latency <= tolerance or in_evals or in_run
     return RunVerdict(
         event=True,
         detected=hit,
@@ -188,9 +195,18 @@ def evaluations_between(run: ReplayRun, onset: int, step: int) -> int | None:
     return bisect.bisect_right(run.key_steps, step) - bisect.bisect_right(run.key_steps, onset)
 
 
-def window_end(run: ReplayRun, onset: int, *, tolerance: int, tolerance_evals: int | None) -> int:
+def window_end(
+    run: ReplayRun,
+    onset: int,
+    *,
+    tolerance: int,
+    tolerance_evals: int | None,
+    kind: LabelKind | None = None,
+) -> int:
     """The last step at which a first alarm still detects an event of ``run`` at ``onset``."""
     end = onset + tolerance
+    if kind == "plateau":
+        end = max(end, onset + int(PLATEAU_WINDOW * run.last_step))
     if run.key_steps and tolerance_evals is not None:
         # the evaluation that would be one too many; with none left, the run's end
         too_many = bisect.bisect_right(run.key_steps, onset) + tolerance_evals

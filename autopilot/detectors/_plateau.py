@@ -74,7 +74,7 @@ class PlateauDetector:
     def __init__(
         self,
         *,
-        patience_steps: int = 300,
+        patience_steps: int = 250,
         progress_rel: float = 0.01,
         min_points: int = 5,
         patience_evals: int = 4,
@@ -128,10 +128,8 @@ class PlateauDetector:
             return False
         steps, values = finite_series(windows[train.name])
         trend = self._projected_gain(train, steps, values, summary.step, wait)
-        if trend is None:
-            return False
-        gain, se = trend
-        return gain >= self.progress_rel and gain > TREND_Z * se  # progress, beyond noise
+        # progress, beyond noise (a noisy per-batch loss whose trend is uncertain does not count)
+        return trend is not None and trend[0] >= self.progress_rel and trend[0] > TREND_Z * trend[1]
 
     def _best_moved(
         self, key: MetricSummary, steps: np.ndarray, values: np.ndarray, wait: int
