@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 PACKAGES := autopilot kernel evals memory prompts
 
-.PHONY: install demo test bench eval-replay eval-bench lint typecheck doctest clean
+.PHONY: install demo test bench eval-replay eval-real-logs eval-bench lint typecheck doctest clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,14 @@ bench: install
 # score the rule policy on the labelled corpus (seconds); add --policy ai with a key set
 eval-replay: install
 	$(VENV)/bin/autopilot eval replay evals/corpus --out runs/eval-replay
+
+# the real-log development set (evals/real_logs): download the listed trainer_state.json files
+# (needs github.com; REAL_LOGS may already hold them), label-check and import, then replay
+REAL_LOGS ?= runs/real-logs/sources
+eval-real-logs: install
+	$(VENV)/bin/python -m evals.real_logs.fetch $(REAL_LOGS)
+	$(VENV)/bin/python -m evals.real_logs.build $(REAL_LOGS) runs/real-logs/runs
+	$(VENV)/bin/autopilot eval replay runs/real-logs/runs --out runs/real-logs/replay
 
 # every task under none, rules, tune (and ai with a key), 3 seeds, against the oracle (~2 min)
 eval-bench: install

@@ -30,7 +30,8 @@ def llm(ctx: TickContext, state: TickState) -> TickState:
     """Take the outcome of the LLM call in flight, or start one; never wait for it.
 
     An urgent diagnosis goes to the rules at once (the LLM is asked too when it is free,
-    and its answer is judged when it comes)."""
+    and its answer is judged when it comes, in the first tick after it settled, urgent or
+    not)."""
     update: TickState = {}
     ask = state.get("llm_ask")
     if ask is not None and not ctx.llm_calls.holds(ask["id"]):
@@ -38,10 +39,15 @@ def llm(ctx: TickContext, state: TickState) -> TickState:
         update["llm_ask"] = ask = None
     fresh = [Diagnosis.model_validate(d) for d in state.get("diagnoses", [])]
     urgent = next((d for d in fresh if is_urgent(d)), None)
+    if urgent is not None and ask is not None and ctx.llm_calls.settled(ask["id"]):
+        # the rules answered when it was found; an answer that waited for a tick without an
+        # urgent diagnosis would wait for ever while the problem lasts
+        settled = ctx.llm_calls.take(ask["id"])
+        if settled is not None:
+            return {**update, **_judge(ctx, state, ask, settled)}
     if urgent is not None:
         started = {} if ask is not None else _start(ctx, state)
-        answered = ask is not None and ctx.llm_calls.settled(ask["id"])
-        reason = _urgent_reason(urgent, ask, started, answered=answered)
+        reason = _urgent_reason(urgent, ask, started)
         return {**update, **started, "fallback_reason": reason, "urgent": True}
     if ask is not None:
         settled = ctx.llm_calls.take(ask["id"])
@@ -93,14 +99,10 @@ def _start(ctx: TickContext, state: TickState) -> TickState:
     return {"llm_ask": ask}
 
 
-def _urgent_reason(
-    urgent: Diagnosis, ask: Ask | None, started: TickState, *, answered: bool = False
-) -> str:
+def _urgent_reason(urgent: Diagnosis, ask: Ask | None, started: TickState) -> str:
     head = f"urgent: {urgent.kind} ({urgent.severity}) is answered by the rules at once"
     if started:
         return f"{head}; the LLM is asked too, its answer is judged when it comes"
-    if ask is not None and answered:
-        return f"{head}; the answer to the LLM call asked at step {ask['step']} is judged next"
     if ask is not None:
         return f"{head}; the LLM call asked at step {ask['step']} is still in flight"
     return f"{head}; the LLM is not asked (between calls)"

@@ -42,6 +42,7 @@ from kernel.metric_names import metric_pairs
 
 TREND_Z = 2.5
 """A plateau's trend is within this many standard errors of flat (and below progress)."""
+_ROUNDING = 1e-12
 WORSE_Z = 4.0
 """A trend this many standard errors worse than flat is a plateau too (a metric sliding
 back); between ``TREND_Z`` and this, a noisy metric's trend is more likely bad luck."""
@@ -232,5 +233,6 @@ def _level_over_early(summary: RunSummary) -> float | None:
 
 
 def _stalled(gain: float, se: float, progress: float) -> bool:
+    se = max(se, _ROUNDING)  # a constant curve's fit is exact up to rounding either way
     flat = gain + TREND_Z * se < progress and gain >= -TREND_Z * se
     return flat or gain < -WORSE_Z * se

@@ -191,7 +191,7 @@ def test_a_detector_uses_the_parameters_it_was_built_with():
     flat = altered(run(0), "val/loss", lambda s, v: np.full(v.size, 0.5))
     impatient = [PlateauDetector(patience_steps=100)]
     assert [d.kind for d in diagnoses_at(flat, 160, detectors=impatient)] == ["plateau"]
-    assert diagnoses_at(flat, 160) == []  # the default waits for 300 steps
+    assert diagnoses_at(flat, 160) == []  # the default waits for 250 steps
 
 
 def test_the_default_detectors_follow_the_config():
@@ -205,8 +205,9 @@ def test_the_default_detectors_follow_the_config():
 
 def test_no_plateau_before_a_patience_window_of_history():
     flat = altered(run(0), "val/loss", lambda s, v: np.full(v.size, 0.5))
-    assert first(flat, "plateau", range(20, 300, 20)) is None
-    assert first(flat, "plateau", range(300, 400, 20)) is not None
+    flat = altered(flat, "train/loss", lambda s, v: np.full(v.size, 0.4))  # learning nothing
+    assert first(flat, "plateau", range(20, 250, 20)) is None
+    assert first(flat, "plateau", range(250, 350, 20)) is not None
 
 
 def test_nan_loss_is_a_high_severity_divergence_at_once():

@@ -192,6 +192,10 @@ def test_the_budget_cap_stops_llm_calls_and_the_rules_take_over(
     cap = 0.009  # room for a few decisions: the analyst's reservation holds the planner's too
     settings = plateau_settings(
         make_settings,
+        # the plan's lr cut triples this curve's loss and makes it swing: a divergence or an
+        # oscillation, answered by the rules whatever the budget (and silencing the plateau
+        # on its curve); the test is about the plateau's decisions
+        detectors={"divergence_factor": 10.0, "oscillation_volatility": 10.0},
         budget={"per_run_usd": cap, "min_steps_between_calls": 0},
         cadence={"repeat_after_steps": 10},
         guards={"cooldown_steps": 10, "global_cooldown_steps": 10},
@@ -205,7 +209,10 @@ def test_the_budget_cap_stops_llm_calls_and_the_rules_take_over(
     records = decisions(run_dir)
     assert records[0].proposer == "ai" and len(llm_server.calls) == calls
     later = [r for r in records if r.step >= refused.step]
-    assert all(r.proposer == "rules" for r in later) and later == _budget_fallbacks(run_dir)
+    # the rules decide each refused call's plateau; a refusal for a plateau episode the
+    # rules already decided is recorded with no proposal of its own
+    assert all(r.proposer == "rules" or r.proposal is None for r in later)
+    assert later == _budget_fallbacks(run_dir) and later[0].proposer == "rules"
     spent = Budget(run_dir, settings).spent_run()
     assert spent <= cap
     assert spent == pytest.approx(sum(r.usage.cost_usd for r in records))  # every charge recorded

@@ -37,8 +37,10 @@ def tick_live(run_dir: Path, settings: Settings) -> dict:
 def test_the_live_autopilot_and_the_replay_pick_the_same_key_metric(tmp_path: Path) -> None:
     recorded = write_run(tmp_path / "recorded", records(600, val="val_loss"))
     live = write_run(tmp_path / "live", records(600, val="val_loss"))
-    replayed, _, _ = replay_run(recorded, policy="rules", settings=Settings())
-    state = tick_live(live.path, Settings())
+    # no plateau: a tick that diagnoses one needs a kernel.json to guard against
+    settings = Settings.model_validate({"detectors": {"plateau_patience_steps": 10_000}})
+    replayed, _, _ = replay_run(recorded, policy="rules", settings=settings)
+    state = tick_live(live.path, settings)
     assert state["key_metric"] == replayed.key_metric == "val_loss"
 
 

@@ -91,18 +91,29 @@ def test_cross_kind_alarms_count_once_per_run_and_kind_against_precision():
 
 
 def test_a_sparse_run_detected_two_evals_after_onset_counts_within_three_evals():
-    sparse = run("s", ("plateau", 5000), last_step=20_000, every=1000)
-    s = score_kind("plateau", [sparse], [alarm("s", "plateau", 7000)], tolerance=300)
+    sparse = run("s", ("overfitting", 5000), last_step=20_000, every=1000)
+    s = score_kind("overfitting", [sparse], [alarm("s", "overfitting", 7000)], tolerance=300)
     assert (s.detected, s.late) == (1, 0)
     assert (s.latency_median, s.latency_max) == (2000.0, 2000)
     assert (s.latency_evals_median, s.latency_evals_max) == (2.0, 2)
     # four evaluations after onset is past both windows
-    late = score_kind("plateau", [sparse], [alarm("s", "plateau", 9000)], tolerance=300)
+    late = score_kind("overfitting", [sparse], [alarm("s", "overfitting", 9000)], tolerance=300)
     assert (late.detected, late.late, late.latency_evals_max) == (0, 1, None)
     # with the evaluation window closed only the steps count
-    none = score_kind("plateau", [sparse], [alarm("s", "plateau", 7000)], tolerance=300,
+    none = score_kind("overfitting", [sparse], [alarm("s", "overfitting", 7000)], tolerance=300,
                       tolerance_evals=0)  # fmt: skip
     assert none.late == 1
+
+
+def test_a_plateau_window_also_spans_a_quarter_of_the_run():
+    """No progress is a matter of time: a detector needs its patience (20 % of a run of known
+    length) before it can see it, so a plateau counts up to a quarter of the run late."""
+    sparse = run("s", ("plateau", 5000), last_step=20_000, every=1000)
+    s = score_kind("plateau", [sparse], [alarm("s", "plateau", 9000)], tolerance=300)
+    assert (s.detected, s.late, s.latency_max) == (1, 0, 4000)
+    late = score_kind("plateau", [sparse], [alarm("s", "plateau", 10_001)], tolerance=300)
+    assert late.late == 1
+    assert window_end(sparse, 5000, tolerance=300, tolerance_evals=3, kind="plateau") == 10_000
 
 
 def test_a_dense_run_keeps_the_step_window_and_counts_its_evaluations():
