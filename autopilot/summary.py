@@ -25,6 +25,7 @@ import math
 import statistics
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from autopilot import _trends
@@ -43,6 +44,8 @@ Peak = dict[str, list[float]]
 segment: a learning rate's peak, which its decay is measured against, and its largest fall
 between two logged points as a fraction of the peak then (a collapse, not a schedule)."""
 EARLY_POINTS = 5
+_CADENCE_POINTS = 33
+"""The cadence is the median spacing of a metric's latest points (its current cadence)."""
 
 _NOISY_T = 2.0
 """A slope under this many standard errors is indistinguishable from noise."""
@@ -141,16 +144,18 @@ def summarize(
     modes = [key_mode if n == key_metric else metric_mode(n) for n in names]
     packed = _trends.pack([windows[n] for n in names])
     stats = _trends.window_stats(packed, min_points)
+    early, peak = early or {}, peak or {}
     metrics = {
         name: _metric(
-            name, mode, stats, i, best.get(name) if mode == metric_mode(name) else None, step
-        ).model_copy(
-            update={
-                "early": _median_of((early or {}).get(name)),
-                "peak": (peak or {}).get(name, [None])[0],
-                "largest_drop": _drop((peak or {}).get(name)),
-                "cadence": _cadence(windows[name][0]),
-            }
+            name,
+            mode,
+            stats,
+            i,
+            best.get(name) if mode == metric_mode(name) else None,
+            step,
+            early=_median_of(early.get(name)),
+            peak=peak.get(name),
+            cadence=_cadence(windows[name][0]),
         )
         for i, (name, mode) in enumerate(zip(names, modes, strict=True))
     }
@@ -179,10 +184,10 @@ def _median_of(values: list[float] | None) -> float | None:
 
 
 def _cadence(steps: list[float]) -> float | None:
-    """The median spacing of a metric's logged steps (``None`` below two points)."""
+    """The median spacing of a metric's latest logged steps (``None`` below two points)."""
     if len(steps) < 2:
         return None
-    return float(statistics.median(b - a for a, b in zip(steps, steps[1:], strict=False)))
+    return float(np.median(np.diff(steps[-_CADENCE_POINTS:])))
 
 
 def _metric(
@@ -192,10 +197,18 @@ def _metric(
     i: int,
     run_best: list[float] | None,
     step: int,
+    *,
+    early: float | None,
+    peak: list[float] | None,
+    cadence: float | None,
 ) -> MetricSummary:
     best_value, best_step = _best(mode, stats, i, run_best)
     volatility = stats.volatility[i]
     return MetricSummary(
+        early=early,
+        peak=None if peak is None else peak[0],
+        largest_drop=_drop(peak),
+        cadence=cadence,
         name=name,
         mode=mode,
         n=stats.n[i],
