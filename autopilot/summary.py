@@ -25,7 +25,6 @@ import math
 import statistics
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from autopilot import _trends
@@ -187,7 +186,10 @@ def _cadence(steps: list[float]) -> float | None:
     """The median spacing of a metric's latest logged steps (``None`` below two points)."""
     if len(steps) < 2:
         return None
-    return float(np.median(np.diff(steps[-_CADENCE_POINTS:])))
+    latest = steps[-_CADENCE_POINTS:]
+    gaps = sorted(b - a for a, b in zip(latest, latest[1:], strict=False))
+    half = len(gaps) // 2
+    return float(gaps[half] if len(gaps) % 2 else (gaps[half - 1] + gaps[half]) / 2)
 
 
 def _metric(

@@ -1,7 +1,9 @@
 """Offline evaluation: recorded runs (``metrics.jsonl`` + ``labels.json``), importers from
-CSV and TensorBoard, a labelled corpus made by real training (``evals/corpus``, rebuilt with
-``python -m evals.make_corpus``), the replay scorer and the closed-loop bench
-(``autopilot eval replay|bench``).
+CSV, TensorBoard and Hugging Face ``trainer_state.json``, a labelled corpus made by real
+training and generated in the shapes of real logs (``evals/corpus``, rebuilt with
+``python -m evals.make_corpus``), a development set of real published logs
+(``evals/real_logs``: sources, labels, the written rule), the replay scorer and the
+closed-loop bench (``autopilot eval replay|bench``).
 
 The names below load on first use: ``autopilot`` imports ``evals.cli`` to build its parser
 for every command, and that must not pull in numpy and the summary code.
