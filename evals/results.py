@@ -200,8 +200,8 @@ class OracleResult(_Result):
     """Tasks sharing data and model share their oracle (``digits``, ``digits/small``...)."""
     params: dict[str, float]
     final: float | None
-    """Median over seeds of the best grid point's final key metric; ``None`` when every grid
-    point diverged."""
+    """The best static configuration's final key metric, chosen on other seeds than it is
+    scored on (``evals.bench.aggregate.oracle_of``); ``None`` when it diverged."""
     grid_points: int
     runs_used: int
     wall_s: float

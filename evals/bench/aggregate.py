@@ -25,16 +25,29 @@ from kernel.metric_names import MetricMode
 
 
 def oracle_of(setup: str, runs: list[BenchRun], mode: MetricMode, wall_s: float) -> OracleResult:
-    """The grid point with the best median final over seeds."""
+    """The best static configuration, chosen and scored on different seeds: for each seed,
+    the grid point with the best median over the *other* seeds, scored by its run on that
+    seed; the oracle's final is the median of those held-out scores (with one seed, its
+    own best: there is nothing to hold out). ``params`` is the point best over all seeds."""
     by_point: dict[tuple[tuple[str, float], ...], list[BenchRun]] = defaultdict(list)
     for run in runs:
         by_point[tuple(sorted(run.params.items()))].append(run)
+    pick = min if mode == "min" else max
     medians = {point: _median(group, mode) for point, group in by_point.items()}
-    best = (min if mode == "min" else max)(medians, key=lambda p: medians[p])
+    best = pick(medians, key=lambda p: medians[p])
+    seeds = sorted({run.seed for run in runs})
+    held_out = []
+    for seed in seeds if len(seeds) > 1 else []:
+        others = {p: _median([r for r in g if r.seed != seed], mode) for p, g in by_point.items()}
+        chosen = pick(others, key=lambda p: others[p])
+        scored = [r for r in by_point[chosen] if r.seed == seed]
+        if scored:
+            held_out.append(_value(scored[0], mode))
+    final = statistics.median(held_out) if held_out else medians[best]
     return OracleResult(
         setup=setup,
         params=dict(best),
-        final=_finite(medians[best]),
+        final=_finite(final),
         grid_points=len(by_point),
         runs_used=len(runs),
         wall_s=wall_s,

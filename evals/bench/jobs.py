@@ -136,34 +136,50 @@ class _Ticker:
             logger.exception("autopilot tick at step %d failed; training continues", step)
 
 
+SEARCH_SEED_OFFSET = 1000
+"""``tune`` searches on seed ``s + SEARCH_SEED_OFFSET`` and is scored by one more run of its
+chosen configuration on seed ``s``, the seed the other policies are scored on: the best of
+several draws on the scored seed would count its luck as skill."""
+
+
 def tune_run(task: TaskConfig, seed: int, *, trials: int, steps: int | None = None) -> BenchRun:
-    """Optuna TPE over the task's search space, ``trials`` full runs; the best trial wins."""
+    """Optuna TPE over the task's search space: ``trials`` full runs on a search seed (the
+    first half of them, at most 10, are TPE's random start-up), then the best configuration
+    trained once on ``seed`` and scored there (``runs_used = trials + 1``)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     started = time.monotonic()
     space = task.setup.space
-    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed))
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials(trials))
+    study = optuna.create_study(direction="minimize", sampler=sampler)
     study.enqueue_trial({k: min(max(v, space[k][0]), space[k][1]) for k, v in _start(task)})
-    outcomes: dict[int, TrainOutcome] = {}
+    search_seed = seed + SEARCH_SEED_OFFSET
     for _ in range(trials):
         trial = study.ask()
         params = {k: trial.suggest_float(k, lo, hi, log=True) for k, (lo, hi) in space.items()}
         with tempfile.TemporaryDirectory(prefix="tune-") as tmp:
-            outcome = train_task(task, seed, Path(tmp), params=params, steps=steps)
-        outcomes[trial.number] = outcome
+            outcome = train_task(task, search_seed, Path(tmp), params=params, steps=steps)
         if math.isfinite(outcome.final):
             study.tell(trial, outcome.final)
         else:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
     finite = [t for t in study.trials if t.value is not None]
-    if not finite:
-        worst = outcomes[max(outcomes)]
-        return _result(task, "tune", seed, worst, started, params={}, runs_used=trials)
-    best = min(finite, key=lambda t: float(t.value))  # type: ignore[arg-type]
-    return _result(
-        task, "tune", seed, outcomes[best.number], started, params=best.params, runs_used=trials
-    )
+    chosen = min(finite, key=lambda t: float(t.value)).params if finite else {}  # type: ignore[arg-type]
+    with tempfile.TemporaryDirectory(prefix="tune-") as tmp:
+        scored = train_task(task, seed, Path(tmp), params=chosen or None, steps=steps)
+    return _result(task, "tune", seed, scored, started, params=chosen, runs_used=trials + 1)
+
+
+def startup_trials(trials: int) -> int:
+    """TPE's random start-up trials: half of ``trials``, between 1 and Optuna's default 10,
+    so a short search is TPE for part of it, not random search throughout.
+
+    Example:
+        >>> startup_trials(6), startup_trials(40)
+        (3, 10)
+    """
+    return max(1, min(10, trials // 2))
 
 
 def _start(task: TaskConfig) -> list[tuple[str, float]]:

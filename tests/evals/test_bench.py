@@ -101,7 +101,7 @@ def test_only_the_ai_policy_costs_tokens(bench):
 
 def test_tune_spends_its_trials_and_keeps_the_best(bench):
     tune = run_of(bench, "tune")
-    assert tune.runs_used == 2 and set(tune.params) == {"lr", "weight_decay"}
+    assert tune.runs_used == 3 and set(tune.params) == {"lr", "weight_decay"}  # 2 + scored
 
 
 def test_the_oracle_is_the_best_point_of_the_grid(bench):
@@ -164,3 +164,48 @@ def test_the_command_lists_tasks_and_rejects_mistakes(capsys):
     assert "digits/lr_high" in capsys.readouterr().out
     assert main(["eval", "bench", "--tasks", "nope", "--out", "x"]) == 2
     assert "unknown task 'nope'" in capsys.readouterr().err
+
+
+def test_the_oracle_is_chosen_on_other_seeds_than_it_is_scored_on():
+    """A grid point that is best only by one seed's luck must not score that luck: each
+    seed's score is the run of the point chosen on the other seeds."""
+    from evals.bench.aggregate import oracle_of
+    from evals.results import BenchRun
+
+    finals = {  # point -> final per seed 0, 1, 2
+        0.01: (0.50, 0.30, 0.31),  # best on seeds 1 and 2
+        0.10: (0.10, 0.40, 0.41),  # a lucky seed 0
+        1.00: (0.60, 0.60, 0.60),
+    }
+    runs = [
+        BenchRun(task="t", policy="none", seed=seed, final=f, wall_s=0.0, params={"lr": lr})
+        for lr, per_seed in finals.items()
+        for seed, f in enumerate(per_seed)
+    ]
+    oracle = oracle_of("t", runs, "min", 0.0)
+    # seed 0: chosen on seeds 1, 2 -> lr 0.01 (0.305) -> 0.50; seed 1: on 0, 2 -> lr 0.1
+    # (0.255 against 0.405) -> 0.40; seed 2: on 0, 1 -> lr 0.1 (0.25) -> 0.41. In-sample the
+    # oracle would claim 0.31, the median of the point best over all seeds.
+    assert oracle.final == pytest.approx(0.41)
+    assert oracle.params == {"lr": 0.01}  # best median over all seeds (0.31 vs 0.40)
+    single = oracle_of("t", [r for r in runs if r.seed == 0], "min", 0.0)
+    assert single.final == pytest.approx(0.10)  # one seed: nothing to hold out
+
+
+def test_tune_searches_on_another_seed_than_it_is_scored_on(monkeypatch):
+    """Its trials run on seed + SEARCH_SEED_OFFSET; only the chosen configuration trains on
+    the scored seed."""
+    from evals.bench import jobs
+    from evals.tasks import TrainOutcome
+
+    seen: list[tuple[int, dict | None]] = []
+
+    def fake_train(task, seed, run_dir, *, params=None, steps=None, **_):
+        seen.append((seed, params))
+        final = float(params["lr"]) if params else 1.0
+        return TrainOutcome(final=final, steps=[10], values=[final], wall_s=0.0)
+
+    monkeypatch.setattr(jobs, "train_task", fake_train)
+    run = jobs.tune_run(TASKS[TASK], 7, trials=4, steps=10)
+    assert [s for s, _ in seen] == [7 + jobs.SEARCH_SEED_OFFSET] * 4 + [7]
+    assert seen[-1][1] == run.params and run.runs_used == 5 and run.seed == 7
