@@ -49,6 +49,27 @@ def evals_after(window_steps: np.ndarray, step: int | None) -> int:
     return int(len(window_steps) - np.searchsorted(window_steps, step, side="right"))
 
 
+def collapsed_lr(summary: RunSummary, frac: float) -> float | None:
+    """The lr as a fraction of its peak when it fell below ``frac`` of that peak with a drop
+    bigger than any schedule's step (a bug, or a change that overshot): a plateau then calls
+    for more lr, not less; ``None`` otherwise (no lr logged, above ``frac``, or decayed
+    gradually).
+
+    Example:
+        >>> from autopilot.summary import MetricSummary, RunSummary
+        >>> lr = MetricSummary(name="lr", mode="min", n=9, last=1e-6, peak=1e-3,
+        ...                    largest_drop=0.999)
+        >>> collapsed_lr(RunSummary(step=9, key_metric="val/loss", key_mode="min",
+        ...                         metrics={"lr": lr}), 0.1)
+        0.001
+    """
+    lr = summary.metrics.get(LR_NAME)
+    if lr is None or lr.last is None or not lr.peak or lr.peak <= 0 or lr.largest_drop is None:
+        return None
+    ratio = lr.last / lr.peak
+    return float(ratio) if ratio <= frac and lr.largest_drop > GRADUAL_DROP else None
+
+
 def annealed_lr(summary: RunSummary, windows: Windows, frac: float) -> float | None:
     """The lr as a fraction of its peak when a schedule has decayed it gradually below
     ``frac`` of that peak (a flat tail is then expected); ``None`` otherwise (no lr logged,

@@ -35,13 +35,16 @@ from autopilot.detectors._base import (
     is_val,
     num,
 )
-from autopilot.detectors._horizon import annealed_lr, patience
+from autopilot.detectors._horizon import annealed_lr, collapsed_lr, patience
 from autopilot.diagnoses import Diagnosis, Evidence, Severity
 from autopilot.summary import MetricSummary, RunSummary, Windows
 from kernel.metric_names import metric_pairs
 
 TREND_Z = 2.5
 """A plateau's trend is within this many standard errors of flat (and below progress)."""
+COLLAPSED = 0.1
+"""An lr below this fraction of its peak after a one-step drop has collapsed (evidence
+``lr_collapsed``: the rules then raise it)."""
 _ROUNDING = 1e-12
 WORSE_Z = 4.0
 """A trend this many standard errors worse than flat is a plateau too (a metric sliding
@@ -115,7 +118,15 @@ class PlateauDetector:
         if annealed is not None and (level is None or level < self.still_high):
             return []  # the schedule's flat tail: the loss came down and the lr is going out
         since = summary.step - self._progress_step(key, steps, values)
-        return [self._diagnosis(key, summary.step, since, trend, wait, annealed, level)]
+        collapsed = collapsed_lr(summary, COLLAPSED)
+        diagnosis = self._diagnosis(key, summary.step, since, trend, wait, annealed, level)
+        if collapsed is None:
+            return [diagnosis]
+        evidence = {**diagnosis.evidence, "lr_collapsed": collapsed}
+        message = (
+            f"{diagnosis.message}; lr is {collapsed:.2g} of its peak after a drop no schedule makes"
+        )
+        return [diagnosis.model_copy(update={"evidence": evidence, "message": message})]
 
     def _train_still_learns(
         self, summary: RunSummary, key: MetricSummary, windows: Windows, wait: int

@@ -10,7 +10,9 @@ cannot be used.
 |             | after an oscillation cut 0.3 -> 0.15, restoring 0.3 restores the bug) |
 | oscillation | ``lr x0.5``                                                           |
 | overfitting | ``weight_decay x2`` when weight decay is on, else ``lr x0.5``         |
-| plateau     | ``lr x0.5``                                                           |
+| plateau     | ``lr x0.5``; ``lr x2`` when the lr collapsed (evidence              |
+|             | ``lr_collapsed``: below 10 % of its peak after a drop no schedule   |
+|             | makes), since cutting a collapsed lr further only deepens the stall   |
 
 Multipliers are resolved later by the guards against the knob's true current value from
 ``kernel.json``; this policy only decides the direction and the factor. What a change was
@@ -47,6 +49,8 @@ class RulePolicy:
     undo_memory_steps: int = 1000
     """A knob whose change was rolled back this recently is left alone (except to stop a
     divergence): the same rule would only make the same mistake again."""
+    raise_collapsed_lr: float = 2.0
+    """The factor for a plateau whose lr collapsed (the guards' ``max_up`` caps it)."""
 
     def propose(self, ctx: PolicyContext) -> Proposal:
         """Actions for the most urgent diagnosis in ``ctx`` (diagnoses come sorted by urgency)."""
@@ -100,6 +104,10 @@ class RulePolicy:
             wd = ctx.knobs.get("weight_decay")
             if wd is not None and _positive(wd.value):
                 return [Action(knob="weight_decay", multiplier=2.0)], []
+        collapsed = diagnosis.evidence.get("lr_collapsed")
+        if diagnosis.kind == "plateau" and isinstance(collapsed, float):
+            note = f"lr is {collapsed:.2g} of its peak: a collapsed lr is raised, not cut"
+            return _lr(self.raise_collapsed_lr, ctx), [note]
         return _lr(0.5, ctx), []
 
     def _divergence(
