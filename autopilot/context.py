@@ -154,6 +154,7 @@ def build_context(ctx: TickContext, state: TickState, *, table: bool = True) -> 
         knobs=knobs_with_bounds(tick_kernel(state), ctx.settings),
         summary_table=render_table(ctx.summary(state)) if table else "",
         recent_changes=[LedgerRow.model_validate(r) for r in state.get("changes", [])],
+        effects=dict(ctx.log.verdicts()),
         past_decisions=[PastDecision(**p) for p in state.get("past", [])],
         memory_notes=ctx.memory_notes,
     )

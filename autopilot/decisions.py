@@ -142,6 +142,7 @@ class DecisionLog:
         self._decisions: dict[str, DecisionRecord] = {}
         self._effects: dict[str, list[EffectRecord]] = {}
         self._improved: set[str] = set()
+        self._verdicts: dict[str, EffectVerdict] = {}
         self._worse: set[str] = set()
         self._lock = threading.Lock()
 
@@ -178,6 +179,12 @@ class DecisionLog:
             self._refresh()
             return frozenset(self._improved)
 
+    def verdicts(self) -> dict[str, EffectVerdict]:
+        """The latest measured verdict of each command, by command id (read incrementally)."""
+        with self._lock:
+            self._refresh()
+            return dict(self._verdicts)
+
     def worse_commands(self) -> frozenset[str]:
         """Ids of the commands whose measured effect was ``worse`` (read incrementally)."""
         with self._lock:
@@ -194,6 +201,7 @@ class DecisionLog:
                 continue
             if isinstance(record, EffectRecord):
                 self._effects.setdefault(record.decision_id, []).append(record)
+                self._verdicts[record.command_id] = record.verdict
                 if record.verdict == "better":
                     self._improved.add(record.command_id)
                 elif record.verdict == "worse":

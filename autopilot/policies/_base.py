@@ -42,6 +42,9 @@ class PolicyContext:
     """The compressed metric summary as text (what the LLM reads)."""
     recent_changes: list[LedgerRow] = field(default_factory=list)
     """Applied ledger rows of knob changes, oldest first (any source)."""
+    effects: dict[str, str] = field(default_factory=dict)
+    """The measured verdict (``better``, ``neutral``, ``worse``) of the autopilot's commands
+    measured so far, by command id (``EffectRecord.verdict``)."""
     past_decisions: list[PastDecision] = field(default_factory=list)
     memory_notes: str = ""
     """What memory says about earlier runs, as plain text."""

@@ -14,6 +14,11 @@ cannot be used.
 |             | ``lr_collapsed``: below 10 % of its peak after a drop no schedule   |
 |             | makes), since cutting a collapsed lr further only deepens the stall   |
 
+What was measured steers them: a change whose last move of the same knob the same way was
+measured ``neutral`` or ``worse`` (its effect record) is not repeated, and a plateau tries
+the other direction instead (not a divergence, whose cut always stands). This replaces
+"halve lr every ~110 steps" on a run the cuts do not help.
+
 Multipliers are resolved later by the guards against the knob's true current value from
 ``kernel.json``; this policy only decides the direction and the factor. What a change was
 for is read from the ledger's typed fields (``intent``, ``for_diagnosis``), never its reason.
@@ -58,12 +63,15 @@ class RulePolicy:
             return Proposal(proposer="rules", diagnosis="healthy", confidence=1.0)
         first = ctx.diagnoses[0]
         proposed, notes = self._actions(first, ctx)
+        proposed, steered = _steered(first, proposed, ctx)
         actions, skipped = self._remembered(first, proposed, ctx)
-        reasoning = (
-            f"rule for {first.kind}: " + ", ".join(a.describe() for a in actions)
-            if actions
-            else f"no rule applies to {first.kind} with this run's knobs"
-        )
+        skipped = steered + skipped
+        if actions:
+            reasoning = f"rule for {first.kind}: " + ", ".join(a.describe() for a in actions)
+        elif skipped:
+            reasoning = f"rule for {first.kind}: no change, from what was measured"
+        else:
+            reasoning = f"no rule applies to {first.kind} with this run's knobs"
         return Proposal(
             proposer="rules",
             diagnosis=first.message,
@@ -143,6 +151,64 @@ class RulePolicy:
         if exploded and clip is not None and clip.value == 0:
             actions.append(Action(knob="grad_clip", value=self.grad_clip_on, reason="grad norm"))
         return actions, notes
+
+
+def _steered(
+    diagnosis: Diagnosis, actions: list[Action], ctx: PolicyContext
+) -> tuple[list[Action], list[str]]:
+    """``actions`` steered by what was measured: a change whose last move of the same knob
+    the same way was measured ``neutral`` or ``worse`` is not repeated; for a plateau, which
+    allows either way, the other direction is tried instead, unless it was measured no
+    better either. A divergence's cut is never held back."""
+    if diagnosis.kind == "divergence":
+        return actions, []
+    kept: list[Action] = []
+    notes: list[str] = []
+    for action in actions:
+        if action.multiplier is None or action.multiplier == 1.0:
+            kept.append(action)
+            continue
+        up = action.multiplier > 1.0
+        last = _last_move(ctx, action.knob, up=up)
+        verdict = ctx.effects.get(last.command_id or "") if last is not None else None
+        if verdict not in ("neutral", "worse") or last is None:
+            kept.append(action)
+            continue
+        said = (
+            f"{action.describe()} not repeated: the last such change ({last.command_id} at "
+            f"step {last.step}) was measured {verdict}"
+        )
+        other = _last_move(ctx, action.knob, up=not up)
+        other_verdict = ctx.effects.get(other.command_id or "") if other is not None else None
+        flipped = Action(knob=action.knob, multiplier=1.0 / action.multiplier)
+        if diagnosis.kind != "plateau":
+            notes.append(said)
+        elif other_verdict not in ("neutral", "worse"):
+            kept.append(flipped)
+            notes.append(f"{said}; trying {flipped.describe()} instead")
+        else:
+            where = f" ({other.command_id} at step {other.step})" if other is not None else ""
+            notes.append(
+                f"{said}, and {flipped.describe()}{where} was measured {other_verdict}: "
+                "nothing left to try"
+            )
+    return kept, notes
+
+
+def _last_move(ctx: PolicyContext, knob: str, *, up: bool) -> LedgerRow | None:
+    """The autopilot's last applied change of ``knob``'s family that moved it ``up`` (or
+    down), from the ledger rows' values."""
+    family = knob_family(knob)
+    for row in reversed(ctx.recent_changes):
+        if row.knob is None or knob_family(row.knob) != family:
+            continue
+        if row.decision != "applied" or row.source not in AUTOPILOT_SOURCES:
+            continue
+        before, after = row.before, row.after
+        numbers = isinstance(before, float | int) and isinstance(after, float | int)
+        if numbers and after != before and (after > before) == up:  # type: ignore[operator]
+            return row
+    return None
 
 
 def _restore_condemned(last: LedgerRow, ctx: PolicyContext) -> str | None:
