@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kernel._pending import PendingQueue
 from kernel.commands import Command, KnobValue, format_value, parse_command_line
@@ -27,6 +27,9 @@ from kernel.knobs import Knob
 from kernel.ledger import Ledger, command_fields, line_crc
 from kernel.lifecycle import segment_mismatch
 from kernel.state import FreezeMode, PendingCommand
+
+if TYPE_CHECKING:
+    from kernel._rewind import Rewinder
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +56,7 @@ class CommandExecutor:
         *,
         max_pending: int = MAX_PENDING,
         retry_interval_s: float = 0.25,
+        rewinder: Rewinder | None = None,
     ) -> None:
         if max_pending < 0:
             raise ValueError(f"max_pending must be >= 0, got {max_pending}")
@@ -60,6 +64,8 @@ class CommandExecutor:
         self.on_applied = on_applied
         """Called with the knob and the command id after each applied knob change."""
         self.max_pending, self.retry_interval_s = max_pending, retry_interval_s
+        self.rewinder = rewinder
+        """Takes snapshots and restores one on ``rewind`` (None: rewind is refused)."""
         self._pending = PendingQueue()
         self._unrecorded: list[tuple[int | None, str, int | None]] = []
         """Lines (offset, text, checksum) whose row could not be written yet, oldest first."""
@@ -343,6 +349,9 @@ class CommandExecutor:
                 logger.exception("noting the change of %s failed", knob.name)
 
     def _run_op(self, step: int | None, cmd: Command, row: dict[str, Any]) -> None:
+        if cmd.op == "rewind":
+            self._rewind(step, cmd, row)
+            return
         if cmd.op == "checkpoint":
             self._checkpoint(step, row, cmd.reason)
             return
@@ -356,6 +365,23 @@ class CommandExecutor:
             self.stopping, self.paused = True, False
         else:
             self.paused = cmd.op == "pause"
+
+    def _rewind(self, step: int | None, cmd: Command, row: dict[str, Any]) -> None:
+        """Restore a snapshot; a frozen run keeps its state (a rewind moves its knobs too)."""
+        if self.freeze != "off":
+            reason = f"the run is frozen ({self.freeze}); a rewind is ignored until `freeze off`"
+            self.ledger.record(step=step, decision="ignored_freeze", **row, reason=reason)
+            return
+        if self.rewinder is None:
+            reason = "this kernel keeps no snapshots, so there is nothing to rewind to"
+            self.ledger.record(step=step, decision="rejected", **row, reason=reason)
+            return
+        for name in self.rewinder.rewind(step, cmd, self.ledger, row):
+            if self.on_applied is not None and name in self.knobs:
+                try:
+                    self.on_applied(self.knobs[name], row.get("command_id"))
+                except Exception:  # bookkeeping; the rewind itself took and is recorded
+                    logger.exception("noting the rewind of %s failed", name)
 
     def _checkpoint(self, step: int | None, row: dict[str, Any], reason: str | None) -> None:
         if self.save_fn is None:

@@ -24,6 +24,7 @@ from kernel._executor import MAX_PENDING, CommandExecutor
 from kernel._overrides import LiveChanges
 from kernel._publish import StatePublisher
 from kernel._replay import RecipePlayer
+from kernel._rewind import Rewinder
 from kernel.commands import COMMANDS_FILE, KnobValue
 from kernel.distributed import RankSync
 from kernel.errors import KernelError
@@ -33,6 +34,7 @@ from kernel.ledger import Ledger
 from kernel.lifecycle import plan_start
 from kernel.metric_names import metric_mode
 from kernel.metrics import MetricsWriter
+from kernel.snapshots import Snapshot, TrainingState
 from kernel.state import PendingCommand, Status
 
 logger = logging.getLogger(__name__)
@@ -75,6 +77,25 @@ class KernelSettings:
     ``metrics.1.jsonl``, older ones shift up, and a new file starts (``kernel.rotation``)."""
     metrics_keep: int = 5
     """How many rotated metrics files are kept (``metrics.1.jsonl`` is the newest)."""
+    snapshot_every_steps: int = 100
+    """Keep a snapshot of the training state (``kernel.snapshots``) at the first step and then
+    every N steps, for ``rewind``; 0 turns snapshots off. Each one is a CPU copy of the
+    parameters, buffers and optimizer state (about 3x the model's size with Adam)."""
+    snapshot_keep: int = 3
+    """How many snapshots taken on the cadence are kept (the best one is kept besides)."""
+    snapshot_on_best: bool = True
+    """Also take a snapshot when the logged key metric beats the best snapshot's (not in a
+    distributed job, whose ranks log different values)."""
+    snapshot_best_every_steps: int = 10
+    """At most one best snapshot per this many steps (a train/loss key metric improves at
+    almost every step)."""
+
+    def __post_init__(self) -> None:
+        for name in ("snapshot_every_steps", "snapshot_best_every_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0: off), got {getattr(self, name)}")
+        if self.snapshot_keep < 1:
+            raise ValueError(f"snapshot_keep must be >= 1, got {self.snapshot_keep}")
 
 
 class Kernel:
@@ -110,6 +131,8 @@ class Kernel:
         grad_clip: initial max gradient norm for ``clip_grad_norm_`` (None or 0: off).
         knobs: extra user knobs (see ``kernel.knobs.Knob`` and ``FnKnob``).
         save_fn: called with the step on a ``checkpoint`` command.
+        model: the model; its buffers (BatchNorm statistics) join the snapshots that
+            ``rewind`` restores (the optimizer's parameters are in them without it).
         bounds: ``{knob name: (lo, hi)}`` overriding default hard bounds.
         settings: cadences; see ``KernelSettings``.
 
@@ -136,6 +159,7 @@ class Kernel:
         save_fn: Callable[[int], Any] | None = None,
         bounds: Mapping[str, tuple[float, float]] | None = None,
         settings: KernelSettings | None = None,
+        model: torch.nn.Module | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.max_steps = _checked_max_steps(max_steps)
@@ -154,6 +178,7 @@ class Kernel:
         self._discover(optimizer, scheduler, loss_weights, grad_clip, bounds or {})
         for knob in knobs:
             self.register(knob)
+        self._rewinder = self._snapshots(optimizer, scheduler, model)
         ledger = self._open_ledger()
         self._live = LiveChanges(self._knobs, ledger)
         self._executor = CommandExecutor(
@@ -163,6 +188,7 @@ class Kernel:
             self._live.note,
             max_pending=self.settings.max_pending,
             retry_interval_s=self.settings.poll_interval_s,
+            rewinder=self._rewinder,
         )
         self._commands = JsonlTail(self.run_dir / COMMANDS_FILE, keep_blank=True)
         self._metrics = MetricsWriter(
@@ -212,6 +238,25 @@ class Kernel:
         for key in loss_weights or {}:
             name = f"loss.{key}"
             self.register(LossWeightKnob(loss_weights, key, **_bounds_kw(bounds.get(name))))  # type: ignore[arg-type]
+
+    def _snapshots(self, optimizer: Any, scheduler: Any, model: Any) -> Rewinder:
+        settings = self.settings
+        schedulers = scheduler if isinstance(scheduler, (list, tuple)) else [scheduler]
+        state = TrainingState(
+            optimizer=optimizer,
+            schedulers=[s for s in schedulers if s is not None],
+            model=model,
+            knobs=self._knobs,
+        )
+        on_best = settings.snapshot_on_best and self._sync is None
+        return Rewinder(
+            state,
+            every=settings.snapshot_every_steps,
+            keep=settings.snapshot_keep,
+            best_every=settings.snapshot_best_every_steps if on_best else 0,
+            key_metric=self.key_metric,
+            mode=self.key_metric_mode,
+        )
 
     def register(self, knob: Knob) -> None:
         """Add a custom knob. Names are unique within a run."""
@@ -323,12 +368,16 @@ class Kernel:
 
         In a distributed job only rank 0's metrics are written.
         """
-        if not self._writes:
-            return
         try:
             if self._extra:
                 metrics = {**metrics, **self._extra}
                 self._extra = {}
+            self._rewinder.observe(step, metrics)  # every rank: each keeps its snapshots
+        except Exception:
+            logger.exception("could not watch the metrics of step %s for snapshots", step)
+        if not self._writes:
+            return
+        try:
             self._metrics.add(step, time.time(), metrics)
         except Exception:
             logger.exception("could not record metrics at step %s", step)
@@ -354,6 +403,7 @@ class Kernel:
             if self._player.next_step <= step:
                 self._player.play(step)
                 self._write_state()
+            self._take_snapshot(step)
             if now >= self._next_flush and self._writes:
                 self._flush(now)
             if executor.paused:
@@ -403,6 +453,16 @@ class Kernel:
     @property
     def last_step(self) -> int | None:
         return self._last_step
+
+    @property
+    def snapshots(self) -> list[Snapshot]:
+        """The kept snapshots, oldest first (see ``KernelSettings.snapshot_every_steps``)."""
+        return self._rewinder.ring.all()
+
+    def restore(self, snapshot: Snapshot) -> list[str]:
+        """Restore ``snapshot`` now, exactly, without a command or a ledger row (a ``rewind``
+        command records one); return the parts restored. Call it between two steps."""
+        return self._rewinder.restore(snapshot, self._last_step)
 
     def close(self, status: Status = "closed") -> None:
         """Flush metrics and mark the run closed in ``kernel.json``. Safe to call twice."""
@@ -469,6 +529,13 @@ class Kernel:
                 self._flush(time.monotonic())
         self._write_state()
 
+    def _take_snapshot(self, step: int) -> None:
+        try:
+            if self._rewinder.at_safe_point(step):
+                self._publisher.mark_due()  # kernel.json lists the snapshots a rewind can name
+        except Exception:  # e.g. a custom knob whose snapshot fails; the step goes on
+            logger.exception("no snapshot at step %s; training continues", step)
+
     def _flush(self, now: float) -> None:
         self._next_flush = now + self.settings.flush_interval_s
         if self._detached is not None:
@@ -497,6 +564,7 @@ class Kernel:
             key_metric_mode=self.key_metric_mode,
             max_steps=self.max_steps,
             freeze=executor.freeze,
+            snapshots=self._rewinder.listing(),
         )
 
     def _progress(self) -> dict[str, Any]:

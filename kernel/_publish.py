@@ -68,6 +68,10 @@ class StatePublisher:
         """Whether the state should be published: the heartbeat is due or a knob moved."""
         return now >= self.next_heartbeat or self.knobs_moved()
 
+    def mark_due(self) -> None:
+        """Publish at the next flush (something ``kernel.json`` shows changed)."""
+        self.next_heartbeat = 0.0
+
     def knobs_moved(self) -> bool:
         """Whether a knob changed outside commands (a scheduler, the training code) since
         ``kernel.json`` was written. Readers resolve multipliers against the published values,

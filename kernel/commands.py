@@ -2,8 +2,10 @@
 
 A command is one line of ``commands.jsonl``. It either sets a knob (to a ``value`` or by a
 ``multiplier`` of the knob's current value) or is an operation on the run (``stop``,
-``pause``, ``resume``, ``checkpoint``). Bounds and knob names are checked by the kernel when
-it applies the command, because only the kernel knows the knobs.
+``pause``, ``resume``, ``checkpoint``, ``rewind`` to a snapshot: ``to`` the last one, the
+``best`` one or the newest at or before ``to_step``; ``back`` K: the K-th newest). Bounds
+and knob names are checked by the kernel when it applies the command, because only the
+kernel knows the knobs.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from kernel.jsonl import append_line
 from kernel.validation import summarize_validation_error
 
 Source = Literal["human", "rules", "ai", "tune", "replay", "api"]
-Op = Literal["set", "stop", "pause", "resume", "checkpoint"]
+Op = Literal["set", "stop", "pause", "resume", "checkpoint", "rewind"]
+RewindTo = Literal["last", "best", "step"]
 Intent = Literal["set", "rollback", "rewind"]
 """Why a command exists, as data (never parsed from its reason): an ordinary change, the
 undoing of an earlier change (``rolls_back`` names it), or a rewind to a snapshot."""
@@ -73,7 +76,21 @@ class Command(BaseModel):
     segment: int | None = Field(default=None, ge=0)
     """The run segment the command is meant for (``kernel.json``'s ``segment``): a command
     for an earlier segment is ``expired``, never applied. ``None``: whichever run is live."""
+    to: RewindTo | None = None
+    """For ``op="rewind"``: which snapshot (``last`` when omitted)."""
+    to_step: int | None = Field(default=None, ge=0)
+    """For ``to="step"``: the newest snapshot taken at this step or earlier."""
+    back: int | None = Field(default=None, ge=1)
+    """For ``to="last"``: the ``back``-th newest snapshot (1: the newest)."""
     created_at: float | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rewind_intent(cls, data: object) -> object:
+        """A rewind is one by intent too, unless the sender says otherwise."""
+        if isinstance(data, dict) and data.get("op") == "rewind" and "intent" not in data:
+            return {**data, "intent": "rewind"}
+        return data
 
     @model_validator(mode="after")
     def _check_shape(self) -> Command:
@@ -84,14 +101,31 @@ class Command(BaseModel):
                 raise ValueError("a 'set' command needs exactly one of value or multiplier")
         elif self.knob is not None or self.value is not None or self.multiplier is not None:
             raise ValueError(f"op '{self.op}' takes no knob, value or multiplier")
+        self._check_rewind()
         if self.bounds is not None and not self.bounds[0] <= self.bounds[1]:
             raise ValueError(f"bounds must be [lo, hi] with lo <= hi, got {list(self.bounds)}")
         if (self.intent == "rollback") != (self.rolls_back is not None):
             raise ValueError("a rollback names the command it undoes in rolls_back (and only it)")
         return self
 
+    def _check_rewind(self) -> None:
+        if self.op != "rewind":
+            if self.to is not None or self.to_step is not None or self.back is not None:
+                raise ValueError(f"op '{self.op}' takes no to, to_step or back (rewind does)")
+            return
+        if (self.to == "step") != (self.to_step is not None):
+            raise ValueError("a rewind to a step names it in to_step (and only then)")
+        if self.back is not None and self.to not in (None, "last"):
+            raise ValueError(f"back counts snapshots from the last one; not with to={self.to}")
+
     def describe(self) -> str:
         """A short human-readable form, e.g. ``lr=0.0001`` or ``lr x0.5`` or ``stop``."""
+        if self.op == "rewind":
+            if self.to == "step":
+                return f"rewind to step {self.to_step}"
+            if self.back is not None and self.back > 1:
+                return f"rewind back {self.back} snapshots"
+            return f"rewind to {self.to or 'last'}"
         if self.op != "set":
             return self.op
         if self.multiplier is not None:

@@ -1,10 +1,11 @@
 """Freeze modes (``freeze.json``) and recipes (``recipe.jsonl``).
 
 * ``off``: commands are applied.
-* ``prod``: knob changes from outside are ignored and recorded as ``ignored_freeze``; run
-  operations (``stop``, ``pause``, ``resume``, ``checkpoint``) still work.
-* ``replay``: the recipe is applied at its recorded steps; every other knob change is
-  ignored and recorded as such.
+* ``prod``: knob changes and rewinds from outside are ignored and recorded as
+  ``ignored_freeze``; run operations (``stop``, ``pause``, ``resume``, ``checkpoint``) still
+  work.
+* ``replay``: the recipe is applied at its recorded steps; every other knob change, and
+  every rewind, is ignored and recorded as such.
 
 A recipe is the portable form of a run's knob history: one line per applied change, with the
 step and the absolute value after it. Replaying it in a run with the same starting

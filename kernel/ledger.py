@@ -56,6 +56,12 @@ class LedgerRow(BaseModel):
     intent: Intent | None = None
     for_diagnosis: str | None = None
     rolls_back: str | None = None
+    snapshot_step: int | None = None
+    """For a rewind: the step of the snapshot restored (``step`` is when it was restored)."""
+    restored: list[str] | None = None
+    """For a rewind: what was restored (``parameters``, ``buffers``, ``optimizer``, ...)."""
+    knob_changes: dict[str, tuple[KnobValue, KnobValue]] | None = None
+    """For a rewind: each knob it moved, ``(before, after)``."""
     segment: int | None = None
     """The run segment the row belongs to (0 for the first run in the directory)."""
     offset: int | None = None

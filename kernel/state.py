@@ -34,6 +34,22 @@ Status = Literal["running", "paused", "stopping", "closed", "crashed"]
 FreezeMode = Literal["off", "prod", "replay"]
 
 
+SnapshotKind = Literal["cadence", "best"]
+"""Why a snapshot was taken: its step came due, or the key metric set a new best there."""
+
+
+class SnapshotInfo(BaseModel):
+    """What ``kernel.json`` says of one kept snapshot."""
+
+    step: int
+    wall_time: float
+    kind: SnapshotKind
+    metric: float | None = None
+    """The key metric's value logged at the snapshot's step (None: not logged there)."""
+    best: bool = False
+    """Whether ``rewind --to-best`` would pick it."""
+
+
 class PendingCommand(BaseModel):
     """A command read from ``commands.jsonl`` that waits for its ``apply_at_step``."""
 
@@ -77,6 +93,8 @@ class KernelState(BaseModel):
     adapter); None when unknown. Detectors scale their patience to it."""
     freeze: FreezeMode = "off"
     knobs: list[KnobSpec] = Field(default_factory=list)
+    snapshots: list[SnapshotInfo] = Field(default_factory=list)
+    """The snapshots the kernel keeps for ``rewind``, oldest first."""
 
     def knob(self, name: str) -> KnobSpec | None:
         return next((k for k in self.knobs if k.name == name), None)

@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(sub, common)
     for op in OPS:
         _add_op(sub, common, op)
+    _add_rewind(sub, common)
     _add_inspect(sub, common)
     _add_freeze(sub, common)
     _add_demo(sub, common)
@@ -107,6 +108,23 @@ def _add_op(sub: argparse._SubParsersAction, common: argparse.ArgumentParser, op
     p = sub.add_parser(op, parents=[common], help=_OP_HELP[op], description=_OP_HELP[op])
     _add_wait(p)
     p.set_defaults(handler="run_commands:cmd_op", op=op)
+
+
+def _add_rewind(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "rewind",
+        parents=[common],
+        help="restore a snapshot of the training state at the next step",
+        description="Restore a snapshot the kernel kept (weights, optimizer, scheduler, knob "
+        "values, RNG) at the next step: the last one by default. The loop's step counter "
+        "goes on. `autopilot status` lists the snapshots.",
+    )
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--to-best", action="store_true", help="the best key metric's snapshot")
+    target.add_argument("--to-step", type=int, metavar="N", help="the newest at step N or before")
+    target.add_argument("--back", type=int, metavar="K", help="the K-th newest (1: the last)")
+    _add_wait(p)
+    p.set_defaults(handler="run_commands:cmd_rewind")
 
 
 def _add_inspect(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

@@ -1,4 +1,5 @@
-"""``autopilot set`` and the run operations (``stop``, ``pause``, ``resume``, ``checkpoint``).
+"""``autopilot set`` and the run operations (``stop``, ``pause``, ``resume``, ``checkpoint``,
+``rewind``).
 
 Each queues commands in the run's ``commands.jsonl`` with source ``human``; the kernel
 applies them at its next safe step and answers in the ledger. ``--wait`` reads that answer.
@@ -64,6 +65,24 @@ def cmd_op(args: argparse.Namespace) -> int:
             f"the run in {run_dir} has ended ({_ended(state)}); there is nothing to {args.op}"
         )
     return _queue(run_dir, state, [_command(op=args.op, reason=args.reason)], args)
+
+
+def cmd_rewind(args: argparse.Namespace) -> int:
+    """Queue a ``rewind`` to the last snapshot, the best one, one by step or K back."""
+    run_dir = run_dir_of(args)
+    state = read_kernel_state(run_dir)
+    if state is not None and state.has_ended():
+        raise CliError(
+            f"the run in {run_dir} has ended ({_ended(state)}); there is nothing to rewind"
+        )
+    if args.to_best:
+        target: dict[str, object] = {"to": "best"}
+    elif args.to_step is not None:
+        target = {"to": "step", "to_step": args.to_step}
+    else:
+        target = {"to": "last", "back": args.back}
+    cmd = _command(op="rewind", reason=args.reason, **target)
+    return _queue(run_dir, state, [cmd], args)
 
 
 def _segment_for(run_dir: Path, state: KernelState | None, *, next_run: bool) -> int | None:

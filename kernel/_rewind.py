@@ -1,0 +1,180 @@
+"""When snapshots are taken, and the ``rewind`` op that restores one.
+
+A snapshot is taken at the safe point (``Kernel.step``): at the first step, then every
+``snapshot_every_steps`` steps, and, with ``snapshot_on_best``, at a step whose logged key
+metric beats the best snapshot's (at most once per ``snapshot_best_every_steps``). Only a
+good state is kept: while the latest logged loss (any metric named ``...loss...``), key
+metric or gradient norm is not finite, no snapshot is taken (a due one is taken at the first
+step that is finite again). Logged values are only read (a 0-d CUDA tensor synchronises) when
+a snapshot is due.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from kernel.commands import Command
+from kernel.ledger import Ledger
+from kernel.snapshots import Snapshot, SnapshotInfo, SnapshotRing, TrainingState
+
+logger = logging.getLogger(__name__)
+
+
+class Rewinder:
+    """Takes snapshots on their cadence and rewinds to one on a ``rewind`` command.
+
+    Args:
+        state: what a snapshot covers.
+        every: a snapshot every this many steps; 0 turns snapshots off.
+        keep: how many cadence snapshots are kept (the best one is kept besides).
+        best_every: with a key metric, a snapshot at a new best at most this often (0: off).
+        key_metric: the metric whose best is snapshotted, and ``mode`` its direction.
+    """
+
+    def __init__(
+        self,
+        state: TrainingState,
+        *,
+        every: int,
+        keep: int,
+        best_every: int,
+        key_metric: str | None,
+        mode: Any,
+    ) -> None:
+        self.state, self.every, self.best_every = state, every, best_every
+        self.key_metric = key_metric
+        self.ring = SnapshotRing(keep=keep, mode=mode if key_metric else None)
+        self._next_step = 0
+        self._taken_at = -1
+        self._next_best_step: int | None = None
+        self._watched: dict[str, Any] = {}
+        self._key_at: tuple[int, Any] | None = None
+        self.rewound_at: int | None = None
+
+    @property
+    def on(self) -> bool:
+        return self.every > 0
+
+    def observe(self, step: int, metrics: Mapping[str, Any]) -> None:
+        """Keep the latest loss-like values logged (references only: nothing is read)."""
+        for name, value in metrics.items():
+            if name == self.key_metric:
+                self._key_at = (step, value)
+            if "loss" in name or name == "grad/norm" or name == self.key_metric:
+                self._watched[name] = value
+
+    def at_safe_point(self, step: int) -> bool:
+        """Take a snapshot if one is due at ``step`` and the state is good; True if taken."""
+        if not self.on or self.rewound_at == step:
+            return False
+        due = step >= self._next_step or step < self._taken_at  # earlier: numbering restarted
+        metric = self._logged_at(step) if due or self._may_be_best(step) else None
+        best = metric is not None and self.ring.beats_best(metric)
+        if not (due or best) or not self._finite():
+            return False
+        self.ring.add(self.state.capture(step, "cadence" if due else "best", metric))
+        self._taken_at = step
+        if due:
+            self._next_step = step + self.every
+        if best:
+            self._next_best_step = step + self.best_every
+        return True
+
+    def _may_be_best(self, step: int) -> bool:
+        if self.best_every == 0 or self._key_at is None or self._key_at[0] != step:
+            return False
+        return self._next_best_step is None or step >= self._next_best_step
+
+    def _logged_at(self, step: int) -> float | None:
+        """The key metric's finite value logged at ``step`` (None: none was)."""
+        if self._key_at is None or self._key_at[0] != step:
+            return None
+        value = _number(self._key_at[1])
+        return value if value is not None and math.isfinite(value) else None
+
+    def _finite(self) -> bool:
+        for value in self._watched.values():
+            number = _number(value)
+            if number is not None and not math.isfinite(number):
+                return False
+        return True
+
+    def listing(self) -> list[SnapshotInfo]:
+        return self.ring.listing()
+
+    def select(self, cmd: Command) -> Snapshot | str:
+        """The snapshot ``cmd`` rewinds to, or why there is none."""
+        if not self.on:
+            return (
+                "snapshots are off (snapshot_every_steps=0), so there is nothing to rewind to; "
+                "set KernelSettings(snapshot_every_steps=N) to keep them"
+            )
+        if not len(self.ring):
+            return "no snapshot is kept yet (the first is taken at the first finite step)"
+        to = cmd.to or "last"
+        if to == "best":
+            found = self.ring.best()
+            if found is None:
+                return (
+                    f"no snapshot has a best value of the key metric ({self.key_metric or 'none'}"
+                    "); rewind to the last snapshot, --to-step N or --back K instead"
+                )
+        elif to == "step":
+            found = self.ring.at_or_before(cmd.to_step or 0)
+            if found is None:
+                return (
+                    f"no snapshot is kept from step {cmd.to_step} or earlier; kept: {self._kept()}"
+                )
+        else:
+            found = self.ring.last(cmd.back or 1)
+            if found is None:
+                return (
+                    f"back {cmd.back} is past the {len(self.ring)} snapshot(s) kept: {self._kept()}"
+                )
+        return self.state.check(found) or found
+
+    def _kept(self) -> str:
+        return ", ".join(f"step {s.step}" for s in self.ring.all())
+
+    def rewind(
+        self, step: int | None, cmd: Command, ledger: Ledger, row: dict[str, Any]
+    ) -> list[str]:
+        """Rewind to the snapshot ``cmd`` names, or record why not; the knobs it moved.
+
+        The row is written first (an ``OSError`` leaves the state untouched, to be tried
+        again), then the state is restored.
+        """
+        found = self.select(cmd)
+        if isinstance(found, str):
+            ledger.record(step=step, decision="rejected", **row, reason=found)
+            return []
+        before = self.state.knob_values()
+        changes = {n: (before[n], v) for n, v in found.knob_values.items() if before.get(n) != v}
+        ledger.record(
+            step=step,
+            decision="applied",
+            **row,
+            reason=cmd.reason,
+            snapshot_step=found.step,
+            restored=self.state.parts(found),
+            knob_changes=changes,
+        )
+        self.restore(found, step)
+        return list(changes)
+
+    def restore(self, snapshot: Snapshot, step: int | None = None) -> list[str]:
+        """Restore ``snapshot`` now (what a reflex calls in process); the parts restored."""
+        parts = self.state.restore(snapshot)
+        self.rewound_at = step
+        logger.info("rewound to the snapshot of step %s at step %s", snapshot.step, step)
+        return parts
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value.item() if hasattr(value, "item") else value)
+    except (TypeError, ValueError, RuntimeError):
+        return None
