@@ -160,7 +160,7 @@ class DetectorSettings(_Section):
     """Under an annealing lr, a flat tail is a plateau only while the training loss is at
     least this fraction of its early level."""
     divergence_factor: float = Field(default=2.0, gt=1.0)
-    divergence_scale_rel: float = Field(default=0.1, ge=0)
+    divergence_scale_rel: float = Field(default=0.05, ge=0)
     """A loss jump must also exceed this fraction of the loss's early level (a fine-tune's
     loss near 0.001 rising to 0.04 is x40 its best, and nothing on its own scale)."""
     grad_explosion_factor: float = Field(default=10.0, gt=1.0)

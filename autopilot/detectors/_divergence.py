@@ -62,7 +62,7 @@ class DivergenceDetector:
         factor: float = 2.0,
         grad_explosion_factor: float = 10.0,
         min_points: int = 5,
-        scale_rel: float = 0.1,
+        scale_rel: float = 0.05,
     ) -> None:
         self.factor = check_above("factor", factor, 1.0)
         self.grad_explosion_factor = check_above(
