@@ -34,8 +34,10 @@ from kernel.ledger import Ledger
 from kernel.lifecycle import plan_start
 from kernel.metric_names import metric_mode
 from kernel.metrics import MetricsWriter
-from kernel.snapshots import Snapshot, TrainingState
+from kernel.snapshots import Snapshot, TrainingState, trainable_parameters
 from kernel.state import PendingCommand, Status
+from kernel.update_ratio import METRIC as UPDATE_RATIO
+from kernel.update_ratio import UpdateRatio
 
 logger = logging.getLogger(__name__)
 
@@ -89,9 +91,17 @@ class KernelSettings:
     snapshot_best_every_steps: int = 10
     """At most one best snapshot per this many steps (a train/loss key metric improves at
     almost every step)."""
+    update_ratio_every_steps: int = 50
+    """Measure the update-to-weight ratio (``kernel.update_ratio``: ``||dw|| / ||w||`` over
+    one step) every N steps and record it as ``train/update_ratio``; 0 turns it off. Each
+    measurement copies the parameters once."""
 
     def __post_init__(self) -> None:
-        for name in ("snapshot_every_steps", "snapshot_best_every_steps"):
+        for name in (
+            "snapshot_every_steps",
+            "snapshot_best_every_steps",
+            "update_ratio_every_steps",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0: off), got {getattr(self, name)}")
         if self.snapshot_keep < 1:
@@ -179,6 +189,9 @@ class Kernel:
         for knob in knobs:
             self.register(knob)
         self._rewinder = self._snapshots(optimizer, scheduler, model)
+        self._update_ratio = UpdateRatio(
+            trainable_parameters(optimizer, model), every=self.settings.update_ratio_every_steps
+        )
         ledger = self._open_ledger()
         self._live = LiveChanges(self._knobs, ledger)
         self._executor = CommandExecutor(
@@ -387,6 +400,7 @@ class Kernel:
         try:
             self._last_step = step
             self._last_step_at = now = time.monotonic()
+            self._measure_update(step, before=True)
             if self._detached is not None and now >= self._next_attach:
                 self._attach()
             if self._sync is not None:
@@ -404,6 +418,7 @@ class Kernel:
                 self._player.play(step)
                 self._write_state()
             self._take_snapshot(step)
+            self._measure_update(step, before=False)
             if now >= self._next_flush and self._writes:
                 self._flush(now)
             if executor.paused:
@@ -528,6 +543,16 @@ class Kernel:
             if self._writes:
                 self._flush(time.monotonic())
         self._write_state()
+
+    def _measure_update(self, step: int, *, before: bool) -> None:
+        """The update ratio: compared at the start of a safe point, copied at its end."""
+        try:
+            if not before:
+                self._update_ratio.after_step(step)
+            elif (ratio := self._update_ratio.before_step(step)) is not None:
+                self._extra[UPDATE_RATIO] = ratio
+        except Exception:  # a parameter that changed shape under us; the step goes on
+            logger.exception("no update ratio at step %s; training continues", step)
 
     def _take_snapshot(self, step: int) -> None:
         try:

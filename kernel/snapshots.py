@@ -212,6 +212,11 @@ class SnapshotRing:
         return [s.info(best=s is self._best) for s in self.all()]
 
 
+def trainable_parameters(optimizer: Any, model: torch.nn.Module | None) -> list[torch.Tensor]:
+    """The parameters the optimizer's groups reach, and the model's trainable ones, once each."""
+    return _unique(_parameters(optimizer, model))
+
+
 def _parameters(optimizer: Any, model: torch.nn.Module | None) -> Iterable[torch.Tensor]:
     if optimizer is not None:
         for group in optimizer.param_groups:

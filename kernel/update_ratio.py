@@ -1,0 +1,54 @@
+"""The update-to-weight ratio: how far one optimizer step moves the weights, relative to them.
+
+``||w_(t+1) - w_t|| / ||w_t||`` over every trainable parameter, measured over one step every
+``every`` steps: the weights are copied at the end of one safe point and compared at the start
+of the next (before any command moves them). Around 1e-3 is typical of a healthy run; 1e-5
+means the learning rate does almost nothing, 1e-1 that it tears the weights apart. The kernel
+records it as ``train/update_ratio`` with the next ``log``; the detectors and the LLM read it
+like any other metric.
+
+Example:
+    >>> w = torch.nn.Parameter(torch.ones(4))
+    >>> ratio = UpdateRatio([w], every=1)
+    >>> ratio.after_step(0)  # copies the weights
+    >>> with torch.no_grad():
+    ...     _ = w.mul_(1.01)
+    >>> round(float(ratio.before_step(1)), 6)
+    0.01
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+METRIC = "train/update_ratio"
+
+
+class UpdateRatio:
+    """Measures the ratio over one step every ``every`` steps (0: never)."""
+
+    def __init__(self, parameters: Sequence[torch.Tensor], *, every: int) -> None:
+        self._parameters = list(parameters)
+        self._every = every
+        self._previous: list[torch.Tensor] | None = None
+
+    def before_step(self, step: int) -> torch.Tensor | None:
+        """The ratio of the update since the copy the last safe point took, if it took one
+        (a 0-d tensor on the parameters' device: no host sync here)."""
+        previous, self._previous = self._previous, None
+        if previous is None:
+            return None
+        with torch.no_grad():
+            moved = torch.zeros((), device=previous[0].device, dtype=torch.float64)
+            size = torch.zeros_like(moved)
+            for now, before in zip(self._parameters, previous, strict=True):
+                moved += (now.detach() - before).double().pow(2).sum().to(moved.device)
+                size += before.double().pow(2).sum().to(moved.device)
+            return moved.sqrt() / size.sqrt().clamp_min(torch.finfo(torch.float64).tiny)
+
+    def after_step(self, step: int) -> None:
+        """Copy the weights when the next step is one to measure."""
+        if self._every > 0 and self._parameters and step % self._every == 0:
+            self._previous = [p.detach().clone() for p in self._parameters]
