@@ -53,5 +53,6 @@ def test_the_ratio_is_over_one_step_and_skips_a_step_without_a_copy() -> None:
     ratio.after_step(2)
     with torch.no_grad():
         w.add_(0.2)  # 10 % of each weight
-    assert float(ratio.before_step(3)) == pytest.approx(0.1)
+    measured = ratio.before_step(3)
+    assert measured is not None and float(measured) == pytest.approx(0.1)
     assert ratio.before_step(4) is None  # one measurement per copy
