@@ -91,7 +91,7 @@ class KernelSettings:
     snapshot_best_every_steps: int = 10
     """At most one best snapshot per this many steps (a train/loss key metric improves at
     almost every step)."""
-    update_ratio_every_steps: int = 50
+    update_ratio_every_steps: int = 200
     """Measure the update-to-weight ratio (``kernel.update_ratio``: ``||dw|| / ||w||`` over
     one step) every N steps and record it as ``train/update_ratio``; 0 turns it off. Each
     measurement copies the parameters once."""

@@ -26,6 +26,12 @@ import torch
 METRIC = "train/update_ratio"
 
 
+def _total_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The 2-norm of all of ``tensors`` together, in one fused pass per device."""
+    norms = torch._foreach_norm(tensors)
+    return torch.linalg.vector_norm(torch.stack([n.to(norms[0].device) for n in norms]))
+
+
 class UpdateRatio:
     """Measures the ratio over one step every ``every`` steps (0: never)."""
 
@@ -41,12 +47,10 @@ class UpdateRatio:
         if previous is None:
             return None
         with torch.no_grad():
-            moved = torch.zeros((), device=previous[0].device, dtype=torch.float64)
-            size = torch.zeros_like(moved)
-            for now, before in zip(self._parameters, previous, strict=True):
-                moved += (now.detach() - before).double().pow(2).sum().to(moved.device)
-                size += before.double().pow(2).sum().to(moved.device)
-            return moved.sqrt() / size.sqrt().clamp_min(torch.finfo(torch.float64).tiny)
+            now = [p.detach() for p in self._parameters]
+            moved = _total_norm(torch._foreach_sub(now, previous))
+            size = _total_norm(previous)
+            return moved / size.clamp_min(torch.finfo(size.dtype).tiny)
 
     def after_step(self, step: int) -> None:
         """Copy the weights when the next step is one to measure."""
