@@ -26,9 +26,9 @@ import torch
 METRIC = "train/update_ratio"
 
 
-def _total_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+def _total_norm(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     """The 2-norm of all of ``tensors`` together, in one fused pass per device."""
-    norms = torch._foreach_norm(tensors)
+    norms = torch._foreach_norm(list(tensors))
     return torch.linalg.vector_norm(torch.stack([n.to(norms[0].device) for n in norms]))
 
 
