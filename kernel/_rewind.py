@@ -18,6 +18,7 @@ from typing import Any
 
 from kernel.commands import Command
 from kernel.ledger import Ledger
+from kernel.metric_names import is_loss
 from kernel.snapshots import Snapshot, SnapshotInfo, SnapshotRing, TrainingState
 
 logger = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class Rewinder:
         for name, value in metrics.items():
             if name == self.key_metric:
                 self._key_at = (step, value)
-            if "loss" in name or name == "grad/norm" or name == self.key_metric:
+            if is_loss(name) or name == "grad/norm" or name == self.key_metric:
                 self._watched[name] = value
 
     def at_safe_point(self, step: int) -> bool:

@@ -117,7 +117,7 @@ def _add_rewind(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
         help="restore a snapshot of the training state at the next step",
         description="Restore a snapshot the kernel kept (weights, optimizer, scheduler, knob "
         "values, RNG) at the next step: the last one by default. The loop's step counter "
-        "goes on. `autopilot status` lists the snapshots.",
+        "goes on. kernel.json lists the snapshots.",
     )
     target = p.add_mutually_exclusive_group()
     target.add_argument("--to-best", action="store_true", help="the best key metric's snapshot")

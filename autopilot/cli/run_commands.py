@@ -59,22 +59,14 @@ def cmd_set(args: argparse.Namespace) -> int:
 def cmd_op(args: argparse.Namespace) -> int:
     """Queue a run operation: ``stop``, ``pause``, ``resume`` or ``checkpoint``."""
     run_dir = run_dir_of(args)
-    state = read_kernel_state(run_dir)
-    if state is not None and state.has_ended():
-        raise CliError(
-            f"the run in {run_dir} has ended ({_ended(state)}); there is nothing to {args.op}"
-        )
+    state = _live_state(run_dir, args.op)
     return _queue(run_dir, state, [_command(op=args.op, reason=args.reason)], args)
 
 
 def cmd_rewind(args: argparse.Namespace) -> int:
     """Queue a ``rewind`` to the last snapshot, the best one, one by step or K back."""
     run_dir = run_dir_of(args)
-    state = read_kernel_state(run_dir)
-    if state is not None and state.has_ended():
-        raise CliError(
-            f"the run in {run_dir} has ended ({_ended(state)}); there is nothing to rewind"
-        )
+    state = _live_state(run_dir, "rewind")
     if args.to_best:
         target: dict[str, object] = {"to": "best"}
     elif args.to_step is not None:
@@ -83,6 +75,16 @@ def cmd_rewind(args: argparse.Namespace) -> int:
         target = {"to": "last", "back": args.back}
     cmd = _command(op="rewind", reason=args.reason, **target)
     return _queue(run_dir, state, [cmd], args)
+
+
+def _live_state(run_dir: Path, what: str) -> KernelState | None:
+    """``kernel.json`` of a run an op may still reach; ``CliError`` when the run has ended."""
+    state = read_kernel_state(run_dir)
+    if state is not None and state.has_ended():
+        raise CliError(
+            f"the run in {run_dir} has ended ({_ended(state)}); there is nothing to {what}"
+        )
+    return state
 
 
 def _segment_for(run_dir: Path, state: KernelState | None, *, next_run: bool) -> int | None:
