@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from kernel import Kernel
+from kernel import Kernel, KernelSettings
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -22,18 +22,21 @@ class KernelOptions:
     bounds: Mapping[str, tuple[float, float]] | None = None
     save_fn: Callable[[int], Any] | None = None
     knobs: tuple[Any, ...] = ()
+    settings: KernelSettings | None = None
 
     def build(
         self,
         *,
         optimizer: Any,
         scheduler: Any,
+        model: Any,
         grad_clip: float | None,
         max_steps: int | None,
         default_save_fn: Callable[[int], Any],
     ) -> Kernel:
-        """A kernel around the framework's optimizer and schedulers, told the trainer's
-        planned ``max_steps`` (None, or a count below 1: unknown)."""
+        """A kernel around the framework's model, optimizer and schedulers (all of which a
+        ``rewind`` restores), told the trainer's planned ``max_steps`` (None, or a count
+        below 1: unknown)."""
         return Kernel(
             self.run_dir,
             optimizer=optimizer,
@@ -46,4 +49,6 @@ class KernelOptions:
             knobs=self.knobs,
             save_fn=self.save_fn or default_save_fn,
             bounds=self.bounds,
+            settings=self.settings,
+            model=model,
         )

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from kernel import Kernel
+from kernel import Kernel, KernelSettings
 from kernel.adapters._options import KernelOptions
 from kernel.adapters.hf_names import SUMMARY_KEY, kernel_metric_name
 
@@ -37,15 +37,17 @@ def _unwrap(obj: Any, attr: str) -> Any:
 class AutopilotTrainerCallback(TrainerCallback):
     """Connects a Hugging Face ``Trainer`` to the training kernel.
 
-    At train begin it builds a :class:`kernel.Kernel` around the trainer's optimizer and
-    LR scheduler (unwrapped from their accelerate wrappers). Each ``on_log`` is recorded with
-    kernel names (``loss`` -> ``train/loss``, ``eval_loss`` -> ``val/loss``, ``learning_rate``
-    -> ``lr``, ``grad_norm`` -> ``grad/norm``, ``eval_<x>`` -> ``val/<x>``, others
-    ``train/<x>``). The kernel publishes the trainer's ``state.max_steps`` as the run's
-    horizon. ``on_step_end`` is the kernel's safe point: commands are applied there,
-    a ``stop`` command sets ``control.should_training_stop`` and, unless ``save_fn`` is
-    given, a ``checkpoint`` command sets ``control.should_save`` (the trainer saves right
-    after the step, into ``args.output_dir``).
+    At train begin it builds a :class:`kernel.Kernel` around the trainer's model, optimizer and LR
+    scheduler (unwrapped from their accelerate wrappers), so that a ``rewind`` restores the
+    weights, buffers, optimizer state, schedule and lr of a snapshot; the trainer's
+    ``global_step`` goes on counting (the batches since the snapshot are not replayed). Each
+    ``on_log`` is recorded with kernel names (``loss`` -> ``train/loss``, ``eval_loss`` ->
+    ``val/loss``, ``learning_rate`` -> ``lr``, ``grad_norm`` -> ``grad/norm``, ``eval_<x>`` ->
+    ``val/<x>``, others ``train/<x>``). The kernel publishes the trainer's ``state.max_steps``
+    as the run's horizon. ``on_step_end`` is the kernel's safe point: commands are applied
+    there, a ``stop`` command sets ``control.should_training_stop`` and, unless ``save_fn`` is
+    given, a ``checkpoint`` command sets ``control.should_save`` (the trainer saves right after
+    the step, into ``args.output_dir``).
 
     Gradient clipping: the ``Trainer`` clips with ``args.max_grad_norm`` before it calls
     ``on_pre_optimizer_step``, where the kernel clips with its live ``grad_clip`` knob
@@ -66,6 +68,8 @@ class AutopilotTrainerCallback(TrainerCallback):
         save_fn: Called with the step for a ``checkpoint`` command instead of asking the
             trainer to save.
         knobs: Extra user ``Knob`` objects.
+        settings: The kernel's cadences (``kernel.KernelSettings``: polling, snapshots for
+            ``rewind``, ...); None: the defaults.
 
     Example:
         ::
@@ -90,6 +94,7 @@ class AutopilotTrainerCallback(TrainerCallback):
         bounds: Mapping[str, tuple[float, float]] | None = None,
         save_fn: Callable[[int], Any] | None = None,
         knobs: Iterable[Any] = (),
+        settings: KernelSettings | None = None,
     ) -> None:
         self.options = KernelOptions(
             run_dir=Path(run_dir),
@@ -100,6 +105,7 @@ class AutopilotTrainerCallback(TrainerCallback):
             bounds=bounds,
             save_fn=save_fn,
             knobs=tuple(knobs),
+            settings=settings,
         )
         self.kernel: Kernel | None = None
         self._control: TrainerControl | None = None
@@ -111,6 +117,7 @@ class AutopilotTrainerCallback(TrainerCallback):
         args: TrainingArguments,
         state: TrainerState,
         control: TrainerControl,
+        model: Any = None,
         optimizer: Any = None,
         lr_scheduler: Any = None,
         **kwargs: Any,
@@ -121,6 +128,7 @@ class AutopilotTrainerCallback(TrainerCallback):
         self.kernel = self.options.build(
             optimizer=_unwrap(optimizer, "optimizer") if optimizer is not None else None,
             scheduler=_unwrap(lr_scheduler, "scheduler") if lr_scheduler is not None else None,
+            model=model,
             grad_clip=self._initial_grad_clip(args),
             max_steps=int(state.max_steps),
             default_save_fn=self._request_save,

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 import torch
 
-from kernel import Kernel
+from kernel import Kernel, KernelSettings
 from kernel.adapters._options import KernelOptions
 
 logger = logging.getLogger(__name__)
@@ -76,14 +76,17 @@ def _planned_steps(trainer: pl.Trainer) -> int | None:
 class AutopilotCallback(pl.Callback):
     """Connects a Lightning ``Trainer`` to the training kernel.
 
-    At fit start it builds a :class:`kernel.Kernel` around the first optimizer and the
-    schedulers attached to it. After each optimizer step it logs the batch loss as
-    ``train/loss`` together with the training metrics in ``trainer.callback_metrics``, then
-    gives the kernel its safe point (commands are applied there; a ``stop`` command sets
-    ``trainer.should_stop``). Validation metrics are logged once per validation run.
-    Lightning names are mapped to the kernel's (``val_loss`` -> ``val/loss``). The kernel
-    publishes the run's horizon: ``trainer.max_steps``, or ``max_epochs`` times the optimizer
-    steps in an epoch when that is known (Lightning's ``estimated_stepping_batches``).
+    At fit start it builds a :class:`kernel.Kernel` around the LightningModule, the first optimizer
+    and the schedulers attached to it, so that a ``rewind`` restores the weights, buffers,
+    optimizer state, schedules and lr of a snapshot (``trainer.global_step`` goes on counting:
+    the batches since the snapshot are not replayed). After each optimizer step it logs the
+    batch loss as ``train/loss`` together with the training metrics in
+    ``trainer.callback_metrics``, then gives the kernel its safe point (commands are applied
+    there; a ``stop`` command sets ``trainer.should_stop``). Validation metrics are logged once
+    per validation run. Lightning names are mapped to the kernel's (``val_loss`` ->
+    ``val/loss``). The kernel publishes the run's horizon: ``trainer.max_steps``, or
+    ``max_epochs`` times the optimizer steps in an epoch when that is known (Lightning's
+    ``estimated_stepping_batches``).
 
     Gradient clipping: the kernel clips in ``on_before_optimizer_step`` (after AMP unscaling)
     with its live ``grad_clip`` knob. When ``grad_clip`` is None and the trainer was given a
@@ -102,6 +105,8 @@ class AutopilotCallback(pl.Callback):
             saves ``run_dir/checkpoints/step{step}.ckpt``.
         metric_names: Explicit ``{lightning_name: kernel_name}`` renames.
         knobs: Extra user ``Knob`` objects.
+        settings: The kernel's cadences (``kernel.KernelSettings``: polling, snapshots for
+            ``rewind``, ...); None: the defaults.
 
     Example:
         ::
@@ -127,6 +132,7 @@ class AutopilotCallback(pl.Callback):
         save_fn: Callable[[int], Any] | None = None,
         metric_names: Mapping[str, str] | None = None,
         knobs: Iterable[Any] = (),
+        settings: KernelSettings | None = None,
     ) -> None:
         self.options = KernelOptions(
             run_dir=Path(run_dir),
@@ -137,6 +143,7 @@ class AutopilotCallback(pl.Callback):
             bounds=bounds,
             save_fn=save_fn,
             knobs=tuple(knobs),
+            settings=settings,
         )
         self.metric_names = dict(metric_names or {})
         self.kernel: Kernel | None = None
@@ -151,6 +158,7 @@ class AutopilotCallback(pl.Callback):
         self.kernel = self.options.build(
             optimizer=optimizer,
             scheduler=self._schedulers(trainer, optimizer),
+            model=pl_module,
             grad_clip=self._initial_grad_clip(trainer),
             max_steps=_planned_steps(trainer),
             default_save_fn=self._default_save_fn(trainer),
