@@ -24,12 +24,13 @@ from kernel.commands import Command, KnobValue, format_value, parse_command_line
 from kernel.errors import CommandError, KnobError
 from kernel.freeze import RecipeEntry
 from kernel.knobs import Knob
-from kernel.ledger import Ledger, command_fields, line_crc
+from kernel.ledger import Decision, Ledger, command_fields, line_crc
 from kernel.lifecycle import segment_mismatch
 from kernel.state import FreezeMode, PendingCommand
 
 if TYPE_CHECKING:
     from kernel._rewind import Rewinder
+    from kernel.reflexes import Trip
 
 logger = logging.getLogger(__name__)
 
@@ -382,6 +383,46 @@ class CommandExecutor:
                     self.on_applied(self.knobs[name], row.get("command_id"))
                 except Exception:  # bookkeeping; the rewind itself took and is recorded
                     logger.exception("noting the rewind of %s failed", name)
+
+    def reflex(self, step: int, trip: Trip | None, vouched: int | None, action: str) -> bool:
+        """Answer a reflex's trip at ``step`` (``trip`` None: it tripped on another rank);
+        True if the state was rewound. Under a freeze, or with ``action="record"``, the trip
+        is only recorded; without a vouched snapshot it is recorded as rejected."""
+        where = f" at step {trip.step}" if trip is not None else ""
+        reason = trip.describe() if trip is not None else f"a reflex tripped on another rank{where}"
+        row: dict[str, Any] = {
+            "command_id": f"reflex-{self.ledger.segment}-{step}",
+            "source": "kernel",
+            "op": "rewind",
+            "intent": "rewind",
+            "for_diagnosis": "divergence",
+            "reflex": trip,
+        }
+        found = None if self.rewinder is None else self.rewinder.vouched(vouched)
+        refusal: tuple[Decision, str] | None = None
+        if self.freeze != "off":
+            refusal = "ignored_freeze", f"the run is frozen ({self.freeze}); the reflex records"
+        elif action == "record":
+            refusal = "noted", "reflex_action='record': the trip is recorded, nothing restored"
+        elif found is None:
+            kept = "" if self.rewinder is None else f"; kept: {self.rewinder.kept()}"
+            refusal = "rejected", f"no snapshot from before the trip (step {vouched}){kept}"
+        if refusal is not None:
+            decision, why = refusal
+            try:
+                self.ledger.record(step=step, decision=decision, **row, reason=f"{reason}; {why}")
+            except OSError as exc:
+                logger.warning("a reflex tripped at step %s (%s); row lost: %s", step, reason, exc)
+            return False
+        assert self.rewinder is not None and found is not None
+        moved = self.rewinder.rewind_to(found, step, self.ledger, row, reason, row_first=False)
+        for name in moved:
+            if self.on_applied is not None and name in self.knobs:
+                try:
+                    self.on_applied(self.knobs[name], row["command_id"])
+                except Exception:
+                    logger.exception("noting the rewind of %s failed", name)
+        return True
 
     def _checkpoint(self, step: int | None, row: dict[str, Any], reason: str | None) -> None:
         if self.save_fn is None:

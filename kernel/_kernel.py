@@ -34,6 +34,7 @@ from kernel.ledger import Ledger
 from kernel.lifecycle import plan_start
 from kernel.metric_names import metric_mode
 from kernel.metrics import MetricsWriter
+from kernel.reflexes import Reflex, ReflexSettings, Trip
 from kernel.snapshots import Snapshot, TrainingState, trainable_parameters
 from kernel.state import PendingCommand, Status
 from kernel.update_ratio import METRIC as UPDATE_RATIO
@@ -91,6 +92,24 @@ class KernelSettings:
     snapshot_best_every_steps: int = 10
     """At most one best snapshot per this many steps (a train/loss key metric improves at
     almost every step)."""
+    reflex_action: Literal["rewind", "record", "off"] = "rewind"
+    """What the kernel does by itself when a training loss turns non-finite or spikes
+    (``kernel.reflexes``): ``rewind`` to the newest snapshot the readings vouch for, at the
+    same step's safe point, and record it in the ledger; ``record`` only writes the ledger
+    row (decision ``noted``); ``off``. A frozen run only records. In a distributed job the
+    ranks agree at every step (one small ``all_reduce``) before acting."""
+    reflex_loss_factor: float = 10.0
+    """A training loss trips when above this many times its running median and above the
+    untrained model's loss (the median of its first ``reflex_warmup`` readings)."""
+    reflex_grad_factor: float = 100.0
+    """A gradient norm trips when above this many times its running median (0: only a
+    non-finite norm, three readings in a row, trips)."""
+    reflex_warmup: int = 20
+    """Readings of a series before a spike can trip on it."""
+    reflex_max_rewinds: int = 3
+    """At most this many reflex rewinds within ``reflex_window_steps``; past it the reflex
+    only records (once), and the autopilot decides."""
+    reflex_window_steps: int = 1000
     update_ratio_every_steps: int = 200
     """Measure the update-to-weight ratio (``kernel.update_ratio``: ``||dw|| / ||w||`` over
     one step) every N steps and record it as ``train/update_ratio``; 0 turns it off. Each
@@ -104,8 +123,26 @@ class KernelSettings:
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0: off), got {getattr(self, name)}")
+        if self.reflex_action not in ("rewind", "record", "off"):
+            raise ValueError(
+                f"reflex_action must be 'rewind', 'record' or 'off', got {self.reflex_action!r}"
+            )
+        if self.reflex_max_rewinds < 0 or self.reflex_window_steps < 1:
+            raise ValueError(
+                "reflex_max_rewinds must be >= 0 and reflex_window_steps >= 1, got "
+                f"{self.reflex_max_rewinds} and {self.reflex_window_steps}"
+            )
+        self.reflex_settings()  # checks the thresholds
         if self.snapshot_keep < 1:
             raise ValueError(f"snapshot_keep must be >= 1, got {self.snapshot_keep}")
+
+    def reflex_settings(self) -> ReflexSettings:
+        return ReflexSettings(
+            loss_factor=self.reflex_loss_factor,
+            grad_factor=self.reflex_grad_factor,
+            warmup=self.reflex_warmup,
+            window=max(64, self.reflex_warmup),
+        )
 
 
 class Kernel:
@@ -194,11 +231,17 @@ class Kernel:
         )
         ledger = self._open_ledger()
         self._live = LiveChanges(self._knobs, ledger)
+        self._reflex = Reflex(self.settings.reflex_settings())
+        self._trip: Trip | None = None
+        self._reflex_rewinds: list[int] = []
+        self._reflex_quiet_until: int | None = None
+        self._trip_elsewhere = False
+        """The trip being acted on was another rank's (distributed)."""
         self._executor = CommandExecutor(
             self._knobs,
             ledger,
             save_fn,
-            self._live.note,
+            self._on_applied,
             max_pending=self.settings.max_pending,
             retry_interval_s=self.settings.poll_interval_s,
             rewinder=self._rewinder,
@@ -211,6 +254,7 @@ class Kernel:
             rotate_bytes=self.settings.metrics_rotate_bytes,
             keep=self.settings.metrics_keep,
         )
+        self._rewinder.on_restore = self._metrics.mark_rewind  # windows restart after it
         self.segment = 0
         """The run segment: 0 for the first run in ``run_dir``, +1 for each later one."""
         self._extra: dict[str, Any] = {}
@@ -386,8 +430,12 @@ class Kernel:
                 metrics = {**metrics, **self._extra}
                 self._extra = {}
             self._rewinder.observe(step, metrics)  # every rank: each keeps its snapshots
+            if self.settings.reflex_action != "off":
+                trip = self._reflex.watch(step, metrics)
+                if trip is not None and self._trip is None:
+                    self._trip = trip
         except Exception:
-            logger.exception("could not watch the metrics of step %s for snapshots", step)
+            logger.exception("could not watch the metrics of step %s", step)
         if not self._writes:
             return
         try:
@@ -401,6 +449,10 @@ class Kernel:
             self._last_step = step
             self._last_step_at = now = time.monotonic()
             self._measure_update(step, before=True)
+            if self._sync is not None and self.settings.reflex_action != "off":
+                self._agree_reflex(step)
+            if self._trip is not None:
+                self._act_on_trip(step)
             if self._detached is not None and now >= self._next_attach:
                 self._attach()
             if self._sync is not None:
@@ -553,6 +605,62 @@ class Kernel:
                 self._extra[UPDATE_RATIO] = ratio
         except Exception:  # a parameter that changed shape under us; the step goes on
             logger.exception("no update ratio at step %s; training continues", step)
+
+    def _on_applied(self, knob: Knob, command_id: str | None) -> None:
+        self._live.note(knob, command_id)
+        if isinstance(knob, LossWeightKnob):
+            self._reflex.rebase()  # the loss's scale moved on purpose
+
+    def _agree_reflex(self, step: int) -> None:
+        """Distributed: act on a trip only together, on every rank at the same step."""
+        assert self._sync is not None
+        trip = self._trip
+        local = None if trip is None else trip.vouched_step
+        tripped, vouched = self._sync.agree_trip(trip is not None, local)
+        if not tripped:
+            self._trip = None
+        elif trip is None:
+            self._trip = Trip(
+                step=step, metric="(another rank)", value=None, cause="spike", vouched_step=vouched
+            )
+            self._trip_elsewhere = True
+        else:
+            self._trip = trip.model_copy(update={"vouched_step": vouched})
+
+    def _act_on_trip(self, step: int) -> None:
+        """Rewind at this safe point (``KernelSettings.reflex_action``), within the budget
+        of rewinds; past it, record once and leave the run to the autopilot."""
+        trip, self._trip = self._trip, None
+        assert trip is not None
+        settings = self.settings
+        elsewhere, self._trip_elsewhere = self._trip_elsewhere, False
+        recent = [s for s in self._reflex_rewinds if step - s < settings.reflex_window_steps]
+        self._reflex_rewinds = recent
+        action: str = settings.reflex_action
+        if len(recent) >= settings.reflex_max_rewinds:
+            if self._reflex_quiet_until is not None and step < self._reflex_quiet_until:
+                return
+            self._reflex_quiet_until = recent[0] + settings.reflex_window_steps
+            action = "record"
+            logger.warning(
+                "the reflex tripped again at step %s (%s) after %d rewinds within %d steps; "
+                "it only records now and leaves the run to the autopilot",
+                step,
+                trip.describe() if not elsewhere else "on another rank",
+                len(recent),
+                settings.reflex_window_steps,
+            )
+        rewound = self._executor.reflex(
+            step, None if elsewhere else trip, trip.vouched_step, action
+        )
+        if rewound:
+            self._reflex_rewinds.append(step)
+            logger.warning(
+                "reflex: %s; rewound to the snapshot of step %s",
+                trip.describe() if not elsewhere else "tripped on another rank",
+                self._rewinder.rewound_to,
+            )
+        self._write_state()
 
     def _take_snapshot(self, step: int) -> None:
         try:

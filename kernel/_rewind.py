@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kernel.commands import Command
@@ -54,6 +54,10 @@ class Rewinder:
         self._watched: dict[str, Any] = {}
         self._key_at: tuple[int, Any] | None = None
         self.rewound_at: int | None = None
+        """The step of the latest rewind, and ``rewound_to`` the snapshot's step."""
+        self.rewound_to: int | None = None
+        self.on_restore: Callable[[int], None] | None = None
+        """Called with the snapshot's step after each restore (the metrics' marker)."""
 
     @property
     def on(self) -> bool:
@@ -127,49 +131,80 @@ class Rewinder:
             found = self.ring.at_or_before(cmd.to_step or 0)
             if found is None:
                 return (
-                    f"no snapshot is kept from step {cmd.to_step} or earlier; kept: {self._kept()}"
+                    f"no snapshot is kept from step {cmd.to_step} or earlier; kept: {self.kept()}"
                 )
         else:
             found = self.ring.last(cmd.back or 1)
             if found is None:
                 return (
-                    f"back {cmd.back} is past the {len(self.ring)} snapshot(s) kept: {self._kept()}"
+                    f"back {cmd.back} is past the {len(self.ring)} snapshot(s) kept: {self.kept()}"
                 )
         return self.state.check(found) or found
 
-    def _kept(self) -> str:
+    def kept(self) -> str:
         return ", ".join(f"step {s.step}" for s in self.ring.all())
 
     def rewind(
         self, step: int | None, cmd: Command, ledger: Ledger, row: dict[str, Any]
     ) -> list[str]:
-        """Rewind to the snapshot ``cmd`` names, or record why not; the knobs it moved.
-
-        The row is written first (an ``OSError`` leaves the state untouched, to be tried
-        again), then the state is restored.
-        """
+        """Rewind to the snapshot ``cmd`` names, or record why not; the knobs it moved."""
         found = self.select(cmd)
         if isinstance(found, str):
             ledger.record(step=step, decision="rejected", **row, reason=found)
             return []
+        return self.rewind_to(found, step, ledger, row, cmd.reason)
+
+    def rewind_to(
+        self,
+        found: Snapshot,
+        step: int | None,
+        ledger: Ledger,
+        row: dict[str, Any],
+        reason: str | None,
+        *,
+        row_first: bool = True,
+    ) -> list[str]:
+        """Restore ``found`` and record it; the knobs it moved.
+
+        With ``row_first`` (a command) the row is written first: an ``OSError`` leaves the
+        state untouched, to be tried again. A reflex restores first (protecting the run
+        matters more than its record) and only logs a row it could not write.
+        """
         before = self.state.knob_values()
         changes = {n: (before[n], v) for n, v in found.knob_values.items() if before.get(n) != v}
-        ledger.record(
-            step=step,
-            decision="applied",
+        fields = {
             **row,
-            reason=cmd.reason,
-            snapshot_step=found.step,
-            restored=self.state.parts(found),
-            knob_changes=changes,
-        )
+            "reason": reason,
+            "snapshot_step": found.step,
+            "restored": self.state.parts(found),
+            "knob_changes": changes,
+        }
+        if row_first:
+            ledger.record(step=step, decision="applied", **fields)
         self.restore(found, step)
+        if not row_first:
+            try:
+                ledger.record(step=step, decision="applied", **fields)
+            except OSError as exc:
+                logger.warning("rewound at step %s, but its ledger row was lost: %s", step, exc)
         return list(changes)
+
+    def vouched(self, step: int | None) -> Snapshot | None:
+        """The newest kept snapshot from ``step`` or earlier that can be restored."""
+        if step is None or not self.on:
+            return None
+        found = self.ring.at_or_before(step)
+        return None if found is None or self.state.check(found) else found
 
     def restore(self, snapshot: Snapshot, step: int | None = None) -> list[str]:
         """Restore ``snapshot`` now (what a reflex calls in process); the parts restored."""
         parts = self.state.restore(snapshot)
-        self.rewound_at = step
+        self.ring.drop_after(snapshot.step)  # the abandoned trajectory's snapshots
+        self.rewound_at, self.rewound_to = step, snapshot.step
+        if self.on_restore is not None:
+            self.on_restore(snapshot.step)
+        if step is not None:
+            self._taken_at = step  # later steps continue the numbering; no restart
         logger.info("rewound to the snapshot of step %s at step %s", snapshot.step, step)
         return parts
 

@@ -41,6 +41,22 @@ class RankSync:
     def due(self, step: int) -> bool:
         return step % self.every == 0
 
+    def agree_trip(self, tripped: bool, vouched: int | None) -> tuple[bool, int | None]:
+        """Whether any rank's reflex tripped, and the oldest step all the trips vouch for
+        (one ``all_reduce`` of two integers; every rank must call it at the same step)."""
+        import torch
+
+        device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+        far = 2**62
+        box = torch.tensor(
+            [-int(tripped), far if vouched is None or not tripped else vouched],
+            dtype=torch.int64,
+            device=device,
+        )
+        dist.all_reduce(box, op=dist.ReduceOp.MIN)
+        any_trip, step = int(box[0]) < 0, int(box[1])
+        return any_trip, None if step == far else step
+
     def broadcast(self, payload: Any) -> Any:
         """Rank 0's ``payload``, on every rank (the others pass anything, e.g. None)."""
         box = [payload if self.is_leader else None]

@@ -23,12 +23,16 @@ from pydantic import BaseModel, ConfigDict
 
 from kernel.commands import Command, Intent, KnobValue
 from kernel.jsonl import append_line, read_models
+from kernel.reflexes import Trip
 
 logger = logging.getLogger(__name__)
 
 LEDGER_FILE = "applied.jsonl"
-Decision = Literal["applied", "rejected", "ignored_freeze", "failed", "expired", "overridden"]
-"""``expired``: a command left over from an earlier run segment, never applied.
+Decision = Literal[
+    "applied", "rejected", "ignored_freeze", "failed", "expired", "overridden", "noted"
+]
+"""``noted``: a reflex tripped and was only recorded (``reflex_action="record"``).
+``expired``: a command left over from an earlier run segment, never applied.
 ``overridden``: the training code moved a knob away from the value the kernel applied
 (``before`` is the applied value, ``after`` what the code set)."""
 
@@ -62,6 +66,8 @@ class LedgerRow(BaseModel):
     """For a rewind: what was restored (``parameters``, ``buffers``, ``optimizer``, ...)."""
     knob_changes: dict[str, tuple[KnobValue, KnobValue]] | None = None
     """For a rewind: each knob it moved, ``(before, after)``."""
+    reflex: Trip | None = None
+    """For a rewind the kernel made by itself: what tripped the reflex (``kernel.reflexes``)."""
     segment: int | None = None
     """The run segment the row belongs to (0 for the first run in the directory)."""
     offset: int | None = None

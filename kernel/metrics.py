@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 METRICS_FILE = "metrics.jsonl"
 DEFAULT_BUFFER_BYTES = 8 * 1024 * 1024
 """Metrics kept in memory while ``metrics.jsonl`` cannot be written (about 60,000 lines)."""
+REWOUND_TO = "\x00rewound_to"
+"""Where ``add`` carries the rewind marker to ``_line`` (no metric can be named so)."""
 _NONFINITE = {"nan": '"NaN"', "inf": '"Infinity"', "-inf": '"-Infinity"'}
 
 
@@ -46,6 +48,9 @@ class MetricRecord(BaseModel):
     wall_time: float | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
     nonfinite: list[str] = Field(default_factory=list)
+    rewound_to: int | None = None
+    """Set on the first record after a rewind: the step of the snapshot restored. The
+    records before it, back to that step, belong to an abandoned trajectory."""
     segment: int = 0
     """The run segment (``kernel.json``'s ``segment``) the record belongs to. Steps start
     again in a new segment: readers must not splice one segment's curve onto another's.
@@ -69,6 +74,8 @@ class MetricRecord(BaseModel):
         line["metrics"] = fields
         if nonfinite:
             line["nonfinite"] = nonfinite
+        if self.rewound_to is not None:
+            line["rewound_to"] = self.rewound_to
         if self.segment:
             line["segment"] = self.segment
         return json.dumps(line, separators=(",", ":"), allow_nan=False) + "\n"
@@ -136,6 +143,7 @@ class MetricsWriter:
         self._dropped = 0
         self._check_tail = False
         """A torn fragment could not be cut off: the next write starts on a new line."""
+        self._rewound_to: int | None = None
 
     def start_segment(self) -> int:
         """Close a line torn by a process that died mid-write; return the offset at which
@@ -154,7 +162,15 @@ class MetricsWriter:
         return size
 
     def add(self, step: int, wall_time: float, metrics: Mapping[str, Any]) -> None:
+        if self._rewound_to is not None:
+            metrics = {**metrics, REWOUND_TO: self._rewound_to}
+            self._rewound_to = None
         self._pending.append((step, wall_time, dict(metrics)))
+
+    def mark_rewind(self, snapshot_step: int) -> None:
+        """Mark the next record: the state was rewound to the snapshot of ``snapshot_step``
+        before it (``MetricRecord.rewound_to``), so readers restart their windows there."""
+        self._rewound_to = snapshot_step
 
     def set_segment(self, segment: int) -> None:
         """Tag this writer's records, those held already included, with run ``segment``."""
@@ -296,6 +312,7 @@ class MetricsWriter:
         or an evaluation metric: rare, and what the autopilot judges a run by)."""
         keys, always = self._keys, False
         fields, nonfinite = [], []
+        marker = metrics.pop(REWOUND_TO, None)
         for name, value in metrics.items():
             if type(value) is not float:  # the common case needs no conversion
                 try:
@@ -314,6 +331,9 @@ class MetricsWriter:
                 nonfinite.append(name)
         extra = f',"nonfinite":{json.dumps(nonfinite)}' if nonfinite else ""
         extra += self._tail
+        if marker is not None:
+            extra += f',"rewound_to":{int(marker)}'
+            always = True
         line = (
             f'{{"step":{int(step)},"wall_time":{wall_time:.6f},'
             f'"metrics":{{{",".join(fields)}}}{extra}}}\n'

@@ -189,6 +189,17 @@ class SnapshotRing:
             return True
         return metric < best if self.mode == "min" else metric > best
 
+    def drop_after(self, step: int) -> None:
+        """Forget the snapshots taken after ``step`` (a rewind to ``step`` abandoned them)."""
+        kept = [s for s in self._ring if s.step <= step]
+        self._ring.clear()
+        self._ring.extend(kept)
+        if self._best is not None and self._best.step > step:
+            self._best = None
+            for kept_one in kept:
+                if self.beats_best(kept_one.metric):
+                    self._best = kept_one
+
     def all(self) -> list[Snapshot]:
         """Every kept snapshot, oldest first."""
         kept = list(self._ring)

@@ -47,7 +47,7 @@ def test_a_cadence_is_validated(run_dir, kw):
 
 
 def test_the_kernel_takes_its_cadence_from_its_settings(run_dir):
-    settings = dataclasses.replace(FAST, metrics_every=5)
+    settings = dataclasses.replace(FAST, metrics_every=5, reflex_action="off")  # inf: no rewind
     with Kernel(run_dir, settings=settings) as kernel:
         for step in range(20):
             kernel.log(step, {"train/loss": float("inf") if step == 7 else 1.0})
