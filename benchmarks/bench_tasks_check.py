@@ -4,9 +4,14 @@ For every task, over ``--seeds`` seeds, the final ``val/loss`` (median [min, max
 - its start configuration;
 - the hand-rescued variant (bad tasks only): at step ``RESCUE_STEP`` commands appended from
   ``on_tick`` set every knob that differs from the setup's good configuration back to the good
-  value, and the kernel applies them at the next step;
+  value, and the kernel applies them at the next step. A task with a loop bug is rescued at
+  the tick of the bug's step (after one bad update; ``RESCUE_STEP`` when that is later): its
+  knob is set back to the good value, after a rewind to the snapshot before the bug when the
+  bug raised the knob (a spike's update has wrecked the weights by then);
 - its setup's good configuration;
-and the wall seconds per run (one CPU thread per run, ``--jobs`` runs side by side).
+and the wall seconds per run (one CPU thread per run, ``--jobs`` runs side by side). Every run
+has the kernel's reflexes off (``without_reflexes``): the figures are the tasks' own, not
+what the autopilot's fast half makes of them.
 
 Then, per setup, the oracle's grid sweep: the best grid point and where the good configuration
 ranks among the grid points.
@@ -38,6 +43,7 @@ from pathlib import Path
 import torch
 
 from evals.tasks import SETUPS, TASKS, Setup, TaskConfig, train_task
+from evals.tasks.train import LOCKSTEP, without_reflexes
 from kernel import Command, append_command, new_command_id
 
 RESCUE_STEP = 100
@@ -69,34 +75,62 @@ def good_task(setup: Setup) -> TaskConfig:
 
 
 def rescue_changes(task: TaskConfig) -> Knobs:
-    """The knobs whose start value differs from the good configuration's, at the good value."""
+    """The knobs whose start value differs from the good configuration's (a loop bug's knob),
+    at the good value."""
     good = good_task(task.setup).start
+    if task.bug is not None:
+        return ((task.bug.knob, good[task.bug.knob]),)
     return tuple(sorted((k, v) for k, v in good.items() if task.start[k] != v))
 
 
-def _rescuer(run_dir: Path, changes: Knobs) -> Callable[[int], None]:
+def rescue_step(task: TaskConfig) -> int:
+    """The tick at which the rescue's commands are appended (applied at the next step)."""
+    return RESCUE_STEP if task.bug is None else max(task.bug.step, RESCUE_STEP)
+
+
+def _rescuer(run_dir: Path, task: TaskConfig, changes: Knobs) -> Callable[[int], None]:
+    bug = task.bug
+
     def on_tick(step: int) -> None:
-        if step == RESCUE_STEP:
-            for knob, value in changes:
-                command = Command(
-                    id=new_command_id("rescue"),
-                    source="human",
-                    knob=knob,
-                    value=float(value),
-                    reason="hand rescue",
-                )
-                append_command(run_dir, command)
+        if step != rescue_step(task):
+            return
+        if bug is not None and bug.factor > 1:
+            rewind = Command(
+                id=new_command_id("rescue"),
+                source="human",
+                op="rewind",
+                to="step",
+                to_step=bug.step - 1,
+                reason="hand rescue: back to before the bug",
+            )
+            append_command(run_dir, rewind)
+        for knob, value in changes:
+            command = Command(
+                id=new_command_id("rescue"),
+                source="human",
+                knob=knob,
+                value=float(value),
+                reason="hand rescue",
+            )
+            append_command(run_dir, command)
 
     return on_tick
 
 
 def run_job(job: Job) -> Result:
     torch.set_num_threads(1)
+    task = TASKS[job.task]
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp)
-        on_tick = _rescuer(run_dir, job.rescue) if job.rescue else None
+        on_tick = _rescuer(run_dir, task, job.rescue) if job.rescue else None
         out = train_task(
-            TASKS[job.task], job.seed, run_dir, params=dict(job.knobs), on_tick=on_tick
+            task,
+            job.seed,
+            run_dir,
+            params=dict(job.knobs),
+            on_tick=on_tick,
+            tick_every=1,
+            settings=without_reflexes(LOCKSTEP),
         )
     return Result(final=out.final, wall_s=out.wall_s)
 
@@ -126,8 +160,7 @@ def verdict(ok: bool) -> str:
 
 def task_rows(results: dict[Job, Result], seeds: range) -> list[str]:
     rows = [
-        f"{'task':24s} {'start':22s} {'rescued@' + str(RESCUE_STEP):22s} "
-        f"{'good':22s} {'gap':>6s} {'s/run':>6s}  checks"
+        f"{'task':28s} {'start':22s} {'rescued':22s} {'good':22s} {'gap':>6s} {'s/run':>6s}  checks"
     ]
     for name, task in TASKS.items():
         start_knobs = tuple(sorted(task.start.items()))
@@ -154,7 +187,7 @@ def task_rows(results: dict[Job, Result], seeds: range) -> list[str]:
                 f"rescue {share:4.0%} {verdict(share >= RECOVERED)}",
             ]
         rows.append(
-            f"{name:24s} {fmt(start):22s} {rescued_txt:22s} {fmt(goods):22s} "
+            f"{name:28s} {fmt(start):22s} {rescued_txt:22s} {fmt(goods):22s} "
             f"{gap_txt:>6s} {mean_s:6.2f}  {', '.join(checks)}"
         )
     return rows

@@ -100,6 +100,20 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     )
     p.add_argument("--no-oracle", action="store_true", help="skip the grid sweep")
     p.add_argument("--steps", type=int, help="shorten every run to N steps (smoke tests)")
+    p.add_argument(
+        "--live",
+        action="store_true",
+        help="run the rules and ai policies as a real `autopilot watch` process beside a "
+        "training paced at --step-ms, with the kernel's default cadences (default: lock-step, "
+        "the loop ticks the autopilot; none, tune and the oracle are the same in both)",
+    )
+    p.add_argument(
+        "--step-ms",
+        type=float,
+        default=10.0,
+        metavar="MS",
+        help="--live: milliseconds per training step (the loop sleeps the rest of each)",
+    )
     p.add_argument("--config", metavar="F", help="autopilot.toml for the rules and ai policies")
     p.add_argument("--out", metavar="OUT", help="where the report and run directories go")
     p.add_argument("--list", action="store_true", help="list the tasks and exit")
@@ -152,7 +166,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Train, aggregate, write ``bench.json``, the report and the results log."""
     from evals.bench import BenchPlan, resolve_tasks, run_bench
     from evals.errors import EvalError
-    from evals.report import bench_table, write_bench_report
+    from evals.report import bench_mode, bench_table, write_bench_report
     from evals.tasks import TASKS
 
     if args.list:
@@ -179,6 +193,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             oracle=not args.no_oracle,
             steps=args.steps,
             settings=settings,
+            mode="live" if args.live else "lockstep",
+            step_ms=args.step_ms,
         )
     except EvalError as exc:
         raise CliError(str(exc)) from None
@@ -191,6 +207,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     (out / "bench.json").write_text(report.model_dump_json(indent=1))
     path = write_bench_report(report, out)
     _log(args.log, out, report)
+    print(f"mode: {bench_mode(report)}\n")
     print(bench_table(report))
     for policy, why in skipped.items():
         print(f"skipped {policy}: {why}")

@@ -304,6 +304,17 @@ def bench_table(report: BenchReport) -> str:
     return _table(header, rows, left=2)
 
 
+def bench_mode(report: BenchReport) -> str:
+    """How the autopilot's policies ran, in a few words."""
+    if report.mode == "live":
+        pace = f"{report.step_ms:g} ms a step" if report.step_ms is not None else "paced"
+        return (
+            f"live (the autopilot in its own `autopilot watch` process, the training at {pace}"
+            ", the kernel's default cadences)"
+        )
+    return "lock-step (the training loop ticks the autopilot; the kernel polls every step)"
+
+
 def _bench_markdown(report: BenchReport, missing: str | None) -> str:
     skipped = ", ".join(f"{p} ({why})" for p, why in report.skipped.items()) or "-"
     better = "lower" if report.key_mode == "min" else "higher"
@@ -311,6 +322,7 @@ def _bench_markdown(report: BenchReport, missing: str | None) -> str:
         "# Bench",
         _bullets(
             [
+                f"mode: {bench_mode(report)}",
                 f"tasks: {len(report.tasks)} ({', '.join(report.tasks) or '-'})",
                 f"policies: {', '.join(report.policies) or '-'}",
                 f"skipped policies: {skipped}",
@@ -326,11 +338,35 @@ def _bench_markdown(report: BenchReport, missing: str | None) -> str:
         bench_table(report),
         "## Oracle (best static configuration per setup)",
         _oracle_table(report),
+        *_reaction_section(report),
         HOW_TO_READ,
         "## Curves",
     ]
     parts += [_figure(_curves_file(task), missing, alt=task) for task in report.tasks]
     return "\n\n".join(parts) + "\n"
+
+
+def _reaction_section(report: BenchReport) -> list[str]:
+    """Per autopilot run of a task with a loop bug: the steps from the bug to the first change
+    applied (by the ledger); nothing when the bench has no such run."""
+    runs = [r for r in report.runs if r.bug_step is not None and r.mode is not None]
+    if not runs:
+        return []
+    rows = [
+        [r.task, r.policy, r.seed, r.bug_step, _num(r.reaction_steps), _changes(r)] for r in runs
+    ]
+    header = ["task", "policy", "seed", "bug at step", "steps to the first change", "changes"]
+    return ["## Reaction to the loop bugs", _table(header, rows, left=2)]
+
+
+def _changes(run: BenchRun) -> str:
+    return (
+        ", ".join(
+            f"{c.step}: {'rewind' if c.op == 'rewind' else c.knob} ({c.source})"
+            for c in run.interventions
+        )
+        or "-"
+    )
 
 
 def _oracle_table(report: BenchReport) -> str:

@@ -24,6 +24,10 @@ LABEL_KINDS: tuple[LabelKind, ...] = ("plateau", "divergence", "overfitting")
 ReplayPolicy = Literal["rules", "ai"]
 BenchPolicy = Literal["none", "rules", "ai", "tune"]
 BENCH_POLICIES: tuple[BenchPolicy, ...] = ("none", "rules", "ai", "tune")
+BenchMode = Literal["lockstep", "live"]
+"""How the autopilot ran beside a bench's training: ticked by the loop at every
+``tick_every_steps`` (``lockstep``), or as its own ``autopilot watch`` process beside a paced
+training with the kernel's default cadences (``live``)."""
 
 
 class _Result(BaseModel):
@@ -159,10 +163,13 @@ class ReplayReport(_Result):
 
 
 class Intervention(_Result):
-    """One knob change applied during a bench run (a ledger row from the autopilot)."""
+    """One change applied during a bench run (a ledger row from the autopilot, or a rewind
+    by the kernel's reflex)."""
 
     step: int
     knob: str
+    """The knob set; empty for a rewind."""
+    op: Literal["set", "rewind"] = "set"
     before: KnobValue | None = None
     after: KnobValue | None = None
     source: str
@@ -191,6 +198,13 @@ class BenchRun(_Result):
     """The static knob values it trained with (``tune``: the best trial's)."""
     curve: tuple[list[int], list[float | None]] = ([], [])
     """The key metric over the run: ``(steps, values)``."""
+    mode: BenchMode | None = None
+    """How the autopilot ran beside this run (``None``: no autopilot: ``none``, ``tune``)."""
+    bug_step: int | None = None
+    """The step at which the task's loop bug fired (``None``: the task has none)."""
+    reaction_steps: int | None = None
+    """Steps from ``bug_step`` to the first change applied at or after it by the autopilot
+    or a kernel reflex, by the ledger (``None``: no bug, or nothing was applied)."""
 
 
 class OracleResult(_Result):
@@ -237,6 +251,11 @@ class BenchReport(_Result):
     """The result of ``autopilot eval bench``."""
 
     kind: Literal["bench"] = "bench"
+    mode: BenchMode = "lockstep"
+    """How the rules and ai policies ran (``none``, ``tune`` and the oracle are the same in
+    both modes)."""
+    step_ms: float | None = None
+    """``live``: the training's fixed pace, milliseconds per step."""
     tasks: list[str]
     policies: list[str]
     skipped: dict[str, str] = Field(default_factory=dict)

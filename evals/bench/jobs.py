@@ -1,11 +1,18 @@
 """The units of work of the closed-loop bench; each is real training, in a worker process.
 
 - ``policy_run``: one task under ``none`` (its static configuration), ``rules`` or ``ai`` (the
-  autopilot in ``auto`` / ``ai_auto`` mode, ticking in lock-step with the training loop, so a
-  result does not depend on how fast the machine is).
+  autopilot in ``auto`` / ``ai_auto`` mode). Lock-step (the default), the training loop
+  ticks the autopilot, so a result does not depend on how fast the machine is; live, the
+  autopilot is a real ``autopilot watch`` process (``evals.bench.live``) beside a training
+  paced at ``step_ms`` a step under the kernel's default cadences.
 - ``tune_run``: a plain Optuna TPE search over the task's bounded knobs across repeated runs
   (its starting configuration is the first trial); the best trial is the result.
 - ``grid_run``: one point of the oracle's grid sweep.
+
+Only the autopilot's runs have the kernel's reflexes on (its fast half): ``none``, the
+searches and the grid run with them off (``without_reflexes``), so ``none`` is the run left
+alone. A task's loop bug fires in every run but the grid's: the oracle is the run the user
+meant, ``tune`` searches the user's script as it is.
 
 A job returns plain pydantic results and never raises for a training that went wrong: a
 diverged run is a result (``final=None, diverged=True``).
@@ -24,12 +31,17 @@ from typing import Any, Literal
 
 from autopilot.config import Settings
 from autopilot.tokens import Usage
-from evals.results import BenchPolicy, BenchRun, Intervention
+from evals.results import BenchMode, BenchPolicy, BenchRun, Intervention
 from evals.tasks import TASKS, TaskConfig, TrainOutcome, train_task
+from evals.tasks.train import LOCKSTEP, without_reflexes
+from kernel import KernelSettings
 
 logger = logging.getLogger(__name__)
 
 AUTOPILOT_MODES: dict[str, str] = {"rules": "auto", "ai": "ai_auto"}
+ALONE = without_reflexes(LOCKSTEP)
+"""The kernel's settings of a run no autopilot steers."""
+DEFAULT_STEP_MS = 10.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,6 +58,10 @@ class Job:
     """``tune``: how many training runs the search may use."""
     steps: int | None = None
     """Shorter runs than the task's (tests)."""
+    mode: BenchMode = "lockstep"
+    """``policy`` under an autopilot: how it runs beside the training."""
+    step_ms: float = DEFAULT_STEP_MS
+    """``live``: the training's pace."""
 
     @property
     def label(self) -> str:
@@ -68,7 +84,16 @@ def execute(job: Job, out: Path, settings: Settings) -> BenchRun:
         run_dir = out / "runs" / job.task.replace("/", "_") / f"{job.policy}-s{job.seed}" / "run"
         shutil.rmtree(run_dir, ignore_errors=True)
         run_dir.mkdir(parents=True)
-        return policy_run(task, job.policy, job.seed, run_dir, settings, steps=job.steps)
+        return policy_run(
+            task,
+            job.policy,
+            job.seed,
+            run_dir,
+            settings,
+            steps=job.steps,
+            mode=job.mode,
+            step_ms=job.step_ms,
+        )
     if job.kind == "tune":
         return tune_run(task, job.seed, trials=job.trials, steps=job.steps)
     return grid_run(task, dict(job.params), job.seed, steps=job.steps)
@@ -82,18 +107,51 @@ def policy_run(
     settings: Settings,
     *,
     steps: int | None = None,
+    mode: BenchMode = "lockstep",
+    step_ms: float = DEFAULT_STEP_MS,
 ) -> BenchRun:
-    """Train ``task`` from its starting configuration, under the autopilot unless ``none``."""
+    """Train ``task`` from its starting configuration, under the autopilot unless ``none``:
+    ticked by the loop (``lockstep``) or as its own process (``live``)."""
     started = time.monotonic()
     if policy == "none":
-        outcome = train_task(task, seed, run_dir, steps=steps)
+        outcome = train_task(task, seed, run_dir, steps=steps, settings=ALONE)
         return _result(task, policy, seed, outcome, started, params=task.start)
+    if mode == "live":
+        outcome = _live(task, policy, seed, run_dir, settings, steps=steps, step_ms=step_ms)
+    else:
+        outcome = _lockstep(task, policy, seed, run_dir, settings, steps=steps)
+    usage, fallbacks = _spend(run_dir)
+    interventions = _interventions(run_dir)
+    return _result(
+        task,
+        policy,
+        seed,
+        outcome,
+        started,
+        params=task.start,
+        interventions=interventions,
+        usage=usage,
+        fallbacks=fallbacks,
+        mode=mode,
+        reaction_steps=_reaction(task, interventions),
+    )
+
+
+def _lockstep(
+    task: TaskConfig,
+    policy: BenchPolicy,
+    seed: int,
+    run_dir: Path,
+    settings: Settings,
+    *,
+    steps: int | None,
+) -> TrainOutcome:
     from autopilot.watch import Autopilot
 
     pilot = Autopilot(run_dir, mode=AUTOPILOT_MODES[policy], settings=settings)
     ticker = _Ticker(pilot)
     try:
-        outcome = train_task(
+        return train_task(
             task,
             seed,
             run_dir,
@@ -103,18 +161,32 @@ def policy_run(
         )
     finally:
         pilot.close()
-    usage, fallbacks = _spend(run_dir)
-    return _result(
-        task,
-        policy,
-        seed,
-        outcome,
-        started,
-        params=task.start,
-        interventions=_interventions(run_dir),
-        usage=usage,
-        fallbacks=fallbacks,
-    )
+
+
+def _live(
+    task: TaskConfig,
+    policy: BenchPolicy,
+    seed: int,
+    run_dir: Path,
+    settings: Settings,
+    *,
+    steps: int | None,
+    step_ms: float,
+) -> TrainOutcome:
+    """The watcher is started first (its imports overlap the model's build) and the first
+    step waits until it watches; it is stopped once the kernel has closed."""
+    from evals.bench.live import Watcher
+
+    with Watcher(run_dir, mode=AUTOPILOT_MODES[policy], settings=settings) as watcher:
+        return train_task(
+            task,
+            seed,
+            run_dir,
+            steps=steps,
+            settings=KernelSettings(),
+            step_s=step_ms / 1000,
+            on_start=watcher.wait_until_watching,
+        )
 
 
 class _Ticker:
@@ -159,7 +231,9 @@ def tune_run(task: TaskConfig, seed: int, *, trials: int, steps: int | None = No
         trial = study.ask()
         params = {k: trial.suggest_float(k, lo, hi, log=True) for k, (lo, hi) in space.items()}
         with tempfile.TemporaryDirectory(prefix="tune-") as tmp:
-            outcome = train_task(task, search_seed, Path(tmp), params=params, steps=steps)
+            outcome = train_task(
+                task, search_seed, Path(tmp), params=params, steps=steps, settings=ALONE
+            )
         if math.isfinite(outcome.final):
             study.tell(trial, outcome.final)
         else:
@@ -167,7 +241,9 @@ def tune_run(task: TaskConfig, seed: int, *, trials: int, steps: int | None = No
     finite = [t for t in study.trials if t.value is not None]
     chosen = min(finite, key=lambda t: float(t.value)).params if finite else {}  # type: ignore[arg-type]
     with tempfile.TemporaryDirectory(prefix="tune-") as tmp:
-        scored = train_task(task, seed, Path(tmp), params=chosen or None, steps=steps)
+        scored = train_task(
+            task, seed, Path(tmp), params=chosen or None, steps=steps, settings=ALONE
+        )
     return _result(task, "tune", seed, scored, started, params=chosen, runs_used=trials + 1)
 
 
@@ -189,10 +265,12 @@ def _start(task: TaskConfig) -> list[tuple[str, float]]:
 def grid_run(
     task: TaskConfig, params: dict[str, float], seed: int, *, steps: int | None = None
 ) -> BenchRun:
-    """One static configuration of the oracle's sweep."""
+    """One static configuration of the oracle's sweep, without the task's loop bug."""
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="grid-") as tmp:
-        outcome = train_task(task, seed, Path(tmp), params=params, steps=steps)
+        outcome = train_task(
+            task, seed, Path(tmp), params=params, steps=steps, settings=ALONE, with_bug=False
+        )
     return _result(task, "none", seed, outcome, started, params={**task.start, **params})
 
 
@@ -208,6 +286,8 @@ def _result(
     usage: Usage | None = None,
     fallbacks: int = 0,
     runs_used: int = 1,
+    mode: BenchMode | None = None,
+    reaction_steps: int | None = None,
 ) -> BenchRun:
     finite = math.isfinite(outcome.final)
     return BenchRun(
@@ -223,25 +303,47 @@ def _result(
         runs_used=runs_used,
         params=dict(params),
         curve=(list(outcome.steps), [v if math.isfinite(v) else None for v in outcome.values]),
+        mode=mode,
+        bug_step=task.bug.step if task.bug is not None else None,
+        reaction_steps=reaction_steps,
     )
 
 
+REFLEX_SOURCE = "kernel"
+"""The ledger source of a change the kernel made by itself (a reflex's rewind)."""
+
+
 def _interventions(run_dir: Path) -> list[Intervention]:
-    """Applied knob changes from the autopilot, from the run's ledger."""
+    """Applied knob changes and rewinds from the autopilot, and the kernel reflex's rewinds,
+    from the run's ledger."""
     from autopilot.guard_context import AUTOPILOT_SOURCES
     from kernel import read_ledger
 
-    return [
-        Intervention(
-            step=row.step or 0,
-            knob=row.knob or "",
-            before=row.before,
-            after=row.after,
-            source=row.source or "",
-        )
-        for row in read_ledger(run_dir)
-        if row.decision == "applied" and row.knob and row.source in AUTOPILOT_SOURCES
-    ]
+    changes = []
+    for row in read_ledger(run_dir):
+        if row.decision != "applied":
+            continue
+        rewind = row.op == "rewind" and row.source in {*AUTOPILOT_SOURCES, REFLEX_SOURCE}
+        if rewind or (row.knob and row.source in AUTOPILOT_SOURCES):
+            changes.append(
+                Intervention(
+                    step=row.step or 0,
+                    knob=row.knob or "",
+                    op="rewind" if rewind else "set",
+                    before=row.before,
+                    after=row.after,
+                    source=row.source or "",
+                )
+            )
+    return changes
+
+
+def _reaction(task: TaskConfig, changes: list[Intervention]) -> int | None:
+    """Steps from the task's loop bug to the first change applied at or after it."""
+    if task.bug is None:
+        return None
+    after = [c.step for c in changes if c.step >= task.bug.step]
+    return min(after) - task.bug.step if after else None
 
 
 def _spend(run_dir: Path) -> tuple[Usage, int]:

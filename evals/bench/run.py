@@ -3,7 +3,9 @@
 ``run_bench`` plans the jobs (policy runs, Optuna searches, the oracle's grid sweep per task
 setup), runs them on ``workers`` processes with a progress bar, and aggregates the results
 into a ``BenchReport``. Everything in it was measured by training; the oracle is the best
-grid point, not a number chosen by hand.
+grid point (trained without the task's loop bug, if it has one), not a number chosen by hand.
+``mode="live"`` runs the autopilot's policies as their own processes beside a paced
+training; ``none``, ``tune`` and the oracle are the same in both modes.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from pathlib import Path
 
 from autopilot.config import Settings
 from evals.bench.aggregate import cells_for, oracle_of
-from evals.bench.jobs import Job, execute, worker_init
+from evals.bench.jobs import AUTOPILOT_MODES, DEFAULT_STEP_MS, Job, execute, worker_init
 from evals.errors import EvalError
-from evals.results import BENCH_POLICIES, BenchReport, BenchRun, OracleResult
+from evals.results import BENCH_POLICIES, BenchMode, BenchReport, BenchRun, OracleResult
 from evals.results_log import git_commit
 from evals.tasks import SETUPS, TASKS, TaskConfig
 from kernel.metric_names import MetricMode
@@ -41,6 +43,9 @@ class BenchPlan:
     oracle: bool = True
     steps: int | None = None
     settings: Settings = field(default_factory=Settings)
+    mode: BenchMode = "lockstep"
+    step_ms: float = DEFAULT_STEP_MS
+    """``live``: milliseconds per training step (the loop sleeps the rest of each)."""
 
     def __post_init__(self) -> None:
         unknown = [t for t in self.tasks if t not in TASKS]
@@ -54,6 +59,10 @@ class BenchPlan:
             raise EvalError(f"unknown policy {bad[0]!r}; choose from {', '.join(BENCH_POLICIES)}")
         if self.seeds < 1 or self.trials < 1 or self.workers < 1:
             raise EvalError("--seeds, --trials and --workers must be at least 1")
+        if self.mode not in ("lockstep", "live"):
+            raise EvalError(f"mode must be lockstep or live, got {self.mode!r}")
+        if not 0 <= self.step_ms <= 10_000:
+            raise EvalError(f"--step-ms must be within [0, 10000], got {self.step_ms}")
 
 
 def resolve_tasks(spec: str) -> list[str]:
@@ -79,7 +88,17 @@ def plan_jobs(plan: BenchPlan) -> list[Job]:
             )
     for task, policy, seed in product(plan.tasks, plan.policies, range(plan.seeds)):
         if policy != "tune":
-            jobs.append(Job(kind="policy", task=task, policy=policy, seed=seed, steps=plan.steps))  # type: ignore[arg-type]
+            piloted = policy in AUTOPILOT_MODES
+            job = Job(
+                kind="policy",
+                task=task,
+                policy=policy,  # type: ignore[arg-type]
+                seed=seed,
+                steps=plan.steps,
+                mode=plan.mode if piloted else "lockstep",
+                step_ms=plan.step_ms,
+            )
+            jobs.append(job)
     if plan.oracle:
         for base in _setups(plan.tasks).values():
             for point, seed in product(_grid(base), range(plan.seeds)):
@@ -108,6 +127,8 @@ def run_bench(
     healthy = frozenset(t for t in plan.tasks if TASKS[t].healthy)
     cells = cells_for(plan.tasks, plan.policies, runs, oracle_by_task, mode, healthy=healthy)
     return BenchReport(
+        mode=plan.mode,
+        step_ms=plan.step_ms if plan.mode == "live" else None,
         tasks=plan.tasks,
         policies=plan.policies,
         seeds=plan.seeds,

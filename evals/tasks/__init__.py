@@ -11,8 +11,17 @@ Example:
     [20, 40]
 """
 
-from evals.tasks.spec import Setup, TaskConfig, TrainOutcome
+from evals.tasks.spec import LoopBug, Setup, TaskConfig, TrainOutcome
 from evals.tasks.suite import SETUPS, TASKS
 from evals.tasks.train import KEY_METRIC, train_task
 
-__all__ = ["KEY_METRIC", "SETUPS", "TASKS", "Setup", "TaskConfig", "TrainOutcome", "train_task"]
+__all__ = [
+    "KEY_METRIC",
+    "SETUPS",
+    "TASKS",
+    "LoopBug",
+    "Setup",
+    "TaskConfig",
+    "TrainOutcome",
+    "train_task",
+]

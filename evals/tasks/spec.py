@@ -1,5 +1,6 @@
 """The nouns of the task suite: a setup (data, model, length), a task (a setup started from
-one configuration of its knobs) and the outcome of training one.
+one configuration of its knobs, perhaps with a bug in its training loop) and the outcome of
+training one.
 
 Knob names are the kernel's: ``lr`` and ``weight_decay`` of the optimizer, ``loss.<name>``
 for an entry of the loss-weight dict. A setup's ``space`` bounds every knob it has, for the
@@ -81,6 +82,33 @@ class Setup:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LoopBug:
+    """A bug in the user's own training loop: once, at the start of step ``step`` (after the
+    kernel applied the commands of ``kernel.step(step - 1)``, before the step's forward pass),
+    the loop multiplies ``knob`` by ``factor`` itself, as ``group["lr"] *= factor`` in a
+    hand-written loop would. The update of ``step`` is the first that uses the bad value; a
+    command appended at the tick of ``step`` is applied by ``kernel.step(step + 1)``, so the
+    quickest fix leaves two bad updates (``step`` and ``step + 1``).
+
+    Raises:
+        ValueError: for a step below 1 or a factor that is not a positive change.
+    """
+
+    step: int
+    knob: str
+    """``lr`` (every param group) or ``loss.<name>`` (an entry of the loss-weight dict)."""
+    factor: float
+
+    def __post_init__(self) -> None:
+        if self.step < 1:
+            raise ValueError(f"a loop bug's step must be >= 1, got {self.step}")
+        if not (self.factor > 0 and self.factor != 1):
+            raise ValueError(f"a loop bug's factor must be > 0 and not 1, got {self.factor}")
+        if self.knob != "lr" and not self.knob.startswith("loss."):
+            raise ValueError(f"a loop bug changes lr or loss.<name>, got {self.knob!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
 class TaskConfig:
     """A setup started from one static configuration of its knobs.
 
@@ -95,6 +123,10 @@ class TaskConfig:
     start: dict[str, float]
     healthy: bool
     """True for the setup's good configuration."""
+    bug: LoopBug | None = None
+    """A bug of the training loop that fires mid-run (the start is then usually good). The
+    oracle of a task with a bug is its setup's best grid point trained without it (the run
+    the user meant); every policy, ``tune`` included, runs the user's loop, bug and all."""
 
     def __post_init__(self) -> None:
         if not self.name.startswith(f"{self.setup.name}/"):
@@ -109,6 +141,16 @@ class TaskConfig:
                 raise ValueError(
                     f"{self.name}: {knob} must be within {self.setup.space[knob]}, got {value}"
                 )
+        if self.bug is not None and self.bug.knob not in self.setup.space:
+            raise ValueError(
+                f"{self.name}: the loop bug's knob must be one of {sorted(self.setup.space)}, "
+                f"got {self.bug.knob!r}"
+            )
+        if self.bug is not None and self.bug.step > self.setup.steps:
+            raise ValueError(
+                f"{self.name}: the loop bug's step must be within the run's "
+                f"{self.setup.steps} steps, got {self.bug.step}"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -131,7 +131,13 @@ def test_gap_closed_rules():
 
 
 def test_the_plan_resolves_setups_and_rejects_unknown_names():
-    assert resolve_tasks("digits") == ["digits/good", "digits/lr_high", "digits/lr_low"]
+    assert resolve_tasks("digits") == [
+        "digits/good",
+        "digits/lr_high",
+        "digits/lr_low",
+        "digits/lr_spike",
+        "digits/lr_collapse",
+    ]
     assert resolve_tasks("all") == list(TASKS)
     with pytest.raises(EvalError, match="unknown task 'digits/nope'"):
         BenchPlan(tasks=["digits/nope"], policies=["none"])
