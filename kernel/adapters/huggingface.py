@@ -44,10 +44,12 @@ class AutopilotTrainerCallback(TrainerCallback):
     ``on_log`` is recorded with kernel names (``loss`` -> ``train/loss``, ``eval_loss`` ->
     ``val/loss``, ``learning_rate`` -> ``lr``, ``grad_norm`` -> ``grad/norm``, ``eval_<x>`` ->
     ``val/<x>``, others ``train/<x>``). The kernel publishes the trainer's ``state.max_steps``
-    as the run's horizon. ``on_step_end`` is the kernel's safe point: commands are applied
-    there, a ``stop`` command sets ``control.should_training_stop`` and, unless ``save_fn`` is
-    given, a ``checkpoint`` command sets ``control.should_save`` (the trainer saves right after
-    the step, into ``args.output_dir``).
+    as the run's horizon. The kernel's safe point follows each optimizer step: in ``on_log``
+    when the trainer logs that step (the step's loss reaches the kernel first, so a snapshot
+    is only taken, and a reflex only judges, with it), else in ``on_step_end``. Commands are
+    applied there, a ``stop`` command sets ``control.should_training_stop`` and, unless
+    ``save_fn`` is given, a ``checkpoint`` command sets ``control.should_save`` (the trainer
+    saves right after the step, into ``args.output_dir``).
 
     Gradient clipping: the ``Trainer`` clips with ``args.max_grad_norm`` before it calls
     ``on_pre_optimizer_step``, where the kernel clips with its live ``grad_clip`` knob
@@ -109,6 +111,8 @@ class AutopilotTrainerCallback(TrainerCallback):
         )
         self.kernel: Kernel | None = None
         self._control: TrainerControl | None = None
+        self._waiting: int | None = None
+        """The step whose safe point waits for the trainer to log its loss."""
         self._args: TrainingArguments | None = None
         self._taken_max_grad_norm: float | None = None
 
@@ -124,7 +128,7 @@ class AutopilotTrainerCallback(TrainerCallback):
     ) -> None:
         self._close("crashed")  # a previous train() that never reached its end
         self._give_back_clipping()
-        self._control = None
+        self._control = self._waiting = None
         self.kernel = self.options.build(
             optimizer=_unwrap(optimizer, "optimizer") if optimizer is not None else None,
             scheduler=_unwrap(lr_scheduler, "scheduler") if lr_scheduler is not None else None,
@@ -142,15 +146,22 @@ class AutopilotTrainerCallback(TrainerCallback):
             return
         self.kernel.clip_grad_norm_(model.parameters())
 
+    def on_step_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self._late_safe_point(control)  # the log it waited for never came
+
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         if self.kernel is None:
             return
-        self._control = control
-        self.kernel.step(state.global_step)
-        if self.kernel.should_stop:
-            control.should_training_stop = True
+        if control.should_log:
+            # The trainer logs this step's loss right after on_step_end: the safe point waits
+            # for it, so that a snapshot is only taken, and a reflex judges, with that loss.
+            self._waiting = state.global_step
+            return
+        self._safe_point(state.global_step, control)
 
     def on_log(
         self,
@@ -163,12 +174,26 @@ class AutopilotTrainerCallback(TrainerCallback):
         metrics = kernel_metrics(logs or {})
         if self.kernel is not None and metrics:
             self.kernel.log(state.global_step, metrics)
+        self._late_safe_point(control)
 
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
+        self._late_safe_point(control)
         self._close()
         self._give_back_clipping()
+
+    def _safe_point(self, step: int, control: TrainerControl) -> None:
+        assert self.kernel is not None
+        self._waiting, self._control = None, control
+        self.kernel.step(step)
+        if self.kernel.should_stop:
+            control.should_training_stop = True
+
+    def _late_safe_point(self, control: TrainerControl) -> None:
+        """The safe point of the step that waited for its log, if one did."""
+        if self.kernel is not None and self._waiting is not None:
+            self._safe_point(self._waiting, control)
 
     def _initial_grad_clip(self, args: TrainingArguments) -> float | None:
         """The knob's start value; takes over the trainer's clipping unless told not to."""

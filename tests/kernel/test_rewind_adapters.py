@@ -12,6 +12,7 @@ with the snapshot it names, and the snapshot with the live state of the step it 
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,10 +94,10 @@ class _Observed:
         self.states[step] = state
         for snap in kernel.snapshots:
             assert self.snapshots.setdefault(snap.step, snap) is snap
-        if step == APPEND_AT:  # a command arriving mid-run, as from another process
+        if step == APPEND_AT and self.command is not None:  # as from another process
             append_command(kernel.run_dir, self.command)
 
-    command = Command(id="rw", source="human", op="rewind", reason="spike")
+    command: Command | None = Command(id="rw", source="human", op="rewind", reason="spike")
 
 
 def _check_rewind(run_dir: Path, seen: _Observed, *, at: int, to: int) -> None:
@@ -127,48 +128,71 @@ class _Pairs(torch.utils.data.Dataset):
 
 
 class _BatchNormRegressor(torch.nn.Module):
-    """Not a ``PreTrainedModel``: the Trainer takes any module that returns its loss."""
+    """Not a ``PreTrainedModel``: the Trainer takes any module that returns its loss.
 
-    def __init__(self) -> None:
+    Its loss is NaN at the forward pass ``nan_at`` (counted from 1), if given."""
+
+    def __init__(self, nan_at: int | None = None) -> None:
         super().__init__()
         self.net = _net()
+        self.nan_at, self.calls = nan_at, 0
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.calls += 1
         out = self.net(x)
-        return {"loss": torch.nn.functional.mse_loss(out, labels), "logits": out}
+        loss = torch.nn.functional.mse_loss(out, labels)
+        if self.calls == self.nan_at:
+            loss = loss * math.nan  # its gradients, and the weights after the update, too
+        return {"loss": loss, "logits": out}
 
 
-def test_hf_rewind_restores_the_trainers_state_exactly(tmp_path: Path) -> None:
+def _train_hf(run_dir: Path, model: torch.nn.Module, seen: _Observed) -> Any:
+    """A real ``Trainer`` run of ``STEPS`` steps, logging every step, observed by ``seen``."""
     transformers = pytest.importorskip("transformers")
     pytest.importorskip("accelerate", reason="the HF Trainer needs accelerate")
     from transformers import TrainerCallback
 
     from kernel.adapters import AutopilotTrainerCallback
 
-    seen = _Observed()
-    autopilot = AutopilotTrainerCallback(tmp_path, key_metric="train/loss", settings=SETTINGS)
+    autopilot = AutopilotTrainerCallback(run_dir, key_metric="train/loss", settings=SETTINGS)
 
     class Recorder(TrainerCallback):
-        def on_step_end(self, args, state, control, model=None, optimizer=None, **kwargs):  # type: ignore[no-untyped-def]
+        """Runs after the autopilot's ``on_log``, the safe point of a step that logs."""
+
+        def on_log(self, args, state, control, model=None, optimizer=None, **kwargs):  # type: ignore[no-untyped-def]
             kernel = autopilot.kernel
             live = _capture(model, optimizer, kwargs["lr_scheduler"], kernel)
             seen.record(state.global_step, live, kernel)
 
     torch.manual_seed(0)
     args = transformers.TrainingArguments(
-        output_dir=str(tmp_path / "out"), max_steps=STEPS, learning_rate=1e-2,
+        output_dir=str(run_dir / "out"), max_steps=STEPS, learning_rate=1e-2,
         per_device_train_batch_size=8, logging_steps=1, report_to=[], save_strategy="no",
         use_cpu=True, disable_tqdm=True, warmup_steps=3,
     )  # fmt: skip
     trainer = transformers.Trainer(
-        model=_BatchNormRegressor(),
-        args=args,
-        train_dataset=_Pairs(),
-        callbacks=[autopilot, Recorder()],
+        model=model, args=args, train_dataset=_Pairs(), callbacks=[autopilot, Recorder()]
     )
     trainer.train()
+    return trainer
+
+
+def test_hf_rewind_restores_the_trainers_state_exactly(tmp_path: Path) -> None:
+    seen = _Observed()
+    trainer = _train_hf(tmp_path, _BatchNormRegressor(), seen)
     assert trainer.state.global_step == STEPS
     _check_rewind(tmp_path, seen, at=APPEND_AT + 1, to=11)  # snapshots at 1, 6, 11
+
+
+def test_hf_snapshots_judge_a_step_by_its_own_loss(tmp_path: Path) -> None:
+    """The Trainer logs a step's loss after ``on_step_end``; a snapshot taken there would keep
+    the NaN weights of a step whose loss was NaN (its update spread the NaN)."""
+    seen = _Observed()
+    seen.command = None
+    _train_hf(tmp_path, _BatchNormRegressor(nan_at=6), seen)  # a snapshot is due at step 6
+    assert 1 in seen.snapshots and 6 not in seen.snapshots
+    for step, snap in seen.snapshots.items():
+        assert all(p.isfinite().all() for p in snap.parameters), step
 
 
 # -- Lightning ----------------------------------------------------------------------
