@@ -61,12 +61,19 @@ def observe(ctx: TickContext, state: TickState) -> TickState:
         logger.info("run segment %d began: a new run in this directory", records[-1].segment)
         update = _fresh_segment_state()
         state = {**state, **update}
+    windows, best = state.get("windows", {}), state.get("best", {})
+    span = obs.rewound_span(rows, records)
+    if span is not None and list(span) != state.get("rewound"):
+        logger.info("the run was rewound at step %d to step %d: so are its windows", *span[::-1])
+        update["rewound"] = list(span)
+        update["baselines"] = [  # a change before a rewind cannot be measured on its curve
+            b for b in state.get("baselines", []) if b["applied_step"] > span[1]
+        ]
+        windows, best, records = obs.drop_rewound(windows, best, records, span)
+    elif (known := state.get("rewound")) and records and records[0].step <= known[1]:
+        _, _, records = obs.drop_rewound({}, {}, records, (known[0], known[1]))
     segment, windows, best = obs.fold_segment(
-        state.get("segment"),
-        state.get("windows", {}),
-        state.get("best", {}),
-        records,
-        ctx.settings.detectors.window,
+        state.get("segment"), windows, best, records, ctx.settings.detectors.window
     )
     early, peak = obs.fold_run_stats(state.get("early", {}), state.get("peak", {}), records)
     step = records[-1].step if records else state.get("step", 0)
@@ -94,12 +101,16 @@ def observe(ctx: TickContext, state: TickState) -> TickState:
         update["kernel"] = kernel.model_dump(mode="json") if kernel else None
         frozen_by_kernel = kernel is None or kernel.freeze != "off"
         update["freeze"] = "off" if frozen_by_kernel else _freeze_mode(ctx)
+    reflexes = [_reflex(r) for r in rows if r.decision == "applied" and r.reflex is not None]
+    if reflexes:
+        update["reflexes"] = (state.get("reflexes", []) + reflexes)[-_RECENT:]
     applied = [r for r in rows if r.decision == "applied" and r.knob is not None]
     if applied or due:
         update["history"] = _history(ctx, state, applied, step, kernel)
     if applied:
         update["changes"] = (state.get("changes", []) + [_row(r) for r in applied])[-_RECENT:]
-        update["baselines"] = state.get("baselines", []) + ctx.effects.baselines_for(
+        kept = update.get("baselines", state.get("baselines", []))
+        update["baselines"] = kept + ctx.effects.baselines_for(
             [r for r in applied if r.source in AUTOPILOT_SOURCES],
             windows,
             update.get("key_metric") or state.get("key_metric"),
@@ -130,6 +141,8 @@ def _fresh_segment_state() -> TickState:
         "history": [],
         "changes": [],
         "baselines": [],
+        "rewound": None,
+        "reflexes": [],
         "decided": {},
         "llm_next_step": 0,
         "past": [],
@@ -217,7 +230,7 @@ def diagnose(ctx: TickContext, state: TickState) -> TickState:
         resolve_after=ctx.settings.cadence.repeat_after_steps,
     )
     found = book.observe(
-        run_detectors(summary, state["windows"], ctx.detectors),
+        run_detectors(summary, state["windows"], ctx.detectors) + _reflex_diagnoses(state),
         step=state["step"],
         applied=state.get("history", []),
         cadences={name: m.cadence for name, m in summary.metrics.items()},
@@ -235,6 +248,49 @@ def diagnose(ctx: TickContext, state: TickState) -> TickState:
         "present": [d.model_dump(mode="json") for d in found],
         "episodes": book.dump(),
     }
+
+
+def _reflex(row: LedgerRow) -> dict[str, Any]:
+    assert row.reflex is not None
+    return {
+        "step": row.step,
+        "snapshot_step": row.snapshot_step,
+        "metric": row.reflex.metric,
+        "cause": row.reflex.cause,
+        "reason": row.reason or "",
+    }
+
+
+def _reflex_diagnoses(state: TickState) -> list[Diagnosis]:
+    """A divergence for the kernel's latest reflex rewind, until a decision answers it:
+    the reflex saved the run, and the policy decides what comes next (keep lr lower)."""
+    reflexes = state.get("reflexes") or []
+    if not reflexes:
+        return []
+    last = reflexes[-1]
+    decided = state.get("decided", {}).get("divergence", _FAR_PAST)
+    if last["step"] is None or decided >= last["step"]:
+        return []
+    recent = [r for r in reflexes if r["step"] is not None and last["step"] - r["step"] <= 1000]
+    return [
+        Diagnosis(
+            kind="divergence",
+            metric=last["metric"],
+            step=last["step"],
+            severity="high",
+            message=(
+                f"the kernel's reflex rewound the run at step {last['step']} to its snapshot "
+                f"of step {last['snapshot_step']}: {last['reason']}"
+            )[:1000],
+            evidence={
+                "reflex": True,
+                "signal": last["metric"],
+                "cause": last["cause"],
+                "rewound_to": last["snapshot_step"],
+                "reflex_rewinds": len(recent),
+            },
+        )
+    ]
 
 
 def _to_decide(ctx: TickContext, d: Diagnosis, state: TickState) -> bool:

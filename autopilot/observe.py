@@ -113,6 +113,59 @@ def fold_segment(
     return latest, *fold_records(windows, best, records, window)
 
 
+Span = tuple[int, int]
+"""``(snapshot_step, rewind_step)``: the steps a rewind abandoned, ``lo < step <= hi``."""
+
+
+def rewound_span(rows: Iterable[LedgerRow], records: Iterable[MetricRecord]) -> Span | None:
+    """The latest rewind this read shows: an applied ``rewind`` row of the ledger (written
+    at the step of the rewind, before its metrics are flushed) or a metric record's
+    ``rewound_to`` marker (the first record after it). None: no rewind.
+
+    Example:
+        >>> from kernel import MetricRecord
+        >>> rewound_span([], [MetricRecord(step=402, rewound_to=300)])
+        (300, 401)
+    """
+    span = None
+    for row in rows:
+        if row.decision == "applied" and row.op == "rewind" and row.snapshot_step is not None:
+            span = (row.snapshot_step, row.step if row.step is not None else row.snapshot_step)
+    for record in records:
+        if record.rewound_to is not None:
+            marked = (record.rewound_to, record.step - 1)
+            span = marked if span is None or marked[1] > span[1] else span
+    return span
+
+
+def drop_rewound(
+    windows: Windows, best: Best, records: list[MetricRecord], span: Span | None
+) -> tuple[Windows, Best, list[MetricRecord]]:
+    """Windows, bests and new records without the points of the trajectory a rewind
+    abandoned: after it, the run goes on from the snapshot's state, so the curve does too
+    (a loss of 1077 at the step that tripped the reflex is not this run's any more).
+
+    Example:
+        >>> from kernel import MetricRecord
+        >>> windows = {"loss": [[300, 350, 401], [0.1, 0.08, 1077.0]]}
+        >>> best = {"loss": [0.08, 350]}
+        >>> later = [MetricRecord(step=401, metrics={"loss": 1077.0}),
+        ...          MetricRecord(step=402, metrics={"loss": 0.1}, rewound_to=300)]
+        >>> w, b, kept = drop_rewound(windows, best, later, (300, 401))
+        >>> w, b, [r.step for r in kept]
+        ({'loss': [[300], [0.1]]}, {}, [402])
+    """
+    if span is None:
+        return windows, best, records
+    lo, hi = span
+    kept = [r for r in records if not lo < r.step <= hi]
+    pruned: Windows = {}
+    for name, (steps, values) in windows.items():
+        keep = [i for i, step in enumerate(steps) if not lo < step <= hi]
+        pruned[name] = [[steps[i] for i in keep], [values[i] for i in keep]]
+    return pruned, {n: b for n, b in best.items() if not lo < b[1] <= hi}, kept
+
+
 def read_changes(run_dir: Path, offset: int) -> tuple[list[LedgerRow], int]:
     """Ledger rows appended after ``offset`` (every decision), and the new offset."""
     tail = JsonlTail(run_dir / LEDGER_FILE, offset)

@@ -90,6 +90,11 @@ class TickState(TypedDict, total=False):
     changes: list[dict[str, Any]]
     """The latest applied knob changes (ledger rows, any source), oldest first."""
     baselines: list[dict[str, Any]]
+    rewound: list[int] | None
+    """The latest rewind's span ``[snapshot_step, rewind_step]`` (``observe.rewound_span``):
+    metric records of those steps arriving later belong to the abandoned trajectory."""
+    reflexes: list[dict[str, Any]]
+    """The kernel's latest reflex rewinds (step, snapshot_step, metric, cause, reason)."""
     decided: dict[str, int]
     """Per diagnosis kind, the step it was last decided at."""
     llm_next_step: int

@@ -3,7 +3,9 @@ cannot be used.
 
 | diagnosis   | proposal                                                              |
 |-------------|-----------------------------------------------------------------------|
-| divergence  | roll back the last autopilot change if it came shortly before; else    |
+| divergence  | after the kernel's reflex rewound a spike: ``lr x0.5`` from the        |
+|             | restored lr (and clipping on for a gradient-norm trip); else         |
+|             | roll back the last autopilot change if it came shortly before; else    |
 |             | ``lr x0.1`` (and turn gradient clipping on if gradients exploded)     |
 |             | (a change made for divergence, or a rollback, is never rolled back,   |
 |             | nor one whose undo would move a knob the way the diagnoses forbid:    |
@@ -35,6 +37,7 @@ from autopilot.policies._base import PolicyContext
 from autopilot.proposals import Action, Proposal
 from kernel import LedgerRow, format_value
 from kernel.knobs import knob_family
+from kernel.reflexes import GRAD_NORM
 
 _CONFIDENCE = {"divergence": 0.9, "oscillation": 0.7, "overfitting": 0.7, "plateau": 0.8}
 
@@ -54,6 +57,8 @@ class RulePolicy:
     undo_memory_steps: int = 1000
     """A knob whose change was rolled back this recently is left alone (except to stop a
     divergence): the same rule would only make the same mistake again."""
+    after_reflex_lr: float = 0.5
+    """The lr factor after the kernel's reflex rewound a spike (from the restored lr)."""
     raise_collapsed_lr: float = 2.0
     """The factor for a plateau whose lr collapsed (the guards' ``max_up`` caps it)."""
 
@@ -121,6 +126,8 @@ class RulePolicy:
     def _divergence(
         self, diagnosis: Diagnosis, ctx: PolicyContext
     ) -> tuple[list[Action], list[str]]:
+        if diagnosis.evidence.get("reflex"):
+            return self._after_reflex(diagnosis, ctx)
         last = _last_autopilot_change(ctx.recent_changes)
         notes: list[str] = []
         if (
@@ -151,6 +158,22 @@ class RulePolicy:
         if exploded and clip is not None and clip.value == 0:
             actions.append(Action(knob="grad_clip", value=self.grad_clip_on, reason="grad norm"))
         return actions, notes
+
+    def _after_reflex(
+        self, diagnosis: Diagnosis, ctx: PolicyContext
+    ) -> tuple[list[Action], list[str]]:
+        """The kernel rewound a spike by itself (restoring the knobs of its snapshot): nothing
+        to roll back, so keep lr lower than the value the spike grew from (as OPT's restarts
+        did), and clip the gradients when they were what blew up."""
+        note = (
+            f"the kernel's reflex already rewound to step {diagnosis.evidence.get('rewound_to')}"
+            " (its knobs restored): lr is kept lower from there, nothing is rolled back"
+        )
+        actions = _lr(self.after_reflex_lr, ctx)
+        clip = ctx.knobs.get("grad_clip")
+        if diagnosis.metric == GRAD_NORM and clip is not None and clip.value == 0:
+            actions.append(Action(knob="grad_clip", value=self.grad_clip_on, reason="grad norm"))
+        return actions, [note]
 
 
 def _steered(
