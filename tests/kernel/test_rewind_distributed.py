@@ -2,6 +2,8 @@
 restores, on every rank at the same step, the same snapshot, exactly; only rank 0 writes the
 ledger row.
 
+A reflex (``kernel.reflexes``) that trips on one rank only rewinds every rank the same way.
+
 Each rank copies its live state right after every ``kernel.step`` and keeps every snapshot
 its kernel lists, then dumps both; the test compares the ranks with each other and with the
 snapshot. The ranks train on different batches, so their BatchNorm statistics (buffers, not
@@ -46,6 +48,8 @@ def _logged(scenario: str, rank: int, step: int, loss: float) -> dict[str, float
     """What a rank logs at ``step``: its loss, but for the fault a scenario plants."""
     if scenario == "val_nan" and step == 10:  # one rank's validation shard overflows
         return {"train/loss": loss, "val/loss": math.nan if rank == 1 else 1.0}
+    if scenario == "spike" and rank == 1 and step == 25:  # after the reflex's warmup (20)
+        return {"train/loss": 1e6}
     return {"train/loss": loss}
 
 
@@ -84,7 +88,7 @@ def _train(rank: int, run_dir: str, scenario: str) -> dict[str, Any]:
             states[step] = _state(opt, net, sched)
             for snap in kernel.snapshots:
                 snapshots.setdefault(snap.step, _snapshot(snap))
-            if rank == 0 and step == APPEND_AT:
+            if rank == 0 and step == APPEND_AT and scenario != "spike":
                 append_command(run_dir, Command(id="rw", source="human", op="rewind"))
     del model  # DDP's reducer holds the process group: release it before the group goes
     return {"states": states, "snapshots": snapshots}
@@ -182,3 +186,19 @@ def test_a_snapshot_skipped_on_one_rank_only_still_rewinds_the_ranks_together(
     assert (row.command_id, row.decision, row.step) == ("rw", "applied", 15)
     assert row.snapshot_step is not None
     _assert_rewound_together(ranks, at=15, to=row.snapshot_step)  # 10 or 11, but on both
+
+
+def test_a_loss_spike_on_one_rank_rewinds_every_rank_at_the_same_step(tmp_path: Path) -> None:
+    run_dir, ranks = _run(tmp_path, "spike")  # rank 1 logs a loss of 1e6 at step 25
+    # The readings of step 24 vouch for the updates up to 23: the snapshot of step 20.
+    _assert_rewound_together(ranks, at=25, to=20)
+    (row,) = read_ledger(run_dir)  # rank 0's row; rank 1, where it tripped, writes nothing
+    assert (row.source, row.op, row.decision, row.step, row.snapshot_step) == (
+        "kernel",
+        "rewind",
+        "applied",
+        25,
+        20,
+    )
+    assert row.restored == ["parameters", "buffers", "optimizer", "scheduler", "knobs", "rng"]
+    assert row.reason is not None and "another rank" in row.reason
