@@ -12,6 +12,7 @@ with the snapshot it names, and the snapshot with the live state of the step it 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,12 @@ from kernel.snapshots import Snapshot
 
 STEPS = 20
 APPEND_AT = 12  # the recorder appends the rewind after the kernel's step 12; read at 13
-SETTINGS = KernelSettings(poll_interval_s=0.0, snapshot_every_steps=5, update_ratio_every_steps=0)
+SETTINGS = KernelSettings(
+    poll_interval_s=0.0,
+    snapshot_every_steps=5,
+    snapshot_on_best=False,  # snapshots on the cadence only: 1, 6, 11, 16
+    update_ratio_every_steps=0,
+)
 RESTORED = ["parameters", "buffers", "optimizer", "scheduler", "knobs", "rng"]
 
 
@@ -146,7 +152,9 @@ class _BatchNormRegressor(torch.nn.Module):
         return {"loss": loss, "logits": out}
 
 
-def _train_hf(run_dir: Path, model: torch.nn.Module, seen: _Observed) -> Any:
+def _train_hf(
+    run_dir: Path, model: torch.nn.Module, seen: _Observed, settings: KernelSettings = SETTINGS
+) -> Any:
     """A real ``Trainer`` run of ``STEPS`` steps, logging every step, observed by ``seen``."""
     transformers = pytest.importorskip("transformers")
     pytest.importorskip("accelerate", reason="the HF Trainer needs accelerate")
@@ -154,7 +162,7 @@ def _train_hf(run_dir: Path, model: torch.nn.Module, seen: _Observed) -> Any:
 
     from kernel.adapters import AutopilotTrainerCallback
 
-    autopilot = AutopilotTrainerCallback(run_dir, key_metric="train/loss", settings=SETTINGS)
+    autopilot = AutopilotTrainerCallback(run_dir, key_metric="train/loss", settings=settings)
 
     class Recorder(TrainerCallback):
         """Runs after the autopilot's ``on_log``, the safe point of a step that logs."""
@@ -184,21 +192,51 @@ def test_hf_rewind_restores_the_trainers_state_exactly(tmp_path: Path) -> None:
     _check_rewind(tmp_path, seen, at=APPEND_AT + 1, to=11)  # snapshots at 1, 6, 11
 
 
-def test_hf_snapshots_judge_a_step_by_its_own_loss(tmp_path: Path) -> None:
-    """The Trainer logs a step's loss after ``on_step_end``; a snapshot taken there would keep
-    the NaN weights of a step whose loss was NaN (its update spread the NaN)."""
+def test_hf_snapshots_judge_a_step_by_its_own_readings(tmp_path: Path) -> None:
+    """The Trainer logs a step after ``on_step_end``; a snapshot taken there, before the
+    step's readings reach the kernel, kept the NaN weights of a step whose loss was NaN (the
+    Trainer logs a NaN loss as the mean of the earlier ones; the gradient norm the kernel
+    measured before the update is NaN)."""
     seen = _Observed()
     seen.command = None
-    _train_hf(tmp_path, _BatchNormRegressor(nan_at=6), seen)  # a snapshot is due at step 6
+    no_reflex = dataclasses.replace(SETTINGS, reflex_action="off")
+    _train_hf(tmp_path, _BatchNormRegressor(nan_at=6), seen, no_reflex)  # a snapshot is due at 6
     assert 1 in seen.snapshots and 6 not in seen.snapshots
     for step, snap in seen.snapshots.items():
         assert all(p.isfinite().all() for p in snap.parameters), step
 
 
+def _check_reflex(run_dir: Path, seen: _Observed, *, at: int, metric: str) -> None:
+    """The NaN of step 6 rewound at step ``at``, exactly, to the snapshot of step 1, the
+    newest that training before step 6 vouches for; no snapshot ever held NaN weights."""
+    (row,) = read_ledger(run_dir)
+    assert (row.source, row.op, row.decision, row.step, row.snapshot_step) == (
+        "kernel", "rewind", "applied", at, 1,
+    )  # fmt: skip
+    assert row.reflex is not None and (row.reflex.cause, row.reflex.metric) == ("nonfinite", metric)
+    assert _same(seen.states[at], seen.snapshots[1])
+    for step, snap in seen.snapshots.items():
+        assert all(p.isfinite().all() for p in snap.parameters), step
+    after = [s for step, s in seen.states.items() if step >= at]
+    assert all(p.isfinite().all() for s in after for p in s.parameters)  # training recovered
+
+
+def test_hf_a_nan_loss_trips_the_reflex_on_the_gradient_norm(tmp_path: Path) -> None:
+    seen = _Observed()
+    seen.command = None
+    _train_hf(tmp_path, _BatchNormRegressor(nan_at=6), seen)
+    # The Trainer hides a NaN loss (logging_nan_inf_filter); the kernel measures the gradient
+    # norm at every step (it clips, taking over max_grad_norm): NaN at 6, 7, 8 trips at 8.
+    _check_reflex(tmp_path, seen, at=8, metric="grad/norm")
+
+
 # -- Lightning ----------------------------------------------------------------------
 
 
-def test_lightning_rewind_restores_the_trainers_state_exactly(tmp_path: Path) -> None:
+def _fit_lightning(run_dir: Path, seen: _Observed, *, nan_at: int | None = None) -> Any:
+    """A real Lightning ``fit`` of ``STEPS`` steps (Adam, a step LR schedule), observed by
+    ``seen`` after the autopilot's ``on_train_batch_end``; the loss of batch ``nan_at`` (from
+    1) is NaN, if given."""
     pytest.importorskip("lightning")
     import lightning.pytorch as pl
 
@@ -211,16 +249,15 @@ def test_lightning_rewind_restores_the_trainers_state_exactly(tmp_path: Path) ->
 
         def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
             x, y = batch
-            return torch.nn.functional.mse_loss(self.net(x), y)
+            loss = torch.nn.functional.mse_loss(self.net(x), y)
+            return loss * math.nan if self.global_step + 1 == nan_at else loss
 
         def configure_optimizers(self) -> Any:
             opt = torch.optim.Adam(self.parameters(), lr=1e-2)
             sched = torch.optim.lr_scheduler.StepLR(opt, step_size=4, gamma=0.5)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
-    seen = _Observed()
-    seen.command = Command(id="rw", source="human", op="rewind", to="step", to_step=9)
-    autopilot = AutopilotCallback(tmp_path, key_metric="train/loss", settings=SETTINGS)
+    autopilot = AutopilotCallback(run_dir, key_metric="train/loss", settings=SETTINGS)
 
     class Recorder(pl.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):  # type: ignore[no-untyped-def]
@@ -236,7 +273,7 @@ def test_lightning_rewind_restores_the_trainers_state_exactly(tmp_path: Path) ->
     trainer = pl.Trainer(
         max_steps=STEPS,
         accelerator="cpu",
-        default_root_dir=tmp_path / "pl",
+        default_root_dir=run_dir / "pl",
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -245,5 +282,20 @@ def test_lightning_rewind_restores_the_trainers_state_exactly(tmp_path: Path) ->
         callbacks=[autopilot, Recorder()],
     )
     trainer.fit(Regressor(), loader)
+    return trainer
+
+
+def test_lightning_rewind_restores_the_trainers_state_exactly(tmp_path: Path) -> None:
+    seen = _Observed()
+    seen.command = Command(id="rw", source="human", op="rewind", to="step", to_step=9)
+    trainer = _fit_lightning(tmp_path, seen)
     assert trainer.global_step == STEPS
     _check_rewind(tmp_path, seen, at=APPEND_AT + 1, to=6)  # the newest at or before step 9
+
+
+def test_lightning_a_nan_loss_trips_the_reflex_at_its_own_step(tmp_path: Path) -> None:
+    seen = _Observed()
+    seen.command = None
+    trainer = _fit_lightning(tmp_path, seen, nan_at=6)
+    assert trainer.global_step == STEPS
+    _check_reflex(tmp_path, seen, at=6, metric="train/loss")  # at the step whose loss it was
