@@ -26,7 +26,9 @@ Checks (``ok`` or ``FAIL``):
 - ``time``: a run takes at most ``BUDGET_S`` seconds.
 The exit status is 1 when a check fails.
 
-Run: ``.venv/bin/python benchmarks/bench_tasks_check.py [--seeds 3] [--jobs 2]`` (under a minute).
+Run: ``.venv/bin/python benchmarks/bench_tasks_check.py [--seeds 3] [--jobs 2] [--tasks all]
+[--per-seed]`` (a few minutes on 2 cores; ``--tasks`` names tasks or setups, and checks them
+against their setups' good configurations and grids).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from pathlib import Path
 
 import torch
 
+from evals.bench import resolve_tasks
 from evals.tasks import SETUPS, TASKS, Setup, TaskConfig, train_task
 from evals.tasks.train import LOCKSTEP, without_reflexes
 from kernel import Command, append_command, new_command_id
@@ -135,15 +138,25 @@ def run_job(job: Job) -> Result:
     return Result(final=out.final, wall_s=out.wall_s)
 
 
-def plan(seeds: range) -> list[Job]:
+def selected(spec: str) -> dict[str, TaskConfig]:
+    """The tasks of ``--tasks`` (names, setup names or ``all``) and their setups' good ones."""
+    names = resolve_tasks(spec)
+    unknown = [n for n in names if n not in TASKS]
+    if unknown:
+        raise SystemExit(f"unknown task {unknown[0]!r}; known: {', '.join(TASKS)}")
+    setups = {TASKS[n].setup.name for n in names}
+    return {n: t for n, t in TASKS.items() if n in names or (t.healthy and t.setup.name in setups)}
+
+
+def plan(seeds: range, tasks: dict[str, TaskConfig]) -> list[Job]:
     """Every run of the check: each task's start and rescue, each setup's grid."""
     jobs: list[Job] = []
-    for name, task in TASKS.items():
+    for name, task in tasks.items():
         start = tuple(sorted(task.start.items()))
         jobs += [Job(name, s, start) for s in seeds]
         if not task.healthy:
             jobs += [Job(name, s, start, rescue_changes(task)) for s in seeds]
-    for setup in SETUPS.values():
+    for setup in _setups(tasks):
         good = good_task(setup).name
         for point in setup.grid_points():
             jobs += [Job(good, s, tuple(sorted(point.items()))) for s in seeds]
@@ -158,11 +171,17 @@ def verdict(ok: bool) -> str:
     return "ok" if ok else "FAIL"
 
 
-def task_rows(results: dict[Job, Result], seeds: range) -> list[str]:
+def _setups(tasks: dict[str, TaskConfig]) -> list[Setup]:
+    return [s for s in SETUPS.values() if any(t.setup is s for t in tasks.values())]
+
+
+def task_rows(
+    results: dict[Job, Result], seeds: range, tasks: dict[str, TaskConfig], *, per_seed: bool
+) -> list[str]:
     rows = [
         f"{'task':28s} {'start':22s} {'rescued':22s} {'good':22s} {'gap':>6s} {'s/run':>6s}  checks"
     ]
-    for name, task in TASKS.items():
+    for name, task in tasks.items():
         start_knobs = tuple(sorted(task.start.items()))
         good = good_task(task.setup)
         good_knobs = tuple(sorted(good.start.items()))
@@ -190,15 +209,29 @@ def task_rows(results: dict[Job, Result], seeds: range) -> list[str]:
             f"{name:28s} {fmt(start):22s} {rescued_txt:22s} {fmt(goods):22s} "
             f"{gap_txt:>6s} {mean_s:6.2f}  {', '.join(checks)}"
         )
+        if per_seed:
+            rows += [_seed_row(results, task, good, s) for s in seeds]
     return rows
 
 
-def oracle_rows(results: dict[Job, Result], seeds: range) -> list[str]:
+def _seed_row(results: dict[Job, Result], task: TaskConfig, good: TaskConfig, seed: int) -> str:
+    """One seed's finals: start, rescued (``-`` for a good task), good."""
+    start = tuple(sorted(task.start.items()))
+    cells = [f"{results[Job(task.name, seed, start)].final:.4f}", "-"]
+    if not task.healthy:
+        cells[1] = f"{results[Job(task.name, seed, start, rescue_changes(task))].final:.4f}"
+    cells.append(f"{results[Job(good.name, seed, tuple(sorted(good.start.items())))].final:.4f}")
+    return f"{'  seed ' + str(seed):28s} " + " ".join(f"{c:22s}" for c in cells)
+
+
+def oracle_rows(
+    results: dict[Job, Result], seeds: range, tasks: dict[str, TaskConfig]
+) -> list[str]:
     rows = [
         f"{'setup':14s} {'points':>6s}  {'best grid point':40s} {'best':22s} "
         f"{'good':22s} {'rank':>5s}  check"
     ]
-    for setup in SETUPS.values():
+    for setup in _setups(tasks):
         good = good_task(setup)
         scored = []
         for point in setup.grid_points():
@@ -225,13 +258,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench_tasks_check.py")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=2, help="runs side by side")
+    parser.add_argument("--tasks", default="all", help="task or setup names, or all")
+    parser.add_argument("--per-seed", action="store_true", help="print every seed's finals")
     args = parser.parse_args(argv)
     seeds = range(args.seeds)
-    jobs = plan(seeds)
+    tasks = selected(args.tasks)
+    jobs = plan(seeds, tasks)
     started = time.monotonic()
     with Pool(args.jobs) as pool:
         results = dict(zip(jobs, pool.map(run_job, jobs, chunksize=1), strict=True))
-    rows = task_rows(results, seeds) + [""] + oracle_rows(results, seeds)
+    rows = task_rows(results, seeds, tasks, per_seed=args.per_seed)
+    rows += [""] + oracle_rows(results, seeds, tasks)
     print("\n".join(rows))
     print(f"\n{len(jobs)} runs, {args.jobs} side by side, {time.monotonic() - started:.0f} s")
     return 1 if any("FAIL" in row for row in rows) else 0
