@@ -151,7 +151,9 @@ def build_context(ctx: TickContext, state: TickState, *, table: bool = True) -> 
         key_metric=state["key_metric"],
         key_mode=state["key_mode"],
         diagnoses=[Diagnosis.model_validate(d) for d in state.get("diagnoses", [])],
-        knobs=knobs_with_bounds(tick_kernel(state), ctx.settings),
+        knobs=knobs_with_bounds(kernel := tick_kernel(state), ctx.settings),
+        snapshots=list(kernel.snapshots) if kernel is not None else [],
+        reflexes=[dict(r) for r in state.get("reflexes", [])],
         summary_table=render_table(ctx.summary(state)) if table else "",
         recent_changes=[LedgerRow.model_validate(r) for r in state.get("changes", [])],
         effects=dict(ctx.log.verdicts()),
@@ -166,7 +168,13 @@ def past_entry(record: DecisionRecord) -> dict[str, Any]:
     return {
         "step": record.step,
         "diagnosis": "; ".join(d.message for d in record.diagnoses)[:300],
-        "actions": [f"{v.knob}={v.value} ({record.route})" for v in allowed],
+        "actions": [f"{_shown(v)} ({record.route})" for v in allowed],
         "effect": None,
         "decision_id": record.id,
     }
+
+
+def _shown(verdict: Any) -> str:
+    if verdict.requested.op == "rewind":
+        return verdict.requested.describe()
+    return f"{verdict.knob}={verdict.value}"

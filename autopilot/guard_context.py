@@ -32,6 +32,7 @@ from kernel import (
     KnobSpec,
     KnobValue,
     LedgerRow,
+    SnapshotInfo,
     read_freeze,
     read_kernel_state,
     read_ledger,
@@ -78,6 +79,10 @@ class GuardContext:
     diagnosed: tuple[str, ...] = ()
     """The diagnosis kinds found when the proposal was made (the detectors'): the direction
     guard holds them along with the proposal's own ``kind``."""
+    snapshots: tuple[SnapshotInfo, ...] = ()
+    """The snapshots the kernel keeps (``kernel.json``), which a rewind can name."""
+    last_rewind_step: int | None = None
+    """The step of this segment's latest applied rewind (a command's or a reflex's)."""
 
     @classmethod
     def build(
@@ -90,6 +95,7 @@ class GuardContext:
         worse: Iterable[str] = (),
         diagnosed: Iterable[str] = (),
         step: int | None = None,
+        last_rewind_step: int | None = None,
     ) -> GuardContext:
         """A context from data already read.
 
@@ -103,8 +109,21 @@ class GuardContext:
             diagnosed: the diagnosis kinds the proposal answers (the detectors').
             step: the run's step when fresher than ``kernel.json``'s (which lags by up to a
                 heartbeat); the later of the two is used.
+            last_rewind_step: the latest rewind when ``rows`` may not reach it (the tick's
+                rows are ``set`` rows only); the later of it and the rows' is used.
         """
         segment = state.segment
+        rows = list(rows)
+        rewinds = [
+            int(r.step)
+            for r in rows
+            if r.decision == "applied"
+            and r.op == "rewind"
+            and r.step is not None
+            and (r.segment or 0) == segment
+        ]
+        if last_rewind_step is not None:
+            rewinds.append(last_rewind_step)
         changes = tuple(
             r
             for r in rows
@@ -129,6 +148,8 @@ class GuardContext:
             improved=frozenset(improved),
             worse=frozenset(worse),
             diagnosed=tuple(dict.fromkeys(diagnosed)),
+            snapshots=tuple(state.snapshots),
+            last_rewind_step=max(rewinds, default=None),
         )
 
     @classmethod

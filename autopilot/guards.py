@@ -56,7 +56,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from autopilot.config import Settings
 from autopilot.directions import against
 from autopilot.guard_context import AUTOPILOT_SOURCES, GuardContext
-from autopilot.proposals import Action, Proposal
+from autopilot.proposals import REWIND, Action, Proposal
 from kernel import Command, Knob, KnobError, KnobSpec, KnobValue, format_value
 from kernel.commands import Source
 from kernel.knobs import knob_family
@@ -77,6 +77,7 @@ GuardRule = Literal[
     "direction",
     "no_change",
     "max_actions",
+    "rewind",
 ]
 """The guard that decided a verdict (see the module's rules)."""
 _SAME = 1e-9  # a relative change below this is no change
@@ -176,6 +177,8 @@ def _held(verdict: Verdict, ctx: GuardContext, kind: str | None, person: bool) -
     """``verdict`` rejected when its final value restores a condemned value (a rollback) or
     moves against a diagnosis (unless a person approved it); else ``verdict``."""
     action = verdict.requested
+    if action.op == "rewind":
+        return verdict
     shown = f"{verdict.knob} {format_value(verdict.before)} -> {format_value(verdict.value)}"
     if action.rolls_back is not None:
         bad = ctx.condemned(verdict.knob, verdict.value)
@@ -239,7 +242,6 @@ def commands_for(
         Command(
             id=command_id(source, proposal_id, v.index),
             source=source,
-            knob=v.knob,
             **_change(v),
             proposal_id=proposal_id,
             decision_id=decision_id,
@@ -255,13 +257,23 @@ def commands_for(
 
 
 def _intent(action: Action) -> dict[str, Any]:
+    if action.op == "rewind":
+        return {"intent": "rewind"}
     if action.rolls_back is None:
         return {"intent": "set"}
     return {"intent": "rollback", "rolls_back": action.rolls_back}
 
 
 def _change(verdict: Verdict) -> dict[str, Any]:
-    """``{"multiplier": m}`` for a multiplier action with one factor, else ``{"value": v}``."""
+    """``{"multiplier": m}`` for a multiplier action with one factor, else ``{"value": v}``
+    (with the knob); the op and target of a rewind."""
+    action = verdict.requested
+    if action.op == "rewind":
+        return {"op": "rewind", "to": action.to, "to_step": action.to_step}
+    return {"knob": verdict.knob, **_knob_change(verdict)}
+
+
+def _knob_change(verdict: Verdict) -> dict[str, Any]:
     before, after = verdict.before, verdict.value
     if verdict.requested.multiplier is None or isinstance(after, bool):
         return {"value": after}
@@ -305,6 +317,8 @@ def _blanket_reason(
 def _check_action(
     i: int, action: Action, ctx: GuardContext, settings: Settings, first_of: dict[str, int]
 ) -> Verdict:
+    if action.op == "rewind":
+        return _check_rewind(i, action, ctx, settings, first_of)
     spec = ctx.knobs.get(action.knob)
     if spec is None:
         known = ", ".join(sorted(ctx.knobs)) or "none"
@@ -319,6 +333,44 @@ def _check_action(
     if wait is not None:
         return _reject(i, action, ctx, wait, "cooldown")
     return _resolve(i, action, spec, ctx, settings)
+
+
+def _check_rewind(
+    i: int, action: Action, ctx: GuardContext, settings: Settings, first_of: dict[str, int]
+) -> Verdict:
+    """A rewind needs a snapshot it can name (``kernel.json`` lists them), must come first
+    (the changes after it apply to the restored state), one per decision, and waits out
+    ``guards.cooldown_steps`` after the last rewind (a reflex's too)."""
+    if REWIND in first_of:
+        return _reject(i, action, ctx, "one rewind per decision; dropped", "same_family")
+    first_of[REWIND] = i
+    if i != 0:
+        why = "a rewind must be the first action (the changes after it apply to its state)"
+        return _reject(i, action, ctx, why, "rewind")
+    snapshots = ctx.snapshots
+    if not snapshots:
+        why = "the kernel keeps no snapshot yet (KernelSettings.snapshot_every_steps)"
+        return _reject(i, action, ctx, why, "rewind")
+    if action.to == "best" and not any(s.best for s in snapshots):
+        return _reject(i, action, ctx, "no snapshot holds a best value of the key metric", "rewind")
+    if action.to == "step" and not any(s.step <= (action.to_step or 0) for s in snapshots):
+        why = f"no snapshot is kept from step {action.to_step} or earlier"
+        return _reject(i, action, ctx, why, "rewind")
+    last, cooldown = ctx.last_rewind_step, settings.guards.cooldown_steps
+    if last is not None and ctx.step - last < cooldown:
+        why = (
+            f"the run was rewound at step {last}; guards.cooldown_steps is {cooldown}, so "
+            f"{cooldown - (ctx.step - last)} more steps to wait (now step {ctx.step})"
+        )
+        return _reject(i, action, ctx, why, "cooldown")
+    kept = ", ".join(str(s.step) for s in snapshots)
+    return Verdict(
+        index=i,
+        knob=REWIND,
+        status="allowed",
+        requested=action,
+        reason=f"{action.describe()} (snapshots kept at steps {kept})",
+    )
 
 
 def _cooldown_reason(knob: str, ctx: GuardContext, settings: Settings) -> str | None:

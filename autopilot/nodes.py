@@ -110,8 +110,11 @@ def observe(ctx: TickContext, state: TickState) -> TickState:
     if applied:
         update["changes"] = (state.get("changes", []) + [_row(r) for r in applied])[-_RECENT:]
         kept = update.get("baselines", state.get("baselines", []))
+        latest = update.get("rewound") or state.get("rewound")
+        rewound_at = latest[1] if latest else -1
         update["baselines"] = kept + ctx.effects.baselines_for(
-            [r for r in applied if r.source in AUTOPILOT_SOURCES],
+            # a change made with a rewind is not measured: its curve is the rewind's too
+            [r for r in applied if r.source in AUTOPILOT_SOURCES and (r.step or 0) > rewound_at],
             windows,
             update.get("key_metric") or state.get("key_metric"),
             update.get("key_mode") or state.get("key_mode") or "min",
@@ -363,6 +366,7 @@ def guard_context(ctx: TickContext, state: TickState) -> GuardContext:
         worse=ctx.log.worse_commands(),
         diagnosed=[d["kind"] for d in state.get("diagnoses", [])],
         step=state["step"],
+        last_rewind_step=rewound[1] if (rewound := state.get("rewound")) else None,
     )
 
 

@@ -14,16 +14,30 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from autopilot.tokens import Usage, fold_flat_usage
 from kernel import KnobValue
+from kernel.commands import RewindTo
 
 Proposer = Literal["rules", "ai", "tune", "human"]
+REWIND = "rewind"
+"""The ``knob`` label of a rewind action (``op="rewind"``), which moves no single knob."""
 
 
 class Action(BaseModel):
-    """Change one knob: to ``value``, or by ``multiplier`` times its current value."""
+    """Change one knob: to ``value``, or by ``multiplier`` times its current value; or, with
+    ``op="rewind"``, restore a snapshot the kernel keeps (``to``: ``last``, ``best`` or
+    ``step`` with ``to_step``). Actions apply in order at one safe point, so a rewind first
+    and then ``lr x0.5`` halves the restored lr.
+
+    Example:
+        >>> Action.rewind("best", reason="progress lost").describe()
+        'rewind to best'
+    """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     knob: str = Field(min_length=1, max_length=200)
+    op: Literal["set", "rewind"] = "set"
+    to: RewindTo | None = None
+    to_step: int | None = Field(default=None, ge=0)
     value: KnobValue | None = None
     multiplier: float | None = Field(default=None, gt=0)
     reason: str = Field(default="", max_length=1000)
@@ -33,12 +47,26 @@ class Action(BaseModel):
 
     @model_validator(mode="after")
     def _one_of(self) -> Action:
+        if self.op == "rewind":
+            if self.knob != REWIND or self.value is not None or self.multiplier is not None:
+                raise ValueError(f"a rewind action has knob {REWIND!r} and no value or multiplier")
+            if (self.to == "step") != (self.to_step is not None):
+                raise ValueError("a rewind to a step needs to='step' and to_step, and only then")
+            return self
         if (self.value is None) == (self.multiplier is None):
             raise ValueError(f"action on {self.knob!r} needs exactly one of value or multiplier")
         return self
 
+    @classmethod
+    def rewind(
+        cls, to: RewindTo = "last", *, to_step: int | None = None, reason: str = ""
+    ) -> Action:
+        return cls(knob=REWIND, op="rewind", to=to, to_step=to_step, reason=reason)
+
     def describe(self) -> str:
-        """``lr x0.5`` or ``weight_decay=0.0001``."""
+        """``lr x0.5``, ``weight_decay=0.0001`` or ``rewind to best``."""
+        if self.op == "rewind":
+            return f"rewind to step {self.to_step}" if self.to == "step" else f"rewind to {self.to}"
         if self.multiplier is not None:
             return f"{self.knob} x{self.multiplier:g}"
         from kernel import format_value

@@ -463,7 +463,8 @@ def _refuse_closed(run_dir: Path, state: KernelState | None, item_id: str) -> No
 def _signature(proposal: Proposal) -> list[str]:
     """The actions of ``proposal`` without their reasons: what makes two proposals the same."""
     return sorted(
-        json.dumps([a.knob, a.value, a.multiplier, a.rolls_back]) for a in proposal.actions
+        json.dumps([a.knob, a.value, a.multiplier, a.rolls_back, a.op, a.to, a.to_step])
+        for a in proposal.actions
     )
 
 

@@ -31,7 +31,7 @@ from kernel.knobs import FnKnob, Knob, KnobSpec
 from kernel.ledger import LedgerRow, read_ledger
 from kernel.metric_names import metric_mode
 from kernel.metrics import MetricRecord
-from kernel.state import KernelState, read_kernel_state
+from kernel.state import KernelState, SnapshotInfo, read_kernel_state
 
 if TYPE_CHECKING:
     from kernel._kernel import Kernel, KernelSettings
@@ -57,6 +57,7 @@ __all__ = [
     "KernelError",
     "KernelSettings",
     "KernelState",
+    "SnapshotInfo",
     "Knob",
     "KnobError",
     "KnobSpec",

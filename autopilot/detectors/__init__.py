@@ -89,9 +89,20 @@ def diagnose(
     for detector in detectors:
         for found in detector.detect(summary, windows):
             kept = chosen.get(found.kind)
-            if kept is None or SEVERITY_RANK[found.severity] > SEVERITY_RANK[kept.severity]:
+            if kept is None or _outranks(found, kept):
                 chosen[found.kind] = found
+    divergence = chosen.get("divergence")
+    if divergence is not None and divergence.evidence.get("damaged"):
+        for kind in ("oscillation", "overfitting", "plateau"):  # a dead network is none
+            chosen.pop(kind, None)
     return sorted(chosen.values(), key=_urgency)
+
+
+def _outranks(found: Diagnosis, kept: Diagnosis) -> bool:
+    """More severe wins; between equals, a damaged network (whose answer is a rewind)."""
+    if SEVERITY_RANK[found.severity] != SEVERITY_RANK[kept.severity]:
+        return SEVERITY_RANK[found.severity] > SEVERITY_RANK[kept.severity]
+    return bool(found.evidence.get("damaged")) and not kept.evidence.get("damaged")
 
 
 def _urgency(diagnosis: Diagnosis) -> int:

@@ -82,6 +82,7 @@ class DivergenceDetector:
         for name in sorted(n for n in windows if is_grad_norm(n)):
             run = _nonfinite_count(summary, name) >= GRAD_NONFINITE_RUN
             found.append(self._explosion(name, summary.step, windows[name], run))
+        found.append(damaged(summary, windows))
         return [d for d in found if d is not None]
 
     def _explosion(
@@ -202,3 +203,76 @@ def _divergence(
         message=message,
         evidence=evidence,
     )
+
+
+DAMAGE_LOST = 0.8
+"""A network whose metric gave back this share of the progress it had made is damaged."""
+DAMAGE_PROGRESS = 0.3
+"""The progress first made must be at least this share of the early level to be lost."""
+TRAIN_LOST = 0.5
+"""A validation metric lost while its training counterpart holds is overfitting's: a dead
+network loses both (this share for the training side)."""
+
+
+def damaged(summary: RunSummary, windows: Windows) -> Diagnosis | None:
+    """A damaged network: the key metric sits back near the level of the untrained model
+    (accuracy near chance, a loss near its first values) after real progress, for its
+    latest few points, and its training counterpart lost its progress too. A dead network
+    is no overfitting and no plateau: a rewind to a good state is what can help.
+
+    Example:
+        >>> from autopilot.summary import summarize
+        >>> steps = list(range(0, 600, 20))
+        >>> loss = [2.3 - 0.07 * i for i in range(30)]
+        >>> loss[-4:] = [2.3, 2.31, 2.29, 2.3]
+        >>> windows = {"train/loss": [steps, loss]}
+        >>> s = summarize(windows, {}, step=580, key_metric="train/loss", key_mode="min",
+        ...               early={"train/loss": loss[:5]})
+        >>> damaged(s, windows).evidence["lost"]
+        1.0
+    """
+    key = summary.key_metric
+    lost = _lost(summary, windows, key)
+    if lost is None or lost[0] < DAMAGE_LOST:
+        return None
+    share, early, best, level = lost
+    train = next((g.train for g in summary.gaps if g.val == key), None)
+    if train is not None:
+        train_lost = _lost(summary, windows, train)
+        if train_lost is None or train_lost[0] < TRAIN_LOST:
+            return None
+    best_step = summary.metrics[key].best_step
+    message = (
+        f"{key} is back at {num(level)}, near its untrained level {num(early)}: it gave back "
+        f"{share:.0%} of the progress to its best {num(best)} (step {best_step}); the network "
+        "looks damaged, and a rewind to a good state can help where an lr change cannot"
+    )
+    evidence: Evidence = {
+        "damaged": True,
+        "lost": round(share, 3),
+        "early": early,
+        "best": best,
+        "best_step": best_step,
+        "level": level,
+    }
+    return _divergence(key, summary.step, "high", message, evidence)
+
+
+def _lost(
+    summary: RunSummary, windows: Windows, name: str
+) -> tuple[float, float, float, float] | None:
+    """``(share of progress lost, early, best, recent level)`` of ``name``, or None."""
+    m = summary.metrics.get(name)
+    if m is None or m.early is None or m.best is None or name not in windows:
+        return None
+    steps, values = finite_series(windows[name])
+    recent = 3 if is_val(name) else 5  # as sustained as a jump must be
+    if len(values) < recent + 2 or m.best_step is None or m.best_step >= steps[-recent]:
+        return None
+    sign = 1.0 if m.mode == "min" else -1.0
+    progress = sign * (m.early - m.best)
+    if progress <= DAMAGE_PROGRESS * abs(m.early):
+        return None
+    level = float(values[-recent:].min() if sign > 0 else values[-recent:].max())
+    share = min(1.0, sign * (level - m.best) / progress)
+    return share, m.early, m.best, level

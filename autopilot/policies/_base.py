@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from autopilot.diagnoses import Diagnosis
-from kernel import KnobSpec, LedgerRow
+from kernel import KnobSpec, LedgerRow, SnapshotInfo
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,6 +38,10 @@ class PolicyContext:
     diagnoses: list[Diagnosis]
     knobs: dict[str, KnobSpec]
     """The knobs the kernel published, with bounds already narrowed by the config."""
+    snapshots: list[SnapshotInfo] = field(default_factory=list)
+    """The snapshots the kernel keeps (``kernel.json``), oldest first: what a rewind can name."""
+    reflexes: list[dict[str, object]] = field(default_factory=list)
+    """The kernel's latest reflex rewinds (step, snapshot_step, metric, cause, reason)."""
     summary_table: str = ""
     """The compressed metric summary as text (what the LLM reads)."""
     recent_changes: list[LedgerRow] = field(default_factory=list)

@@ -3,7 +3,10 @@ cannot be used.
 
 | diagnosis   | proposal                                                              |
 |-------------|-----------------------------------------------------------------------|
-| divergence  | after the kernel's reflex rewound a spike: ``lr x0.5`` from the        |
+| divergence  | a damaged network (its progress lost, ``evidence.damaged``): rewind  |
+|             | to the best snapshot (or the newest before the best step), then       |
+|             | ``lr x0.5``; never more lr cuts on a dead network; else               |
+|             | after the kernel's reflex rewound a spike: ``lr x0.5`` from the        |
 |             | restored lr (and clipping on for a gradient-norm trip); else         |
 |             | roll back the last autopilot change if it came shortly before; else    |
 |             | ``lr x0.1`` (and turn gradient clipping on if gradients exploded)     |
@@ -57,6 +60,8 @@ class RulePolicy:
     undo_memory_steps: int = 1000
     """A knob whose change was rolled back this recently is left alone (except to stop a
     divergence): the same rule would only make the same mistake again."""
+    damaged_lr: float = 0.5
+    """The lr factor that goes with the rewind of a damaged network (from the restored lr)."""
     after_reflex_lr: float = 0.5
     """The lr factor after the kernel's reflex rewound a spike (from the restored lr)."""
     raise_collapsed_lr: float = 2.0
@@ -128,6 +133,8 @@ class RulePolicy:
     ) -> tuple[list[Action], list[str]]:
         if diagnosis.evidence.get("reflex"):
             return self._after_reflex(diagnosis, ctx)
+        if diagnosis.evidence.get("damaged"):
+            return self._damaged(diagnosis, ctx)
         last = _last_autopilot_change(ctx.recent_changes)
         notes: list[str] = []
         if (
@@ -158,6 +165,25 @@ class RulePolicy:
         if exploded and clip is not None and clip.value == 0:
             actions.append(Action(knob="grad_clip", value=self.grad_clip_on, reason="grad norm"))
         return actions, notes
+
+    def _damaged(self, diagnosis: Diagnosis, ctx: PolicyContext) -> tuple[list[Action], list[str]]:
+        """A network that lost its progress is past what an lr cut can mend: rewind to the
+        best snapshot (else the newest from before the best step) and go on with lr x0.5."""
+        best_step = diagnosis.evidence.get("best_step")
+        best = next((s for s in ctx.snapshots if s.best), None)
+        good = [s for s in ctx.snapshots if isinstance(best_step, int) and s.step <= best_step]
+        if best is not None:
+            rewind = Action.rewind("best", reason="back to the best snapshot")
+        elif good:
+            rewind = Action.rewind("step", to_step=good[-1].step, reason="back before the damage")
+        else:
+            kept = ", ".join(str(s.step) for s in ctx.snapshots) or "none"
+            note = (
+                f"no snapshot from before the damage to rewind to (kept: {kept}); lr x"
+                f"{self.damaged_lr:g} alone"
+            )
+            return _lr(self.damaged_lr, ctx), [note]
+        return [rewind, *_lr(self.damaged_lr, ctx)], []
 
     def _after_reflex(
         self, diagnosis: Diagnosis, ctx: PolicyContext
