@@ -49,7 +49,10 @@ class AutopilotTrainerCallback(TrainerCallback):
     is only taken, and a reflex only judges, with it), else in ``on_step_end``. Commands are
     applied there, a ``stop`` command sets ``control.should_training_stop`` and, unless
     ``save_fn`` is given, a ``checkpoint`` command sets ``control.should_save`` (the trainer
-    saves right after the step, into ``args.output_dir``).
+    saves right after the step, into ``args.output_dir``). The Trainer logs a non-finite loss
+    as the mean of the earlier ones (``args.logging_nan_inf_filter``, on by default), so the
+    kernel sees such a step by its gradient norm (``grad/norm``), measured at every step while
+    the kernel clips: its reflex rewinds after three non-finite norms in a row.
 
     Gradient clipping: the ``Trainer`` clips with ``args.max_grad_norm`` before it calls
     ``on_pre_optimizer_step``, where the kernel clips with its live ``grad_clip`` knob
