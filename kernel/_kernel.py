@@ -29,7 +29,7 @@ from kernel.commands import COMMANDS_FILE, KnobValue
 from kernel.distributed import RankSync
 from kernel.errors import KernelError
 from kernel.jsonl import JsonlTail
-from kernel.knobs import GradClipKnob, Knob, LossWeightKnob, optimizer_knobs
+from kernel.knobs import GradClipKnob, Knob, LossWeightKnob, OptimizerKnob, optimizer_knobs
 from kernel.ledger import Ledger
 from kernel.lifecycle import plan_start
 from kernel.metric_names import metric_mode
@@ -608,6 +608,8 @@ class Kernel:
 
     def _on_applied(self, knob: Knob, command_id: str | None) -> None:
         self._live.note(knob, command_id)
+        if isinstance(knob, OptimizerKnob):
+            self._update_ratio.soon()  # the ratio the new value gives
         if isinstance(knob, LossWeightKnob):
             self._reflex.rebase()  # the loss's scale moved on purpose
 

@@ -33,12 +33,24 @@ def _total_norm(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 class UpdateRatio:
-    """Measures the ratio over one step every ``every`` steps (0: never)."""
+    """Measures the ratio over one step every ``every`` steps (0: never), once early (at
+    ``EARLY_STEP``, so a run learning too slowly shows it soon) and a few steps after each
+    change of an optimizer knob (``soon``: the ratio the new lr gives)."""
+
+    EARLY_STEP = 20
+    AFTER_CHANGE = 3
 
     def __init__(self, parameters: Sequence[torch.Tensor], *, every: int) -> None:
         self._parameters = list(parameters)
         self._every = every
         self._previous: list[torch.Tensor] | None = None
+        self._extra: set[int] = {self.EARLY_STEP} if every > self.EARLY_STEP else set()
+        self._soon: int | None = None
+
+    def soon(self) -> None:
+        """Measure again a few safe points from now (a knob that scales the step changed)."""
+        if self._every > 0:
+            self._soon = self.AFTER_CHANGE
 
     def before_step(self, step: int) -> torch.Tensor | None:
         """The ratio of the update since the copy the last safe point took, if it took one
@@ -54,5 +66,12 @@ class UpdateRatio:
 
     def after_step(self, step: int) -> None:
         """Copy the weights when the next step is one to measure."""
-        if self._every > 0 and self._parameters and step % self._every == 0:
+        if self._every <= 0 or not self._parameters:
+            return
+        due = step % self._every == 0 or step in self._extra
+        if self._soon is not None:
+            self._soon -= 1
+            if self._soon <= 0:
+                due, self._soon = True, None
+        if due:
             self._previous = [p.detach().clone() for p in self._parameters]

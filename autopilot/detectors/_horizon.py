@@ -23,6 +23,7 @@ import math
 import numpy as np
 
 from autopilot.summary import RunSummary, Windows
+from kernel.update_ratio import METRIC as UPDATE_RATIO
 
 LR_NAME = "lr"
 GRADUAL_DROP = 0.25
@@ -81,3 +82,31 @@ def annealed_lr(summary: RunSummary, windows: Windows, frac: float) -> float | N
     if ratio > frac or lr.largest_drop is None:
         return None
     return float(ratio) if lr.largest_drop <= GRADUAL_DROP else None
+
+
+def update_ratio_now(summary: RunSummary, windows: Windows) -> float | None:
+    """The latest update ratio (``train/update_ratio``, measured every few hundred steps)
+    scaled by the lr in force now over the lr when it was measured: one step's move grows
+    with the lr (for Adam and SGD alike), so a ratio from before an lr raise is not read as
+    still tiny. ``None`` when no ratio is logged.
+
+    Example:
+        >>> from autopilot.summary import summarize
+        >>> windows = {"train/update_ratio": [[200], [4e-4]], "lr": [[200, 210], [1e-4, 4e-4]]}
+        >>> s = summarize(windows, {}, step=210, key_metric="lr", key_mode="min")
+        >>> round(update_ratio_now(s, windows), 6)
+        0.0016
+    """
+    ratio = summary.metrics.get(UPDATE_RATIO)
+    if ratio is None or ratio.last is None or ratio.last_step is None:
+        return None
+    lr = windows.get(LR_NAME)
+    if not lr or not lr[0]:
+        return float(ratio.last)
+    steps, values = lr
+    pairs = zip(reversed(steps), reversed(values), strict=True)
+    then = next((v for s, v in pairs if s <= ratio.last_step), None)
+    now = values[-1]
+    if then is None or not then > 0 or not math.isfinite(now):
+        return float(ratio.last)
+    return float(ratio.last * now / then)

@@ -35,7 +35,7 @@ from autopilot.detectors._base import (
     is_val,
     num,
 )
-from autopilot.detectors._horizon import annealed_lr, collapsed_lr, patience
+from autopilot.detectors._horizon import annealed_lr, collapsed_lr, patience, update_ratio_now
 from autopilot.diagnoses import Diagnosis, Evidence, Severity
 from autopilot.summary import MetricSummary, RunSummary, Windows
 from kernel.metric_names import metric_pairs
@@ -45,6 +45,14 @@ TREND_Z = 2.5
 COLLAPSED = 0.1
 """An lr below this fraction of its peak after a one-step drop has collapsed (evidence
 ``lr_collapsed``: the rules then raise it)."""
+TINY_UPDATE_RATIO = 2e-3
+"""An update ratio below this (one step moves the weights by under 0.2 % of their norm) is
+tiny: healthy runs of the bench measure 4.7e-3 to 1.2e-2, their lr-100x-too-low starts 2.5e-4
+to 9.1e-4. Alone it says little (a fine-tune moves its weights little by design)."""
+SLOW_PROGRESS = 0.3
+"""With a tiny update ratio, a key metric that has come less than this share of the way
+from its early level (relatively) learns too slowly."""
+SLOW_MIN_STEPS = 100
 _ROUNDING = 1e-12
 WORSE_Z = 4.0
 """A trend this many standard errors worse than flat is a plateau too (a metric sliding
@@ -105,6 +113,56 @@ class PlateauDetector:
             frac=self.patience_frac,
             steps=self.patience_steps,
         )
+        if collapsed_lr(summary, COLLAPSED) is not None:
+            wait = max(wait // 2, 2 * int(key.cadence or 1))  # a bug's stall needs no long wait
+        found = self._flat(summary, windows, key, wait)
+        return found or self._too_slow(summary, windows, key)
+
+    def _too_slow(
+        self, summary: RunSummary, windows: Windows, key: MetricSummary
+    ) -> list[Diagnosis]:
+        """lr too low: the key metric still improves, but has made little progress from its
+        early level, while the update ratio (``train/update_ratio``, scaled to the lr in
+        force now) says one step barely moves the weights."""
+        ratio = update_ratio_now(summary, windows)
+        if ratio is None or ratio >= TINY_UPDATE_RATIO or key.early is None or key.last is None:
+            return []
+        sign = 1.0 if key.mode == "min" else -1.0
+        if key.early == 0 or summary.step < SLOW_MIN_STEPS:
+            return []
+        progress = sign * (key.early - key.last) / abs(key.early)
+        if progress >= SLOW_PROGRESS:
+            return []
+        if annealed_lr(summary, windows, self.anneal_frac) is not None:
+            return []  # the schedule took the lr down on purpose
+        message = (
+            f"{key.name} has made only {progress:.0%} progress from its early level "
+            f"{num(key.early)} by step {summary.step}, and one step moves the weights by "
+            f"{ratio:.1e} of their norm (train/update_ratio; ~1e-3 is typical): lr looks too low"
+        )
+        evidence: Evidence = {
+            "slow": True,
+            "update_ratio": ratio,
+            "progress": round(progress, 4),
+            "early": key.early,
+            "best": key.best,
+            "best_step": key.best_step,
+        }
+        return [
+            Diagnosis(
+                kind="plateau",
+                metric=key.name,
+                step=summary.step,
+                severity="medium",
+                message=message,
+                evidence=evidence,
+            )
+        ]
+
+    def _flat(
+        self, summary: RunSummary, windows: Windows, key: MetricSummary, wait: int
+    ) -> list[Diagnosis]:
+        assert key.steps_since_best is not None
         steps, values = finite_series(windows[key.name])
         if key.steps_since_best < wait and self._best_moved(key, steps, values, wait):
             return []

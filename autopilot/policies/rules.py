@@ -17,7 +17,8 @@ cannot be used.
 | overfitting | ``weight_decay x2`` when weight decay is on, else ``lr x0.5``         |
 | plateau     | ``lr x0.5``; ``lr x2`` when the lr collapsed (evidence              |
 |             | ``lr_collapsed``: below 10 % of its peak after a drop no schedule   |
-|             | makes), since cutting a collapsed lr further only deepens the stall   |
+|             | makes), since cutting a collapsed lr further only deepens the stall,  |
+|             | and when learning is slow with a tiny update ratio (``slow``)        |
 
 What was measured steers them: a change whose last move of the same knob the same way was
 measured ``neutral`` or ``worse`` (its effect record) is not repeated, and a plateau tries
@@ -65,7 +66,8 @@ class RulePolicy:
     after_reflex_lr: float = 0.5
     """The lr factor after the kernel's reflex rewound a spike (from the restored lr)."""
     raise_collapsed_lr: float = 2.0
-    """The factor for a plateau whose lr collapsed (the guards' ``max_up`` caps it)."""
+    """The factor for a plateau whose lr collapsed, or a run learning too slowly with a tiny
+    update ratio (the guards' ``max_up`` caps it)."""
 
     def propose(self, ctx: PolicyContext) -> Proposal:
         """Actions for the most urgent diagnosis in ``ctx`` (diagnoses come sorted by urgency)."""
@@ -125,6 +127,10 @@ class RulePolicy:
         collapsed = diagnosis.evidence.get("lr_collapsed")
         if diagnosis.kind == "plateau" and isinstance(collapsed, float):
             note = f"lr is {collapsed:.2g} of its peak: a collapsed lr is raised, not cut"
+            return _lr(self.raise_collapsed_lr, ctx), [note]
+        ratio = diagnosis.evidence.get("update_ratio")
+        if diagnosis.kind == "plateau" and diagnosis.evidence.get("slow"):
+            note = f"update ratio {ratio:.1e}: the lr barely moves the weights, so it is raised"
             return _lr(self.raise_collapsed_lr, ctx), [note]
         return _lr(0.5, ctx), []
 
