@@ -255,6 +255,8 @@ class Kernel:
             keep=self.settings.metrics_keep,
         )
         self._rewinder.on_restore = self._metrics.mark_rewind  # windows restart after it
+        if self._sync is not None:
+            self._rewinder.agree = self._sync.all_true  # every rank keeps the same snapshots
         self.segment = 0
         """The run segment: 0 for the first run in ``run_dir``, +1 for each later one."""
         self._extra: dict[str, Any] = {}

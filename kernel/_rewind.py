@@ -3,10 +3,11 @@
 A snapshot is taken at the safe point (``Kernel.step``): at the first step, then every
 ``snapshot_every_steps`` steps, and, with ``snapshot_on_best``, at a step whose logged key
 metric beats the best snapshot's (at most once per ``snapshot_best_every_steps``). Only a
-good state is kept: while the latest logged loss (any metric named ``...loss...``), key
-metric or gradient norm is not finite, no snapshot is taken (a due one is taken at the first
-step that is finite again). Logged values are only read (a 0-d CUDA tensor synchronises) when
-a snapshot is due.
+good state is kept: while a loss (any metric named ``...loss...``), the key metric or the
+gradient norm logged since the previous safe point is not finite, no snapshot is taken (a
+due one is taken at the first step that is finite again); in a distributed job a due
+snapshot is taken only where every rank's readings are finite, so all ranks keep the same.
+Logged values are only read (a 0-d CUDA tensor synchronises) when a snapshot is due.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ class Rewinder:
         self.rewound_at: int | None = None
         """The step of the latest rewind, and ``rewound_to`` the snapshot's step."""
         self.rewound_to: int | None = None
+        self.agree: Callable[[bool], bool] | None = None
+        """Distributed: whether every rank's state is good (all ranks call it together)."""
         self.on_restore: Callable[[int], None] | None = None
         """Called with the snapshot's step after each restore (the metrics' marker)."""
 
@@ -72,13 +75,24 @@ class Rewinder:
                 self._watched[name] = value
 
     def at_safe_point(self, step: int) -> bool:
-        """Take a snapshot if one is due at ``step`` and the state is good; True if taken."""
+        """Take a snapshot if one is due at ``step`` and the state is good; True if taken.
+
+        The state is judged by what was logged since the previous safe point (a NaN
+        validation loss long past does not block every later snapshot). In a distributed
+        job the ranks agree (``agree``) at each due step, so they keep the same snapshots.
+        """
+        watched, self._watched = self._watched, {}
         if not self.on or self.rewound_at == step:
             return False
         due = step >= self._next_step or step < self._taken_at  # earlier: numbering restarted
         metric = self._logged_at(step) if due or self._may_be_best(step) else None
         best = metric is not None and self.ring.beats_best(metric)
-        if not (due or best) or not self._finite():
+        if not (due or best):
+            return False
+        good = _finite(watched)
+        if self.agree is not None and due:
+            good = self.agree(good)
+        if not good:
             return False
         self.ring.add(self.state.capture(step, "cadence" if due else "best", metric))
         self._taken_at = step
@@ -99,13 +113,6 @@ class Rewinder:
             return None
         value = _number(self._key_at[1])
         return value if value is not None and math.isfinite(value) else None
-
-    def _finite(self) -> bool:
-        for value in self._watched.values():
-            number = _number(value)
-            if number is not None and not math.isfinite(number):
-                return False
-        return True
 
     def listing(self) -> list[SnapshotInfo]:
         return self.ring.listing()
@@ -207,6 +214,14 @@ class Rewinder:
             self._taken_at = step  # later steps continue the numbering; no restart
         logger.info("rewound to the snapshot of step %s at step %s", snapshot.step, step)
         return parts
+
+
+def _finite(watched: Mapping[str, Any]) -> bool:
+    for value in watched.values():
+        number = _number(value)
+        if number is not None and not math.isfinite(number):
+            return False
+    return True
 
 
 def _number(value: Any) -> float | None:

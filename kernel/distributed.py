@@ -41,6 +41,15 @@ class RankSync:
     def due(self, step: int) -> bool:
         return step % self.every == 0
 
+    def all_true(self, flag: bool) -> bool:
+        """Whether ``flag`` holds on every rank (one ``all_reduce``; all ranks call it)."""
+        import torch
+
+        device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+        box = torch.tensor([int(flag)], dtype=torch.int64, device=device)
+        dist.all_reduce(box, op=dist.ReduceOp.MIN)
+        return bool(int(box[0]))
+
     def agree_trip(self, tripped: bool, vouched: int | None) -> tuple[bool, int | None]:
         """Whether any rank's reflex tripped, and the oldest step all the trips vouch for
         (one ``all_reduce`` of two integers; every rank must call it at the same step)."""

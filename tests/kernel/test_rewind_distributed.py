@@ -169,16 +169,6 @@ def test_every_rank_rewinds_to_the_same_snapshot_at_the_same_step(tmp_path: Path
     ]  # one row: rank 0's; the other rank writes nothing
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "kernel bug: each rank decides alone whether a due snapshot is good (Rewinder."
-        "at_safe_point / _finite on its own logged values), so a value non-finite on one rank "
-        "only (val/loss of its shard) stops that rank's snapshots (the stale NaN blocks them "
-        "until val/loss is logged again): by step 15 rank 0 keeps 0 and 10, rank 1 only 0; the "
-        "rewind restores step 10 on rank 0, step 0 on rank 1: the replicas split"
-    ),
-)
 def test_a_snapshot_skipped_on_one_rank_only_still_rewinds_the_ranks_together(
     tmp_path: Path,
 ) -> None:
