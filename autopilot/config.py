@@ -164,6 +164,9 @@ class DetectorSettings(_Section):
     """A loss jump must also exceed this fraction of the loss's early level (a fine-tune's
     loss near 0.001 rising to 0.04 is x40 its best, and nothing on its own scale)."""
     grad_explosion_factor: float = Field(default=10.0, gt=1.0)
+    imbalance_share: float = Field(default=0.5, gt=0, lt=1)
+    """A weighted loss term (``train/loss/<term>``, weight ``loss.<term>``) above this share
+    of ``train/loss`` over its latest points dominates it (an ``imbalance``)."""
     overfit_patience_steps: int = Field(default=200, ge=10)
     """Overfitting patience of a run of unknown length (no ``max_steps``)."""
     overfit_patience_evals: int = Field(default=2, ge=1)

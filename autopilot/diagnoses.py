@@ -10,7 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-DiagnosisKind = Literal["plateau", "divergence", "overfitting", "oscillation"]
+DiagnosisKind = Literal["plateau", "divergence", "overfitting", "oscillation", "imbalance"]
+"""``imbalance``: one weighted loss term dominates the total (``detectors._imbalance``)."""
 Severity = Literal["low", "medium", "high"]
 Evidence = dict[str, float | int | str | bool | None]
 

@@ -29,6 +29,7 @@ from autopilot.policies.rules import RulePolicy
 from autopilot.review import ReviewQueue
 from autopilot.summary import Best, Early, Peak, RunSummary, Windows, summarize
 from kernel import KernelState
+from kernel.knobs.simple import LOSS_WEIGHT_PREFIX
 from memory import past_run_notes
 
 if TYPE_CHECKING:
@@ -136,9 +137,22 @@ class SummaryCache:
                 early=state.get("early"),
                 peak=state.get("peak"),
                 max_steps=_max_steps(state),
+                loss_weights=_loss_weights(state),
             )
             self._cached = (key, summary)
         return self._cached[1]
+
+
+def _loss_weights(state: TickState) -> dict[str, float]:
+    """Per loss term its weight, from the ``loss.<term>`` knobs ``kernel.json`` lists."""
+    knobs = (state.get("kernel") or {}).get("knobs") or []
+    return {
+        str(k["name"]).removeprefix(LOSS_WEIGHT_PREFIX): float(k["value"])
+        for k in knobs
+        if str(k.get("name", "")).startswith(LOSS_WEIGHT_PREFIX)
+        and isinstance(k.get("value"), int | float)
+        and not isinstance(k.get("value"), bool)
+    }
 
 
 def _max_steps(state: TickState) -> int | None:

@@ -63,6 +63,7 @@ KIND_COLOURS = {
     "divergence": "tab:red",
     "overfitting": "tab:purple",
     "oscillation": "tab:orange",
+    "imbalance": "tab:olive",
 }
 OTHER_COLOURS = ("tab:green", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
 POLICY_COLOURS = {"none": "tab:gray", "rules": "tab:blue", "ai": "tab:orange", "tune": "tab:green"}

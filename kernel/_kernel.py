@@ -30,6 +30,7 @@ from kernel.distributed import RankSync
 from kernel.errors import KernelError
 from kernel.jsonl import JsonlTail
 from kernel.knobs import GradClipKnob, Knob, LossWeightKnob, OptimizerKnob, optimizer_knobs
+from kernel.knobs.simple import loss_weight_knob
 from kernel.ledger import Ledger
 from kernel.lifecycle import plan_start
 from kernel.metric_names import metric_mode
@@ -295,7 +296,7 @@ class Kernel:
         self._grad_clip = GradClipKnob(grad_clip, **_bounds_kw(bounds.get("grad_clip")))
         self.register(self._grad_clip)
         for key in loss_weights or {}:
-            name = f"loss.{key}"
+            name = loss_weight_knob(key)
             self.register(LossWeightKnob(loss_weights, key, **_bounds_kw(bounds.get(name))))  # type: ignore[arg-type]
 
     def _snapshots(self, optimizer: Any, scheduler: Any, model: Any) -> Rewinder:

@@ -67,6 +67,22 @@ def named_mode(name: str) -> MetricMode | None:
     return mode
 
 
+LOSS_TERM_PREFIX = "train/loss/"
+"""The convention for loss terms: a loop with ``loss_weights`` logs each term's unweighted
+value as ``train/loss/<key>`` beside the weighted total ``train/loss``, so the autopilot can
+tell a term that dominates the total (``autopilot.detectors._imbalance``)."""
+
+
+def loss_term_metric(key: str) -> str:
+    """The metric name of the loss term weighted by ``loss_weights[key]``.
+
+    Example:
+        >>> loss_term_metric("aux")
+        'train/loss/aux'
+    """
+    return f"{LOSS_TERM_PREFIX}{key}"
+
+
 def is_loss(name: str) -> bool:
     """Whether ``name`` is a loss or a part of one (``train/loss``, ``aux_loss``,
     ``trainloss``)."""
@@ -140,7 +156,9 @@ __all__ = [
     "DEFAULT_KEY_METRIC",
     "MetricMode",
     "infer_key_metric",
+    "LOSS_TERM_PREFIX",
     "is_loss",
+    "loss_term_metric",
     "metric_mode",
     "metric_pairs",
     "name_tokens",

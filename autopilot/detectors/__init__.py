@@ -9,7 +9,7 @@ parameters in its constructor, and is passed to ``Autopilot(..., detectors=[...]
 Example:
     >>> from autopilot.config import DetectorSettings
     >>> [d.name for d in default_detectors(DetectorSettings())]
-    ['divergence', 'oscillation', 'overfitting', 'plateau']
+    ['divergence', 'oscillation', 'overfitting', 'imbalance', 'plateau']
     >>> PlateauDetector(patience_steps=5)
     Traceback (most recent call last):
     ...
@@ -29,6 +29,7 @@ from autopilot.detectors._base import (
     check_int,
 )
 from autopilot.detectors._divergence import DivergenceDetector
+from autopilot.detectors._imbalance import ImbalanceDetector
 from autopilot.detectors._oscillation import OscillationDetector
 from autopilot.detectors._overfitting import OverfittingDetector
 from autopilot.detectors._plateau import PlateauDetector
@@ -39,6 +40,7 @@ __all__ = [
     "PRIORITY",
     "Detector",
     "DivergenceDetector",
+    "ImbalanceDetector",
     "OscillationDetector",
     "OverfittingDetector",
     "PlateauDetector",
@@ -49,11 +51,11 @@ __all__ = [
     "diagnose",
 ]
 
-PRIORITY = ("divergence", "oscillation", "overfitting", "plateau")
+PRIORITY = ("divergence", "oscillation", "overfitting", "imbalance", "plateau")
 
 
 def default_detectors(settings: DetectorSettings) -> tuple[Detector, ...]:
-    """The four built-in detectors, configured from the ``[detectors]`` section."""
+    """The five built-in detectors, configured from the ``[detectors]`` section."""
     return (
         DivergenceDetector(
             factor=settings.divergence_factor,
@@ -69,6 +71,7 @@ def default_detectors(settings: DetectorSettings) -> tuple[Detector, ...]:
             patience_frac=settings.overfit_patience_frac,
             worse_rel_improving=settings.overfit_rel_improving,
         ),
+        ImbalanceDetector(share=settings.imbalance_share, min_points=settings.min_points),
         PlateauDetector(
             patience_steps=settings.plateau_patience_steps,
             progress_rel=settings.plateau_rel,

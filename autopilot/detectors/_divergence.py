@@ -224,7 +224,7 @@ def damaged(summary: RunSummary, windows: Windows) -> Diagnosis | None:
         >>> from autopilot.summary import summarize
         >>> steps = list(range(0, 600, 20))
         >>> loss = [2.3 - 0.07 * i for i in range(30)]
-        >>> loss[-4:] = [2.3, 2.31, 2.29, 2.3]
+        >>> loss[-5:] = [2.3, 2.31, 2.29, 2.3, 2.3]
         >>> windows = {"train/loss": [steps, loss]}
         >>> s = summarize(windows, {}, step=580, key_metric="train/loss", key_mode="min",
         ...               early={"train/loss": loss[:5]})

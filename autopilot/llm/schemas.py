@@ -34,7 +34,9 @@ from pydantic_core import CoreSchema
 
 from kernel import KnobValue
 
-AnalystKind = Literal["plateau", "divergence", "overfitting", "oscillation", "healthy", "other"]
+AnalystKind = Literal[
+    "plateau", "divergence", "overfitting", "oscillation", "imbalance", "healthy", "other"
+]
 
 
 _SENT_KEYWORDS = frozenset(

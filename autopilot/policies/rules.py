@@ -15,6 +15,7 @@ cannot be used.
 |             | after an oscillation cut 0.3 -> 0.15, restoring 0.3 restores the bug) |
 | oscillation | ``lr x0.5``                                                           |
 | overfitting | ``weight_decay x2`` when weight decay is on, else ``lr x0.5``         |
+| imbalance   | ``loss.<term> x0.2`` for the term that dominates ``train/loss``       |
 | plateau     | ``lr x0.5``; ``lr x2`` when the lr collapsed (evidence              |
 |             | ``lr_collapsed``: below 10 % of its peak after a drop no schedule   |
 |             | makes), since cutting a collapsed lr further only deepens the stall,  |
@@ -43,7 +44,13 @@ from kernel import LedgerRow, format_value
 from kernel.knobs import knob_family
 from kernel.reflexes import GRAD_NORM
 
-_CONFIDENCE = {"divergence": 0.9, "oscillation": 0.7, "overfitting": 0.7, "plateau": 0.8}
+_CONFIDENCE = {
+    "divergence": 0.9,
+    "oscillation": 0.7,
+    "overfitting": 0.7,
+    "imbalance": 0.7,
+    "plateau": 0.8,
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,6 +68,8 @@ class RulePolicy:
     undo_memory_steps: int = 1000
     """A knob whose change was rolled back this recently is left alone (except to stop a
     divergence): the same rule would only make the same mistake again."""
+    down_weight: float = 0.2
+    """The factor on a loss term's weight when that term dominates the total (imbalance)."""
     damaged_lr: float = 0.5
     """The lr factor that goes with the rewind of a damaged network (from the restored lr)."""
     after_reflex_lr: float = 0.5
@@ -120,6 +129,11 @@ class RulePolicy:
         """The actions for ``diagnosis`` and notes on what was considered and not done."""
         if diagnosis.kind == "divergence":
             return self._divergence(diagnosis, ctx)
+        if diagnosis.kind == "imbalance":
+            knob = str(diagnosis.evidence.get("knob"))
+            if knob not in ctx.knobs:
+                return [], [f"the run has no knob {knob} to down-weight"]
+            return [Action(knob=knob, multiplier=self.down_weight)], []
         if diagnosis.kind == "overfitting":
             wd = ctx.knobs.get("weight_decay")
             if wd is not None and _positive(wd.value):

@@ -93,8 +93,8 @@ class AuxProblem(TabularProblem):
         loss = ce + weights["aux"] * aux
         return loss, {
             "train/loss": loss.detach(),
-            "train/ce": ce.detach(),
-            "train/aux": aux.detach(),
+            "train/loss/ce": ce.detach(),  # the loss-term convention: train/loss/<term>,
+            "train/loss/aux": aux.detach(),  # unweighted, <term> a key of loss_weights
         }
 
     def evaluate(self) -> dict[str, float]:

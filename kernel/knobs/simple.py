@@ -33,6 +33,20 @@ class GradClipKnob(Knob):
     )
 
 
+LOSS_WEIGHT_PREFIX = "loss."
+"""A loss weight's knob is ``loss.<key>``, ``<key>`` its key in the user's dict."""
+
+
+def loss_weight_knob(key: str) -> str:
+    """The knob name of loss-weight ``key``.
+
+    Example:
+        >>> loss_weight_knob("aux")
+        'loss.aux'
+    """
+    return f"{LOSS_WEIGHT_PREFIX}{key}"
+
+
 class LossWeightKnob(Knob):
     """One entry of the user's loss-weight dict: a float weight or a bool term toggle.
 
@@ -45,7 +59,7 @@ class LossWeightKnob(Knob):
     ) -> None:
         is_toggle = isinstance(weights[key], bool)
         super().__init__(
-            f"loss.{key}",
+            loss_weight_knob(key),
             kind="bool" if is_toggle else "float",
             lo=None if is_toggle else lo,
             hi=None if is_toggle else hi,

@@ -18,6 +18,7 @@ from autopilot.config import DetectorSettings
 from autopilot.detectors import (
     PRIORITY,
     DivergenceDetector,
+    ImbalanceDetector,
     OscillationDetector,
     OverfittingDetector,
     PlateauDetector,
@@ -195,8 +196,11 @@ def test_a_detector_uses_the_parameters_it_was_built_with():
 
 
 def test_the_default_detectors_follow_the_config():
-    settings = DetectorSettings(plateau_patience_steps=120, oscillation_volatility=0.3)
-    divergence, oscillation, overfitting, plateau = default_detectors(settings)
+    settings = DetectorSettings(
+        plateau_patience_steps=120, oscillation_volatility=0.3, imbalance_share=0.7
+    )
+    divergence, oscillation, overfitting, imbalance, plateau = default_detectors(settings)
+    assert isinstance(imbalance, ImbalanceDetector) and imbalance.share == 0.7
     assert isinstance(plateau, PlateauDetector) and plateau.patience_steps == 120
     assert isinstance(oscillation, OscillationDetector) and oscillation.volatility == 0.3
     assert isinstance(divergence, DivergenceDetector) and divergence.factor == 2.0
@@ -346,7 +350,7 @@ def test_diagnose_keeps_the_most_severe_per_kind_in_priority_order():
         Scripted("c", [("oscillation", "high"), ("overfitting", "medium")]),
     ]
     found = diagnose(summary, {}, detectors)
-    assert [d.kind for d in found] == list(PRIORITY)
+    assert [d.kind for d in found] == [k for k in PRIORITY if k != "imbalance"]
     assert [(d.metric, d.severity) for d in found] == [
         ("m0", "medium"),
         ("m0", "high"),
