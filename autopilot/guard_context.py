@@ -83,6 +83,9 @@ class GuardContext:
     """The snapshots the kernel keeps (``kernel.json``), which a rewind can name."""
     last_rewind_step: int | None = None
     """The step of this segment's latest applied rewind (a command's or a reflex's)."""
+    logged_peak: dict[str, float] = field(default_factory=dict)
+    """Per knob the run logs as a metric of the same name (``lr``), the largest value it
+    logged: the ceiling of an action that ``restores`` a value the run trained at."""
 
     @classmethod
     def build(
@@ -96,6 +99,7 @@ class GuardContext:
         diagnosed: Iterable[str] = (),
         step: int | None = None,
         last_rewind_step: int | None = None,
+        logged_peak: dict[str, float] | None = None,
     ) -> GuardContext:
         """A context from data already read.
 
@@ -150,6 +154,7 @@ class GuardContext:
             diagnosed=tuple(dict.fromkeys(diagnosed)),
             snapshots=tuple(state.snapshots),
             last_rewind_step=max(rewinds, default=None),
+            logged_peak=dict(logged_peak or {}),
         )
 
     @classmethod

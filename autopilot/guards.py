@@ -409,9 +409,11 @@ def _resolve(
             f"do not overlap; fix bounds.{spec.name} in autopilot.toml"
         )
         return _verdict(i, action, spec, "rejected", None, why, "bounds")
+    restoring = _restoring(action, ctx)
+    up = math.inf if restoring else settings.guards.max_up
     limits = _Limits(
-        step=(settings.guards.max_down, settings.guards.max_up),
-        total=None if action.rolls_back else _total_limits(action.knob, ctx, settings),
+        step=(settings.guards.max_down, up),
+        total=None if action.rolls_back or restoring else _total_limits(action.knob, ctx, settings),
         bounds=(lo, hi),
     )
     verdict = _bounded(i, action, spec, target, limits)
@@ -422,6 +424,15 @@ def _resolve(
     return (
         verdict.model_copy(update={"bounds": (lo, hi)}) if narrower and verdict.passed else verdict
     )
+
+
+def _restoring(action: Action, ctx: GuardContext) -> bool:
+    """Whether ``action`` restores a value the run trained at: flagged so, an absolute
+    number, and no larger than the largest value the run logged for the knob."""
+    if not action.restores or not isinstance(action.value, float | int):
+        return False
+    peak = ctx.logged_peak.get(knob_family(action.knob))
+    return peak is not None and not isinstance(action.value, bool) and action.value <= peak
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -367,6 +367,11 @@ def guard_context(ctx: TickContext, state: TickState) -> GuardContext:
         diagnosed=[d["kind"] for d in state.get("diagnoses", [])],
         step=state["step"],
         last_rewind_step=rewound[1] if (rewound := state.get("rewound")) else None,
+        logged_peak={
+            name: float(peak[0])
+            for name, peak in state.get("peak", {}).items()
+            if kernel.knob(name) is not None and peak
+        },
     )
 
 

@@ -41,6 +41,10 @@ class Action(BaseModel):
     value: KnobValue | None = None
     multiplier: float | None = Field(default=None, gt=0)
     reason: str = Field(default="", max_length=1000)
+    restores: bool = False
+    """The ``value`` is one the run itself trained at (its logged lr before a collapse): the
+    guards check it against the largest value the run logged for the knob and, within it,
+    waive ``guards.max_up`` (restoring a known value is not a leap into the unknown)."""
     rolls_back: str | None = Field(default=None, min_length=1, max_length=200)
     """The id of the command whose change this action undoes (a rollback), if any: the
     command sent for it carries ``intent="rollback"``."""

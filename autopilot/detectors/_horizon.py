@@ -71,6 +71,25 @@ def collapsed_lr(summary: RunSummary, frac: float) -> float | None:
     return float(ratio) if ratio <= frac and lr.largest_drop > GRADUAL_DROP else None
 
 
+def lr_before_drop(windows: Windows) -> float | None:
+    """The lr just before the largest one-step fall in its window (a collapse's cause is
+    there to undo); ``None`` without an lr window or a fall.
+
+    Example:
+        >>> lr_before_drop({"lr": [[1, 2, 3, 4], [0.01, 0.01, 1e-5, 1e-5]]})
+        0.01
+    """
+    lr = windows.get(LR_NAME)
+    if not lr or len(lr[1]) < 2:
+        return None
+    values = np.asarray(lr[1], dtype=float)
+    before, after = values[:-1], values[1:]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        falls = np.where((before > 0) & np.isfinite(after), 1.0 - after / before, 0.0)
+    i = int(np.argmax(falls))
+    return float(before[i]) if falls[i] > GRADUAL_DROP else None
+
+
 def annealed_lr(summary: RunSummary, windows: Windows, frac: float) -> float | None:
     """The lr as a fraction of its peak when a schedule has decayed it gradually below
     ``frac`` of that peak (a flat tail is then expected); ``None`` otherwise (no lr logged,

@@ -35,7 +35,13 @@ from autopilot.detectors._base import (
     is_val,
     num,
 )
-from autopilot.detectors._horizon import annealed_lr, collapsed_lr, patience, update_ratio_now
+from autopilot.detectors._horizon import (
+    annealed_lr,
+    collapsed_lr,
+    lr_before_drop,
+    patience,
+    update_ratio_now,
+)
 from autopilot.diagnoses import Diagnosis, Evidence, Severity
 from autopilot.summary import MetricSummary, RunSummary, Windows
 from kernel.metric_names import metric_pairs
@@ -148,6 +154,10 @@ class PlateauDetector:
             "best": key.best,
             "best_step": key.best_step,
         }
+        collapsed = collapsed_lr(summary, COLLAPSED)
+        if collapsed is not None:
+            evidence.update(lr_collapsed=collapsed, lr_before=lr_before_drop(windows))
+            message += f"; lr is {collapsed:.2g} of its peak after a drop no schedule makes"
         return [
             Diagnosis(
                 kind="plateau",
@@ -180,7 +190,11 @@ class PlateauDetector:
         diagnosis = self._diagnosis(key, summary.step, since, trend, wait, annealed, level)
         if collapsed is None:
             return [diagnosis]
-        evidence = {**diagnosis.evidence, "lr_collapsed": collapsed}
+        evidence = {
+            **diagnosis.evidence,
+            "lr_collapsed": collapsed,
+            "lr_before": lr_before_drop(windows),
+        }
         message = (
             f"{diagnosis.message}; lr is {collapsed:.2g} of its peak after a drop no schedule makes"
         )

@@ -140,6 +140,14 @@ class RulePolicy:
                 return [Action(knob="weight_decay", multiplier=2.0)], []
         collapsed = diagnosis.evidence.get("lr_collapsed")
         if diagnosis.kind == "plateau" and isinstance(collapsed, float):
+            before = diagnosis.evidence.get("lr_before")
+            if isinstance(before, float) and "lr" in ctx.knobs:
+                note = (
+                    f"lr is {collapsed:.2g} of its peak after a sudden drop: restored to "
+                    f"{before:.3g}, the value the run trained at before it"
+                )
+                restore = Action(knob="lr", value=before, restores=True, reason="collapsed lr")
+                return [restore], [note]
             note = f"lr is {collapsed:.2g} of its peak: a collapsed lr is raised, not cut"
             return _lr(self.raise_collapsed_lr, ctx), [note]
         ratio = diagnosis.evidence.get("update_ratio")

@@ -5,13 +5,17 @@ alone; the kernel measures the ratio early and again after an lr change."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from autopilot.config import Settings
 from autopilot.detectors import default_detectors, diagnose
+from autopilot.guard_context import GuardContext
+from autopilot.guards import Verdict, check
 from autopilot.policies._base import PolicyContext
 from autopilot.policies.rules import RulePolicy
+from autopilot.proposals import Action, Proposal
 from autopilot.summary import Windows, summarize
 from kernel import Command, Kernel, KernelSettings, KnobSpec, append_command
 from kernel.update_ratio import METRIC as UPDATE_RATIO
@@ -76,3 +80,48 @@ def test_the_kernel_measures_the_ratio_early_and_after_an_lr_change(tmp_path: Pa
         if UPDATE_RATIO in line:
             seen.append(int(line.split('"step":')[1].split(",")[0]))
     assert seen == [22, 54]  # logged with the step after: early (20), 3 safe points after 50
+
+
+def test_a_collapsed_lr_is_restored_to_the_value_before_the_drop() -> None:
+    windows = _windows(ratio=4e-7, end=2.2)
+    windows["lr"] = [STEPS, [1e-2, 1e-2] + [1e-5] * (len(STEPS) - 2)]
+    early = {"val/loss": windows["val/loss"][1][:5]}
+    summary = summarize(
+        windows,
+        {},
+        step=300,
+        key_metric="val/loss",
+        key_mode="min",
+        early=early,
+        peak={"lr": [1e-2, 20, 1e-5, 0.999]},
+        max_steps=600,
+    )
+    [found] = diagnose(summary, windows, default_detectors(Settings().detectors))
+    assert found.evidence["lr_before"] == 1e-2
+    ctx = PolicyContext(
+        step=300,
+        mode="auto",
+        key_metric="val/loss",
+        key_mode="min",
+        diagnoses=[found],
+        knobs={"lr": KnobSpec(name="lr", kind="float", value=1e-5, lo=1e-7, hi=1.0)},
+    )
+    [action] = RulePolicy().propose(ctx).actions
+    assert (action.knob, action.value, action.restores) == ("lr", 1e-2, True)
+
+
+def test_a_restore_may_pass_max_up_only_up_to_the_runs_own_peak() -> None:
+    knobs = {"lr": KnobSpec(name="lr", kind="float", value=1e-5, lo=1e-7, hi=1.0)}
+    ctx = GuardContext(step=300, knobs=knobs, logged_peak={"lr": 1e-2})
+    settings = Settings()
+
+    def verdict(**action: Any) -> Verdict:
+        return check(
+            Proposal(proposer="rules", diagnosis="", actions=[Action(knob="lr", **action)]),
+            ctx,
+            settings,
+        )[0]
+
+    assert verdict(value=1e-2, restores=True).value == 1e-2
+    assert verdict(value=1e-2).value == 2e-5  # not a restore: x2 at most (guards.max_up)
+    assert verdict(value=0.1, restores=True).value == 2e-5  # above anything the run logged
