@@ -157,6 +157,9 @@ class PlannerOutput(_Output):
     """The planner's answer: the changes to make (possibly none) and when to look again."""
 
     actions: list[PlannedAction] = Field(max_length=8)
+    rewind: Literal["none", "last", "best"] = "none"
+    """Restore a kept snapshot (the newest, or the one with the best key metric) before the
+    actions apply: what a network whose progress is lost needs."""
     """Required (``[]`` for none), so that a grammar-constrained model must decide: when
     it was optional, SmolLM2-135M under llama.cpp's grammar answered ``{"confidence": 0.5}``."""
     confidence: float = Field(ge=0.0, le=1.0)

@@ -52,6 +52,7 @@ def analyst_fields(ctx: PolicyContext) -> dict[str, object]:
         "alerts": _lines(_alert_line(d) for d in ctx.diagnoses),
         "history": _history(ctx, why=True),
         "memory": memory or "none",
+        "kernel": _lines([_snapshots_line(ctx), *(_reflex_line(r) for r in ctx.reflexes[-3:])]),
     }
 
 
@@ -74,7 +75,23 @@ def planner_fields(
         "diagnosis": diagnosis,
         "knobs": _lines(_knob_line(k) for k in ctx.knobs.values()),
         "history": _history(ctx, why=False),
+        "snapshots": _snapshots_line(ctx),
     }
+
+
+def _snapshots_line(ctx: PolicyContext) -> str:
+    if not ctx.snapshots:
+        return "none kept (rewind is not possible)"
+    steps = ", ".join(str(s.step) for s in ctx.snapshots)
+    best = next((s for s in ctx.snapshots if s.best), None)
+    return f"steps {steps}" + (f" (best: step {best.step})" if best is not None else "")
+
+
+def _reflex_line(reflex: dict[str, object]) -> str:
+    return (
+        f"reflex at step {reflex.get('step')}: rewound to step {reflex.get('snapshot_step')} "
+        f"({_quoted(str(reflex.get('reason', '')), CLAUSE_CHARS)})"
+    )
 
 
 def _header(ctx: PolicyContext) -> dict[str, object]:

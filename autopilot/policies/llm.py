@@ -224,6 +224,8 @@ class LLMPolicy:
             Action(knob=a.knob, value=a.value, multiplier=a.multiplier, reason=a.reason)
             for a in plan.actions
         ]
+        if plan.rewind != "none":
+            actions.insert(0, Action.rewind(plan.rewind, reason="the planner's rewind"))
         reasoning = "\n".join(filter(None, [plan.reasoning, _evidence(analysis)]))
         return Proposal(
             proposer="ai",

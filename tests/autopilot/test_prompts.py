@@ -28,8 +28,14 @@ def test_the_analyst_reads_table_alerts_decisions_and_memory():
     }  # fmt: skip
 
 
-def test_the_latest_analyst_reads_table_alerts_history_and_memory():
-    assert load_prompt("analyst").placeholders == {"summary_table", "alerts", "history", "memory"}
+def test_the_latest_analyst_reads_table_alerts_history_memory_and_the_kernel():
+    assert load_prompt("analyst").placeholders == {
+        "summary_table",
+        "alerts",
+        "history",
+        "memory",
+        "kernel",
+    }
 
 
 def test_the_planner_reads_diagnosis_knobs_and_history_but_not_the_table():
