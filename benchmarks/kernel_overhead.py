@@ -8,7 +8,9 @@ Measures, in one run on this machine:
 3. how many steps a command takes from being appended (by another thread, as another
    process would) to being applied.
 
-Run: ``make bench`` or ``.venv/bin/python benchmarks/kernel_overhead.py [--rounds 41]``.
+Run: ``make bench`` or ``.venv/bin/python benchmarks/kernel_overhead.py [--rounds 41]``;
+``--set reflex_action=off --set snapshot_every_steps=0`` measures the kernel with some of its
+parts off (any ``KernelSettings`` field).
 """
 
 from __future__ import annotations
@@ -18,10 +20,13 @@ import statistics
 import tempfile
 import threading
 import time
+from typing import Any
 
 import torch
 
-from kernel import Command, Kernel, append_command, new_command_id, read_ledger
+from kernel import Command, Kernel, KernelSettings, append_command, new_command_id, read_ledger
+
+SETTINGS = KernelSettings()
 
 HIDDEN, OUT, BATCH = 256, 10, 32
 
@@ -74,7 +79,7 @@ def overhead(n_in: int, rounds: int, steps: int) -> tuple[float, float, float]:
     with tempfile.TemporaryDirectory() as d:
         for r in range(rounds + 1):  # round 0 warms both up and is not counted
             t_plain = plain_loop(model, opt, data)
-            with Kernel(d, optimizer=opt) as kernel:
+            with Kernel(d, optimizer=opt, settings=SETTINGS) as kernel:
                 t_kernel = kernel_loop(model, opt, data, r * steps, kernel)
             if r:
                 plain.append(t_plain)
@@ -85,7 +90,7 @@ def overhead(n_in: int, rounds: int, steps: int) -> tuple[float, float, float]:
 
 def idle_step_cost(calls: int = 200_000) -> float:
     _, opt = make_model(64)
-    with tempfile.TemporaryDirectory() as d, Kernel(d, optimizer=opt) as kernel:
+    with tempfile.TemporaryDirectory() as d, Kernel(d, optimizer=opt, settings=SETTINGS) as kernel:
         samples = []
         for rep in range(5):
             t0 = time.perf_counter()
@@ -136,7 +141,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=41)
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=VALUE", help="a KernelSettings field"
+    )
     args = parser.parse_args()
+    global SETTINGS
+    SETTINGS = KernelSettings(**dict(_setting(s) for s in args.set))
     torch.set_num_threads(1)
     print(
         f"2-layer MLP (hidden {HIDDEN}), batch {BATCH}, Adam, torch threads 1, "
@@ -158,6 +168,14 @@ def main() -> None:
         f"{statistics.median(steps):.0f} steps / {1e3 * statistics.median(seconds):.1f} ms, "
         f"max {max(steps)} steps / {1e3 * max(seconds):.1f} ms"
     )
+
+
+def _setting(text: str) -> tuple[str, Any]:
+    name, _, raw = text.partition("=")
+    if not hasattr(SETTINGS, name):
+        raise SystemExit(f"KernelSettings has no field {name!r}")
+    kind = type(getattr(SETTINGS, name))
+    return name, raw if kind is str else kind(float(raw)) if kind is not bool else raw == "true"
 
 
 if __name__ == "__main__":

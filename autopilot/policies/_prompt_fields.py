@@ -81,7 +81,7 @@ def planner_fields(
 
 def _snapshots_line(ctx: PolicyContext) -> str:
     if not ctx.snapshots:
-        return "none kept (rewind is not possible)"
+        return "none"
     steps = ", ".join(str(s.step) for s in ctx.snapshots)
     best = next((s for s in ctx.snapshots if s.best), None)
     return f"steps {steps}" + (f" (best: step {best.step})" if best is not None else "")
