@@ -65,6 +65,14 @@ def decision_lines(view: DecisionView, *, with_effects: bool = True) -> list[str
     return lines
 
 
+def _change(verdict: Verdict, *, knob: bool = True) -> str:
+    """``lr 0.1 -> 0.05`` (``0.1 -> 0.05`` without the knob), or ``rewind to best``."""
+    if verdict.requested.op == "rewind":
+        return verdict.requested.describe()
+    values = f"{value_text(verdict.before)} -> {value_text(verdict.value)}"
+    return f"{verdict.knob} {values}" if knob else values
+
+
 def verdict_lines(verdicts: Sequence[Verdict], indent: str = "") -> list[str]:
     """The guards' verdicts as a table: requested action, verdict, change, reason."""
     rows = [
@@ -72,7 +80,7 @@ def verdict_lines(verdicts: Sequence[Verdict], indent: str = "") -> list[str]:
             str(v.index),
             v.requested.describe(),
             verdict_text(v),
-            f"{value_text(v.before)} -> {value_text(v.value)}" if v.passed else "-",
+            _change(v, knob=False) if v.passed else "-",
             v.reason,
         )
         for v in verdicts
@@ -129,7 +137,7 @@ def brief_lines(text: str) -> list[str]:
         return wrap(text, prefix=f"  step {record.measured_at_step}: ")
     first = record.diagnoses[0] if record.diagnoses else None
     found = f"{first.kind}: {first.message}" if first else "-"
-    done = [f"{v.knob} {value_text(v.before)} -> {value_text(v.value)}" for v in record.verdicts]
+    done = [_change(v) for v in record.verdicts]
     done = [d for d, v in zip(done, record.verdicts, strict=True) if v.status != "rejected"]
     rejected = [v.reason for v in record.verdicts if v.status == "rejected"]
     what = ", ".join(done) or ("nothing: " + rejected[0] if rejected else "nothing")

@@ -118,3 +118,10 @@ def test_with_the_reflex_off_the_rules_rewind_a_killed_network(tmp_path: Path) -
     cut = next(r for r in rows if r.knob == "lr")
     assert cut.step == rewind.step and cut.after == pytest.approx(0.005)  # restored, x0.5
     assert runs["none"] > 1.0 > 0.3 > runs["rules"]
+
+
+def test_a_rewind_verdict_reads_as_a_rewind() -> None:
+    from autopilot.cli.decisions import verdict_lines
+
+    ok = check(proposal(Action.rewind("best")), _guard_ctx(snapshots=SNAPSHOTS), Settings())
+    assert "rewind to best" in "\n".join(verdict_lines(ok)).split("allowed")[1]
