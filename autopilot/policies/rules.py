@@ -105,24 +105,26 @@ class RulePolicy:
     def _remembered(
         self, diagnosis: Diagnosis, actions: list[Action], ctx: PolicyContext
     ) -> tuple[list[Action], list[str]]:
-        """``actions`` without those on knobs whose last change was rolled back lately."""
+        """``actions`` without those that would move a knob again the way a change rolled
+        back lately had moved it (the other direction, the rollback's own, is tried)."""
         if diagnosis.kind == "divergence":
             return actions, []
-        undone = {
-            knob_family(r.knob): r.step
-            for r in ctx.recent_changes
-            if r.knob
-            and r.step is not None
-            and r.intent == "rollback"
-            and ctx.step - r.step <= self.undo_memory_steps
-        }
-        kept = [a for a in actions if knob_family(a.knob) not in undone]
-        skipped = [
-            f"{a.describe()} skipped: a change to {a.knob} was rolled back at step "
-            f"{undone[knob_family(a.knob)]} because it made things worse"
-            for a in actions
-            if knob_family(a.knob) in undone
-        ]
+        undone: dict[str, tuple[int, bool | None]] = {}
+        for r in ctx.recent_changes:
+            recent = r.step is not None and ctx.step - r.step <= self.undo_memory_steps
+            if r.knob and recent and r.intent == "rollback":
+                undone[knob_family(r.knob)] = (int(r.step or 0), _went_up(r))
+        kept, skipped = [], []
+        for a in actions:
+            entry = undone.get(knob_family(a.knob))
+            up = None if a.multiplier is None else a.multiplier > 1.0
+            if entry is None or (up is not None and up == entry[1]):
+                kept.append(a)  # untouched lately, or the way the rollback itself went
+                continue
+            skipped.append(
+                f"{a.describe()} skipped: a change to {a.knob} was rolled back at step "
+                f"{entry[0]} because it made things worse"
+            )
         return kept, skipped
 
     def _actions(self, diagnosis: Diagnosis, ctx: PolicyContext) -> tuple[list[Action], list[str]]:
@@ -228,6 +230,16 @@ class RulePolicy:
         if diagnosis.metric == GRAD_NORM and clip is not None and clip.value == 0:
             actions.append(Action(knob="grad_clip", value=self.grad_clip_on, reason="grad norm"))
         return actions, [note]
+
+
+def _went_up(row: LedgerRow) -> bool | None:
+    """Whether ``row`` moved its knob up (None: not two numbers, or no move)."""
+    before, after = row.before, row.after
+    if isinstance(before, bool) or isinstance(after, bool):
+        return None
+    if isinstance(before, float | int) and isinstance(after, float | int) and after != before:
+        return after > before
+    return None
 
 
 def _steered(

@@ -108,6 +108,15 @@ def test_a_knob_rolled_back_lately_is_left_alone() -> None:
     assert described(ctx(diag("divergence"), changes=[undo])) == ["lr x0.1"]
 
 
+def test_after_a_rollback_the_rollbacks_own_direction_is_tried() -> None:
+    undid_a_cut = row(900, "lr", 0.05, 0.1, intent="rollback", rolls_back="c780")  # went up
+    slow = diag("plateau", slow=True, update_ratio=4e-4)
+    assert described(ctx(slow, changes=[undid_a_cut])) == ["lr x2"]
+    undid_a_raise = row(900, "lr", 0.2, 0.1, intent="rollback", rolls_back="c780")  # went down
+    assert described(ctx(slow, changes=[undid_a_raise])) == []
+    assert described(ctx(diag("plateau"), changes=[undid_a_raise])) == ["lr x0.5"]
+
+
 def test_no_knob_no_action() -> None:
     assert described(ctx(diag("plateau"), knobs={})) == []
     assert RulePolicy().propose(ctx()).diagnosis == "healthy"
