@@ -26,6 +26,10 @@ from autopilot.summary import RunSummary, Windows
 from kernel.update_ratio import METRIC as UPDATE_RATIO
 
 LR_NAME = "lr"
+SLOW_PROGRESS = 0.3
+"""A key metric that has come less than this share of the way from its early level
+(relatively) has made little progress: with a tiny update ratio the lr is too low, with a
+large one too high."""
 GRADUAL_DROP = 0.25
 """A decay drops the lr by at most this fraction of its peak between two logged points; a
 bigger drop is a collapse (a bug, or a person's change), whose flat tail is a plateau."""

@@ -19,6 +19,7 @@ import numpy as np
 
 from autopilot._trends import finite_series, linear_fit, quadratic_residual_std, relative
 from autopilot.detectors._base import check_above, is_primary_loss, is_val, key_first
+from autopilot.detectors._horizon import SLOW_PROGRESS, update_ratio_now
 from autopilot.diagnoses import Diagnosis, Evidence
 from autopilot.summary import MetricSummary, RunSummary, Window, Windows
 
@@ -30,6 +31,9 @@ RECENT_EVALS = 40
 """An evaluation metric is judged on its latest points only: a sparse window spans a long
 history whose early decline would otherwise read as trend."""
 RECENT_BATCHES = BLOCKS * 10
+LARGE_UPDATE_RATIO = 2e-2
+"""An update ratio above this is large: the bench's healthy runs measure 4.7e-3 to 1.2e-2,
+its lr-10x-too-high starts 2.8e-2 to 3.7e-2 (~1e-3 is the classic rule of thumb)."""
 
 
 class OscillationDetector:
@@ -59,7 +63,40 @@ class OscillationDetector:
             vol, trend = measured
             if vol > self.volatility and vol > trend:
                 found.append(_diagnosis(summary.step, m, vol, trend, self.volatility))
-        return found
+        return found or _steps_too_big(summary, windows)
+
+
+def _steps_too_big(summary: RunSummary, windows: Windows) -> list[Diagnosis]:
+    """lr too high: one step moves the weights by more than ``LARGE_UPDATE_RATIO`` of their
+    norm (``train/update_ratio``, scaled to the lr now) while the key metric has come less
+    than ``SLOW_PROGRESS`` of the way from its early level: steps that big churn the
+    weights instead of descending (the swings are there, hidden in per-batch noise)."""
+    key = summary.metrics.get(summary.key_metric)
+    ratio = update_ratio_now(summary, windows)
+    if key is None or ratio is None or ratio <= LARGE_UPDATE_RATIO or summary.step < 100:
+        return []
+    if key.early is None or key.last is None or key.early == 0:
+        return []
+    sign = 1.0 if key.mode == "min" else -1.0
+    progress = sign * (key.early - key.last) / abs(key.early)
+    if progress >= SLOW_PROGRESS:
+        return []
+    message = (
+        f"one step moves the weights by {ratio:.1e} of their norm (train/update_ratio; ~1e-3 "
+        f"is typical) while {key.name} has made only {progress:.0%} progress from its early "
+        f"level {key.early:.4g}: lr looks too high"
+    )
+    evidence: Evidence = {"too_big": True, "update_ratio": ratio, "progress": round(progress, 4)}
+    return [
+        Diagnosis(
+            kind="oscillation",
+            metric=key.name,
+            step=summary.step,
+            severity="medium",
+            message=message,
+            evidence=evidence,
+        )
+    ]
 
 
 def _volatility(name: str, window: Window, scale: float) -> tuple[float, float] | None:

@@ -36,6 +36,7 @@ from autopilot.detectors._base import (
     num,
 )
 from autopilot.detectors._horizon import (
+    SLOW_PROGRESS,
     annealed_lr,
     collapsed_lr,
     lr_before_drop,
@@ -55,9 +56,6 @@ TINY_UPDATE_RATIO = 2e-3
 """An update ratio below this (one step moves the weights by under 0.2 % of their norm) is
 tiny: healthy runs of the bench measure 4.7e-3 to 1.2e-2, their lr-100x-too-low starts 2.5e-4
 to 9.1e-4. Alone it says little (a fine-tune moves its weights little by design)."""
-SLOW_PROGRESS = 0.3
-"""With a tiny update ratio, a key metric that has come less than this share of the way
-from its early level (relatively) learns too slowly."""
 SLOW_MIN_STEPS = 100
 _ROUNDING = 1e-12
 WORSE_Z = 4.0

@@ -1,4 +1,4 @@
-"""An lr too low is raised: slow progress with a tiny update ratio is diagnosed (a plateau
+"""An lr too low is raised, one too high cut: slow progress with a tiny update ratio is diagnosed (a plateau
 with ``slow`` evidence), the rules answer lr x2, and a healthy ratio or fast progress is left
 alone; the kernel measures the ratio early and again after an lr change."""
 
@@ -125,3 +125,10 @@ def test_a_restore_may_pass_max_up_only_up_to_the_runs_own_peak() -> None:
     assert verdict(value=1e-2, restores=True).value == 1e-2
     assert verdict(value=1e-2).value == 2e-5  # not a restore: x2 at most (guards.max_up)
     assert verdict(value=0.1, restores=True).value == 2e-5  # above anything the run logged
+
+
+def test_big_steps_with_little_progress_are_an_lr_too_high() -> None:
+    [found] = _found(_windows(ratio=3.7e-2, end=2.0))
+    assert found.kind == "oscillation" and found.evidence["too_big"] is True
+    assert _found(_windows(ratio=1.2e-2, end=2.0)) == []  # a healthy run's largest ratio
+    assert _found(_windows(ratio=3.7e-2, end=0.5)) == []  # big steps, but learning fast
