@@ -10,9 +10,11 @@ cheap, unambiguous signs itself, at ``Kernel.log``:
   last ``window`` finite readings) and above the level of the untrained model (the median of
   its first ``warmup`` readings): a loss worse than where training started means the progress
   is gone, whatever the loss's scale;
-- a gradient norm (``grad/norm``) above ``grad_factor`` times its running median, or
-  non-finite ``nonfinite_grad_repeats`` times in a row (one non-finite norm is what a mixed
-  precision ``GradScaler`` makes when it skips a step, which is healthy).
+- a gradient norm (``grad/norm``) above ``grad_factor`` times its running median and above
+  its early level (a memorised training set's norms sit near zero, so a normal batch is
+  hundreds of times their median), or non-finite ``nonfinite_grad_repeats`` times in a row
+  (one non-finite norm is what a mixed precision ``GradScaler`` makes when it skips a step,
+  which is healthy).
 
 On a trip the kernel rewinds, at the same step's safe point, to the newest snapshot that the
 readings vouch for (``Trip.vouched_step``): the loss logged at step ``t`` was computed
@@ -184,10 +186,9 @@ class Reflex:
             series = self._levels[name] = _Level(settings.warmup, settings.window)
         level, early = series.level, series.early
         factor = settings.grad_factor if grad else settings.loss_factor
-        if level is not None and level > 0 and factor > 0 and value > factor * level:
-            above_start = grad or early is None or value > early
-            if above_start:
-                return Trip(step=step, metric=name, value=value, level=level, cause="spike")
+        spike = level is not None and level > 0 and factor > 0 and value > factor * level
+        if spike and (early is None or value > early):  # and worse than untrained
+            return Trip(step=step, metric=name, value=value, level=level, cause="spike")
         series.add(value)  # a tripping reading never joins the level
         return None
 

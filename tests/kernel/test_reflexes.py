@@ -144,3 +144,12 @@ def test_the_ledger_row_round_trips(tmp_path: Path) -> None:
         json.loads(x) for x in (tmp_path / LEDGER_FILE).read_text().splitlines() if '"kernel"' in x
     )
     assert line["reflex"]["cause"] == "spike" and line["reflex"]["vouched_step"] == SPIKE_STEP - 1
+
+
+def test_a_tiny_grad_norm_of_a_memorised_set_does_not_trip_on_a_normal_batch() -> None:
+    reflex = Reflex(ReflexSettings(warmup=3, window=8))
+    for step, norm in enumerate((1.0, 0.9, 0.8, *[0.001] * 20)):
+        assert reflex.watch(step, {"grad/norm": norm}) is None
+    assert reflex.watch(30, {"grad/norm": 0.3}) is None  # 300x the median, below the start
+    trip = reflex.watch(31, {"grad/norm": 50.0})
+    assert trip is not None and trip.metric == "grad/norm" and trip.cause == "spike"
