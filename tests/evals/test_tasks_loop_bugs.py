@@ -104,3 +104,22 @@ def test_the_bench_report_lists_the_reaction_to_a_bug():
     text = _bench_markdown(report, None)
     assert "- mode: live" in text and "10 ms a step" in text
     assert "| digits/lr_spike | rules | 0 | 400 | 1 | 401: rewind (kernel) |" in text
+
+
+def test_the_reflex_rescues_only_the_autopilots_run_of_the_spike(tmp_path):
+    """``none`` is the run left alone (reflexes off); under the rules the kernel's reflex
+    rewinds the spike, and the bench counts that rewind and the steps it took."""
+    from autopilot.config import Settings
+    from evals.bench.jobs import policy_run
+
+    task, steps = TASKS["digits/lr_spike"], 420
+    (tmp_path / "none").mkdir()
+    none = policy_run(task, "none", 0, tmp_path / "none", Settings(), steps=steps)
+    assert not [r for r in read_ledger(tmp_path / "none") if r.op == "rewind"]
+    assert none.bug_step == 400 and none.mode is None and none.reaction_steps is None
+    (tmp_path / "rules").mkdir()
+    rules = policy_run(task, "rules", 0, tmp_path / "rules", Settings(), steps=steps)
+    rewinds = [c for c in rules.interventions if c.op == "rewind"]
+    assert rewinds and rewinds[0].source == "kernel" and rewinds[0].step > 400
+    assert rules.mode == "lockstep" and rules.reaction_steps is not None
+    assert rules.final is not None and none.final is not None and rules.final < none.final
