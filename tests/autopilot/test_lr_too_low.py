@@ -1,6 +1,7 @@
-"""An lr too low is raised, one too high cut: slow progress with a tiny update ratio is diagnosed (a plateau
-with ``slow`` evidence), the rules answer lr x2, and a healthy ratio or fast progress is left
-alone; the kernel measures the ratio early and again after an lr change."""
+"""An lr too low is raised and one too high is cut: slow progress with a tiny update ratio
+is a plateau with ``slow`` evidence (lr x2), big steps with little progress an oscillation
+with ``too_big`` evidence (lr x0.5); a healthy ratio or fast progress is left alone; the
+kernel measures the ratio early and again after an lr change."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def _windows(ratio: float, end: float) -> Windows:
     return {
         "val/loss": [STEPS, val],
         "lr": [STEPS, [1e-4] * len(STEPS)],
-        UPDATE_RATIO: [[200.0], [ratio]],
+        UPDATE_RATIO: [[200.0], [ratio]],  # measured at step 200
     }
 
 
@@ -132,3 +133,9 @@ def test_big_steps_with_little_progress_are_an_lr_too_high() -> None:
     assert found.kind == "oscillation" and found.evidence["too_big"] is True
     assert _found(_windows(ratio=1.2e-2, end=2.0)) == []  # a healthy run's largest ratio
     assert _found(_windows(ratio=3.7e-2, end=0.5)) == []  # big steps, but learning fast
+
+
+def test_a_large_ratio_from_the_first_steps_is_not_judged() -> None:
+    early_reading = _windows(ratio=3.3e-2, end=2.0)
+    early_reading[UPDATE_RATIO] = [[20.0], [3.3e-2]]
+    assert not [d for d in _found(early_reading) if d.evidence.get("too_big")]
