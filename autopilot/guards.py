@@ -415,6 +415,7 @@ def _resolve(
         step=(settings.guards.max_down, up),
         total=None if action.rolls_back or restoring else _total_limits(action.knob, ctx, settings),
         bounds=(lo, hi),
+        off=EFFECTIVELY_OFF.get(knob_family(action.knob)),
     )
     verdict = _bounded(i, action, spec, target, limits)
     narrower = (lo, hi) != (
@@ -443,6 +444,15 @@ class _Limits:
     total: tuple[float, float, str, str] | None
     """Factor range left to the cumulative guard, with the notes for capping down and up."""
     bounds: tuple[float, float]
+    off: tuple[float, float] | None = None
+    """``(below, ceiling)``: a value under ``below`` acts as off, and a change from it is
+    not a relative step but is capped at ``ceiling``."""
+
+
+EFFECTIVELY_OFF: dict[str, tuple[float, float]] = {"weight_decay": (1e-4, 1e-2)}
+"""Per knob family, the value below which it does nothing at the scales it is used (a
+weight decay of 1e-5 regularises as much as none), and the most it may be turned on to in
+one change: capping a change from it to x2 would keep it off for good."""
 
 
 def _total_limits(
@@ -496,7 +506,12 @@ def _limit(
     """Cap ``target`` to the allowed relative step from ``current`` and to the cumulative
     guard's factors, then clamp it into the bounds."""
     value = target
-    if current != 0:  # from 0 there is no relative step to cap (e.g. enabling grad_clip)
+    if limits.off is not None and abs(current) < limits.off[0] and value > current:
+        ceiling = limits.off[1]  # turning on a knob that acts as off (a weight decay of 1e-5)
+        if value > ceiling:
+            value = ceiling
+            notes.append(("max_step", f"capped at {ceiling:g} (turning on what acts as off)"))
+    elif current != 0:  # from 0 there is no relative step to cap (e.g. enabling grad_clip)
         down, up = limits.step
         if value > current * up:
             value = current * up

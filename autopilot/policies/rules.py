@@ -14,7 +14,8 @@ cannot be used.
 |             | nor one whose undo would move a knob the way the diagnoses forbid:    |
 |             | after an oscillation cut 0.3 -> 0.15, restoring 0.3 restores the bug) |
 | oscillation | ``lr x0.5``                                                           |
-| overfitting | ``weight_decay x2`` when weight decay is on, else ``lr x0.5``         |
+| overfitting | ``weight_decay x2`` when weight decay is on (``weight_decay=1e-2``   |
+|             | when it acts as none, < 1e-4), else ``lr x0.5``                       |
 | imbalance   | ``loss.<term> x0.2`` for the term that dominates ``train/loss``       |
 | plateau     | ``lr x0.5``; ``lr x2`` when the lr collapsed (evidence              |
 |             | ``lr_collapsed``: below 10 % of its peak after a drop no schedule   |
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 from autopilot.diagnoses import Diagnosis
 from autopilot.directions import against
 from autopilot.guard_context import AUTOPILOT_SOURCES
+from autopilot.guards import EFFECTIVELY_OFF
 from autopilot.policies._base import PolicyContext
 from autopilot.proposals import Action, Proposal
 from kernel import LedgerRow, format_value
@@ -70,6 +72,8 @@ class RulePolicy:
     divergence): the same rule would only make the same mistake again."""
     down_weight: float = 0.2
     """The factor on a loss term's weight when that term dominates the total (imbalance)."""
+    weight_decay_on: float = 1e-2
+    """The weight decay set against overfitting when the run's acts as none (< 1e-4)."""
     damaged_lr: float = 0.5
     """The lr factor that goes with the rewind of a damaged network (from the restored lr)."""
     after_reflex_lr: float = 0.5
@@ -139,6 +143,10 @@ class RulePolicy:
         if diagnosis.kind == "overfitting":
             wd = ctx.knobs.get("weight_decay")
             if wd is not None and _positive(wd.value):
+                if _below(wd.value, EFFECTIVELY_OFF["weight_decay"][0]):
+                    note = f"weight_decay {format_value(wd.value)} acts as none: turned on"
+                    on = Action(knob="weight_decay", value=self.weight_decay_on)
+                    return [on], [note]
                 return [Action(knob="weight_decay", multiplier=2.0)], []
         collapsed = diagnosis.evidence.get("lr_collapsed")
         if diagnosis.kind == "plateau" and isinstance(collapsed, float):
@@ -318,6 +326,12 @@ def _lr(factor: float, ctx: PolicyContext) -> list[Action]:
     if "lr" not in ctx.knobs:
         return []
     return [Action(knob="lr", multiplier=factor)]
+
+
+def _below(value: object, limit: float) -> bool:
+    if isinstance(value, list):
+        return all(v < limit for v in value)
+    return isinstance(value, float | int) and value < limit
 
 
 def _positive(value: object) -> bool:

@@ -172,6 +172,13 @@ def test_from_zero_only_the_bounds_apply() -> None:
     assert (huge.status, huge.value) == ("clamped", 1e4)
 
 
+def test_a_weight_decay_that_acts_as_none_may_be_turned_on_to_1e_2() -> None:
+    knobs = [spec("weight_decay", 1e-5, lo=0.0, hi=1.0), spec("lr", 1e-5, lo=1e-7, hi=10.0)]
+    assert one(val("weight_decay", 1e-2), context=ctx(knobs=knobs)).value == 1e-2
+    assert one(val("weight_decay", 0.5), context=ctx(knobs=knobs)).value == 1e-2  # at most
+    assert one(val("lr", 1e-2), context=ctx(knobs=knobs)).value == 2e-5  # lr: capped x2
+
+
 def test_a_change_to_the_same_value_is_no_change() -> None:
     assert one(val("lr", 0.1)).reason == "lr is already 0.1: no change"
     assert one(mul("lr", 1.0 + 1e-12)).status == "rejected"

@@ -117,6 +117,13 @@ def test_after_a_rollback_the_rollbacks_own_direction_is_tried() -> None:
     assert described(ctx(diag("plateau"), changes=[undid_a_raise])) == ["lr x0.5"]
 
 
+def test_a_weight_decay_that_acts_as_none_is_turned_on() -> None:
+    tiny = {**KNOBS, "weight_decay": KNOBS["weight_decay"].model_copy(update={"value": 1e-5})}
+    proposal = RulePolicy().propose(ctx(diag("overfitting"), knobs=tiny))
+    assert [(a.knob, a.value) for a in proposal.actions] == [("weight_decay", 1e-2)]
+    assert described(ctx(diag("overfitting"))) == ["weight_decay x2"]  # 0.01: on already
+
+
 def test_no_knob_no_action() -> None:
     assert described(ctx(diag("plateau"), knobs={})) == []
     assert RulePolicy().propose(ctx()).diagnosis == "healthy"
