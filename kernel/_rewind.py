@@ -53,6 +53,9 @@ class Rewinder:
         self._taken_at = -1
         self._next_best_step: int | None = None
         self._watched: dict[str, Any] = {}
+        self._watches: dict[str, bool] = {}
+        """Per metric name, whether its values judge a snapshot (a loss, the key metric,
+        the gradient norm)."""
         self._key_at: tuple[int, Any] | None = None
         self.rewound_at: int | None = None
         """The step of the latest rewind, and ``rewound_to`` the snapshot's step."""
@@ -68,11 +71,15 @@ class Rewinder:
 
     def observe(self, step: int, metrics: Mapping[str, Any]) -> None:
         """Keep the latest loss-like values logged (references only: nothing is read)."""
+        key, watches = self.key_metric, self._watches
         for name, value in metrics.items():
-            if name == self.key_metric:
-                self._key_at = (step, value)
-            if is_loss(name) or name == "grad/norm" or name == self.key_metric:
+            watched = watches.get(name)
+            if watched is None:
+                watched = watches[name] = is_loss(name) or name in ("grad/norm", key)
+            if watched:
                 self._watched[name] = value
+                if name == key:
+                    self._key_at = (step, value)
 
     def at_safe_point(self, step: int) -> bool:
         """Take a snapshot if one is due at ``step`` and the state is good; True if taken.

@@ -40,6 +40,8 @@ from pydantic import BaseModel, ConfigDict
 from kernel.metric_names import is_loss, split_role
 
 GRAD_NORM = "grad/norm"
+_LARGEST = 1.7976931348623157e308
+"""The largest float: a reading below it (and above minus it) is finite."""
 TripCause = Literal["nonfinite", "spike"]
 
 
@@ -102,12 +104,14 @@ class _Level:
 
     REFRESH = 8
 
-    def __init__(self, warmup: int, window: int) -> None:
-        self.warmup = warmup
+    def __init__(self, warmup: int, window: int, factor: float) -> None:
+        self.warmup, self.factor = warmup, factor
         self.recent: deque[float] = deque(maxlen=window)
         self.first: list[float] = []
         self.early: float | None = None
         self.level: float | None = None
+        self.threshold = _LARGEST
+        """A finite reading below this is normal (the fast path of ``Reflex.watch``)."""
         self._since = 0
 
     def add(self, value: float) -> None:
@@ -121,6 +125,8 @@ class _Level:
         if self.early is not None and (self.level is None or self._since >= self.REFRESH):
             self.level = _median(self.recent)
             self._since = 0
+            spikes = self.level > 0 and self.factor > 0
+            self.threshold = max(self.factor * self.level, self.early) if spikes else _LARGEST
 
 
 class Reflex:
@@ -171,6 +177,14 @@ class Reflex:
         self._bad_grads = 0
 
     def _judge(self, step: int, name: str, value: float) -> Trip | None:
+        series = self._levels.get(name)
+        if series is None:
+            series = self._levels[name] = self._new_level(name)
+        if -_LARGEST < value < series.threshold:  # finite and normal: the common case
+            series.add(value)
+            if self._bad_grads and name == GRAD_NORM:
+                self._bad_grads = 0
+            return None
         settings = self.settings
         grad = name == GRAD_NORM
         if not math.isfinite(value):
@@ -181,16 +195,16 @@ class Reflex:
             return Trip(step=step, metric=name, value=None, cause="nonfinite")
         if grad:
             self._bad_grads = 0
-        series = self._levels.get(name)
-        if series is None:
-            series = self._levels[name] = _Level(settings.warmup, settings.window)
-        level, early = series.level, series.early
-        factor = settings.grad_factor if grad else settings.loss_factor
-        spike = level is not None and level > 0 and factor > 0 and value > factor * level
-        if spike and (early is None or value > early):  # and worse than untrained
+        level = series.level
+        if level is not None and series.threshold < _LARGEST:  # above 10x and the start
             return Trip(step=step, metric=name, value=value, level=level, cause="spike")
         series.add(value)  # a tripping reading never joins the level
         return None
+
+    def _new_level(self, name: str) -> _Level:
+        settings = self.settings
+        factor = settings.grad_factor if name == GRAD_NORM else settings.loss_factor
+        return _Level(settings.warmup, settings.window, factor)
 
 
 def _is_watched(name: str) -> bool:

@@ -258,6 +258,8 @@ def _to_cpu(value: Any) -> Any:
         return {k: _to_cpu(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return type(value)(_to_cpu(v) for v in value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value  # immutable: nothing to copy (deepcopy of each costs ~1 us)
     return copy.deepcopy(value)
 
 
