@@ -384,12 +384,11 @@ class CommandExecutor:
                 except Exception:  # bookkeeping; the rewind itself took and is recorded
                     logger.exception("noting the rewind of %s failed", name)
 
-    def reflex(self, step: int, trip: Trip | None, vouched: int | None, action: str) -> bool:
-        """Answer a reflex's trip at ``step`` (``trip`` None: it tripped on another rank);
+    def reflex(self, step: int, trip: Trip, vouched: int | None, action: str) -> bool:
+        """Answer a reflex's trip at ``step``;
         True if the state was rewound. Under a freeze, or with ``action="record"``, the trip
         is only recorded; without a vouched snapshot it is recorded as rejected."""
-        where = f" at step {trip.step}" if trip is not None else ""
-        reason = trip.describe() if trip is not None else f"a reflex tripped on another rank{where}"
+        reason = trip.describe()
         row: dict[str, Any] = {
             "command_id": f"reflex-{self.ledger.segment}-{step}",
             "source": "kernel",

@@ -236,8 +236,6 @@ class Kernel:
         self._trip: Trip | None = None
         self._reflex_rewinds: list[int] = []
         self._reflex_quiet_until: int | None = None
-        self._trip_elsewhere = False
-        """The trip being acted on was another rank's (distributed)."""
         self._executor = CommandExecutor(
             self._knobs,
             ledger,
@@ -626,9 +624,12 @@ class Kernel:
             self._trip = None
         elif trip is None:
             self._trip = Trip(
-                step=step, metric="(another rank)", value=None, cause="spike", vouched_step=vouched
+                step=step,
+                metric="(another rank)",
+                cause="spike",
+                elsewhere=True,
+                vouched_step=vouched,
             )
-            self._trip_elsewhere = True
         else:
             self._trip = trip.model_copy(update={"vouched_step": vouched})
 
@@ -638,7 +639,6 @@ class Kernel:
         trip, self._trip = self._trip, None
         assert trip is not None
         settings = self.settings
-        elsewhere, self._trip_elsewhere = self._trip_elsewhere, False
         recent = [s for s in self._reflex_rewinds if step - s < settings.reflex_window_steps]
         self._reflex_rewinds = recent
         action: str = settings.reflex_action
@@ -651,18 +651,16 @@ class Kernel:
                 "the reflex tripped again at step %s (%s) after %d rewinds within %d steps; "
                 "it only records now and leaves the run to the autopilot",
                 step,
-                trip.describe() if not elsewhere else "on another rank",
+                trip.describe(),
                 len(recent),
                 settings.reflex_window_steps,
             )
-        rewound = self._executor.reflex(
-            step, None if elsewhere else trip, trip.vouched_step, action
-        )
+        rewound = self._executor.reflex(step, trip, trip.vouched_step, action)
         if rewound:
             self._reflex_rewinds.append(step)
             logger.warning(
                 "reflex: %s; rewound to the snapshot of step %s",
-                trip.describe() if not elsewhere else "tripped on another rank",
+                trip.describe(),
                 self._rewinder.rewound_to,
             )
         self._write_state()

@@ -57,11 +57,16 @@ class Trip(BaseModel):
     level: float | None = None
     """The running level it was judged against (None for a non-finite reading)."""
     cause: TripCause
+    elsewhere: bool = False
+    """Distributed: the trip was another rank's (its metric and value are not known here:
+    the ranks agree on whether, not on what)."""
     vouched_step: int | None = None
     """The newest step whose snapshot the readings vouch for: one before the last normal
     reading (None: there was none, so no snapshot is known good)."""
 
     def describe(self) -> str:
+        if self.elsewhere:
+            return f"a reflex tripped on another rank at step {self.step}"
         if self.cause == "nonfinite":
             return f"{self.metric} was not finite at step {self.step}"
         assert self.value is not None and self.level
