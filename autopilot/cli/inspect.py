@@ -44,6 +44,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         _summary(run_dir, state),
         _knobs(state),
         _pending(run_dir, state),
+        _snapshots(run_dir, state),
         _recent_ledger(run_dir),
         _latest_metrics(run_dir, state),
         autopilot_lines(run_dir),
@@ -66,6 +67,25 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     else:
         print("\n".join(ledger_lines(rows)))
     return 0
+
+
+def _snapshots(run_dir: Path, state: KernelState) -> list[str]:
+    """The snapshots a rewind can name, and the reflex rewinds of this segment."""
+    kept = [f"{s.step}{' (best)' if s.best else ''}" for s in state.snapshots]
+    reflexes = [
+        r
+        for r in read_ledger(run_dir)
+        if r.reflex is not None and (r.segment or 0) == state.segment
+    ]
+    applied = [r for r in reflexes if r.decision == "applied"]
+    lines = ["", f"snapshots   {', '.join(kept) or 'none kept'}"]
+    if reflexes:
+        last = reflexes[-1]
+        lines.append(
+            f"reflexes    {len(applied)} rewind(s) of {len(reflexes)} trip(s); last at step "
+            f"{last.step}: {last.decision}, {last.reason or ''}"
+        )
+    return lines
 
 
 def _summary(run_dir: Path, state: KernelState) -> list[str]:

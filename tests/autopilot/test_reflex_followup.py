@@ -44,3 +44,14 @@ def test_the_rules_keep_lr_lower_after_a_reflex_and_see_no_spike(tmp_path: Path)
     records = [v.record for v in DecisionLog(run_dir).read()]
     decided = [d for r in records for d in r.diagnoses if d.kind == "divergence"]
     assert decided and all(d.evidence.get("reflex") for d in decided)
+
+
+def test_status_lists_the_snapshots_and_the_reflex_rewinds(tmp_path: Path, capsys) -> None:
+    from autopilot.cli import main
+
+    loop = SpikedLoop(tmp_path, **LOCKSTEP)
+    loop.train(SPIKE_STEP + 5)
+    assert main(["--dir", str(tmp_path), "status"]) == 0
+    out = capsys.readouterr().out
+    assert "snapshots   1, 51" in out
+    assert f"reflexes    1 rewind(s) of 1 trip(s); last at step {SPIKE_STEP + 1}: applied" in out
