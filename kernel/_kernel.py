@@ -111,6 +111,10 @@ class KernelSettings:
     """At most this many reflex rewinds within ``reflex_window_steps``; past it the reflex
     only records (once), and the autopilot decides."""
     reflex_window_steps: int = 1000
+    snapshot_memory_mb: float = 4096.0
+    """The most CPU memory the kept snapshots may take (0: no cap). Sized at the first step
+    the optimizer has its state: fewer snapshots are kept when they do not all fit, none
+    (with a warning, and ``kernel.json``'s ``snapshots_off``) when two do not."""
     update_ratio_every_steps: int = 200
     """Measure the update-to-weight ratio (``kernel.update_ratio``: ``||dw|| / ||w||`` over
     one step) every N steps and record it as ``train/update_ratio``; 0 turns it off. Each
@@ -136,6 +140,10 @@ class KernelSettings:
         self.reflex_settings()  # checks the thresholds
         if self.snapshot_keep < 1:
             raise ValueError(f"snapshot_keep must be >= 1, got {self.snapshot_keep}")
+        if not self.snapshot_memory_mb >= 0:
+            raise ValueError(
+                f"snapshot_memory_mb must be >= 0 (0: no cap), got {self.snapshot_memory_mb}"
+            )
 
     def reflex_settings(self) -> ReflexSettings:
         return ReflexSettings(
@@ -314,6 +322,7 @@ class Kernel:
             best_every=settings.snapshot_best_every_steps if on_best else 0,
             key_metric=self.key_metric,
             mode=self.key_metric_mode,
+            memory_bytes=int(settings.snapshot_memory_mb * 2**20),
         )
 
     def register(self, knob: Knob) -> None:
@@ -667,7 +676,8 @@ class Kernel:
 
     def _take_snapshot(self, step: int) -> None:
         try:
-            if self._rewinder.at_safe_point(step):
+            off = self._rewinder.off_reason
+            if self._rewinder.at_safe_point(step) or self._rewinder.off_reason != off:
                 self._publisher.mark_due()  # kernel.json lists the snapshots a rewind can name
         except Exception:  # e.g. a custom knob whose snapshot fails; the step goes on
             logger.exception("no snapshot at step %s; training continues", step)
@@ -701,6 +711,7 @@ class Kernel:
             max_steps=self.max_steps,
             freeze=executor.freeze,
             snapshots=self._rewinder.listing(),
+            snapshots_off=self._rewinder.off_reason,
         )
 
     def _progress(self) -> dict[str, Any]:

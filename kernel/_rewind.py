@@ -45,6 +45,7 @@ class Rewinder:
         best_every: int,
         key_metric: str | None,
         mode: Any,
+        memory_bytes: int = 0,
     ) -> None:
         self.state, self.every, self.best_every = state, every, best_every
         self.key_metric = key_metric
@@ -57,6 +58,10 @@ class Rewinder:
         """Per metric name, whether its values judge a snapshot (a loss, the key metric,
         the gradient norm)."""
         self._key_at: tuple[int, Any] | None = None
+        self.memory_bytes = memory_bytes
+        self.off_reason: str | None = None
+        """Why snapshots stopped (a memory cap), for ``kernel.json``; None while they run."""
+        self._sized = False
         self.rewound_at: int | None = None
         """The step of the latest rewind, and ``rewound_to`` the snapshot's step."""
         self.rewound_to: int | None = None
@@ -91,6 +96,10 @@ class Rewinder:
         watched, self._watched = self._watched, {}
         if not self.on or self.rewound_at == step:
             return False
+        if not self._sized:
+            self._fit_memory()
+            if not self.on:
+                return False
         due = step >= self._next_step or step < self._taken_at  # earlier: numbering restarted
         metric = self._logged_at(step) if due or self._may_be_best(step) else None
         best = metric is not None and self.ring.beats_best(metric)
@@ -108,6 +117,36 @@ class Rewinder:
         if best:
             self._next_best_step = step + self.best_every
         return True
+
+    def _fit_memory(self) -> None:
+        """Keep the ring within ``memory_bytes`` (0: no cap), once the optimizer has its
+        state: fewer snapshots kept, or none (with one warning, and the reason published)."""
+        if self.memory_bytes <= 0:
+            self._sized = True
+            return
+        if self.state.optimizer is not None and not self.state.optimizer.state:
+            return  # Adam's moments appear at its first step: size it then
+        self._sized = True
+        one = self.state.nbytes()
+        fits = self.memory_bytes // max(one, 1)
+        cap = f"snapshot_memory_mb={self.memory_bytes / 2**20:g}"
+        if fits < 2:  # a cadence snapshot and the best one at least
+            self.every = 0
+            self.off_reason = (
+                f"a snapshot takes {one / 2**20:.0f} MB, more than half of {cap}: snapshots, "
+                "rewind and the reflexes' rewinds are off; raise the cap to keep them"
+            )
+            logger.warning("%s", self.off_reason)
+            return
+        if fits < self.ring.keep + 1:
+            logger.warning(
+                "a snapshot takes %.0f MB: %d fit in %s, so %d are kept besides the best",
+                one / 2**20,
+                fits,
+                cap,
+                fits - 1,
+            )
+            self.ring.resize(int(fits) - 1)
 
     def _may_be_best(self, step: int) -> bool:
         if self.best_every == 0 or self._key_at is None or self._key_at[0] != step:
@@ -127,6 +166,8 @@ class Rewinder:
     def select(self, cmd: Command) -> Snapshot | str:
         """The snapshot ``cmd`` rewinds to, or why there is none."""
         if not self.on:
+            if self.off_reason is not None:
+                return f"no snapshot to rewind to: {self.off_reason}"
             return (
                 "snapshots are off (snapshot_every_steps=0), so there is nothing to rewind to; "
                 "set KernelSettings(snapshot_every_steps=N) to keep them"

@@ -75,6 +75,17 @@ class TrainingState:
         self.parameters = _unique(_parameters(optimizer, model))
         self.buffers = [] if model is None else _unique(model.buffers())
 
+    def nbytes(self) -> int:
+        """What one snapshot takes in memory: the parameters, the buffers and the tensors of
+        the optimizer's state (the rest is small)."""
+        size = sum(t.numel() * t.element_size() for t in (*self.parameters, *self.buffers))
+        if self.optimizer is not None:
+            for entry in self.optimizer.state.values():
+                for value in entry.values():
+                    if isinstance(value, torch.Tensor):
+                        size += value.numel() * value.element_size()
+        return size
+
     @property
     def empty(self) -> bool:
         """Whether there is nothing but knobs to capture (no optimizer, no model)."""
@@ -173,6 +184,14 @@ class SnapshotRing:
 
     def __len__(self) -> int:
         return len(self.all())
+
+    @property
+    def keep(self) -> int:
+        return self._ring.maxlen or 0
+
+    def resize(self, keep: int) -> None:
+        """Keep at most ``keep`` cadence snapshots from now on (the newest stay)."""
+        self._ring = deque(self._ring, maxlen=max(keep, 1))
 
     def add(self, snapshot: Snapshot) -> None:
         if snapshot.kind == "cadence":

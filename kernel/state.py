@@ -95,6 +95,8 @@ class KernelState(BaseModel):
     knobs: list[KnobSpec] = Field(default_factory=list)
     snapshots: list[SnapshotInfo] = Field(default_factory=list)
     """The snapshots the kernel keeps for ``rewind``, oldest first."""
+    snapshots_off: str | None = None
+    """Why the kernel keeps no snapshots although they were asked for (a memory cap)."""
 
     def knob(self, name: str) -> KnobSpec | None:
         return next((k for k in self.knobs if k.name == name), None)

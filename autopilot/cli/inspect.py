@@ -79,6 +79,8 @@ def _snapshots(run_dir: Path, state: KernelState) -> list[str]:
     ]
     applied = [r for r in reflexes if r.decision == "applied"]
     lines = ["", f"snapshots   {', '.join(kept) or 'none kept'}"]
+    if state.snapshots_off:
+        lines.append(f"            off: {state.snapshots_off}")
     if reflexes:
         last = reflexes[-1]
         lines.append(

@@ -11,7 +11,7 @@ import pytest
 import torch
 from _snapshot_run import Run
 
-from kernel import Kernel, KernelSettings
+from kernel import Kernel, KernelSettings, read_kernel_state
 from kernel.snapshots import Snapshot, SnapshotRing, TrainingState
 
 
@@ -185,3 +185,25 @@ def test_a_non_finite_measured_grad_norm_takes_no_snapshot(tmp_path: Path) -> No
         k.log(0, {"train/loss": 1.0})
         k.step(0)
         assert k.snapshots == []
+
+
+def test_snapshots_that_would_not_fit_the_memory_cap_are_off_and_say_why(tmp_path: Path) -> None:
+    run = Run(tmp_path / "small", snapshot_every_steps=5, snapshot_memory_mb=0.001)
+    run.train(12)
+    assert run.kernel.snapshots == []
+    state = read_kernel_state(run.kernel.run_dir)
+    assert state is not None and "snapshot_memory_mb" in (state.snapshots_off or "")
+    run.close()
+
+
+def test_the_ring_shrinks_to_what_fits_the_memory_cap(tmp_path: Path) -> None:
+    one = Run(tmp_path / "probe")
+    one.train(1)  # Adam's moments exist from its first step
+    size = one.kernel._rewinder.state.nbytes()
+    one.close()
+    run = Run(tmp_path / "capped", snapshot_every_steps=5, snapshot_keep=3,
+              snapshot_on_best=False, snapshot_memory_mb=2.5 * size / 2**20)  # fmt: skip
+    run.train(30)
+    # 2 fit: one on the cadence and the best one (the ring kept 3 and the best)
+    assert run.kernel._rewinder.ring.keep == 1 and len(run.kernel.snapshots) <= 2
+    run.close()
