@@ -26,6 +26,28 @@ import torch
 METRIC = "train/update_ratio"
 
 
+def _sample(parameters: list[torch.Tensor], budget: int) -> list[torch.Tensor]:
+    """Views of ``parameters`` holding at most ``budget`` elements in all, in order.
+
+    Example:
+        >>> views = _sample([torch.zeros(3, 4), torch.zeros(100)], budget=20)
+        >>> [tuple(v.shape) for v in views]
+        [(12,), (8,)]
+    """
+    views, left = [], budget
+    for p in parameters:
+        if left <= 0:
+            break
+        flat = p.detach().reshape(-1) if p.is_contiguous() else None
+        if flat is None:  # a view of a strided tensor's elements would copy it
+            if p.numel() > left:
+                continue
+            flat = p.detach()
+        views.append(flat if flat.numel() <= left else flat[:left])
+        left -= views[-1].numel()
+    return views
+
+
 def _total_norm(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     """The 2-norm of all of ``tensors`` together, in one fused pass per device."""
     norms = torch._foreach_norm(list(tensors))
@@ -39,9 +61,13 @@ class UpdateRatio:
 
     EARLY_STEP = 20
     AFTER_CHANGE = 3
+    MAX_ELEMENTS = 1 << 24
+    """At most this many weights (16.7M: 64 MB in float32) are copied and compared: on a
+    large model the ratio is measured on the first tensors (and, past the budget, the first
+    elements of a tensor), an estimate that costs no model-sized copy on its device."""
 
     def __init__(self, parameters: Sequence[torch.Tensor], *, every: int) -> None:
-        self._parameters = list(parameters)
+        self._parameters = _sample(list(parameters), self.MAX_ELEMENTS)
         self._every = every
         self._previous: list[torch.Tensor] | None = None
         self._extra: set[int] = {self.EARLY_STEP} if every > self.EARLY_STEP else set()

@@ -56,3 +56,18 @@ def test_the_ratio_is_over_one_step_and_skips_a_step_without_a_copy() -> None:
     measured = ratio.before_step(3)
     assert measured is not None and float(measured) == pytest.approx(0.1)
     assert ratio.before_step(4) is None  # one measurement per copy
+
+
+def test_a_large_model_is_measured_on_a_budget_of_weights(monkeypatch) -> None:
+    from kernel.update_ratio import UpdateRatio
+
+    monkeypatch.setattr(UpdateRatio, "MAX_ELEMENTS", 6)
+    big = torch.nn.Parameter(torch.ones(4, 4))
+    ratio = UpdateRatio([big], every=1)
+    ratio.after_step(0)
+    with torch.no_grad():
+        big[0, :2] *= 1.1  # inside the first 6 elements measured
+        big[3, 3] *= 100.0  # outside: not copied, not compared
+    measured = ratio.before_step(1)
+    assert measured is not None
+    assert float(measured) == pytest.approx((2 * 0.1**2) ** 0.5 / 6**0.5, rel=1e-5)
