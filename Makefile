@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 PACKAGES := autopilot kernel evals memory prompts
 
-.PHONY: install demo test bench eval-replay eval-real-logs eval-bench lint typecheck doctest clean
+.PHONY: install demo test bench eval-replay eval-real-logs eval-bench eval-bench-live lint typecheck doctest clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,10 @@ eval-real-logs: install
 # every task under none, rules, tune (and ai with a key), 3 seeds, against the oracle (~2 min)
 eval-bench: install
 	$(VENV)/bin/autopilot eval bench --out runs/eval-bench
+
+# the same tasks with the autopilot as its own `autopilot watch` process (10 ms a step)
+eval-bench-live: install
+	$(VENV)/bin/autopilot eval bench --live --policies none,rules --out runs/eval-bench-live
 
 # ruff, mypy (packages, benchmarks and tests) and the docstrings' examples
 lint: install

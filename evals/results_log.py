@@ -101,6 +101,7 @@ _SCORE_FIGURES = {"events", "detected", "late", "false_alarms", "cross_kind", "a
 _CELL_FIGURES = {"task", "policy", "median", "lo", "hi", "gap_closed", "interventions", "usd",
                  "wall_s"}  # fmt: skip
 _BENCH_FIGURES: dict[str, Any] = {
+    "mode": True, "step_ms": True,
     "seeds": True, "policies": True, "skipped": True, "key_metric": True, "key_mode": True,
     "workers": True, "wall_s": True, "cells": {"__all__": _CELL_FIGURES},
     "oracles": {"__all__": {"setup", "params", "final"}},

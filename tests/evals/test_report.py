@@ -270,6 +270,7 @@ def test_two_appends_outside_a_repo_give_two_lines_without_a_commit(
         f.write('{"torn": ')
     first, second = read_results(log)
     assert first["git_commit"] is None and first["git_dirty"] is None
+    assert first["mode"] == "lockstep"  # a live bench's entry says "live", with its step_ms
     assert first["cells"][1] == {"task": "digits/lr_high", "policy": "rules", "median": 0.3123,
                                  "lo": 0.3, "hi": 0.3246, "gap_closed": 0.85,
                                  "interventions": 1.0, "usd": 0.0, "wall_s": 6.3}  # fmt: skip
