@@ -33,7 +33,7 @@ from kernel.knobs import GradClipKnob, Knob, LossWeightKnob, OptimizerKnob, opti
 from kernel.knobs.simple import loss_weight_knob
 from kernel.ledger import Ledger
 from kernel.lifecycle import plan_start
-from kernel.metric_names import metric_mode
+from kernel.metric_names import GRAD_NORM, metric_mode
 from kernel.metrics import MetricsWriter
 from kernel.reflexes import Reflex, ReflexSettings, Trip
 from kernel.snapshots import Snapshot, TrainingState, trainable_parameters
@@ -424,7 +424,7 @@ class Kernel:
                     return None
                 self._next_norm = now + interval
                 norm = _total_norm(parameters)
-            self._extra["grad/norm"] = norm.detach()
+            self._extra[GRAD_NORM] = norm.detach()
             return norm
         except Exception:
             logger.exception("clip_grad_norm_ failed; training continues unclipped")

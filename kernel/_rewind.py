@@ -19,7 +19,7 @@ from typing import Any
 
 from kernel.commands import Command
 from kernel.ledger import Ledger
-from kernel.metric_names import is_loss
+from kernel.metric_names import GRAD_NORM, is_loss
 from kernel.snapshots import Snapshot, SnapshotInfo, SnapshotRing, TrainingState
 
 logger = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class Rewinder:
         for name, value in metrics.items():
             watched = watches.get(name)
             if watched is None:
-                watched = watches[name] = is_loss(name) or name in ("grad/norm", key)
+                watched = watches[name] = is_loss(name) or name in (GRAD_NORM, key)
             if watched:
                 self._watched[name] = value
                 if name == key:

@@ -67,6 +67,8 @@ def named_mode(name: str) -> MetricMode | None:
     return mode
 
 
+GRAD_NORM = "grad/norm"
+"""The gradient norm ``Kernel.clip_grad_norm_`` records."""
 LOSS_TERM_PREFIX = "train/loss/"
 """The convention for loss terms: a loop with ``loss_weights`` logs each term's unweighted
 value as ``train/loss/<key>`` beside the weighted total ``train/loss``, so the autopilot can
@@ -154,6 +156,7 @@ def infer_key_metric(names: Iterable[str]) -> str | None:
 
 __all__ = [
     "DEFAULT_KEY_METRIC",
+    "GRAD_NORM",
     "MetricMode",
     "infer_key_metric",
     "LOSS_TERM_PREFIX",

@@ -37,9 +37,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from kernel.metric_names import is_loss, split_role
+from kernel.metric_names import GRAD_NORM, is_loss, split_role
 
-GRAD_NORM = "grad/norm"
 _LARGEST = 1.7976931348623157e308
 """The largest float: a reading below it (and above minus it) is finite."""
 TripCause = Literal["nonfinite", "spike"]

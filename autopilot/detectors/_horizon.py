@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from autopilot.summary import RunSummary, Windows
+from autopilot.summary import MetricSummary, RunSummary, Windows
 from kernel.update_ratio import METRIC as UPDATE_RATIO
 
 LR_NAME = "lr"
@@ -105,6 +105,21 @@ def annealed_lr(summary: RunSummary, windows: Windows, frac: float) -> float | N
     if ratio > frac or lr.largest_drop is None:
         return None
     return float(ratio) if lr.largest_drop <= GRADUAL_DROP else None
+
+
+def progress_from_early(key: MetricSummary) -> float | None:
+    """How far ``key`` has come from its early level, as a fraction of that level (its
+    direction counted: 0.3 is 30 % better); ``None`` without an early or a latest value.
+
+    Example:
+        >>> progress_from_early(MetricSummary(name="val/loss", mode="min", n=9, early=2.0,
+        ...                                   last=1.5))
+        0.25
+    """
+    if key.early is None or key.last is None or key.early == 0:
+        return None
+    sign = 1.0 if key.mode == "min" else -1.0
+    return sign * (key.early - key.last) / abs(key.early)
 
 
 def update_ratio_now(summary: RunSummary, windows: Windows) -> float | None:

@@ -19,7 +19,7 @@ import numpy as np
 
 from autopilot._trends import finite_series, linear_fit, quadratic_residual_std, relative
 from autopilot.detectors._base import check_above, is_primary_loss, is_val, key_first
-from autopilot.detectors._horizon import SLOW_PROGRESS, update_ratio_now
+from autopilot.detectors._horizon import SLOW_PROGRESS, progress_from_early, update_ratio_now
 from autopilot.diagnoses import Diagnosis, Evidence
 from autopilot.summary import MetricSummary, RunSummary, Window, Windows
 from kernel.update_ratio import METRIC as UPDATE_RATIO
@@ -82,11 +82,8 @@ def _steps_too_big(summary: RunSummary, windows: Windows) -> list[Diagnosis]:
     ratio = update_ratio_now(summary, windows)
     if key is None or ratio is None or ratio <= LARGE_UPDATE_RATIO:
         return []
-    if key.early is None or key.last is None or key.early == 0:
-        return []
-    sign = 1.0 if key.mode == "min" else -1.0
-    progress = sign * (key.early - key.last) / abs(key.early)
-    if progress >= SLOW_PROGRESS:
+    progress = progress_from_early(key)
+    if progress is None or progress >= SLOW_PROGRESS:
         return []
     message = (
         f"one step moves the weights by {ratio:.1e} of their norm (train/update_ratio; ~1e-3 "

@@ -41,6 +41,7 @@ from autopilot.detectors._horizon import (
     collapsed_lr,
     lr_before_drop,
     patience,
+    progress_from_early,
     update_ratio_now,
 )
 from autopilot.diagnoses import Diagnosis, Evidence, Severity
@@ -129,19 +130,16 @@ class PlateauDetector:
         early level, while the update ratio (``train/update_ratio``, scaled to the lr in
         force now) says one step barely moves the weights."""
         ratio = update_ratio_now(summary, windows)
-        if ratio is None or ratio >= TINY_UPDATE_RATIO or key.early is None or key.last is None:
+        if ratio is None or ratio >= TINY_UPDATE_RATIO or summary.step < SLOW_MIN_STEPS:
             return []
-        sign = 1.0 if key.mode == "min" else -1.0
-        if key.early == 0 or summary.step < SLOW_MIN_STEPS:
-            return []
-        progress = sign * (key.early - key.last) / abs(key.early)
-        if progress >= SLOW_PROGRESS:
+        progress = progress_from_early(key)
+        if progress is None or progress >= SLOW_PROGRESS:
             return []
         if annealed_lr(summary, windows, self.anneal_frac) is not None:
             return []  # the schedule took the lr down on purpose
         message = (
             f"{key.name} has made only {progress:.0%} progress from its early level "
-            f"{num(key.early)} by step {summary.step}, and one step moves the weights by "
+            f"{num(key.early or 0.0)} by step {summary.step}, and one step moves the weights by "
             f"{ratio:.1e} of their norm (train/update_ratio; ~1e-3 is typical): lr looks too low"
         )
         evidence: Evidence = {

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from autopilot.detectors._base import is_grad_norm
 from autopilot.diagnoses import Diagnosis
 from autopilot.directions import against
 from autopilot.guard_context import AUTOPILOT_SOURCES
@@ -44,7 +45,6 @@ from autopilot.policies._base import PolicyContext
 from autopilot.proposals import Action, Proposal
 from kernel import LedgerRow, format_value
 from kernel.knobs import knob_family
-from kernel.reflexes import GRAD_NORM
 
 _CONFIDENCE = {
     "divergence": 0.9,
@@ -235,7 +235,7 @@ class RulePolicy:
         )
         actions = _lr(self.after_reflex_lr, ctx)
         clip = ctx.knobs.get("grad_clip")
-        if diagnosis.metric == GRAD_NORM and clip is not None and clip.value == 0:
+        if is_grad_norm(diagnosis.metric) and clip is not None and clip.value == 0:
             actions.append(Action(knob="grad_clip", value=self.grad_clip_on, reason="grad norm"))
         return actions, [note]
 
