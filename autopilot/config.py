@@ -44,6 +44,13 @@ ENV_CONFIG = "AUTOPILOT_CONFIG"
 logger = logging.getLogger(__name__)
 
 
+def state_home() -> Path:
+    """The user's state directory for train-autopilot (``$XDG_STATE_HOME`` or
+    ``~/.local/state``, then ``train-autopilot``): the day's spend and the memory store."""
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "train-autopilot"
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -92,8 +99,7 @@ class BudgetSettings(_Section):
     def day_ledger_path(self) -> Path:
         if self.day_ledger:
             return Path(self.day_ledger).expanduser()
-        base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
-        return Path(base) / "train-autopilot" / "spend.jsonl"
+        return state_home() / "spend.jsonl"
 
 
 class CadenceSettings(_Section):
@@ -192,6 +198,43 @@ class ReviewSettings(_Section):
     expire_after_steps: int = Field(default=500, ge=1)
 
 
+ENV_MEMORY_URL = "AUTOPILOT_MEMORY_URL"
+"""The environment variable that points every autopilot of a user at one memory store."""
+
+
+class MemorySettings(_Section):
+    """The store of what earlier runs learned (``memory.store``)."""
+
+    enabled: bool = True
+    """Write each run's record and interventions, and read them back as priors. Off: a
+    run neither learns nor is steered by earlier runs (``status`` says so)."""
+    url: str | None = None
+    """``sqlite:///PATH`` (or a path) or ``postgresql://...``. Unset: ``$AUTOPILOT_MEMORY_URL``,
+    else one SQLite file in the user's state directory."""
+    task: str | None = Field(default=None, max_length=200)
+    """A name for the task, when the script gives none (``Kernel(task=...)`` wins)."""
+    prompt_tokens: int = Field(default=120, ge=0, le=1000)
+    """At most this many prompt tokens of memory in an LLM decision."""
+
+    def store_url(self) -> str:
+        """Where the store is: ``url``, else the environment's, else the default file."""
+        if self.url:
+            return self.url
+        env = os.environ.get(ENV_MEMORY_URL)
+        if env:
+            return env
+        return f"sqlite:///{state_home() / 'memory.sqlite'}"
+
+
+class TuneSettings(_Section):
+    """The online tuner (``tune`` proposer): Optuna TPE over multiplicative changes of live
+    knobs inside one run, its study kept in the memory store."""
+
+    enabled: bool = False
+    """Off: the rules (or the LLM in AI modes) propose. On: the tuner proposes while the run
+    is healthy or stalled, and the rules still answer a divergence."""
+
+
 class Settings(_Section):
     """Everything in ``autopilot.toml``."""
 
@@ -206,6 +249,8 @@ class Settings(_Section):
     detectors: DetectorSettings = Field(default_factory=DetectorSettings)
     evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
     review: ReviewSettings = Field(default_factory=ReviewSettings)
+    memory: MemorySettings = Field(default_factory=MemorySettings)
+    tune: TuneSettings = Field(default_factory=TuneSettings)
 
     @model_validator(mode="after")
     def _check_bounds(self) -> Settings:

@@ -31,7 +31,7 @@ from kernel.knobs import FnKnob, Knob, KnobSpec
 from kernel.ledger import LedgerRow, read_ledger
 from kernel.metric_names import metric_mode
 from kernel.metrics import MetricRecord
-from kernel.state import KernelState, SnapshotInfo, read_kernel_state
+from kernel.state import KernelState, SnapshotInfo, TaskInfo, read_kernel_state
 
 if TYPE_CHECKING:
     from kernel._kernel import Kernel, KernelSettings
@@ -58,6 +58,7 @@ __all__ = [
     "KernelSettings",
     "KernelState",
     "SnapshotInfo",
+    "TaskInfo",
     "Knob",
     "KnobError",
     "KnobSpec",

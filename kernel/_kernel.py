@@ -37,7 +37,7 @@ from kernel.metric_names import GRAD_NORM, metric_mode
 from kernel.metrics import MetricsWriter
 from kernel.reflexes import Reflex, ReflexSettings, Trip
 from kernel.snapshots import Snapshot, TrainingState, trainable_parameters
-from kernel.state import PendingCommand, Status
+from kernel.state import PendingCommand, Status, TaskInfo
 from kernel.update_ratio import METRIC as UPDATE_RATIO
 from kernel.update_ratio import UpdateRatio
 
@@ -191,6 +191,11 @@ class Kernel:
             ``rewind`` restores (the optimizer's parameters are in them without it).
         bounds: ``{knob name: (lo, hi)}`` overriding default hard bounds.
         settings: cadences; see ``KernelSettings``.
+        task: your name for what this script trains (e.g. ``"cifar10-resnet18"``). The
+            autopilot's memory finds earlier runs of the same task by it, with the model and
+            optimizer classes, the parameter count, ``dataset_size`` and ``max_steps``.
+        dataset_size: the number of training examples, if you want it in the task's
+            fingerprint.
 
     Distributed training: create a ``Kernel`` on every rank after
     ``torch.distributed.init_process_group``. Rank 0 reads commands and writes the run
@@ -216,6 +221,8 @@ class Kernel:
         bounds: Mapping[str, tuple[float, float]] | None = None,
         settings: KernelSettings | None = None,
         model: torch.nn.Module | None = None,
+        task: str | None = None,
+        dataset_size: int | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.max_steps = _checked_max_steps(max_steps)
@@ -235,6 +242,7 @@ class Kernel:
         for knob in knobs:
             self.register(knob)
         self._rewinder = self._snapshots(optimizer, scheduler, model)
+        self.task = task_info(task, model, optimizer, dataset_size)
         self._update_ratio = UpdateRatio(
             trainable_parameters(optimizer, model), every=self.settings.update_ratio_every_steps
         )
@@ -712,6 +720,7 @@ class Kernel:
             freeze=executor.freeze,
             snapshots=self._rewinder.listing(),
             snapshots_off=self._rewinder.off_reason,
+            task=self.task,
         )
 
     def _progress(self) -> dict[str, Any]:
@@ -751,3 +760,18 @@ def _total_norm(parameters: Iterable[torch.Tensor] | torch.Tensor) -> torch.Tens
     if not grads:
         return torch.tensor(0.0)
     return torch.nn.utils.get_total_norm(grads)
+
+
+def task_info(
+    task: str | None, model: Any, optimizer: Any, dataset_size: int | None
+) -> TaskInfo:
+    """What ``kernel.json`` says is trained: the classes, the trainable parameter count and
+    the user's own name and dataset size (``TaskInfo``)."""
+    n_params = sum(p.numel() for p in trainable_parameters(optimizer, model)) or None
+    return TaskInfo(
+        task=task,
+        model=None if model is None else type(model).__name__,
+        optimizer=None if optimizer is None else type(optimizer).__name__,
+        n_params=n_params,
+        dataset_size=dataset_size,
+    )

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kernel.commands import Command
 from kernel.errors import RunDirError
@@ -59,6 +59,22 @@ class PendingCommand(BaseModel):
     """The checksum of the line it was read from (``kernel.ledger.line_crc``)."""
 
 
+class TaskInfo(BaseModel):
+    """What the training is, as far as the kernel can tell: the autopilot's memory finds
+    earlier runs of the same task by it. Class names only, never code or data."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    task: str | None = Field(default=None, max_length=200)
+    """The user's own name for the task (``Kernel(task=...)``)."""
+    model: str | None = Field(default=None, max_length=200)
+    optimizer: str | None = Field(default=None, max_length=200)
+    n_params: int | None = Field(default=None, ge=0)
+    """Trainable parameters the kernel can see (the optimizer's groups and the model)."""
+    dataset_size: int | None = Field(default=None, ge=0)
+    """``Kernel(dataset_size=...)``, when the script says."""
+
+
 class KernelState(BaseModel):
     """The document in ``kernel.json``."""
 
@@ -97,6 +113,8 @@ class KernelState(BaseModel):
     """The snapshots the kernel keeps for ``rewind``, oldest first."""
     snapshots_off: str | None = None
     """Why the kernel keeps no snapshots although they were asked for (a memory cap)."""
+    task: TaskInfo | None = None
+    """What is trained (``TaskInfo``); None from kernels older than the field."""
 
     def knob(self, name: str) -> KnobSpec | None:
         return next((k for k in self.knobs if k.name == name), None)

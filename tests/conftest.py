@@ -40,9 +40,12 @@ def poll(predicate: Callable[[], T], *, timeout: float = 20.0, what: str = "a co
 @pytest.fixture(autouse=True)
 def _no_user_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test reads the developer's own autopilot config (``--config`` and
-    ``$AUTOPILOT_CONFIG`` are the tests' to set)."""
+    ``$AUTOPILOT_CONFIG`` are the tests' to set) or writes to their state directory (the
+    day's spend, the memory store)."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
     monkeypatch.delenv("AUTOPILOT_CONFIG", raising=False)
+    monkeypatch.delenv("AUTOPILOT_MEMORY_URL", raising=False)
 
 
 @pytest.fixture
