@@ -1,8 +1,10 @@
 """The memory store: one interface, one conformance suite, a backend per database.
 
 ``open_store(url)`` gives a ``MemoryStore``: ``sqlite:///PATH`` (or a plain path) is one file,
-nothing to set up. The schema is versioned: opening a store applies the migrations it lacks,
-in one transaction each, and refuses a store written by a newer version (it says which).
+nothing to set up; ``postgresql://USER:PASSWORD@HOST:PORT/DB`` (or ``postgres://``) is a
+database that runs on several machines share (``memory.postgres``). The schema is versioned:
+opening a store applies the migrations it lacks, in one transaction each, and refuses a store
+written by a newer version (it says which).
 
 Example:
     >>> import tempfile, time
@@ -64,20 +66,41 @@ class MemoryStore(Protocol):
     def close(self) -> None: ...
 
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres(url: str | Path) -> bool:
+    """Whether ``url`` names a PostgreSQL store."""
+    return str(url).startswith(POSTGRES_SCHEMES)
+
+
 def open_store(url: str | Path) -> MemoryStore:
-    """The store at ``url``: ``sqlite:///PATH`` or a file path.
+    """The store at ``url``: ``sqlite:///PATH``, a file path, or ``postgresql://...``.
 
     Raises:
         StoreError: for a scheme with no backend, or a store that cannot be opened.
     """
     text = str(url)
+    if is_postgres(text):
+        return _open_postgres(text)
     if text.startswith("sqlite:///"):
         text = text.removeprefix("sqlite:///")
     elif "://" in text:
         scheme = text.split("://", 1)[0]
         raise StoreError(
-            f"no memory backend for {scheme}:// (in {text!r}); use sqlite:///PATH or a path"
+            f"no memory backend for {scheme}://; use sqlite:///PATH, a path, or "
+            "postgresql://USER:PASSWORD@HOST:PORT/DB"
         )
     from memory.sqlite import SQLiteStore
 
     return SQLiteStore(Path(text))
+
+
+def _open_postgres(url: str) -> MemoryStore:
+    try:
+        from memory.postgres import PostgresStore
+    except ImportError as exc:  # psycopg is a dependency, but an install may lack it
+        raise StoreError(
+            f"the PostgreSQL memory store needs psycopg ({exc}): pip install 'psycopg[binary]>=3.1'"
+        ) from None
+    return PostgresStore(url)

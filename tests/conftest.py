@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import pytest
 from llm_server import ScriptedLLM, ServerThread
+from pg_server import postgres_url  # noqa: F401  (the session's PostgreSQL server fixture)
 
 from autopilot.config import Settings
 from kernel import Command, Kernel, KernelSettings, append_command, new_command_id

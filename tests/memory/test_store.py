@@ -1,5 +1,6 @@
-"""The memory store's conformance suite: every backend must pass it (today SQLite; the
-PostgreSQL backend joins the ``store`` fixture's parameters when it lands)."""
+"""The memory store's conformance suite: every backend must pass it, SQLite on a file in
+``tmp_path`` and PostgreSQL on the session's throwaway server (``pg_server``), each test in a
+schema of its own."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
+from pg_server import fresh_schema
 from pydantic import ValidationError
 
 from memory.records import InterventionRecord, RunRecord, TaskFingerprint, compress_trajectory
@@ -19,9 +22,13 @@ DIGITS = TaskFingerprint(task="digits", model="Sequential", optimizer="Adam", n_
 CHARLM = TaskFingerprint(model="CharMLP", optimizer="Adam", n_params=90_000)
 
 
-@pytest.fixture(params=["sqlite"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'state' / 'memory.sqlite'}"
+@pytest.fixture(params=["sqlite", "postgres"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'state' / 'memory.sqlite'}"
+        return
+    with fresh_schema(request.getfixturevalue("postgres_url")) as schema_url:
+        yield schema_url
 
 
 @pytest.fixture
@@ -130,13 +137,16 @@ def test_two_writers_share_one_store(url: str) -> None:
         s.close()
 
 
-def test_a_newer_schema_is_refused_with_what_to_do(tmp_path: Path) -> None:
-    path = tmp_path / "memory.sqlite"
-    open_store(path).close()
-    with sqlite3.connect(path) as db:
-        db.execute("UPDATE schema_info SET version = ?", (SCHEMA_VERSION + 1,))
-    with pytest.raises(StoreError, match="newer than this autopilot"):
-        open_store(path)
+def test_a_newer_schema_is_refused_with_what_to_do(url: str) -> None:
+    open_store(url).close()
+    if url.startswith("sqlite:///"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
+            db.execute("UPDATE schema_info SET version = ?", (SCHEMA_VERSION + 1,))
+    else:
+        with psycopg.connect(url, autocommit=True) as pg:
+            pg.execute("UPDATE schema_info SET version = %s", (SCHEMA_VERSION + 1,))
+    with pytest.raises(StoreError, match="newer than this autopilot.*upgrade train-autopilot"):
+        open_store(url)
 
 
 def test_an_unknown_scheme_says_which_work() -> None:
