@@ -39,7 +39,13 @@ from typing import Any, cast
 
 from langchain_core.runnables import RunnableConfig
 
-from autopilot._checkpoint import CheckpointRefused, open_saver, prune, refuse, truncate_wal
+from autopilot._checkpoint import (
+    CheckpointRefused,
+    CheckpointUnavailable,
+    checkpointer_for,
+    prune,
+    truncate_wal,
+)
 from autopilot._watch_lock import LOCK_FILE, acquire
 from autopilot.config import AI_MODES, MODES, Mode, Settings, check_bounds
 from autopilot.detectors import Detector
@@ -115,12 +121,14 @@ class Autopilot:
         (it resumes). An untrusted checkpoint is refused, and a fresh one opened."""
         conn = None
         try:
-            self._saver, conn = open_saver(self.state_dir)
+            self._saver, conn, self._thread = checkpointer_for(
+                self.run_dir, self.settings, thread=_thread_of(self.state_dir)
+            )
             self.graph = build_graph(self.context, self._saver)
             state = self.graph.get_state(self._config(self._thread))
             if not isinstance(state.values, dict):
                 raise TypeError(f"the state must be a JSON object, got {state.values!r:.80}")
-        except sqlite3.OperationalError as exc:  # I/O, not content: keep the file
+        except (sqlite3.OperationalError, CheckpointUnavailable) as exc:  # I/O, not content
             if conn is not None:
                 conn.close()
             os.close(self._lock_fd)
@@ -130,8 +138,10 @@ class Autopilot:
         except (sqlite3.DatabaseError, CheckpointRefused, *_CRAFTED) as exc:
             if conn is not None:
                 conn.close()
-            refuse(self.state_dir, f"{type(exc).__name__}: {exc}")
-            self._saver, conn = open_saver(self.state_dir)
+            self._saver, conn, self._thread = checkpointer_for(
+                self.run_dir, self.settings, thread=_thread_of(self.state_dir),
+                refused=f"{type(exc).__name__}: {exc}",
+            )  # fmt: skip
             self.graph = build_graph(self.context, self._saver)
             self._conn = conn
             return False
