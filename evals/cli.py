@@ -18,9 +18,13 @@ if TYPE_CHECKING:
     from tqdm import tqdm
 
     from autopilot.config import Settings
-    from evals.results import BenchReport, ReplayReport
+    from evals.results import BenchReport, MultiReport, ReplayReport
     from evals.runs import RecordedRun
 
+DEFAULT_POLICIES = "none,rules,ai,tune"
+DEFAULT_TRIALS = 6
+MULTI_RUNS = 4
+"""``--multi`` without a number: runs per sequence."""
 LOG_NAME = "results.jsonl"
 """The results log's name under ``--out`` when ``--log`` names none."""
 HANDLERS = "evals.cli"
@@ -91,10 +95,27 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         help="comma-separated task or setup names, or all (see --list)",
     )
     p.add_argument(
-        "--policies", default="none,rules,ai,tune", help="comma-separated, of none,rules,ai,tune"
+        "--policies",
+        help="comma-separated, of none,rules,ai,tune,online (default: none,rules,ai,tune); "
+        "with --multi, of rules,online,tune,random (default: all four)",
     )
     p.add_argument("--seeds", type=int, default=3, help="training runs per task and policy")
-    p.add_argument("--trials", type=int, default=6, help="training runs per Optuna search")
+    p.add_argument(
+        "--trials",
+        type=int,
+        help="training runs per Optuna search (default: 6); with --multi, at most this many "
+        "trials per search (default: 12)",
+    )
+    p.add_argument(
+        "--multi",
+        type=int,
+        nargs="?",
+        const=MULTI_RUNS,
+        metavar="N",
+        help="multi-run mode: per bad-start task, policy and seed, N runs (%(const)s when "
+        "omitted) one after another sharing one memory store; reports the runs (trials) "
+        "needed to come within 2%% of the oracle (lock-step only)",
+    )
     p.add_argument(
         "--workers", type=int, default=min(2, os.cpu_count() or 1), help="training processes"
     )
@@ -176,7 +197,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if not args.out:
         raise CliError("--out is required: the directory for the report and the run directories")
     settings = _settings(args.config)
-    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    if args.multi is not None:
+        return _cmd_multi(args, settings)
+    policies = [p.strip() for p in (args.policies or DEFAULT_POLICIES).split(",") if p.strip()]
     skipped = {}
     if "ai" in policies and settings.api_key() is None:
         policies.remove("ai")
@@ -188,7 +211,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             tasks=resolve_tasks(args.tasks),
             policies=policies,
             seeds=args.seeds,
-            trials=args.trials,
+            trials=DEFAULT_TRIALS if args.trials is None else args.trials,
             workers=args.workers,
             oracle=not args.no_oracle,
             steps=args.steps,
@@ -215,6 +238,49 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_multi(args: argparse.Namespace, settings: Settings) -> int:
+    """``--multi N``: the oracle's sweep, then every sequence; ``multi.json``, ``multi.md``,
+    the results log and the tables."""
+    from evals.bench import resolve_tasks
+    from evals.bench.multi import DEFAULT_TRIALS as MULTI_TRIALS
+    from evals.bench.multi import MULTI_POLICIES, MultiPlan, bad_starts, count_jobs, run_multi
+    from evals.bench.multi_report import multi_table, notes, runs_table, write_multi_report
+    from evals.errors import EvalError
+
+    if args.live or args.no_oracle:
+        raise CliError("--multi runs in lock-step against the oracle: drop --live / --no-oracle")
+    policies = [p.strip() for p in (args.policies or ",".join(MULTI_POLICIES)).split(",")]
+    try:
+        named = resolve_tasks(args.tasks)
+        plan = MultiPlan(
+            tasks=bad_starts(named),
+            policies=[p for p in policies if p],
+            runs=args.multi,
+            trials=MULTI_TRIALS if args.trials is None else args.trials,
+            seeds=args.seeds,
+            workers=args.workers,
+            steps=args.steps,
+            settings=settings,
+        )
+    except EvalError as exc:
+        raise CliError(str(exc)) from None
+    skipped = {t: "starts from a good configuration" for t in named if t not in plan.tasks}
+    out = Path(args.out)
+    with _progress(count_jobs(plan), "bench --multi", "job") as progress:
+        report = run_multi(plan, out, on_done=lambda label: _advance(progress, label))
+    report = report.model_copy(update={"skipped": skipped})
+    (out / "multi.json").write_text(report.model_dump_json(indent=1))
+    path = write_multi_report(report, out)
+    _log(args.log, out, report)
+    print(multi_table(report))
+    print()
+    print(runs_table(report))
+    for line in [*notes(report), *(f"skipped {k}: {why}" for k, why in skipped.items())]:
+        print(line)
+    print(f"\nreport: {path}  ({report.wall_s:.0f} s)")
+    return 0
+
+
 def _progress(total: int, label: str, unit: str) -> tqdm:
     """A progress bar on standard error: redrawn in place on a terminal, a line every 10 s
     elsewhere (CI, a pipe), so a long bench leaves a short log."""
@@ -229,7 +295,7 @@ def _advance(bar: tqdm, note: str) -> None:
     bar.update()
 
 
-def _log(log: str | None, out: Path, report: ReplayReport | BenchReport) -> None:
+def _log(log: str | None, out: Path, report: ReplayReport | BenchReport | MultiReport) -> None:
     """Append the report's headline figures to ``log`` (``OUT/results.jsonl`` when ``None``,
     nothing when empty)."""
     from evals.results_log import append_result

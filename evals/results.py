@@ -22,8 +22,9 @@ from kernel import KnobValue
 LabelKind = Literal["plateau", "divergence", "overfitting"]
 LABEL_KINDS: tuple[LabelKind, ...] = ("plateau", "divergence", "overfitting")
 ReplayPolicy = Literal["rules", "ai"]
-BenchPolicy = Literal["none", "rules", "ai", "tune"]
-BENCH_POLICIES: tuple[BenchPolicy, ...] = ("none", "rules", "ai", "tune")
+BenchPolicy = Literal["none", "rules", "ai", "tune", "online"]
+BENCH_POLICIES: tuple[BenchPolicy, ...] = ("none", "rules", "ai", "tune", "online")
+"""``online``: the rules with the online tuner on (``settings.tune.enabled``)."""
 BenchMode = Literal["lockstep", "live"]
 """How the autopilot ran beside a bench's training: ticked by the loop at every
 ``tick_every_steps`` (``lockstep``), or as its own ``autopilot watch`` process beside a paced
@@ -270,6 +271,106 @@ class BenchReport(_Result):
     runs: list[BenchRun]
     oracles: list[OracleResult]
     cells: list[BenchCell]
+    wall_s: float
+    workers: int
+    git_commit: str | None = None
+    created: float
+
+
+# --- multi-run bench -------------------------------------------------------------------------
+
+MultiPolicy = Literal["rules", "online", "tune", "random"]
+MULTI_POLICIES: tuple[MultiPolicy, ...] = ("rules", "online", "tune", "random")
+"""``rules``, ``online``: the autopilot with memory, run after run; ``tune``, ``random``: a
+search across runs (Optuna TPE, random search), the starting configuration first."""
+
+
+class MultiStep(_Result):
+    """One run of a sequence (``rules``, ``online``) or one trial of a search."""
+
+    number: int = Field(ge=1)
+    """The run's (trial's) place in its sequence, from 1."""
+    final: float | None
+    """``rules``, ``online``: this run's final key metric. ``tune``, ``random``: that of the
+    best trial so far (on the search seed), trained once on the scored seed. ``None``: not
+    finite."""
+    vs_oracle: float | None
+    """``final`` against the oracle's, relative, positive when worse (either direction)."""
+    within: bool
+    """``vs_oracle`` at most the bench's tolerance."""
+    search_final: float | None = None
+    """``tune``, ``random``: this trial's final on the search seed."""
+    params: dict[str, float] = Field(default_factory=dict)
+    """``tune``, ``random``: this trial's configuration."""
+    interventions: list[Intervention] = Field(default_factory=list)
+    tuner_decisions: int = 0
+    """Decisions the online tuner proposed (``proposer == "tune"``) in this run."""
+    memory_runs: int | None = None
+    """Runs the sequence's memory store held once this run had ended (``None``: no store
+    file: nothing opened it)."""
+    run_dir: str | None = None
+    wall_s: float
+
+
+class MultiSequence(_Result):
+    """One task, policy and scored seed: the runs (trials) one after another."""
+
+    task: str
+    policy: MultiPolicy
+    seed: int
+    budget: int
+    """Runs (trials) it was given; a search stops at the first within the tolerance."""
+    memory_url: str | None = None
+    """The store every run of an autopilot sequence was given (one fresh file each)."""
+    steps: list[MultiStep]
+    needed: int | None
+    """The first ``number`` within the tolerance; ``None``: none within ``budget``."""
+    runs_used: int
+    """Training runs it cost (a search: its trials and the scoring runs of its bests)."""
+    wall_s: float
+
+
+class MultiCell(_Result):
+    """One row of the multi-run table: a task under a policy, over seeds."""
+
+    task: str
+    policy: MultiPolicy
+    budget: int
+    needed: list[int | None]
+    """Per seed, in seed order (``None``: more than ``budget``)."""
+    median: int | None
+    """The upper median of ``needed`` (a miss counts as more than any number; ``None``: the
+    median is a miss)."""
+    vs_oracle: list[float | None]
+    """Per run (trial) number, the median over seeds of ``MultiStep.vs_oracle`` (a search
+    that stopped keeps its last value)."""
+    runs_used: int
+    tuner_decisions: int = 0
+    """``online``: decisions the online tuner proposed over every run (0: the rules did
+    everything, and the cell is the rules' figure)."""
+
+
+class MultiReport(_Result):
+    """The result of ``autopilot eval bench --multi N``."""
+
+    kind: Literal["multi"] = "multi"
+    tasks: list[str]
+    policies: list[str]
+    skipped: dict[str, str] = Field(default_factory=dict)
+    """Policies (and tasks) not run, with why."""
+    seeds: int
+    runs: int
+    """Runs per autopilot sequence."""
+    trials: int
+    """Trials per search (at most: it stops once within the tolerance)."""
+    tolerance: float
+    key_metric: str
+    key_mode: Literal["min", "max"]
+    descriptions: dict[str, str] = Field(default_factory=dict)
+    oracles: dict[str, OracleResult]
+    """Task -> its setup's oracle."""
+    sequences: list[MultiSequence]
+    cells: list[MultiCell]
     wall_s: float
     workers: int
     git_commit: str | None = None

@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import RootModel
 
-from evals.results import BenchReport, ReplayReport
+from evals.results import BenchReport, MultiReport, ReplayReport
 from kernel.jsonl import append_json, read_models
 
 logger = logging.getLogger(__name__)
@@ -52,18 +52,21 @@ def git_dirty(cwd: Path | None = None) -> bool | None:
 
 
 def append_result(
-    log: Path, report: ReplayReport | BenchReport, *, command: list[str]
+    log: Path, report: ReplayReport | BenchReport | MultiReport, *, command: list[str]
 ) -> dict[str, Any]:
     """Append the headline figures of ``report`` to ``log`` as one JSON line; return it.
 
     Args:
         log: the JSON-lines file; it and its parent directories are created as needed.
-        report: a replay or bench report.
+        report: a replay, bench or multi-run bench report.
         command: the command line that produced it (``sys.argv``).
     """
-    figures = (
-        _replay_figures(report) if isinstance(report, ReplayReport) else _bench_figures(report)
-    )
+    if isinstance(report, ReplayReport):
+        figures = _replay_figures(report)
+    elif isinstance(report, MultiReport):
+        figures = report.model_dump(mode="json", include=_MULTI_FIGURES)
+    else:
+        figures = _bench_figures(report)
     entry: dict[str, Any] = {
         "time": datetime.now(UTC).isoformat(timespec="seconds"),
         "kind": report.kind,
@@ -104,6 +107,13 @@ _BENCH_FIGURES: dict[str, Any] = {
     "mode": True, "step_ms": True,
     "seeds": True, "policies": True, "skipped": True, "key_metric": True, "key_mode": True,
     "workers": True, "wall_s": True, "cells": {"__all__": _CELL_FIGURES},
+    "oracles": {"__all__": {"setup", "params", "final"}},
+}  # fmt: skip
+
+_MULTI_FIGURES: dict[str, Any] = {
+    "tasks": True, "policies": True, "skipped": True, "seeds": True, "runs": True,
+    "trials": True, "tolerance": True, "key_metric": True, "key_mode": True, "workers": True,
+    "wall_s": True, "cells": True,
     "oracles": {"__all__": {"setup", "params", "final"}},
 }  # fmt: skip
 

@@ -20,7 +20,7 @@ import math
 import statistics
 from collections import defaultdict
 
-from evals.results import BenchCell, BenchRun, OracleResult
+from evals.results import BenchCell, BenchRun, MultiCell, MultiSequence, OracleResult
 from kernel.metric_names import MetricMode
 
 
@@ -148,3 +148,69 @@ def _median(runs: list[BenchRun], mode: MetricMode) -> float:
 
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
+
+
+def vs_oracle(final: float | None, oracle: float | None, mode: MetricMode) -> float | None:
+    """How far ``final`` is from the oracle's, relative to it, positive when worse (in the
+    metric's direction); ``None`` when either is missing or the oracle is 0.
+
+    Example:
+        >>> round(vs_oracle(0.102, 0.1, "min"), 6), round(vs_oracle(0.98, 1.0, "max"), 6)
+        (0.02, 0.02)
+    """
+    if final is None or oracle is None or not math.isfinite(final) or oracle == 0:
+        return None
+    sign = 1.0 if mode == "min" else -1.0
+    return sign * (final - oracle) / abs(oracle)
+
+
+def multi_cells(
+    tasks: list[str], policies: list[str], sequences: list[MultiSequence]
+) -> list[MultiCell]:
+    """Per task and policy with sequences, the runs (trials) needed over seeds."""
+    grouped: dict[tuple[str, str], list[MultiSequence]] = defaultdict(list)
+    for seq in sequences:
+        grouped[(seq.task, seq.policy)].append(seq)
+    cells = []
+    for task, policy in ((t, p) for t in tasks for p in policies):
+        group = sorted(grouped.get((task, policy), []), key=lambda s: s.seed)
+        if group:
+            cells.append(_multi_cell(group))
+    return cells
+
+
+def _multi_cell(group: list[MultiSequence]) -> MultiCell:
+    first = group[0]
+    needed = [s.needed for s in group]
+    longest = max(len(s.steps) for s in group)
+    per_number = []
+    for i in range(longest):
+        gaps = [s.steps[min(i, len(s.steps) - 1)].vs_oracle for s in group if s.steps]
+        per_number.append(_median_or_none([math.inf if g is None else g for g in gaps]))
+    return MultiCell(
+        task=first.task,
+        policy=first.policy,
+        budget=first.budget,
+        needed=needed,
+        median=median_needed(needed),
+        vs_oracle=per_number,
+        runs_used=sum(s.runs_used for s in group),
+        tuner_decisions=sum(step.tuner_decisions for s in group for step in s.steps),
+    )
+
+
+def median_needed(needed: list[int | None]) -> int | None:
+    """The upper median of runs needed, a miss (``None``) above every number.
+
+    Example:
+        >>> median_needed([1, 2, None]), median_needed([None, 3, None]), median_needed([1, 2])
+        (2, None, 2)
+    """
+    if not needed:
+        return None
+    value = statistics.median_high([math.inf if n is None else float(n) for n in needed])
+    return int(value) if math.isfinite(value) else None
+
+
+def _median_or_none(values: list[float]) -> float | None:
+    return _finite(float(statistics.median(values))) if values else None

@@ -25,6 +25,7 @@ import math
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -38,7 +39,9 @@ from kernel import KernelSettings
 
 logger = logging.getLogger(__name__)
 
-AUTOPILOT_MODES: dict[str, str] = {"rules": "auto", "ai": "ai_auto"}
+AUTOPILOT_MODES: dict[str, str] = {"rules": "auto", "ai": "ai_auto", "online": "auto"}
+"""The autopilot's mode per policy; ``online`` is ``auto`` with the online tuner on."""
+MEMORY_FILE = "memory.sqlite"
 ALONE = without_reflexes(LOCKSTEP)
 """The kernel's settings of a run no autopilot steers."""
 DEFAULT_STEP_MS = 10.0
@@ -81,15 +84,17 @@ def execute(job: Job, out: Path, settings: Settings) -> BenchRun:
     """Run ``job``; policy runs keep their run directory under ``out`` for inspection."""
     task = TASKS[job.task]
     if job.kind == "policy":
-        run_dir = out / "runs" / job.task.replace("/", "_") / f"{job.policy}-s{job.seed}" / "run"
-        shutil.rmtree(run_dir, ignore_errors=True)
+        home = out / "runs" / job.task.replace("/", "_") / f"{job.policy}-s{job.seed}"
+        shutil.rmtree(home, ignore_errors=True)
+        run_dir = home / "run"
         run_dir.mkdir(parents=True)
         return policy_run(
             task,
             job.policy,
             job.seed,
             run_dir,
-            settings,
+            # one run, nothing remembered: a fresh store, not the user's
+            with_memory(settings, home / MEMORY_FILE, task.name),
             steps=job.steps,
             mode=job.mode,
             step_ms=job.step_ms,
@@ -116,6 +121,7 @@ def policy_run(
     if policy == "none":
         outcome = train_task(task, seed, run_dir, steps=steps, settings=ALONE)
         return _result(task, policy, seed, outcome, started, params=task.start)
+    settings = policy_settings(policy, settings)
     if mode == "live":
         outcome = _live(task, policy, seed, run_dir, settings, steps=steps, step_ms=step_ms)
     else:
@@ -189,6 +195,22 @@ def _live(
         )
 
 
+def policy_settings(policy: BenchPolicy, settings: Settings) -> Settings:
+    """The settings an autopilot policy runs with: ``online`` turns the online tuner on."""
+    if policy != "online":
+        return settings
+    return settings.model_copy(update={"tune": settings.tune.model_copy(update={"enabled": True})})
+
+
+def with_memory(settings: Settings, store: Path, task: str) -> Settings:
+    """``settings`` with the memory store at ``store`` (SQLite, created on first use) and
+    ``task`` as the task's name (the kernel publishes the same name)."""
+    memory = settings.memory.model_copy(
+        update={"enabled": True, "url": f"sqlite:///{store.resolve()}", "task": task}
+    )
+    return settings.model_copy(update={"memory": memory})
+
+
 class _Ticker:
     """Ticks the autopilot from the training loop; a failing tick is logged, never raised
     (as in ``Autopilot.run``: the autopilot must not take the training down)."""
@@ -218,16 +240,48 @@ def tune_run(task: TaskConfig, seed: int, *, trials: int, steps: int | None = No
     """Optuna TPE over the task's search space: ``trials`` full runs on a search seed (the
     first half of them, at most 10, are TPE's random start-up), then the best configuration
     trained once on ``seed`` and scored there (``runs_used = trials + 1``)."""
+    started = time.monotonic()
+    sampler = tpe_sampler(seed, trials)
+    done = list(search_trials(task, seed, sampler=sampler, trials=trials, steps=steps))
+    finite = [t for t in done if t.final is not None]
+    chosen = min(finite, key=lambda t: _or_inf(t.final)).params if finite else {}
+    scored = score_config(task, seed, chosen, steps=steps)
+    return _result(task, "tune", seed, scored, started, params=chosen, runs_used=trials + 1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Trial:
+    """One run of a search, on the search seed: its configuration and final key metric
+    (``None``: not finite, told to the study as failed)."""
+
+    number: int
+    """1 for the starting configuration."""
+    params: dict[str, float]
+    final: float | None
+
+
+def tpe_sampler(seed: int, trials: int) -> Any:
+    """The ``tune`` policy's sampler: TPE whose random start-up is ``startup_trials``."""
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials(trials))
+
+
+def search_trials(
+    task: TaskConfig, seed: int, *, sampler: Any, trials: int, steps: int | None = None
+) -> Iterator[Trial]:
+    """Up to ``trials`` full runs of the user's script (bug included, reflexes off) on seed
+    ``seed + SEARCH_SEED_OFFSET``, each configuration drawn by ``sampler`` over the task's
+    log-uniform space, the starting configuration first; yields each trial once told. A
+    caller may stop early (``multi``: once the best so far scores within reach)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    started = time.monotonic()
     space = task.setup.space
-    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials(trials))
     study = optuna.create_study(direction="minimize", sampler=sampler)
     study.enqueue_trial({k: min(max(v, space[k][0]), space[k][1]) for k, v in _start(task)})
     search_seed = seed + SEARCH_SEED_OFFSET
-    for _ in range(trials):
+    for number in range(1, trials + 1):
         trial = study.ask()
         params = {k: trial.suggest_float(k, lo, hi, log=True) for k, (lo, hi) in space.items()}
         with tempfile.TemporaryDirectory(prefix="tune-") as tmp:
@@ -236,15 +290,23 @@ def tune_run(task: TaskConfig, seed: int, *, trials: int, steps: int | None = No
             )
         if math.isfinite(outcome.final):
             study.tell(trial, outcome.final)
+            yield Trial(number=number, params=params, final=outcome.final)
         else:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
-    finite = [t for t in study.trials if t.value is not None]
-    chosen = min(finite, key=lambda t: float(t.value)).params if finite else {}  # type: ignore[arg-type]
+            yield Trial(number=number, params=params, final=None)
+
+
+def score_config(
+    task: TaskConfig, seed: int, params: dict[str, float], *, steps: int | None = None
+) -> TrainOutcome:
+    """A search's chosen configuration trained once on the scored ``seed`` (the start's
+    when ``params`` is empty), reflexes off, bug included."""
     with tempfile.TemporaryDirectory(prefix="tune-") as tmp:
-        scored = train_task(
-            task, seed, Path(tmp), params=chosen or None, steps=steps, settings=ALONE
-        )
-    return _result(task, "tune", seed, scored, started, params=chosen, runs_used=trials + 1)
+        return train_task(task, seed, Path(tmp), params=params or None, steps=steps, settings=ALONE)
+
+
+def _or_inf(value: float | None) -> float:
+    return math.inf if value is None else value
 
 
 def startup_trials(trials: int) -> int:

@@ -15,8 +15,10 @@ import multiprocessing
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import product
 from pathlib import Path
+from typing import TypeVar
 
 from autopilot.config import Settings
 from evals.bench.aggregate import cells_for, oracle_of
@@ -29,6 +31,8 @@ from kernel.metric_names import MetricMode
 
 KEY_METRIC = "val/loss"
 DEFAULT_TRIALS = 6
+_Item = TypeVar("_Item")
+_Out = TypeVar("_Out")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,12 +104,17 @@ def plan_jobs(plan: BenchPlan) -> list[Job]:
             )
             jobs.append(job)
     if plan.oracle:
-        for base in _setups(plan.tasks).values():
-            for point, seed in product(_grid(base), range(plan.seeds)):
-                jobs.append(
-                    Job(kind="grid", task=base.name, seed=seed, params=point, steps=plan.steps)
-                )
+        jobs += grid_jobs(plan.tasks, plan.seeds, steps=plan.steps)
     return jobs
+
+
+def grid_jobs(tasks: list[str], seeds: int, *, steps: int | None = None) -> list[Job]:
+    """The oracle's sweep: every grid point of each setup among ``tasks``, on every seed."""
+    return [
+        Job(kind="grid", task=base.name, seed=seed, params=point, steps=steps)
+        for base in _setups(tasks).values()
+        for point, seed in product(_grid(base), range(seeds))
+    ]
 
 
 def run_bench(
@@ -122,7 +131,7 @@ def run_bench(
         if on_done is not None:
             on_done(job, result)
     runs = [r for j, r in done if j.kind != "grid"]
-    oracle_by_task = _oracles(plan.tasks, [(j, r) for j, r in done if j.kind == "grid"])
+    oracle_by_task = oracles(plan.tasks, [(j, r) for j, r in done if j.kind == "grid"])
     mode: MetricMode = "min"
     healthy = frozenset(t for t in plan.tasks if TASKS[t].healthy)
     cells = cells_for(plan.tasks, plan.policies, runs, oracle_by_task, mode, healthy=healthy)
@@ -147,14 +156,23 @@ def run_bench(
 
 
 def _execute_all(jobs: list[Job], out: Path, plan: BenchPlan) -> Iterator[tuple[Job, BenchRun]]:
-    if plan.workers == 1:
+    return pool_map(partial(execute, out=out, settings=plan.settings), jobs, plan.workers)
+
+
+def pool_map(
+    work: Callable[[_Item], _Out], items: list[_Item], workers: int
+) -> Iterator[tuple[_Item, _Out]]:
+    """``work`` on each item, as each finishes, in ``workers`` spawned processes of one
+    training thread each (in this process, in order, with one worker). ``work`` must be
+    picklable: a module-level function, or a ``partial`` of one."""
+    if workers == 1:
         worker_init()
-        for job in jobs:
-            yield job, execute(job, out, plan.settings)
+        for item in items:
+            yield item, work(item)
         return
     context = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(plan.workers, mp_context=context, initializer=worker_init) as pool:
-        futures = {pool.submit(execute, job, out, plan.settings): job for job in jobs}
+    with cf.ProcessPoolExecutor(workers, mp_context=context, initializer=worker_init) as pool:
+        futures = {pool.submit(work, item): item for item in items}
         for future in cf.as_completed(futures):
             yield futures[future], future.result()
 
@@ -174,7 +192,8 @@ def _grid(task: TaskConfig) -> list[tuple[tuple[str, float], ...]]:
     return [tuple(zip(keys, values, strict=True)) for values in product(*(grid[k] for k in keys))]
 
 
-def _oracles(tasks: list[str], grid_runs: list[tuple[Job, BenchRun]]) -> dict[str, OracleResult]:
+def oracles(tasks: list[str], grid_runs: list[tuple[Job, BenchRun]]) -> dict[str, OracleResult]:
+    """Each task's oracle (``oracle_of`` its setup's grid runs); tasks without any absent."""
     by_setup: dict[str, list[BenchRun]] = {}
     for job, run in grid_runs:
         by_setup.setdefault(TASKS[job.task].setup.name, []).append(run)

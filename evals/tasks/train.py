@@ -127,6 +127,7 @@ def train_task(
         key_metric=KEY_METRIC,
         bounds=setup.space,
         settings=settings,
+        task=task.name,  # what the autopilot's memory finds this task's earlier runs by
     ) as k:
         if on_start is not None:
             waited = time.perf_counter()
