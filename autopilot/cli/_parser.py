@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_review(sub, common)
     _add_decisions(sub, common)
     _add_reset(sub, common)
+    _add_memory(sub, common)
     for entry in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
         entry.load()(sub, common)
     return parser
@@ -252,3 +253,39 @@ def _add_decisions(sub: argparse._SubParsersAction, common: argparse.ArgumentPar
     p.add_argument("--tail", type=int, metavar="N", help="only the last N decisions")
     p.add_argument("--json", action="store_true", help="one JSON object per decision")
     p.set_defaults(handler="decisions:cmd_decisions")
+
+
+def _add_memory(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    memory = sub.add_parser(
+        "memory",
+        parents=[common],
+        help="the runs the memory store remembers, their interventions and lessons",
+        description="The store the autopilot writes as runs end: --memory URL, else the "
+        "config's [memory] url, else $AUTOPILOT_MEMORY_URL, else the file in your state dir.",
+    )
+    actions = memory.add_subparsers(dest="memory_action", required=True, metavar="ACTION")
+    p = actions.add_parser("list", help="every remembered run, oldest first")
+    p.add_argument("--task", metavar="T", help="only the runs of task T (its name or key)")
+    p.set_defaults(handler="memory:cmd_list")
+    p = actions.add_parser("show", help="one run and its interventions")
+    p.add_argument("run", help="the run's id (a unique prefix will do)")
+    p.set_defaults(handler="memory:cmd_show")
+    p = actions.add_parser("lessons", help="what the measured interventions teach, per task")
+    p.add_argument("--task", metavar="T", help="only task T (its name or key)")
+    p.set_defaults(handler="memory:cmd_lessons")
+    p = actions.add_parser("forget", help="delete a run and its interventions (asks nothing)")
+    p.add_argument("run", help="the run's exact id")
+    p.set_defaults(handler="memory:cmd_forget")
+    p = actions.add_parser("export", help="every run and intervention to a JSON file")
+    p.add_argument("file", metavar="F", help="the file to write (-: standard output)")
+    p.set_defaults(handler="memory:cmd_export")
+    for p in (memory, *actions.choices.values()):
+        p.add_argument(
+            "--memory",
+            default=argparse.SUPPRESS,
+            metavar="URL",
+            help="the store: sqlite:///PATH, a path, or postgresql://USER:PASSWORD@HOST:PORT/DB",
+        )
+        p.add_argument(
+            "--config", default=argparse.SUPPRESS, metavar="F", help="your autopilot.toml"
+        )
