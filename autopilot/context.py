@@ -145,20 +145,24 @@ def build_context(ctx: TickContext, state: TickState, *, table: bool = True) -> 
     """The policy context of the current tick, from what its ``observe`` read (no file is
     read again); ``table=False`` leaves out the summary table, which only the LLM reads (the
     rule policy saves rendering it)."""
+    diagnoses = [Diagnosis.model_validate(d) for d in state.get("diagnoses", [])]
+    kernel = tick_kernel(state)
+    phase = state["step"] / kernel.max_steps if kernel is not None and kernel.max_steps else None
     return PolicyContext(
         step=state["step"],
         mode=ctx.mode,
         key_metric=state["key_metric"],
         key_mode=state["key_mode"],
-        diagnoses=[Diagnosis.model_validate(d) for d in state.get("diagnoses", [])],
-        knobs=knobs_with_bounds(kernel := tick_kernel(state), ctx.settings),
+        diagnoses=diagnoses,
+        knobs=knobs_with_bounds(kernel, ctx.settings),
         snapshots=list(kernel.snapshots) if kernel is not None else [],
         reflexes=[dict(r) for r in state.get("reflexes", [])],
         summary_table=render_table(ctx.summary(state)) if table else "",
         recent_changes=[LedgerRow.model_validate(r) for r in state.get("changes", [])],
         effects=dict(ctx.log.verdicts()),
         past_decisions=[PastDecision(**p) for p in state.get("past", [])],
-        memory_notes=ctx.memory_notes,
+        memory_notes=ctx.memory.notes() if table else "",
+        lessons=ctx.memory.lessons(diagnoses[0].kind, phase) if diagnoses else [],
     )
 
 

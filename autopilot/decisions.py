@@ -35,7 +35,7 @@ from kernel.jsonl import JsonlTail, append_line
 from kernel.state import AUTOPILOT_DIR
 from kernel.untrusted import LineNumbers, report_invalid
 from kernel.validation import summarize_validation_error
-from memory.past_runs import EffectVerdict
+from memory.records import Verdict as EffectVerdict
 
 logger = logging.getLogger(__name__)
 
@@ -172,6 +172,12 @@ class DecisionLog:
         with self._lock:
             self._refresh()
             return decision_id in self._decisions
+
+    def decision(self, decision_id: str) -> DecisionRecord | None:
+        """The decision ``decision_id`` as first written (None: not written)."""
+        with self._lock:
+            self._refresh()
+            return self._decisions.get(decision_id)
 
     def improved_commands(self) -> frozenset[str]:
         """Ids of the commands whose measured effect was ``better`` (read incrementally)."""

@@ -10,8 +10,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-DiagnosisKind = Literal["plateau", "divergence", "overfitting", "oscillation", "imbalance"]
-"""``imbalance``: one weighted loss term dominates the total (``detectors._imbalance``)."""
+DiagnosisKind = Literal[
+    "plateau", "divergence", "overfitting", "oscillation", "imbalance", "recall"
+]
+"""``imbalance``: one weighted loss term dominates the total (``detectors._imbalance``).
+``recall``: no detector's finding, but memory's: earlier runs of this task needed a change
+early on (``autopilot.remember.RunMemory.start_plan``); its evidence holds ``x:<knob>``
+factors."""
+RECALL_PREFIX = "x:"
+"""A ``recall`` diagnosis's evidence key for a knob's factor: ``x:lr`` -> 0.3."""
 Severity = Literal["low", "medium", "high"]
 Evidence = dict[str, float | int | str | bool | None]
 

@@ -2,11 +2,11 @@
 
 - ``memory.store``: the store (``open_store``; runs and their interventions as typed records,
   ``memory.records``), SQLite by default (``memory.sqlite``), with versioned migrations.
-- ``past_run_notes``: a plain summary of measured effects in sibling run directories, which
-  the LLM's prompt reads until the store is written by the live autopilot.
+- ``memory.lessons``: the store's measured cases grouped into lessons (``Lesson``), weighted
+  by how similar their task was and how consistent their effects; the autopilot reads them
+  through ``autopilot.remember``.
 """
 
-from memory.past_runs import past_run_notes
 from memory.records import InterventionRecord, RunRecord, TaskFingerprint
 from memory.store import MemoryStore, StoreError, open_store
 
@@ -17,5 +17,4 @@ __all__ = [
     "StoreError",
     "TaskFingerprint",
     "open_store",
-    "past_run_notes",
 ]

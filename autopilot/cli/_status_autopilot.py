@@ -19,8 +19,28 @@ def autopilot_lines(run_dir: Path) -> list[str]:
     lines += _last_decision(run_dir)
     lines += _reviews(run_dir)
     lines.append(f"  LLM spend   {_spend(run_dir)}")
+    lines.append(f"  memory      {_memory(run_dir)}")
     lines += _config(run_dir)
     return lines
+
+
+def _memory(run_dir: Path) -> str:
+    """Where memory is and what it knows of this run's task (read only)."""
+    from autopilot.config import load_config
+    from autopilot.errors import AutopilotError
+    from autopilot.remember import RunMemory
+    from kernel import read_kernel_state
+
+    try:
+        memory = RunMemory(run_dir, load_config(None, run_dir).settings)
+    except AutopilotError as exc:
+        return f"unknown: the config cannot be read: {exc}"
+    kernel = read_kernel_state(run_dir)
+    if kernel is not None:
+        memory.peek(kernel)
+    line = memory.status().removeprefix("memory: ")
+    memory.close()
+    return line
 
 
 def _config(run_dir: Path) -> list[str]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from autopilot.diagnoses import Diagnosis
 from kernel import KnobSpec, LedgerRow, SnapshotInfo
+from memory.lessons import Lesson
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,4 +52,7 @@ class PolicyContext:
     measured so far, by command id (``EffectRecord.verdict``)."""
     past_decisions: list[PastDecision] = field(default_factory=list)
     memory_notes: str = ""
-    """What memory says about earlier runs, as plain text."""
+    """What memory says about earlier runs: one lesson per line (``Lesson.line``)."""
+    lessons: list[Lesson] = field(default_factory=list)
+    """The lessons of earlier runs for the first diagnosis's kind near this phase of the
+    run, heaviest first (``autopilot.remember.RunMemory.lessons``): the rules' priors."""

@@ -17,6 +17,8 @@ cannot be used.
 | overfitting | ``weight_decay x2`` when weight decay is on (``weight_decay=1e-2``   |
 |             | when it acts as none, < 1e-4), else ``lr x0.5``                       |
 | imbalance   | ``loss.<term> x0.2`` for the term that dominates ``train/loss``       |
+| recall      | memory's start plan: each ``x:<knob>`` factor of its evidence         |
+|             | (what earlier runs of this task needed early on, ``autopilot.remember``) |
 | plateau     | ``lr x0.5``; ``lr x2`` when the lr collapsed (evidence              |
 |             | ``lr_collapsed``: below 10 % of its peak after a drop no schedule   |
 |             | makes), since cutting a collapsed lr further only deepens the stall,  |
@@ -26,6 +28,11 @@ What was measured steers them: a change whose last move of the same knob the sam
 measured ``neutral`` or ``worse`` (its effect record) is not repeated, and a plateau tries
 the other direction instead (not a divergence, whose cut always stands). This replaces
 "halve lr every ~110 steps" on a run the cuts do not help.
+
+Memory steers them too (``PolicyContext.lessons``, earlier runs of this task and similar
+ones): a move measured mostly neutral or worse there for the same diagnosis is skipped (a
+plateau tries the other way if that one worked), and a move that worked takes the factor
+that worked. A lesson of one observation only says so. Memory never overrides a guard.
 
 Multipliers are resolved later by the guards against the knob's true current value from
 ``kernel.json``; this policy only decides the direction and the factor. What a change was
@@ -37,7 +44,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from autopilot.detectors._base import is_grad_norm
-from autopilot.diagnoses import Diagnosis
+from autopilot.diagnoses import RECALL_PREFIX, Diagnosis
 from autopilot.directions import against
 from autopilot.guard_context import AUTOPILOT_SOURCES
 from autopilot.guards import EFFECTIVELY_OFF
@@ -45,6 +52,7 @@ from autopilot.policies._base import PolicyContext
 from autopilot.proposals import Action, Proposal
 from kernel import LedgerRow, format_value
 from kernel.knobs import knob_family
+from memory.lessons import Lesson
 
 _CONFIDENCE = {
     "divergence": 0.9,
@@ -52,7 +60,11 @@ _CONFIDENCE = {
     "overfitting": 0.7,
     "imbalance": 0.7,
     "plateau": 0.8,
+    "recall": 0.8,
 }
+_WEAK_RECALL = 0.6
+"""The confidence of a start plan resting on one earlier run (above the noop threshold: a
+weak lesson is still tried, and says so)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,8 +101,9 @@ class RulePolicy:
         first = ctx.diagnoses[0]
         proposed, notes = self._actions(first, ctx)
         proposed, steered = _steered(first, proposed, ctx)
-        actions, skipped = self._remembered(first, proposed, ctx)
-        skipped = steered + skipped
+        proposed, skipped = self._remembered(first, proposed, ctx)
+        actions, prior_notes = _priors(first, proposed, ctx)
+        skipped = steered + skipped + prior_notes
         if actions:
             reasoning = f"rule for {first.kind}: " + ", ".join(a.describe() for a in actions)
         elif skipped:
@@ -102,7 +115,7 @@ class RulePolicy:
             diagnosis=first.message,
             kind=first.kind,
             actions=actions,
-            confidence=_CONFIDENCE[first.kind],
+            confidence=_WEAK_RECALL if first.evidence.get("weak") else _CONFIDENCE[first.kind],
             reasoning="; ".join([reasoning, *notes, *skipped]),
         )
 
@@ -135,6 +148,8 @@ class RulePolicy:
         """The actions for ``diagnosis`` and notes on what was considered and not done."""
         if diagnosis.kind == "divergence":
             return self._divergence(diagnosis, ctx)
+        if diagnosis.kind == "recall":
+            return _recalled(diagnosis, ctx), []
         if diagnosis.kind == "imbalance":
             knob = str(diagnosis.evidence.get("knob"))
             if knob not in ctx.knobs:
@@ -238,6 +253,79 @@ class RulePolicy:
         if is_grad_norm(diagnosis.metric) and clip is not None and clip.value == 0:
             actions.append(Action(knob="grad_clip", value=self.grad_clip_on, reason="grad norm"))
         return actions, [note]
+
+
+def _recalled(diagnosis: Diagnosis, ctx: PolicyContext) -> list[Action]:
+    """The start plan a ``recall`` diagnosis carries: ``x:<knob>`` factors, for the knobs
+    this run has."""
+    actions = []
+    for key, factor in diagnosis.evidence.items():
+        knob = key.removeprefix(RECALL_PREFIX)
+        if key.startswith(RECALL_PREFIX) and knob in ctx.knobs and isinstance(factor, float):
+            actions.append(Action(knob=knob, multiplier=factor, reason="memory"))
+    return actions
+
+
+def _priors(
+    diagnosis: Diagnosis, actions: list[Action], ctx: PolicyContext
+) -> tuple[list[Action], list[str]]:
+    """``actions`` with what earlier runs measured (``ctx.lessons``): a move that was
+    mostly neutral or worse for this diagnosis there is skipped (for a plateau the other way
+    is tried when that one was measured better), and a move that worked takes the factor
+    that worked. A weak lesson (one observation) only says so; a divergence's answer and
+    memory's own plan are never second-guessed."""
+    if diagnosis.kind in ("divergence", "recall") or not ctx.lessons:
+        return actions, []
+    kept: list[Action] = []
+    notes: list[str] = []
+    for action in actions:
+        if action.multiplier is None or action.multiplier == 1.0:
+            kept.append(action)
+            continue
+        up = action.multiplier > 1.0
+        lesson = _lesson(ctx, diagnosis.kind, action.knob, up=up)
+        if lesson is None:
+            kept.append(action)
+        elif lesson.weak:
+            kept.append(action)
+            notes.append(f"memory (weak, not used): {lesson.line()}")
+        elif lesson.verdict == "better":
+            factor = lesson.factor
+            if abs(factor / action.multiplier - 1.0) > 0.1:
+                notes.append(
+                    f"memory: {lesson.line()}: x{factor:.2g} instead of x{action.multiplier:g}"
+                )
+                action = Action(knob=action.knob, multiplier=factor, reason=action.reason)
+            kept.append(action)
+        else:
+            other = _lesson(ctx, diagnosis.kind, action.knob, up=not up)
+            said = f"{action.describe()} skipped, from memory: {lesson.line()}"
+            if (
+                diagnosis.kind == "plateau"
+                and other is not None
+                and other.verdict == "better"
+                and not other.weak
+            ):
+                flipped = Action(knob=action.knob, multiplier=other.factor)
+                kept.append(flipped)
+                notes.append(f"{said}; {flipped.describe()} instead: {other.line()}")
+            else:
+                notes.append(said)
+    return kept, notes
+
+
+def _lesson(ctx: PolicyContext, kind: str, knob: str, *, up: bool) -> Lesson | None:
+    """The heaviest lesson for ``kind`` on ``knob``'s family, moved ``up`` (or down)."""
+    family = knob_family(knob)
+    direction = "up" if up else "down"
+    return next(
+        (
+            lesson
+            for lesson in ctx.lessons
+            if lesson.kind == kind and lesson.knob == family and lesson.direction == direction
+        ),
+        None,
+    )
 
 
 def _went_up(row: LedgerRow) -> bool | None:

@@ -1,0 +1,150 @@
+"""Memory written and read by the live autopilot: a real training run leaves its record and
+measured interventions in a real SQLite store; the next run of the same task starts with
+what the first needed (applied in auto modes, to review in suggest modes), its rules take
+the lessons as priors, and the LLM's context carries their lines. A store that cannot be
+opened turns memory off with the reason, and the run goes on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from autopilot.config import MemorySettings, Mode, Settings
+from autopilot.diagnoses import Diagnosis
+from autopilot.policies._base import PolicyContext
+from autopilot.policies.rules import RulePolicy
+from autopilot.remember import RunMemory
+from autopilot.review import ReviewQueue
+from autopilot.watch import Autopilot
+from evals.tasks import TASKS, train_task
+from kernel import KnobSpec, read_kernel_state, read_ledger
+from memory import open_store
+from memory.lessons import Lesson
+
+TASK = TASKS["digits/lr_low"]  # lr 1e-4: the rules raise it twice, each measured better
+
+
+def _train(run_dir: Path, settings: Settings, mode: Mode = "auto") -> Autopilot:
+    torch.set_num_threads(1)
+    pilot = Autopilot(run_dir, mode=mode, settings=settings)
+    try:
+        train_task(TASK, 1, run_dir, on_tick=lambda step: None if pilot.tick() else None)
+    finally:
+        pilot.close()
+    return pilot
+
+
+def _applied(run_dir: Path) -> list[Any]:
+    return [r for r in read_ledger(run_dir) if r.decision == "applied" and r.knob == "lr"]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(memory=MemorySettings(url=f"sqlite:///{tmp_path / 'memory.sqlite'}"))
+
+
+def test_a_second_run_starts_with_what_the_first_run_of_its_task_needed(
+    tmp_path: Path, settings: Settings
+) -> None:
+    _train(tmp_path / "first", settings)
+    first = _applied(tmp_path / "first")
+    assert [r.for_diagnosis for r in first] == ["plateau", "plateau"]  # lr x2, twice
+    store = open_store(settings.memory.store_url())
+    [run] = store.runs()
+    assert run.start_knobs["lr"] == pytest.approx(1e-4) and run.ended_at is not None
+    assert run.final is not None and len(run.trajectory) > 10
+    cases = store.interventions(run_id=run.run_id)
+    assert [(c.kind, c.knob, c.verdict) for c in cases] == [("plateau", "lr", "better")] * 2
+    assert cases[0].evidence.get("slow") is True  # the decision's evidence, not its prose
+
+    _train(tmp_path / "second", settings)
+    second = _applied(tmp_path / "second")
+    recalls = [r for r in second if r.for_diagnosis == "recall"]
+    assert [r.after for r in recalls] == pytest.approx([2e-4, 4e-4])  # x4, in two x2 steps
+    assert recalls[-1].step is not None and recalls[-1].step < first[0].step  # (max_up)
+    assert len(store.runs(task_key=run.task_key)) == 2
+    store.close()
+
+
+def test_in_suggest_mode_the_start_plan_waits_for_review(
+    tmp_path: Path, settings: Settings
+) -> None:
+    _train(tmp_path / "first", settings)
+    _train(tmp_path / "second", settings, mode="suggest")
+    items = ReviewQueue(tmp_path / "second", settings).items()
+    recalls = [i for i in items if i.proposal.kind == "recall"]
+    assert recalls and "memory: the last run of this task needed lr x4" in (
+        recalls[0].proposal.diagnosis
+    )
+    assert "weak: 1 run" in recalls[0].proposal.diagnosis
+    assert not [r for r in _applied(tmp_path / "second") if r.source != "human"]
+
+
+def test_the_lessons_reach_the_rules_and_the_llm_context(
+    tmp_path: Path, settings: Settings
+) -> None:
+    _train(tmp_path / "first", settings)
+    _train(tmp_path / "second", settings)
+    memory = RunMemory(tmp_path / "third", settings)
+    kernel = read_kernel_state(tmp_path / "second")
+    assert kernel is not None
+    memory.peek(kernel.model_copy(update={"started_at": kernel.started_at + 1}))
+    assert "plateau: lr x2 better 2 of 2" in memory.notes()
+    assert "2 earlier run(s)" in memory.status()
+    memory.close()
+
+
+def _plateau_ctx(lessons: list[Lesson]) -> PolicyContext:
+    plateau = Diagnosis(kind="plateau", metric="val/loss", step=300, message="flat")
+    return PolicyContext(
+        step=300,
+        mode="auto",
+        key_metric="val/loss",
+        key_mode="min",
+        diagnoses=[plateau],
+        knobs={"lr": KnobSpec(name="lr", kind="float", value=1e-3, lo=1e-7, hi=1.0)},
+        lessons=lessons,
+    )
+
+
+def _lesson(direction: str, factor: float, **counts: int) -> Lesson:
+    return Lesson.model_validate(
+        {"kind": "plateau", "knob": "lr", "direction": direction, "factor": factor, **counts}
+    )
+
+
+def test_the_rules_skip_what_memory_measured_worse_and_reuse_what_worked() -> None:
+    cut_worse = _lesson("down", 0.5, worse=3, runs=2)
+    raise_better = _lesson("up", 3.0, better=2, runs=2)
+    proposal = RulePolicy().propose(_plateau_ctx([cut_worse, raise_better]))
+    assert [(a.knob, a.multiplier) for a in proposal.actions] == [("lr", 3.0)]
+    assert "lr x0.5 skipped, from memory: plateau: lr x0.5 worse 3 of 3" in proposal.reasoning
+    alone = RulePolicy().propose(_plateau_ctx([cut_worse]))
+    assert alone.actions == []  # nothing is tried that memory did not vouch for
+    better_cut = RulePolicy().propose(_plateau_ctx([_lesson("down", 0.3, better=2, runs=2)]))
+    assert [a.multiplier for a in better_cut.actions] == [0.3]
+    weak = RulePolicy().propose(_plateau_ctx([_lesson("down", 0.5, worse=1, runs=1)]))
+    assert [a.multiplier for a in weak.actions] == [0.5]  # one observation changes nothing
+    assert "memory (weak, not used)" in weak.reasoning
+
+
+def test_a_store_that_cannot_be_opened_turns_memory_off_and_says_why(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    settings = Settings(memory=MemorySettings(url=f"sqlite:///{blocker / 'memory.sqlite'}"))
+    pilot = _train(tmp_path / "run", settings)
+    reason = pilot.context.memory.off_reason
+    assert reason is not None and "memory is off for this run" in reason and str(blocker) in reason
+    assert [r.for_diagnosis for r in _applied(tmp_path / "run")] == ["plateau", "plateau"]
+    decisions = (tmp_path / "run" / "autopilot" / "decisions.jsonl").read_text().splitlines()
+    assert all(json.loads(line) for line in decisions)  # the autopilot went on deciding
+
+
+def test_memory_switched_off_in_the_config_is_said_by_status(tmp_path: Path) -> None:
+    off = Settings(memory=MemorySettings(enabled=False))
+    memory = RunMemory(tmp_path, off)
+    assert memory.status().startswith("memory is off ([memory] enabled = false)")
