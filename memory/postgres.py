@@ -1,9 +1,10 @@
 """The PostgreSQL backend of the memory store: runs on many machines share one database.
 
-The same schema and semantics as ``memory.sqlite``: records stored as their JSON (``JSONB``,
-read back as text and validated by the typed model) beside the columns the queries filter
-on, ``MIGRATIONS[i]`` taking the schema from version ``i`` to ``i + 1`` with the version kept
-in ``schema_info``, a newer schema refused. One connection per store, shared by the threads
+The same schema and semantics as ``memory.sqlite``: records stored as their JSON text
+(``JSON``, not ``JSONB``, which would print ``1e20`` back as an integer) and validated by
+the typed model as they are read, beside the columns the queries filter on;
+``MIGRATIONS[i]`` taking the schema from version ``i`` to ``i + 1``, the version kept in
+``schema_info``, a newer schema refused. One connection per store, shared by the threads
 of a process under a lock, reconnected once when the server dropped it; each write is one
 transaction. Migrations take an advisory lock, so processes that open a new database at
 the same time apply each migration once.
@@ -38,7 +39,7 @@ MIGRATIONS: tuple[str, ...] = (
         run_id TEXT PRIMARY KEY,
         task_key TEXT NOT NULL,
         started_at DOUBLE PRECISION NOT NULL,
-        record JSONB NOT NULL
+        record JSON NOT NULL
     );
     CREATE INDEX runs_by_task ON runs (task_key, started_at);
     CREATE TABLE interventions (
@@ -48,7 +49,7 @@ MIGRATIONS: tuple[str, ...] = (
         command_id TEXT,
         kind TEXT,
         knob TEXT,
-        record JSONB NOT NULL
+        record JSON NOT NULL
     );
     CREATE UNIQUE INDEX interventions_by_command ON interventions (run_id, command_id)
         WHERE command_id IS NOT NULL;
@@ -202,7 +203,7 @@ class PostgresStore:
         with self._transaction() as db:
             db.execute(
                 "INSERT INTO runs (run_id, task_key, started_at, record) "
-                "VALUES (%s, %s, %s, %s::jsonb) ON CONFLICT (run_id) DO UPDATE SET "
+                "VALUES (%s, %s, %s, %s::json) ON CONFLICT (run_id) DO UPDATE SET "
                 "task_key = excluded.task_key, started_at = excluded.started_at, "
                 "record = excluded.record",
                 (run.run_id, run.task_key, run.started_at, run.model_dump_json()),
@@ -247,7 +248,7 @@ class PostgresStore:
             )
         db.execute(
             "INSERT INTO interventions (run_id, step, command_id, kind, knob, record) "
-            "VALUES (%s, %s, %s, %s, %s, %s::jsonb)",
+            "VALUES (%s, %s, %s, %s, %s, %s::json)",
             (*values, item.model_dump_json()),
         )
 

@@ -69,6 +69,14 @@ def test_a_run_round_trips_and_is_replaced_by_its_id(store: MemoryStore) -> None
     assert store.run("nope") is None
 
 
+def test_values_come_back_exactly_as_they_went_in(store: MemoryStore) -> None:
+    knobs = {"big": 1e20, "tiny": 1e-300, "two": 2.0, "groups": [0.1, 3], "on": True}
+    store.put_run(_run("r1").model_copy(update={"start_knobs": knobs}))
+    back = store.run("r1")
+    assert back is not None and back.start_knobs == knobs
+    assert [type(v) for v in back.start_knobs.values()] == [float, float, float, list, bool]
+
+
 def test_runs_are_found_by_their_task(store: MemoryStore) -> None:
     for i, fp in enumerate((DIGITS, CHARLM, DIGITS)):
         store.put_run(_run(f"r{i}", fp, at=i))
