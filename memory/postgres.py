@@ -5,9 +5,9 @@ The same schema and semantics as ``memory.sqlite``: records stored as their JSON
 the typed model as they are read, beside the columns the queries filter on;
 ``MIGRATIONS[i]`` taking the schema from version ``i`` to ``i + 1``, the version kept in
 ``schema_info``, a newer schema refused. One connection per store, shared by the threads
-of a process under a lock, reconnected once when the server dropped it; each write is one
-transaction. Migrations take an advisory lock, so processes that open a new database at
-the same time apply each migration once.
+of a process under a lock, renewed when the server dropped it (a read is then tried again,
+a write raises); each write is one transaction. Migrations take an advisory lock, so
+processes that open a new database at the same time apply each migration once.
 
 ``connect(url)`` is the one place that turns a connection failure into a ``StoreError``
 that says what to do; the URL's password never appears in a message.
@@ -192,11 +192,16 @@ class PostgresStore:
                 raise StoreError(f"the memory store {self.where} failed: {exc}") from exc
 
     def _read(self, query: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
-        try:
-            with self._lock:
-                return self._conn().execute(query, args).fetchall()
-        except psycopg.OperationalError as exc:
-            raise StoreError(f"the memory store {self.where} failed: {exc}") from exc
+        """The rows of ``query``; a read that finds the connection dropped is tried again
+        on a new one (a write is not: whether it committed is unknown, so it raises)."""
+        with self._lock:
+            for again in (True, False):
+                try:
+                    return self._conn().execute(query, args).fetchall()
+                except psycopg.OperationalError as exc:
+                    if not (again and self._db.closed):
+                        raise StoreError(f"the memory store {self.where} failed: {exc}") from exc
+        raise AssertionError("unreachable")
 
     # -- runs --------------------------------------------------------------------------------
     def put_run(self, run: RunRecord) -> None:
