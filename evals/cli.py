@@ -264,7 +264,8 @@ def _cmd_multi(args: argparse.Namespace, settings: Settings) -> int:
         )
     except EvalError as exc:
         raise CliError(str(exc)) from None
-    skipped = {t: "starts from a good configuration" for t in named if t not in plan.tasks}
+    good = [t for t in named if t not in plan.tasks]
+    skipped = {"good starts": ", ".join(good)} if good else {}
     out = Path(args.out)
     with _progress(count_jobs(plan), "bench --multi", "job") as progress:
         report = run_multi(plan, out, on_done=lambda label: _advance(progress, label))
@@ -275,7 +276,7 @@ def _cmd_multi(args: argparse.Namespace, settings: Settings) -> int:
     print(multi_table(report))
     print()
     print(runs_table(report))
-    for line in [*notes(report), *(f"skipped {k}: {why}" for k, why in skipped.items())]:
+    for line in [*notes(report), *(f"skipped {k}: {v}" for k, v in skipped.items())]:
         print(line)
     print(f"\nreport: {path}  ({report.wall_s:.0f} s)")
     return 0

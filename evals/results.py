@@ -357,7 +357,7 @@ class MultiReport(_Result):
     tasks: list[str]
     policies: list[str]
     skipped: dict[str, str] = Field(default_factory=dict)
-    """Policies (and tasks) not run, with why."""
+    """What was not run: ``good starts`` -> the tasks named that start well."""
     seeds: int
     runs: int
     """Runs per autopilot sequence."""

@@ -14,7 +14,10 @@ is within ``tolerance`` (2 %) of the oracle's, relative, in the metric's directi
   configuration first), ``trials`` at most; ``random``: the same with random search. After
   each trial that is the best so far on the search seed, its configuration trains once on
   the scored seed; a search's figure is the first trial whose best so far scores within the
-  tolerance there, and it stops at that trial.
+  tolerance there, and it stops at that trial. Both draw from the scored seed: TPE's random
+  start-up (``startup_trials``: 6 of 12) is then random search's first trials, the same
+  configurations, so the two differ from TPE's first modelled trial on (common random
+  numbers: what is compared is the model, not the luck of the draws).
 
 Seeds, as in the single bench: every run of an autopilot sequence trains on the scored seed
 (the user re-runs the same script: memory is what differs); a search draws on the scored
@@ -245,8 +248,8 @@ def _search(seq: Sequence, task: TaskConfig) -> tuple[list[MultiStep], int]:
     best = math.inf  # the best final so far on the search seed
     scored: float | None = None
     steps, runs_used = [], 0
+    began = time.monotonic()
     for trial in search_trials(task, seq.seed, sampler=sampler, trials=seq.budget, steps=seq.steps):
-        began = time.monotonic()
         runs_used += 1
         if trial.final is not None and trial.final < best:
             best = trial.final
@@ -258,8 +261,9 @@ def _search(seq: Sequence, task: TaskConfig) -> tuple[list[MultiStep], int]:
             scored,
             search_final=trial.final,
             params=trial.params,
-            wall_s=time.monotonic() - began,
+            wall_s=time.monotonic() - began,  # the trial's run and its scoring run
         )
+        began = time.monotonic()
         steps.append(step)
         if step.within:
             break
