@@ -246,6 +246,7 @@ def _cmd_multi(args: argparse.Namespace, settings: Settings) -> int:
     from evals.bench.multi import MULTI_POLICIES, MultiPlan, bad_starts, count_jobs, run_multi
     from evals.bench.multi_report import multi_table, notes, runs_table, write_multi_report
     from evals.errors import EvalError
+    from evals.results import MEMORY_POLICIES
 
     if args.live or args.no_oracle:
         raise CliError("--multi runs in lock-step against the oracle: drop --live / --no-oracle")
@@ -275,7 +276,7 @@ def _cmd_multi(args: argparse.Namespace, settings: Settings) -> int:
     _log(args.log, out, report)
     print(multi_table(report))
     print()
-    print(runs_table(report))
+    print(runs_table(report, MEMORY_POLICIES))
     for line in [*notes(report), *(f"skipped {k}: {v}" for k, v in skipped.items())]:
         print(line)
     print(f"\nreport: {path}  ({report.wall_s:.0f} s)")

@@ -283,6 +283,9 @@ MultiPolicy = Literal["rules", "online", "tune", "random"]
 MULTI_POLICIES: tuple[MultiPolicy, ...] = ("rules", "online", "tune", "random")
 """``rules``, ``online``: the autopilot with memory, run after run; ``tune``, ``random``: a
 search across runs (Optuna TPE, random search), the starting configuration first."""
+MEMORY_POLICIES: tuple[MultiPolicy, ...] = ("rules", "online")
+"""The multi-run policies whose numbers are runs with memory (the others', a search's
+trials)."""
 
 
 class MultiStep(_Result):
@@ -344,6 +347,9 @@ class MultiCell(_Result):
     vs_oracle: list[float | None]
     """Per run (trial) number, the median over seeds of ``MultiStep.vs_oracle`` (a search
     that stopped keeps its last value)."""
+    within: list[int] = Field(default_factory=list)
+    """Per run (trial) number, the seeds within the tolerance there (a stopped search, at its
+    last trial, counts as within after it)."""
     runs_used: int
     tuner_decisions: int = 0
     """``online``: decisions the online tuner proposed over every run (0: the rules did

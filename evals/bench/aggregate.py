@@ -183,10 +183,12 @@ def _multi_cell(group: list[MultiSequence]) -> MultiCell:
     first = group[0]
     needed = [s.needed for s in group]
     longest = max(len(s.steps) for s in group)
-    per_number = []
+    per_number, within = [], []
     for i in range(longest):
-        gaps = [s.steps[min(i, len(s.steps) - 1)].vs_oracle for s in group if s.steps]
-        per_number.append(_median_or_none([math.inf if g is None else g for g in gaps]))
+        steps = [s.steps[min(i, len(s.steps) - 1)] for s in group if s.steps]
+        gaps = [math.inf if step.vs_oracle is None else step.vs_oracle for step in steps]
+        per_number.append(_median_or_none(gaps))
+        within.append(sum(step.within for step in steps))
     return MultiCell(
         task=first.task,
         policy=first.policy,
@@ -194,6 +196,7 @@ def _multi_cell(group: list[MultiSequence]) -> MultiCell:
         needed=needed,
         median=median_needed(needed),
         vs_oracle=per_number,
+        within=within,
         runs_used=sum(s.runs_used for s in group),
         tuner_decisions=sum(step.tuner_decisions for s in group for step in s.steps),
     )

@@ -58,7 +58,14 @@ from evals.bench.jobs import (
 )
 from evals.bench.run import KEY_METRIC, grid_jobs, oracles, pool_map
 from evals.errors import EvalError
-from evals.results import MULTI_POLICIES, MultiPolicy, MultiReport, MultiSequence, MultiStep
+from evals.results import (
+    MEMORY_POLICIES,
+    MULTI_POLICIES,
+    MultiPolicy,
+    MultiReport,
+    MultiSequence,
+    MultiStep,
+)
 from evals.results_log import git_commit
 from evals.tasks import TASKS, TaskConfig
 from kernel.metric_names import MetricMode
@@ -177,13 +184,13 @@ def run_multi(
 
 def plan_sequences(plan: MultiPlan, oracle_by_task: dict[str, float | None]) -> list[Sequence]:
     """Every sequence of ``plan``, the autopilot's (the slowest) first."""
-    ranked = sorted(plan.policies, key=lambda p: p not in ("rules", "online"))
+    ranked = sorted(plan.policies, key=lambda p: p not in MEMORY_POLICIES)
     return [
         Sequence(
             task=task,
             policy=policy,  # type: ignore[arg-type]
             seed=seed,
-            budget=plan.runs if policy in ("rules", "online") else plan.trials,
+            budget=plan.runs if policy in MEMORY_POLICIES else plan.trials,
             oracle=oracle_by_task.get(task),
             tolerance=plan.tolerance,
             steps=plan.steps,
@@ -199,7 +206,7 @@ def run_sequence(seq: Sequence, *, out: Path, settings: Settings) -> MultiSequen
     home = out / SEQUENCES_DIR / seq.task.replace("/", "_") / f"{seq.policy}-s{seq.seed}"
     shutil.rmtree(home, ignore_errors=True)  # a fresh memory store, every time
     home.mkdir(parents=True)
-    if seq.policy in ("rules", "online"):
+    if seq.policy in MEMORY_POLICIES:
         url, steps = _autopilot(seq, task, home, settings)
         runs_used = len(steps)
     else:

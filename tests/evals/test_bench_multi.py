@@ -84,6 +84,8 @@ def test_the_results_have_their_shape(multi: tuple[MultiReport, Path]) -> None:
         ("rules", RUNS, 1),
         ("random", TRIALS, 1),
     ]
+    for c in report.cells:
+        assert len(c.vs_oracle) == len(c.within) and all(0 <= k <= 1 for k in c.within)
     entry = read_results(out / "results.jsonl")[-1]
     assert entry["kind"] == "multi" and [c["policy"] for c in entry["cells"]] == [
         "rules",
