@@ -43,12 +43,13 @@ def bin_dir() -> Path:
         if (Path(folder) / "initdb").exists() and (Path(folder) / "postgres").exists():
             return Path(folder)
     on_path = shutil.which("initdb")
-    if on_path:
-        return Path(on_path).parent
+    if on_path and not given:
+        return Path(on_path).resolve().parent
+    where = f"$AUTOPILOT_PG_BIN ({given})" if given else "/usr/lib/postgresql/*/bin or PATH"
     pytest.fail(
-        "the PostgreSQL tests need the server's binaries (initdb, postgres, pg_ctl), found in "
-        f"neither {given or '/usr/lib/postgresql/*/bin'} nor PATH: apt-get install "
-        "postgresql (.ci/run does), or set AUTOPILOT_PG_BIN",
+        "the PostgreSQL tests need the server's binaries (initdb, postgres, pg_ctl), not "
+        f"found in {where}: apt-get install postgresql (.ci/run does), or set "
+        "AUTOPILOT_PG_BIN to their folder",
         pytrace=False,
     )
 
