@@ -28,6 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from autopilot import _trends
+from autopilot.summary_table import render_table as render_table  # its home; read here too
 from kernel.metric_names import MetricMode, metric_mode, metric_pairs
 
 Direction = Literal["improving", "worsening", "flat", "noisy"]
@@ -268,59 +269,6 @@ def _gap(
     return GapSummary(
         train=train, val=val.name, mode=mode, gap=g.gap, gap_slope=g.slope, widening=widening
     )
-
-
-def render_table(summary: RunSummary) -> str:
-    """A compact table, key metric first and starred, then one line per gap.
-
-    Cells are separated by single spaces, not aligned: every run of padding costs a token,
-    and a model reads columns by position as well as a person reads them by eye.
-
-    Values have 3 significant digits; slopes and volatility are percent of the metric's
-    scale, to 0.1 (slopes per 100 steps). The best's step is left out (``since`` says it
-    in fewer tokens). About 25 tokens per metric.
-    """
-    metrics = list(summary.metrics.values())
-    show_nf = any(m.nonfinite for m in metrics)
-    head = [
-        f"step {summary.step}, key metric * {summary.key_metric} ({summary.key_mode}); "
-        "since: steps since best; slope: % change per 100 steps (short: latest quarter of "
-        "window); vol: % noise; gap: val - its train counterpart, % of val"
-        + ("; nf: non-finite values" if show_nf else "")
-    ]
-    cells = [[" metric", "last", "best", "since", "slope", "short", "vol", "dir"]]
-    cells[0] += ["nf"] * show_nf
-    cells += [_cells(m, m.name == summary.key_metric, show_nf) for m in metrics]
-    lines = [" ".join(row).strip() for row in cells]
-    return "\n".join(head + lines + [_gap_line(g) for g in summary.gaps])
-
-
-def _cells(m: MetricSummary, key: bool, show_nf: bool) -> list[str]:
-    since = "-" if m.steps_since_best is None else str(m.steps_since_best)
-    row = [("*" if key else " ") + m.name, _num(m.last, m.nonfinite), _num(m.best), since]
-    row += [_pct(m.slope), _pct(m.short_slope), _pct(m.volatility), m.direction or "-"]
-    return row + [str(m.nonfinite)] * show_nf
-
-
-def _gap_line(g: GapSummary) -> str:
-    trend = "" if g.gap_slope is None else f", slope {_pct(g.gap_slope)}"
-    widening = ", widening" if g.widening else ""
-    return f"gap {g.val}: {_pct(g.gap)}%{trend}{widening}"
-
-
-def _num(value: float | None, nonfinite: int = 0) -> str:
-    if value is None:
-        return "nan" if nonfinite else "-"
-    return f"{value:.3g}"
-
-
-def _pct(value: float | None) -> str:
-    if value is None:
-        return "-"
-    pct = 100 * value
-    if abs(pct) < 0.05:
-        return "0"  # one token, where float dust like "2.19e-14" costs six
-    return f"{pct:.0f}" if abs(pct) >= 9.95 else f"{pct:.1f}"
 
 
 def summary_hash(summary: RunSummary) -> str:

@@ -6,8 +6,10 @@ renders the requests exactly as it sends them (``analyst_request``, ``planner_re
 the messages, and the JSON schema of the reply, which providers that honour
 ``response_format=json_schema`` bill as input too. The context is a typical decision's: a
 plateau alert, the run's knobs from ``kernel.json``, three earlier decisions with their
-measured effects, and three lines of memory notes. Tokens are counted offline with
-``autopilot.tokens`` (cl100k, a close estimate for other tokenizers).
+measured effects, and more lessons from memory than ``memory.prompt_tokens`` holds, so the
+memory section is filled to its budget. Tokens are counted offline with ``autopilot.tokens``
+(cl100k, a close estimate for other tokenizers). The target: a whole decision, both calls
+with their schemas and a full memory section, within ``TARGET_TOKENS``.
 
 The alternative is to send the last 200 raw values of every metric, as compact text (one
 line per metric, 4 significant digits) or as JSON. The ratio divides those raw values alone
@@ -34,6 +36,7 @@ from autopilot.diagnoses import Diagnosis
 from autopilot.llm import AnalystOutput
 from autopilot.observe import fold_records, read_metrics
 from autopilot.policies._base import PastDecision, PolicyContext
+from autopilot.policies._prompt_fields import memory_section
 from autopilot.policies.llm import LLMPolicy, Request
 from autopilot.summary import RunSummary, render_table, summarize
 from autopilot.tokens import count_message_tokens, count_tokens
@@ -41,16 +44,22 @@ from kernel import LedgerRow, MetricRecord, format_value, read_kernel_state
 
 KEY = "val/loss"
 RAW_POINTS = 200
-TARGET_TOKENS = 1500
+TARGET_TOKENS = 1000
 TARGET_RATIO = 10.0
 MEMORY = "\n".join(
     [
-        "lr change for plateau: 5 measured (4 better, 1 worse), median +3% vs projection",
-        "weight_decay change for overfitting: 2 measured (2 worse), median -4% vs projection",
-        "grad_clip change for divergence: 1 measured (1 better), median +12% vs projection",
+        "plateau lr x0.5: 3 runs of this task, 3 better, median +6% vs projection",
+        "plateau weight_decay x2: 2 runs of this task, 2 worse, median -4% vs projection",
+        "overfitting weight_decay x2: 4 runs of this task, 3 better, median +5% vs projection",
+        "divergence grad_clip =1: 2 runs of this task, 2 better, median +12% vs projection",
+        "plateau rewind best: 1 run of this task, 1 neutral, median +0% vs projection",
+        "weak (1 observation): oscillation lr x0.3: 1 run, 1 better, +9% vs projection",
+        "weak (1 observation): plateau lr x2: 1 run, 1 worse, -7% vs projection",
+        "weak (1 observation): imbalance loss.aux x0.5: 1 run, 1 better, +3% vs projection",
     ]
 )
-"""Three lines as ``memory.past_run_notes`` writes them."""
+"""Lessons as memory ranks them, more than ``memory.prompt_tokens`` holds: the prompt gets
+the first lines that fit, so the memory section is filled to its budget."""
 PAST = [
     # steps before now, knob, before, after, source, measured effect
     (3000, "lr", 3e-3, 2e-3, "rules", "val/loss +4% vs projection (better)"),
@@ -171,8 +180,14 @@ def measure(requests: Sequence[Request[Any]]) -> list[tuple[str, int, int]]:
     ]
 
 
-def report(rows: list[tuple[str, int, int]], table: int, values: dict[str, list[float]]) -> None:
-    print(f"{len(values)}-metric run; the summary table alone: {table} tokens\n")
+def report(
+    rows: list[tuple[str, int, int]],
+    table: int,
+    memory: tuple[int, int],
+    values: dict[str, list[float]],
+) -> None:
+    print(f"{len(values)}-metric run; the summary table alone: {table} tokens; the memory")
+    print(f"section {memory[0]} tokens (budget memory.prompt_tokens = {memory[1]})\n")
     print(f"{'call':<14} {'messages':>8} {'schema':>6} {'total':>6}")
     for prompt_id, msgs, schema in rows:
         print(f"{prompt_id:<14} {msgs:>8} {schema:>6} {msgs + schema:>6}")
@@ -215,7 +230,9 @@ def main() -> None:
             for m in r.messages:
                 print(f"--- {r.prompt_id} {m['role']} ---\n{m['content']}")
             print(f"--- {r.prompt_id} response_format ---\n{r.schema_text}\n")
-    report(measure(requests), count_tokens(ctx.summary_table), raw_values(records))
+    budget = settings.memory.prompt_tokens
+    memory = (count_tokens(memory_section(ctx.memory_notes, budget)), budget)
+    report(measure(requests), count_tokens(ctx.summary_table), memory, raw_values(records))
 
 
 if __name__ == "__main__":

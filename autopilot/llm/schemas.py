@@ -47,7 +47,6 @@ _SENT_KEYWORDS = frozenset(
         "required",
         "items",
         "anyOf",
-        "additionalProperties",
         # the ranges pydantic enforces, so that a provider's grammar enforces them too
         "minimum",
         "maximum",
@@ -57,10 +56,14 @@ _SENT_KEYWORDS = frozenset(
         "maxItems",
     }
 )
-"""Schema keywords sent. Not sent: titles, descriptions and defaults (not worth their
-tokens), and string lengths: llama.cpp turns a ``maxLength`` into a nested repetition, and
-the planner's (2000 characters of reasoning) exceeded its grammar parser's limits, which
-failed the request (measured with llama-cpp-python 0.3.36). Validation still checks them."""
+"""Schema keywords sent; every token of them is billed as prompt by some providers. Not
+sent: titles, descriptions and defaults (not worth their tokens); string lengths: llama.cpp
+turns a ``maxLength`` into a nested repetition, and the planner's (2000 characters of
+reasoning) exceeded its grammar parser's limits, which failed the request (measured with
+llama-cpp-python 0.3.36); and ``additionalProperties: false``, which the grammar builders
+assume already (llama.cpp, xgrammar in its default strict mode). Validation still checks
+all of them. Redundant parts are left out too: a ``type`` beside an ``enum``, ``null`` in
+the type of a field that may be left out anyway, ``.0`` of a whole-number bound."""
 
 
 class _CompactSchema(GenerateJsonSchema):
@@ -82,10 +85,32 @@ def _compact(node: Any, defs: dict[str, Any]) -> Any:
     kept: dict[str, Any] = {}
     for key, value in node.items():
         if key == "properties":  # field names, not keywords: keep every one
-            kept[key] = {name: _compact(field, defs) for name, field in value.items()}
+            optional = set(value) - set(node.get("required", []))
+            kept[key] = {
+                name: _optional(_compact(field, defs))
+                if name in optional
+                else _compact(field, defs)
+                for name, field in value.items()
+            }
         elif key in _SENT_KEYWORDS:
-            kept[key] = _compact(value, defs)
+            kept[key] = _whole(_compact(value, defs))
+    if "enum" in kept:
+        kept.pop("type", None)  # the enum's values say it
     return _fold_any_of(kept)
+
+
+def _optional(field: dict[str, Any]) -> dict[str, Any]:
+    """An optional field's schema without ``null``: leaving it out says "none" for free."""
+    types = field.get("type")
+    if not isinstance(types, list) or "null" not in types or len(types) < 2:
+        return field
+    rest = [t for t in types if t != "null"]
+    return {**field, "type": rest[0] if len(rest) == 1 else rest}
+
+
+def _whole(value: Any) -> Any:
+    """``1`` for ``1.0``: a bound's ``.0`` costs two tokens and says nothing."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _fold_any_of(node: dict[str, Any]) -> dict[str, Any]:
@@ -167,30 +192,49 @@ class PlannerOutput(_Output):
     look_again_steps: int | None = Field(default=None, ge=0, le=1_000_000)
 
 
+ValueType = Literal["boolean", "number", "array"]
+"""The JSON type of a knob's value: a toggle, a number, one number per param group."""
+ALL_VALUE_TYPES: tuple[ValueType, ...] = ("boolean", "number", "array")
+
+
 @functools.lru_cache(maxsize=64)
-def planner_output_for(knobs: tuple[str, ...]) -> type[PlannerOutput]:
+def planner_output_for(
+    knobs: tuple[str, ...], value_types: tuple[ValueType, ...] = ALL_VALUE_TYPES
+) -> type[PlannerOutput]:
     """``PlannerOutput`` whose schema, as sent, lists this run's ``knobs`` as the ``enum`` of
     ``knob``, so a grammar-constrained provider can only name a knob that exists
-    (SmolLM2-135M under llama.cpp wrote ``",lr: -1.5,weight_decay:}, {"`` as a knob name).
-    Validation stays as lenient as ``PlannerOutput``'s: a provider without a grammar that
-    names another knob still gets its other actions judged, and the guards reject that one
-    with the run's knobs listed.
+    (SmolLM2-135M under llama.cpp wrote ``",lr: -1.5,weight_decay:}, {"`` as a knob name),
+    and allows a ``value`` only of the ``value_types`` the run's knobs take (a run without
+    toggles or param groups: numbers only). Validation stays as lenient as
+    ``PlannerOutput``'s: a provider without a grammar that names another knob still gets
+    its other actions judged, and the guards reject that one with the run's knobs listed.
 
     Example:
-        >>> schema = planner_output_for(("lr", "weight_decay")).model_json_schema()
-        >>> schema["properties"]["actions"]["items"]["properties"]["knob"]
-        {'type': 'string', 'enum': ['lr', 'weight_decay']}
+        >>> schema = planner_output_for(("lr", "weight_decay"), ("number",)).model_json_schema()
+        >>> action = schema["properties"]["actions"]["items"]["properties"]
+        >>> action["knob"], action["value"]
+        ({'enum': ['lr', 'weight_decay']}, {'type': 'number'})
     """
     if not knobs:
         return PlannerOutput
     names = list(knobs)
+    types = [t for t in ALL_VALUE_TYPES if t in value_types] or list(ALL_VALUE_TYPES)
 
     class RunPlannerOutput(PlannerOutput):
         @classmethod
         def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
             schema = super().model_json_schema(*args, **kwargs)
-            schema["properties"]["actions"]["items"]["properties"]["knob"]["enum"] = names
+            action = schema["properties"]["actions"]["items"]["properties"]
+            action["knob"] = {"enum": names}
+            action["value"] = _value_schema(action["value"], types)
             return schema
 
     RunPlannerOutput.__name__ = RunPlannerOutput.__qualname__ = "PlannerOutput"
     return RunPlannerOutput
+
+
+def _value_schema(full: dict[str, Any], types: list[ValueType]) -> dict[str, Any]:
+    """``value``'s schema narrowed to ``types`` (the array's item rules only with arrays)."""
+    if "array" not in types:
+        full = {k: v for k, v in full.items() if k not in ("items", "minItems")}
+    return {**full, "type": types[0] if len(types) == 1 else types}

@@ -3,46 +3,40 @@
 Every token here is paid on every decision, so each field says what its reader needs once:
 the analyst reads the whole summary table; the planner reads the analyst's diagnosis and
 the knobs instead. Recent knob changes (from any source) are shown with the effect measured
-for the decision that made them, matched by the ledger row's ``proposal_id``.
+for the decision that made them, matched by the ledger row's ``proposal_id``. Memory's
+lessons take at most ``memory.prompt_tokens`` tokens, in whole lines.
 
-Whatever comes from the run directory is untrusted (anyone who can write there wrote it):
-a name is shown as-is only when it matches ``kernel.untrusted.SAFE_NAME``, and free text (a
-knob's description, an earlier decision's diagnosis) is cut short and quoted as a JSON
-string, so it reads as data and cannot start a line of its own.
+Whatever comes from the run directory is untrusted: names and free text go through
+``autopilot.prompt_text`` (a name as-is only when it is safe; a knob's description or an
+earlier decision's diagnosis cut short and quoted as a JSON string, so it reads as data and
+cannot start a line of its own).
 """
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Iterable
 from itertools import groupby
 
 from autopilot.diagnoses import Diagnosis
 from autopilot.llm import AnalystOutput
 from autopilot.policies._base import PastDecision, PolicyContext
-from kernel import KnobSpec, LedgerRow, format_value
-from kernel.untrusted import SAFE_NAME
+from autopilot.prompt_text import name, number, quoted
+from autopilot.summary_table import COLUMNS
+from autopilot.tokens import count_tokens
+from kernel import KnobSpec, KnobValue, LedgerRow
 
 RECENT = 5
 """How many recent decisions and knob changes the prompts show."""
-MEMORY_CHARS = 1200
-"""Memory notes beyond this are cut (about 300 tokens)."""
 CLAUSE_CHARS = 60
-"""An earlier decision's diagnosis is shown up to its first clause, at most this long."""
+"""A reflex rewind's reason is shown up to this many characters."""
 DESCRIPTION_CHARS = 80
 """A knob's description is shown up to this many characters."""
-NAME_CHARS = 64
-"""A name that is not shown as-is is quoted up to this many characters."""
 
 
-def analyst_fields(ctx: PolicyContext) -> dict[str, object]:
-    """The analyst prompt's fields for ``ctx``.
+def analyst_fields(ctx: PolicyContext, *, memory_tokens: int) -> dict[str, object]:
+    """The analyst prompt's fields for ``ctx``, with at most ``memory_tokens`` of memory.
 
     The table's first line names the step and the key metric, so the prompt does not."""
-    memory = ctx.memory_notes.strip()
-    if len(memory) > MEMORY_CHARS:
-        memory = memory[:MEMORY_CHARS].rsplit(" ", 1)[0] + " [...]"
     header = _header(ctx)
     table = ctx.summary_table.strip() or (
         "Step {step}, key metric {key_metric} ({key_direction}): no metrics yet".format(**header)
@@ -50,10 +44,36 @@ def analyst_fields(ctx: PolicyContext) -> dict[str, object]:
     return {
         "summary_table": table,
         "alerts": _lines(_alert_line(d) for d in ctx.diagnoses),
-        "history": _history(ctx, why=True),
-        "memory": memory or "none",
-        "kernel": _lines([_snapshots_line(ctx), *(_reflex_line(r) for r in ctx.reflexes[-3:])]),
+        "history": _changes(ctx),
+        "memory": memory_section(ctx.memory_notes, memory_tokens),
+        # snapshots are the planner's to rewind to; a reflex rewind explains the table
+        "kernel": "; ".join(_reflex_line(r) for r in ctx.reflexes[-3:]) or "none",
     }
+
+
+def memory_section(notes: str, budget: int) -> str:
+    """Memory's lesson lines, best first, as many whole lines as fit in ``budget`` tokens
+    (counted offline, the bullets and line breaks included); ``none`` when there are none.
+
+    A line comes from earlier runs, so it is one line of plain text behind a bullet: it
+    cannot start a line of its own, whatever it holds.
+
+    Example:
+        >>> notes = "plateau lr x0.5: 3 runs, 3 better\\n\\nweak (1 observation): wd x2"
+        >>> print(memory_section(notes, 30))
+        - plateau lr x0.5: 3 runs, 3 better
+        - weak (1 observation): wd x2
+        >>> print(memory_section(notes, 15))
+        - plateau lr x0.5: 3 runs, 3 better
+        >>> memory_section("", 120)
+        'none'
+    """
+    kept: list[str] = []
+    for line in filter(None, (" ".join(raw.split()) for raw in notes.splitlines())):
+        if count_tokens("\n".join([*kept, f"- {line}"])) > budget:
+            break  # the lines are ranked: a later one never displaces an earlier one
+        kept.append(f"- {line}")
+    return "\n".join(kept) or "none"
 
 
 def planner_fields(
@@ -63,18 +83,18 @@ def planner_fields(
 
     Not the whole table: the key metric's row is added only when the analyst's evidence
     gives no number for the key metric."""
-    diagnosis = f"{analysis.describe()} (confidence {analysis.confidence:.2f})"
+    diagnosis = analysis.describe()  # not its confidence: the plan's is capped by it anyway
     if analysis.evidence:
         diagnosis += "\nEvidence: " + "; ".join(analysis.evidence)
-    key_row = _key_row(ctx.summary_table)
+    key_row = _key_row(ctx.summary_table, ctx.key_metric)
     if key_row and not any(ctx.key_metric in fact for fact in analysis.evidence):
-        diagnosis += f"\n{ctx.key_metric} now: {key_row}"
+        diagnosis += f"\n{name(ctx.key_metric)} now: {key_row}"
     return {
         **_header(ctx),
         "max_actions": max_actions,
         "diagnosis": diagnosis,
         "knobs": _lines(_knob_line(k) for k in ctx.knobs.values()),
-        "history": _history(ctx, why=False),
+        "history": _history(ctx),
         "snapshots": _snapshots_line(ctx),
     }
 
@@ -84,33 +104,19 @@ def _snapshots_line(ctx: PolicyContext) -> str:
         return "none"
     steps = ", ".join(str(s.step) for s in ctx.snapshots)
     best = next((s for s in ctx.snapshots if s.best), None)
-    return f"steps {steps}" + (f" (best: step {best.step})" if best is not None else "")
+    return f"steps {steps}" + (f" (best: {best.step})" if best is not None else "")
 
 
 def _reflex_line(reflex: dict[str, object]) -> str:
     return (
-        f"reflex at step {reflex.get('step')}: rewound to step {reflex.get('snapshot_step')} "
-        f"({_quoted(str(reflex.get('reason', '')), CLAUSE_CHARS)})"
+        f"reflex at {reflex.get('step')} rewound to {reflex.get('snapshot_step')} "
+        f"({quoted(str(reflex.get('reason', '')), CLAUSE_CHARS)})"
     )
 
 
 def _header(ctx: PolicyContext) -> dict[str, object]:
-    direction = "higher is better" if ctx.key_mode == "max" else "lower is better"
-    return {"step": ctx.step, "key_metric": _name(ctx.key_metric), "key_direction": direction}
-
-
-def _name(name: str) -> str:
-    """A knob or metric name: as-is when it matches ``SAFE_NAME``, else quoted and cut."""
-    return name if re.fullmatch(SAFE_NAME, name) else _quoted(name, NAME_CHARS)
-
-
-def _quoted(text: str, limit: int) -> str:
-    """Free text from the run directory as data: at most ``limit`` characters, one JSON
-    string (ASCII-escaped, so no line separator of any kind survives)."""
-    text = " ".join(text.split())
-    if len(text) > limit:
-        text = text[:limit].rsplit(" ", 1)[0] + "..."
-    return json.dumps(text, ensure_ascii=True)
+    direction = "max" if ctx.key_mode == "max" else "min"
+    return {"step": ctx.step, "key_metric": name(ctx.key_metric), "key_direction": direction}
 
 
 def _lines(items: Iterable[str]) -> str:
@@ -123,71 +129,71 @@ def _alert_line(d: Diagnosis) -> str:
     return f"{d.kind}{where} ({d.severity}): {d.message}"
 
 
-def _key_row(table: str) -> str:
-    """The starred row of ``render_table``'s table in words, or "" if there is none."""
-    lines = table.splitlines()
-    header = next((line.split() for line in lines if line.startswith("metric ")), [])
-    cells = next((line.split() for line in lines if line.startswith("*")), [])
-    row = dict(zip(header, cells, strict=False))
-    if not {"last", "best", "since", "slope", "short"} <= row.keys():
+def _key_row(table: str, key_metric: str) -> str:
+    """The key metric's row of the summary table in words, or "" if there is none."""
+    start = f"*{name(key_metric)} "
+    row = next((line for line in table.splitlines() if line.startswith(start)), "")
+    cells = dict(zip(COLUMNS, row[len(start) :].split(), strict=False))
+    if not row or len(cells) < len(COLUMNS):
         return ""
-    words = f"{row['last']}, best {row['best']} {row['since']} steps ago, "
-    words += f"slope {row['slope']}% per 100 steps ({row['short']}% lately)"
-    return words + (f", {row['dir']}" if "dir" in row else "")
+    words = f"{cells['last']}, best {cells['best']} {cells['since']} steps ago, slope "
+    return words + f"{cells['slope']}% per 1k steps ({cells['short']}% lately), {cells['dir']}"
 
 
-def _history(ctx: PolicyContext, *, why: bool) -> str:
-    """Recent knob changes (any source) and decisions that changed nothing, oldest first.
+def _changes(ctx: PolicyContext) -> str:
+    """The analyst's view of recent knob changes: when and what, in one line (what they did
+    is the table's to show; the planner reads their measured effects)."""
+    rows = _knob_changes(ctx.recent_changes)
+    return ", ".join(f"{r.step} {_change(r)}" for r in rows) or "none"
 
-    The analyst reads ``why`` each change was made (its decision's diagnosis, first clause)
-    to explain what the table shows; the planner reads the effect measured for the decision
-    instead, to avoid repeating what did not work."""
+
+def _history(ctx: PolicyContext) -> str:
+    """Recent knob changes (any source) with the effect measured for the decision that made
+    them, and decisions that changed nothing, oldest first: what not to repeat."""
     past = ctx.past_decisions[-RECENT:]
     by_id = {p.decision_id: p for p in past if p.decision_id}
     items: list[tuple[int, str]] = []
     # one line per decision's changes; a change without a decision stands alone
     for _, rows in groupby(_knob_changes(ctx.recent_changes), lambda r: r.proposal_id or r.seq):
         group = list(rows)
-        what = ", ".join(_change(r) for r in group) + f" ({group[0].source or 'unknown'})"
+        what = ", ".join(_change(r) for r in group) + f" {name(group[0].source or 'unknown')}"
         decision = by_id.pop(group[0].proposal_id or "", None)
-        items.append((group[0].step or 0, _item(what, decision, why)))
+        items.append((group[0].step or 0, _item(what, decision)))
     for p in past:
         if p.decision_id is None or p.decision_id in by_id:
-            items.append((p.step, _item(", ".join(p.actions) or "no change", p, why)))
+            items.append((p.step, _item(", ".join(p.actions) or "no change", p)))
     items.sort(key=lambda item: item[0])
-    return _lines(f"step {step}: {text}" for step, text in items)
+    return _lines(f"{step} {text}" for step, text in items)
 
 
-def _item(what: str, decision: PastDecision | None, why: bool) -> str:
+def _item(what: str, decision: PastDecision | None) -> str:
     if decision is None:  # a change made outside the autopilot, or by a forgotten decision
         return what
-    if why:
-        return f"{what}, for: {_quoted(_first_clause(decision.diagnosis), CLAUSE_CHARS + 3)}"
     if not decision.actions and decision.effect is None:
         return what  # nothing was changed, so nothing will be measured
-    return f"{what}; effect: {decision.effect or 'not measured yet'}"
-
-
-def _first_clause(text: str) -> str:
-    """A diagnosis up to its first ``;`` or parenthesis, at most ``CLAUSE_CHARS`` long."""
-    clause = text.split(";", 1)[0].split(" (", 1)[0].strip()
-    if len(clause) <= CLAUSE_CHARS:
-        return clause
-    return clause[:CLAUSE_CHARS].rsplit(" ", 1)[0] + "..."
+    return f"{what}; {decision.effect or 'not measured yet'}"
 
 
 def _knob_line(knob: KnobSpec) -> str:
-    name = _name(knob.name)
     if knob.kind == "bool":
-        line = f"{name}: bool, now {format_value(knob.value)}"
+        line = f"{name(knob.name)} bool {_value(knob.value)}"
     else:
-        lo = "-inf" if knob.lo is None else f"{knob.lo:g}"
-        hi = "inf" if knob.hi is None else f"{knob.hi:g}"
-        groups = f", {knob.groups} groups" if knob.groups else ""
-        line = f"{name}: {knob.scale}, [{lo}, {hi}]{groups}, now {format_value(knob.value)}"
+        lo = "-inf" if knob.lo is None else number(knob.lo)
+        hi = "inf" if knob.hi is None else number(knob.hi)
+        groups = f" {knob.groups} groups" if knob.groups else ""
+        line = f"{name(knob.name)} {knob.scale} {lo} {hi}{groups} {_value(knob.value)}"
     if not knob.description:
         return line
-    return f"{line} ({_quoted(knob.description, DESCRIPTION_CHARS)})"
+    return f"{line} ({quoted(knob.description, DESCRIPTION_CHARS)})"
+
+
+def _value(value: KnobValue | None) -> str:
+    """A knob value in few tokens: ``true``, ``.001``, ``[.001, 1e-4]``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(number(v, 4) for v in value) + "]"
+    return "none" if value is None else number(value, 4)
 
 
 def _knob_changes(rows: list[LedgerRow]) -> list[LedgerRow]:
@@ -195,4 +201,4 @@ def _knob_changes(rows: list[LedgerRow]) -> list[LedgerRow]:
 
 
 def _change(row: LedgerRow) -> str:
-    return f"{_name(row.knob or '')} {format_value(row.before)} -> {format_value(row.after)}"
+    return f"{name(row.knob or '')} {_value(row.before)}>{_value(row.after)}"

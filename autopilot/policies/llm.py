@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -47,10 +48,12 @@ from autopilot.llm import (
 )
 from autopilot.llm.client import LLMReply, Message
 from autopilot.llm.formats import response_format_for
+from autopilot.llm.schemas import ALL_VALUE_TYPES, ValueType
 from autopilot.policies._base import PolicyContext
 from autopilot.policies._prompt_fields import analyst_fields, planner_fields
 from autopilot.proposals import Action, Proposal
 from autopilot.tokens import Usage
+from kernel import KnobSpec
 from prompts import load_prompt
 
 __all__ = ["LLMPolicy", "LLMUnavailable", "Request"]
@@ -141,7 +144,8 @@ class LLMPolicy:
 
     def analyst_request(self, ctx: PolicyContext) -> Request[AnalystOutput]:
         """The analyst's call for ``ctx``, as ``propose`` sends it."""
-        messages = self._analyst.messages(**analyst_fields(ctx))
+        fields = analyst_fields(ctx, memory_tokens=self._settings.memory.prompt_tokens)
+        messages = self._analyst.messages(**fields)
         return Request(prompt_id=self._analyst.id, messages=messages, schema=AnalystOutput)
 
     def planner_request(
@@ -150,7 +154,8 @@ class LLMPolicy:
         """The planner's call for ``ctx`` and the analyst's diagnosis, as ``propose`` sends it."""
         fields = planner_fields(ctx, analysis, self._settings.guards.max_actions)
         messages = self._planner.messages(**fields)
-        schema = planner_output_for(tuple(ctx.knobs))  # the run's knob names, as an enum
+        # the run's knob names, as an enum, and the types their values take
+        schema = planner_output_for(tuple(ctx.knobs), _value_types(ctx.knobs.values()))
         return Request(prompt_id=self._planner.id, messages=messages, schema=schema)
 
     def _propose(self, client: LLMClient, ctx: PolicyContext, spent: _Spent) -> Proposal:
@@ -261,6 +266,14 @@ class LLMPolicy:
 
 _ANY_ANALYSIS = AnalystOutput(kind="other", summary="a problem", confidence=0.5)
 """A stand-in diagnosis to size the planner's call before the analyst has answered."""
+
+
+def _value_types(knobs: Iterable[KnobSpec]) -> tuple[ValueType, ...]:
+    """The JSON types the values of ``knobs`` take: a toggle's, a number, a list of numbers
+    for a knob over param groups (which takes one number for all of them too)."""
+    found = {"boolean" if k.kind == "bool" else "number" for k in knobs}
+    found |= {"array" for k in knobs if k.groups}
+    return tuple(t for t in ALL_VALUE_TYPES if t in found)
 
 
 def _evidence(analysis: AnalystOutput) -> str:

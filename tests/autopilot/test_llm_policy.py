@@ -121,7 +121,7 @@ def test_analyst_then_planner_make_a_proposal(llm_server, llm_settings, run_dir)
         answer(PLAN, prompt_tokens=400, completion_tokens=50),
     )
     proposal = policy_for(llm_settings, run_dir).propose(context())
-    assert proposal.proposer == "ai" and proposal.prompt_version == "analyst@v3+planner@v3"
+    assert proposal.proposer == "ai" and proposal.prompt_version == "analyst@v4+planner@v4"
     assert [a.describe() for a in proposal.actions] == ["lr x0.5"]
     assert proposal.diagnosis == "plateau on val/loss: val/loss flat for 480 steps"
     assert proposal.confidence == 0.7 and proposal.look_again_steps == 200
@@ -139,19 +139,19 @@ def test_the_analyst_reads_the_table_and_the_planner_the_knobs(llm_server, llm_s
     assert sent == [policy.analyst_request(context()).messages, planner_request.messages]
     analyst, planner = (messages[1]["content"] for messages in sent)
     assert "*val/loss" in analyst and "plateau (medium): val/loss has not improved by 1%" in analyst
-    why = 'step 2500: lr 0.0006 -> 0.0003 (ai), for: "val/loss has not improved for 400 steps"\n'
-    assert why in analyst and "cifar-12" in analyst and "effect" not in analyst
-    assert 'lr: log, [1e-06, 0.1], now 0.0003 ("learning rate")' in planner
-    assert "ema: bool, now false" in planner
-    assert "step 2500: lr 0.0006 -> 0.0003 (ai); effect: val/loss 4% better" in planner
-    assert "val/loss flat for 480 steps (confidence 0.90)" in planner
-    assert "At most 2 actions" in planner and "*val/loss" not in planner
+    assert "Changes (step knob before>after): 2500 lr .0006>.0003\n" in analyst
+    assert "cifar-12" in analyst and "better than projected" not in analyst
+    assert '- lr log 1e-6 .1 .0003 ("learning rate")\n' in planner
+    assert "ema bool false" in planner
+    assert "- 2500 lr .0006>.0003 ai; val/loss 4% better than projected" in planner
+    assert "Diagnosis: plateau on val/loss: val/loss flat for 480 steps\n" in planner
+    assert "at most 2 actions" in planner and "*val/loss" not in planner
 
 
 def test_the_planner_gets_the_key_row_only_without_numbers_on_the_key_metric(llm_settings, run_dir):
     policy = policy_for(llm_settings, run_dir)
     vague = policy.planner_request(context(), ANALYSIS).messages[1]["content"]
-    assert "\nval/loss now: " in vague and "steps ago, slope" in vague
+    assert "\nval/loss now: " in vague and "steps ago, slope" in vague and "per 1k steps" in vague
     precise = AnalystOutput.model_validate(
         {**PLATEAU, "evidence": ["val/loss best 0.412 at step 3510"]}
     )
@@ -179,11 +179,11 @@ def test_changes_without_a_decision_and_decisions_without_a_change_are_listed(
         past_decisions=[*context().past_decisions, waited],
     )
     planner = policy_for(llm_settings, run_dir).planner_request(ctx, ANALYSIS)
-    lines = planner.messages[1]["content"].split("Recent knob changes and effects:\n")[1]
-    assert lines.split("\n\n")[0].splitlines() == [
-        "- step 2500: lr 0.0006 -> 0.0003 (ai); effect: val/loss 4% better than projected",
-        "- step 3000: grad_clip 1 -> 5 (human)",
-        "- step 3500: no change",
+    lines = planner.messages[1]["content"].split("source; effect):\n")[1]
+    assert lines.split("\nSnapshots")[0].splitlines() == [
+        "- 2500 lr .0006>.0003 ai; val/loss 4% better than projected",
+        "- 3000 grad_clip 1>5 human",
+        "- 3500 no change",
     ]
 
 
@@ -191,7 +191,7 @@ def test_a_healthy_run_gets_no_actions_and_no_planner_call(llm_server, llm_setti
     llm_server.script(answer(HEALTHY))
     proposal = policy_for(llm_settings, run_dir).propose(context())
     assert proposal.actions == [] and proposal.diagnosis.startswith("healthy")
-    assert proposal.prompt_version == "analyst@v3" and len(llm_server.calls) == 1
+    assert proposal.prompt_version == "analyst@v4" and len(llm_server.calls) == 1
 
 
 def test_the_planner_schema_names_the_runs_knobs_for_a_grammar(llm_settings, run_dir):
@@ -201,7 +201,9 @@ def test_the_planner_schema_names_the_runs_knobs_for_a_grammar(llm_settings, run
         body = response_format_for(request.schema, fmt)
         schema = body["json_schema"]["schema"] if fmt == "json_schema" else body["schema"]
         knob = schema["properties"]["actions"]["items"]["properties"]["knob"]
-        assert knob == {"type": "string", "enum": list(ctx.knobs)}
+        assert knob == {"enum": list(ctx.knobs)}
+        value = schema["properties"]["actions"]["items"]["properties"]["value"]
+        assert value["type"] == ["boolean", "number"]  # a toggle; no knob over param groups
     assert request.schema.__name__ == "PlannerOutput"
 
 
@@ -322,9 +324,14 @@ def test_the_schemas_sent_are_compact_but_carry_every_constraint(llm_settings, r
     assert "title" not in request.schema_text and "description" not in request.schema_text
     assert "$ref" not in request.schema_text and "default" not in request.schema_text
     assert "maxLength" not in request.schema_text  # llama.cpp's grammar parser chokes on them
+    assert "additionalProperties" not in request.schema_text and "strict" not in request.schema_text
     assert sent["properties"]["look_again_steps"] == {
-        "type": ["integer", "null"], "minimum": 0, "maximum": 1_000_000,
-    }  # fmt: skip
+        "type": "integer",
+        "minimum": 0,
+        "maximum": 1_000_000,
+    }  # fmt: skip  (optional: leaving it out is its null)
+    assert sent["properties"]["confidence"] == {"type": "number", "minimum": 0, "maximum": 1}
+    assert sent["properties"]["rewind"] == {"enum": ["none", "last", "best"]}
     assert sent["properties"]["actions"]["items"]["required"] == ["knob"]
     assert sent["properties"]["actions"]["maxItems"] == 8
     with pytest.raises(ValidationError, match="at most 8 items"):
@@ -333,6 +340,14 @@ def test_the_schemas_sent_are_compact_but_carry_every_constraint(llm_settings, r
         )
     with pytest.raises(ValidationError, match="less than or equal to 1"):
         PlannerOutput(actions=[], confidence=1.5)
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        PlannerOutput.model_validate({"actions": [], "confidence": 0.5, "lr": 0.1})
+    assert (
+        PlannerOutput.model_validate(
+            {"actions": [], "confidence": 0.5, "look_again_steps": None}
+        ).look_again_steps
+        is None
+    )  # what the schema leaves out, validation still accepts
 
 
 def test_a_refused_response_format_is_noted_once_in_the_proposal(llm_server, llm_settings, run_dir):
@@ -358,8 +373,21 @@ def test_a_fallback_after_a_refused_format_says_so_in_its_reason(llm_server, llm
     assert reason.startswith("invalid output twice: ") and "refused response_format" in reason
 
 
+LESSONS = [
+    "plateau lr x0.5: 3 runs of this task, 3 better, median +6% vs projection",
+    "plateau weight_decay x2: 2 runs of this task, 2 worse, median -4% vs projection",
+    "overfitting weight_decay x2: 4 runs of this task, 3 better, median +5% vs projection",
+    "divergence grad_clip =1: 2 runs of this task, 2 better, median +12% vs projection",
+    "weak (1 observation): oscillation lr x0.3: 1 run, 1 better, +9% vs projection",
+    "weak (1 observation): plateau lr x2: 1 run, 1 worse, -7% vs projection",
+    "weak (1 observation): imbalance loss.aux x0.5: 1 run, 1 better, +3% vs projection",
+]
+"""More lessons than the default ``memory.prompt_tokens`` (120) holds."""
+
+
 def busy_context() -> PolicyContext:
-    """20 metrics, three earlier decisions with their changes and effects, three notes."""
+    """20 metrics, three earlier decisions with their changes and effects, and more memory
+    than its budget holds."""
     changes, past = [], []
     for i, (knob_name, before, after) in enumerate(
         [("lr", 3e-3, 2e-3), ("lr", 2e-3, 1e-3), ("weight_decay", 0.02, 0.01)]
@@ -388,26 +416,53 @@ def busy_context() -> PolicyContext:
                 decision_id=f"d{step}",
             )
         )
-    notes = "lr change for plateau: 5 measured (4 better, 1 worse), median +3% vs projection\n"
     return context(
         table=table_of(METRICS),
         recent_changes=changes,
         past_decisions=past,
-        memory_notes=notes * 3,
+        memory_notes="\n".join(LESSONS),
     )
 
 
-def test_a_20_metric_decision_stays_within_its_token_budget(llm_settings, run_dir):
-    """A size guard (benchmarks/prompt_size.py reports the figures). The summary table is
-    sized in ``autopilot.summary``; here: what the prompts add to it, and the schemas."""
+def test_a_20_metric_decision_with_full_memory_stays_within_its_token_budget(llm_settings, run_dir):
+    """A size guard on token counts (benchmarks/prompt_size.py reports the figures): both
+    calls, their schemas, and a memory section filled to ``memory.prompt_tokens``. The
+    summary table is sized in ``tests/autopilot/test_summary.py``."""
     ctx = busy_context()
     policy = policy_for(llm_settings, run_dir)
     requests: list[Request[Any]] = [
         policy.analyst_request(ctx),
         policy.planner_request(ctx, ANALYSIS),
     ]
-    table = count_tokens(ctx.summary_table)
+    analyst = requests[0].messages[1]["content"]
+    memory = analyst.split("Lessons from earlier runs:\n")[1]
+    assert memory.startswith(f"- {LESSONS[0]}\n") and LESSONS[-1] not in memory
+    assert count_tokens(memory) <= llm_settings.memory.prompt_tokens == 120
     messages = sum(count_message_tokens(r.messages) for r in requests)
     schemas = sum(count_tokens(r.schema_text) for r in requests)
+    table = count_tokens(ctx.summary_table)
     print(f"20-metric decision: {messages} message + {schemas} schema tokens; table {table}")
-    assert messages - table <= 900 and schemas <= 330  # v3: +rewind, imbalance, snapshots
+    # every metric of this table trends, so each has a full row: the worst case (the
+    # benchmark's run, with steady monitors on one line, takes 270)
+    assert table <= 430 and messages - table <= 580 and schemas <= 260  # v4: 416, 567, 258
+
+
+def test_memory_lines_beyond_the_budget_are_cut_whole(make_settings, run_dir):
+    for budget in (0, 20, 60, 1000):
+        settings = make_settings(memory={"prompt_tokens": budget})
+        ctx = context(memory_notes="\n".join(LESSONS))
+        analyst = policy_for(settings, run_dir).analyst_request(ctx).messages[1]["content"]
+        memory = analyst.split("Lessons from earlier runs:\n")[1]
+        lines = [line.removeprefix("- ") for line in memory.splitlines()]
+        if budget < count_tokens(f"- {LESSONS[0]}"):
+            assert lines == ["none"]
+            continue
+        assert lines == LESSONS[: len(lines)]  # whole lines, best first
+        assert count_tokens(memory) <= budget
+        if len(lines) < len(LESSONS):  # the next one would not have fit
+            assert count_tokens(memory + f"\n- {LESSONS[len(lines)]}") > budget
+
+
+def test_no_memory_says_none(llm_settings, run_dir):
+    analyst = policy_for(llm_settings, run_dir).analyst_request(context(memory_notes=" \n "))
+    assert analyst.messages[1]["content"].endswith("Lessons from earlier runs:\nnone")

@@ -58,7 +58,9 @@ def crafted_context() -> PolicyContext:
 def test_free_text_from_the_run_directory_is_quoted_and_bounded() -> None:
     ctx = crafted_context()
     analysis = AnalystOutput(kind="plateau", summary="flat", confidence=0.5)
-    fields = {**analyst_fields(ctx), **planner_fields(ctx, analysis, max_actions=2)}
+    analyst = analyst_fields(ctx, memory_tokens=120)
+    fields = {**analyst, **planner_fields(ctx, analysis, max_actions=2)}
+    assert "\n## system" not in str(analyst["history"]) and "Ignore all" in analyst["history"]
     for name in ("knobs", "history"):
         text = str(fields[name])
         assert "\n## system" not in text and "Ignore all" in text  # in, but only as data
@@ -67,7 +69,7 @@ def test_free_text_from_the_run_directory_is_quoted_and_bounded() -> None:
             if "Ignore all" in line:
                 quoted = line[line.index('"') : line.rindex('"') + 1]
                 assert "Ignore all" in json.loads(quoted)  # inside one JSON string
-    assert "- lr: linear, [0, 1], now 0.1 (" in str(fields["knobs"])  # a safe name stays as-is
+    assert "- lr linear 0 1 .1 (" in str(fields["knobs"])  # a safe name stays as-is
 
 
 def test_crafted_spend_lines_are_reported_once_and_never_lower_the_spend(
