@@ -312,6 +312,8 @@ class MultiStep(_Result):
     """Runs the sequence's memory store held once this run had ended (``None``: no store
     file: nothing opened it)."""
     run_dir: str | None = None
+    runs: int = 1
+    """Training runs it cost (a search's new best also trains once on the scored seed)."""
     wall_s: float
 
 
@@ -331,6 +333,8 @@ class MultiSequence(_Result):
     runs_used: int
     """Training runs it cost (a search: its trials and the scoring runs of its bests)."""
     wall_s: float
+    error: str | None = None
+    """Why it ended before its budget and before reaching the tolerance (a run raised)."""
 
 
 class MultiCell(_Result):

@@ -35,6 +35,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 import time
@@ -69,6 +70,8 @@ from evals.results import (
 from evals.results_log import git_commit
 from evals.tasks import TASKS, TaskConfig
 from kernel.metric_names import MetricMode
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_TRIALS = 12
 """A search's budget: the 12 evaluations at which random search (first trial the default)
@@ -200,37 +203,45 @@ def plan_sequences(plan: MultiPlan, oracle_by_task: dict[str, float | None]) -> 
 
 
 def run_sequence(seq: Sequence, *, out: Path, settings: Settings) -> MultiSequence:
-    """Run ``seq`` from its first run (trial) on; a worker's unit of work."""
+    """Run ``seq`` from its first run (trial) on; a worker's unit of work. A run that raises
+    ends its sequence, which keeps the runs before it and says why (``error``): one failure
+    does not take a long bench down."""
     started = time.monotonic()
     task = TASKS[seq.task]
     home = out / SEQUENCES_DIR / seq.task.replace("/", "_") / f"{seq.policy}-s{seq.seed}"
     shutil.rmtree(home, ignore_errors=True)  # a fresh memory store, every time
     home.mkdir(parents=True)
-    if seq.policy in MEMORY_POLICIES:
-        url, steps = _autopilot(seq, task, home, settings)
-        runs_used = len(steps)
-    else:
-        url, (steps, runs_used) = None, _search(seq, task)
-    needed = next((s.number for s in steps if s.within), None)
+    memory = seq.policy in MEMORY_POLICIES
+    settings = with_memory(settings, home / MEMORY_FILE, task.name)
+    steps: list[MultiStep] = []
+    error = None
+    try:
+        if memory:
+            _autopilot(seq, task, home, settings, steps)
+        else:
+            _search(seq, task, steps)
+    except Exception as exc:
+        logger.exception("%s failed after %d steps; the bench goes on", seq.label, len(steps))
+        error = f"{type(exc).__name__}: {exc}"
     return MultiSequence(
         task=seq.task,
         policy=seq.policy,
         seed=seq.seed,
         budget=seq.budget,
-        memory_url=url,
+        memory_url=settings.memory.store_url() if memory else None,
         steps=steps,
-        needed=needed,
-        runs_used=runs_used,
+        needed=next((s.number for s in steps if s.within), None),
+        runs_used=sum(s.runs for s in steps),
         wall_s=time.monotonic() - started,
+        error=error,
     )
 
 
 def _autopilot(
-    seq: Sequence, task: TaskConfig, home: Path, settings: Settings
-) -> tuple[str, list[MultiStep]]:
+    seq: Sequence, task: TaskConfig, home: Path, settings: Settings, steps: list[MultiStep]
+) -> None:
+    """Every run of the sequence, one after another, given the same store."""
     store = home / MEMORY_FILE
-    settings = with_memory(settings, store, task.name)
-    steps = []
     for number in range(1, seq.budget + 1):
         run_dir = home / f"run-{number}"
         run = policy_run(task, seq.policy, seq.seed, run_dir, settings, steps=seq.steps)  # type: ignore[arg-type]
@@ -246,35 +257,32 @@ def _autopilot(
                 wall_s=run.wall_s,
             )
         )
-    return settings.memory.store_url(), steps
 
 
-def _search(seq: Sequence, task: TaskConfig) -> tuple[list[MultiStep], int]:
+def _search(seq: Sequence, task: TaskConfig, steps: list[MultiStep]) -> None:
     """Trials until the best so far, scored on the scored seed, is within the tolerance."""
     sampler = _sampler(seq.policy, seq.seed, seq.budget)
     best = math.inf  # the best final so far on the search seed
     scored: float | None = None
-    steps, runs_used = [], 0
     began = time.monotonic()
     for trial in search_trials(task, seq.seed, sampler=sampler, trials=seq.budget, steps=seq.steps):
-        runs_used += 1
+        runs = 1
         if trial.final is not None and trial.final < best:
-            best = trial.final
-            final = score_config(task, seq.seed, trial.params, steps=seq.steps).final
-            scored, runs_used = _finite(final), runs_used + 1
+            best, runs = trial.final, 2
+            scored = _finite(score_config(task, seq.seed, trial.params, steps=seq.steps).final)
         step = _step(
             seq,
             trial.number,
             scored,
             search_final=trial.final,
             params=trial.params,
+            runs=runs,
             wall_s=time.monotonic() - began,  # the trial's run and its scoring run
         )
         began = time.monotonic()
         steps.append(step)
         if step.within:
             break
-    return steps, runs_used
 
 
 def _sampler(policy: MultiPolicy, seed: int, trials: int) -> Any:

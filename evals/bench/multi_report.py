@@ -61,16 +61,21 @@ def runs_table(report: MultiReport, policies: Collection[str] | None = None) -> 
 
 
 def notes(report: MultiReport) -> list[str]:
-    """What a reader must know to trust the table: an ``online`` cell whose tuner proposed
-    nothing is the rules' figure."""
-    idle = [c.task for c in report.cells if c.policy == "online" and c.tuner_decisions == 0]
-    if not idle:
-        return []
-    return [
-        f"online: the online tuner proposed nothing on {len(idle)} of "
-        f"{sum(1 for c in report.cells if c.policy == 'online')} tasks "
-        f"({', '.join(idle)}): there, online is the rules with memory"
+    """What a reader must know to trust the table: sequences that ended on an error, and
+    ``online`` cells whose tuner proposed nothing (the rules' figure)."""
+    lines = [
+        f"{s.task} {s.policy} seed {s.seed} ended after {len(s.steps)}: {s.error}"
+        for s in report.sequences
+        if s.error
     ]
+    idle = [c.task for c in report.cells if c.policy == "online" and c.tuner_decisions == 0]
+    if idle:
+        online = sum(1 for c in report.cells if c.policy == "online")
+        lines.append(
+            f"online: the online tuner proposed nothing on {len(idle)} of {online} tasks "
+            f"({', '.join(idle)}): there, online is the rules with memory"
+        )
+    return lines
 
 
 def write_multi_report(report: MultiReport, out: Path) -> Path:
