@@ -44,12 +44,14 @@ from autopilot.decisions import DecisionLog, EffectRecord
 from kernel import KernelState, LedgerRow, read_ledger
 from kernel.knobs import knob_family
 from memory import InterventionRecord, MemoryStore, RunRecord, StoreError, TaskFingerprint
-from memory.lessons import Lesson, lessons
+from memory.lessons import Lesson, LessonIndex, similarity
 from memory.records import compress_trajectory
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+MAX_EARLIER_RUNS = 100
+"""A run reads the cases of at most this many earlier runs (the most similar, newest)."""
 SAVE_EVERY_FRAC = 0.05
 """The run's record is rewritten after this fraction of its steps (or ``SAVE_EVERY_STEPS``)."""
 SAVE_EVERY_STEPS = 200
@@ -59,6 +61,11 @@ MIN_PLAN_MOVE = 0.1
 """A start plan skips a knob whose remembered factor (or what is left of it) is within
 10 % of 1."""
 PLAN_KNOBS = ("lr", "weight_decay", "grad_clip")
+EVENT_KINDS = frozenset({"divergence", "recall"})
+"""Changes for these kinds answer an event of their run (a spike, a reflex) or were the plan
+itself, not its start: a plan never repeats them (a plan's own measured effect is a lesson)."""
+START_EVIDENCE = ("slow", "too_big")
+"""Evidence that the update ratio found the starting value itself wrong."""
 """The knob families a start plan may change (and ``loss.*`` weights)."""
 
 
@@ -101,6 +108,11 @@ class PlannedChange:
     """About when those runs made it (the median step)."""
     total: float | None = None
     """The whole plan's factor from the run's start (``factor`` is what is left of it)."""
+    due_step: int = 0
+    """When to make it: at the start (0) when the earlier runs' update ratio said the
+    starting value was wrong (``slow``, ``too_big``), else about when they first made it
+    (the median of their first such steps): weight decay that helped a fitted model at step
+    200 can hold back the same model at step 20."""
 
     @property
     def weak(self) -> bool:
@@ -140,6 +152,9 @@ class RunMemory:
         self._cases: dict[str, InterventionRecord] = {}
         self._past: tuple[list[RunRecord], list[InterventionRecord]] | None = None
         self._lessons: dict[tuple[str | None, float | None], list[Lesson]] = {}
+        self._lesson_index: LessonIndex | None = None
+        self._helped_by: dict[tuple[str, str], list[InterventionRecord]] | None = None
+        self._same_task: list[RunRecord] | None = None
         self._saved_step = -(10**9)
 
     # -- the store -----------------------------------------------------------------------
@@ -199,8 +214,7 @@ class RunMemory:
         result = self._safely("opening the run", lambda s: self._begin(s, run_id, kernel))
         if result is not None:
             self._run = result
-            self._past = None
-            self._lessons = {}
+            self._forget_reads()
             if not self._run.key_metric:
                 self._run = self._run.model_copy(
                     update={"key_metric": key_metric, "key_mode": key_mode}
@@ -288,29 +302,37 @@ class RunMemory:
             self._safely("writing the run", lambda s: s.put_run(run))
 
     # -- reading -------------------------------------------------------------------------
+    def _forget_reads(self) -> None:
+        """Drop what was read for the previous run (a new run reads its own)."""
+        self._past, self._lesson_index, self._helped_by, self._same_task = None, None, None, None
+        self._lessons = {}
+
     def _past_cases(self) -> tuple[list[RunRecord], list[InterventionRecord]]:
-        """Earlier runs of similar tasks and their interventions, read once per run."""
+        """The most similar earlier runs (at most ``MAX_EARLIER_RUNS``, the same task
+        first, then the newest) and their interventions, read once per run."""
         if self._past is None:
             run = self._run
             if run is None:
                 return [], []
-            loaded = self._safely("reading earlier runs", lambda s: (s.runs(), s.interventions()))
-            runs, cases = loaded if loaded is not None else ([], [])
-            self._past = ([r for r in runs if r.run_id != run.run_id], cases)
+            loaded = self._safely("reading earlier runs", lambda s: _similar_runs(s, run))
+            self._past = loaded if loaded is not None else ([], [])
         return self._past
+
+    def _index(self) -> LessonIndex:
+        if self._lesson_index is None:
+            run = self._run
+            runs, cases = self._past_cases()
+            at_hand = run.fingerprint if run is not None else TaskFingerprint()
+            self._lesson_index = LessonIndex(runs, cases, at_hand)
+        return self._lesson_index
 
     def lessons(self, kind: str | None = None, phase: float | None = None) -> list[Lesson]:
         """What earlier runs measured, for ``kind`` (all kinds: None), heaviest first."""
-        run = self._run
-        if run is None or self.off_reason is not None:
+        if self._run is None or self.off_reason is not None:
             return []
-        key = (kind, None if phase is None else round(phase, 1))
+        key = (kind, None if phase is None else round(phase, 2))
         if key not in self._lessons:
-            runs, cases = self._past_cases()
-            chosen = [c for c in cases if kind is None or c.kind == kind]
-            self._lessons[key] = lessons(
-                runs, chosen, run.fingerprint, phase=key[1], exclude_run=run.run_id
-            )
+            self._lessons[key] = self._index().lessons(kind, key[1])
         return self._lessons[key]
 
     def notes(self, limit: int = 8) -> str:
@@ -322,7 +344,10 @@ class RunMemory:
         run = self._run
         if run is None:
             return []
-        return [r for r in self._past_cases()[0] if r.task_key == run.task_key]
+        if self._same_task is None:
+            key = run.task_key
+            self._same_task = [r for r in self._past_cases()[0] if r.task_key == key]
+        return self._same_task
 
     def start_plan(self, knobs: Mapping[str, Any]) -> list[PlannedChange]:
         """What is left to do of the changes a run of a known task starts with. For each
@@ -336,28 +361,26 @@ class RunMemory:
         earlier = self.earlier_runs()
         if not earlier:
             return []
-        cases = self._past_cases()[1]
+        helped_by = self._helped()
         plan: list[PlannedChange] = []
         for knob, start in sorted(run.start_knobs.items()):
             now = knobs.get(knob)
             if not _plannable(knob) or not _number(start) or not _number(now) or start <= 0:
                 continue
-            factors, steps = [], []
+            factors: list[float] = []
+            steps: list[int] = []
+            firsts: list[int] = []
+            from_start = False
             for past in earlier:
                 began = past.start_knobs.get(knob)
                 if not _number(began) or not _close(float(began), float(start)):
                     continue  # the script changed since: that run's lesson is not this one's
-                helped = [
-                    c
-                    for c in cases
-                    if c.run_id == past.run_id
-                    and c.knob == knob
-                    and c.op == "set"
-                    and c.verdict == "better"
-                    and (c.phase is None or c.phase < EARLY_PHASE)
-                ]
+                helped = [c for c in helped_by.get((past.run_id, knob), []) if _early(c, past)]
                 factors.append(math.prod(f for c in helped if (f := _factor(c)) is not None))
-                steps += [c.step for c in helped]
+                if helped:
+                    firsts.append(min(c.step for c in helped))
+                    steps += [c.step for c in helped]
+                    from_start |= any(_start_was_wrong(c) for c in helped)
             moved = [f for f in factors if not _close(f, 1.0)]
             if not moved or len(moved) * 2 < len(factors):
                 continue  # most earlier runs needed no change to it
@@ -374,6 +397,7 @@ class RunMemory:
                     runs=len(moved),
                     by_step=sorted(steps)[len(steps) // 2] if steps else None,
                     total=factor,
+                    due_step=0 if from_start else sorted(firsts)[len(firsts) // 2],
                 )
             )
         return plan
@@ -388,7 +412,19 @@ class RunMemory:
             started_at=kernel.started_at,
             fingerprint=fingerprint_of(kernel, self.settings),
         )
-        self._past, self._lessons = None, {}
+        self._forget_reads()
+
+    def _helped(self) -> dict[tuple[str, str], list[InterventionRecord]]:
+        """Per earlier run and knob, its changes measured ``better`` that a plan may
+        repeat (not answers to an event: ``EVENT_KINDS``)."""
+        if self._helped_by is None:
+            found: dict[tuple[str, str], list[InterventionRecord]] = {}
+            for c in self._past_cases()[1]:
+                good = c.op == "set" and c.verdict == "better" and c.kind not in EVENT_KINDS
+                if good and c.knob is not None:
+                    found.setdefault((c.run_id, c.knob), []).append(c)
+            self._helped_by = found
+        return self._helped_by
 
     def status(self) -> str:
         """One line for ``autopilot status``."""
@@ -402,6 +438,22 @@ class RunMemory:
             f"memory: {_safe_url(self.url)}; task {run.fingerprint.task or run.task_key}: "
             f"{len(earlier)} earlier run(s), {len(self.lessons())} lesson(s)"
         )
+
+
+def _similar_runs(
+    store: MemoryStore, run: RunRecord
+) -> tuple[list[RunRecord], list[InterventionRecord]]:
+    """The earlier runs whose task is like ``run``'s, the most similar and newest first
+    (at most ``MAX_EARLIER_RUNS``), oldest first, and their interventions."""
+    scored = [
+        (similarity(r.fingerprint, run.fingerprint), r.started_at, r)
+        for r in store.runs()
+        if r.run_id != run.run_id
+    ]
+    chosen = sorted((s for s in scored if s[0] > 0), key=lambda s: (-s[0], -s[1]))
+    runs = sorted((r for _, _, r in chosen[:MAX_EARLIER_RUNS]), key=lambda r: r.started_at)
+    cases = [c for r in runs for c in store.interventions(run_id=r.run_id)]
+    return runs, cases
 
 
 def _add_all(store: MemoryStore, items: list[InterventionRecord]) -> int:
@@ -477,6 +529,19 @@ def _factor(case: InterventionRecord) -> float | None:
     if _number(before) and _number(after) and before > 0 and after > 0:
         return float(after) / float(before)
     return None
+
+
+def _early(case: InterventionRecord, run: RunRecord) -> bool:
+    """Whether ``case`` came in the first ``EARLY_PHASE`` of its run (of unknown length:
+    of the steps its trajectory reached)."""
+    if case.phase is not None:
+        return case.phase < EARLY_PHASE
+    last = run.trajectory[-1][0] if run.trajectory else None
+    return last is not None and case.step < EARLY_PHASE * last
+
+
+def _start_was_wrong(case: InterventionRecord) -> bool:
+    return any(case.evidence.get(key) is True for key in START_EVIDENCE)
 
 
 def _plannable(knob: str) -> bool:

@@ -20,12 +20,12 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from statistics import median
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from kernel.knobs import knob_family
@@ -120,6 +120,65 @@ def similarity(case: TaskFingerprint, at_hand: TaskFingerprint) -> float:
     return SIMILAR_TASK
 
 
+class LessonIndex:
+    """The cases of earlier runs grouped once, so that the lessons for a diagnosis and a
+    phase cost a few array operations per group (a deciding tick's retrieval), not a pass
+    over every case.
+
+    Args:
+        runs: the earlier runs (their fingerprints); ``exclude_run`` is left out.
+        cases: their interventions; unmeasured ones and those of dissimilar tasks are
+            dropped here.
+        at_hand: the task of the run asking.
+    """
+
+    def __init__(
+        self,
+        runs: Iterable[RunRecord],
+        cases: Iterable[InterventionRecord],
+        at_hand: TaskFingerprint,
+        *,
+        exclude_run: str | None = None,
+    ) -> None:
+        fingerprints = {r.run_id: r.fingerprint for r in runs if r.run_id != exclude_run}
+        members: dict[tuple[str, str, Direction], list[tuple[InterventionRecord, float]]] = (
+            defaultdict(list)
+        )
+        for case in cases:
+            fingerprint = fingerprints.get(case.run_id)
+            move = _move(case)
+            if fingerprint is None or case.verdict is None or case.kind is None or move is None:
+                continue
+            weight = similarity(fingerprint, at_hand)
+            if weight > 0:
+                members[(case.kind, knob_family(str(case.knob)), move[0])].append((case, weight))
+        self._groups: list[tuple[Lesson, np.ndarray, np.ndarray]] = []
+        for key, group in members.items():
+            lesson = _lesson(key, group, at_hand, fingerprints)
+            weights = np.array([w for _, w in group], dtype=float)
+            phases = np.array(
+                [np.nan if c.phase is None else c.phase for c, _ in group], dtype=float
+            )
+            self._groups.append((lesson, weights, phases))
+
+    def __len__(self) -> int:
+        return len(self._groups)
+
+    def lessons(self, kind: str | None = None, phase: float | None = None) -> list[Lesson]:
+        """The lessons for ``kind`` (every kind: None), heaviest first; with ``phase``,
+        cases near it count more (a case of unknown phase counts in full)."""
+        found = []
+        for lesson, weights, phases in self._groups:
+            if kind is not None and lesson.kind != kind:
+                continue
+            if phase is not None:
+                near = np.exp(-np.abs(phases - phase) / PHASE_SCALE)
+                weights = weights * np.where(np.isnan(phases), 1.0, near)
+            weight = float(weights.sum()) * lesson.consistency
+            found.append(lesson.model_copy(update={"weight": weight}))
+        return sorted(found, key=lambda lesson: -lesson.weight)
+
+
 def lessons(
     runs: Iterable[RunRecord],
     cases: Iterable[InterventionRecord],
@@ -131,24 +190,8 @@ def lessons(
     """The lessons of ``cases`` (interventions of ``runs``) for a run of ``at_hand``,
     heaviest first; cases from dissimilar tasks, from ``exclude_run`` (the run at hand: its
     own effects steer it already), or not measured are left out. With ``phase``, cases
-    near it count more."""
-    fingerprints = {r.run_id: r.fingerprint for r in runs if r.run_id != exclude_run}
-    groups: dict[tuple[str, str, Direction], list[tuple[InterventionRecord, float]]] = defaultdict(
-        list
-    )
-    for case in cases:
-        fingerprint = fingerprints.get(case.run_id)
-        move = _move(case)
-        if fingerprint is None or case.verdict is None or case.kind is None or move is None:
-            continue
-        weight = similarity(fingerprint, at_hand)
-        if weight <= 0:
-            continue
-        if phase is not None and case.phase is not None:
-            weight *= math.exp(-abs(case.phase - phase) / PHASE_SCALE)
-        groups[(case.kind, knob_family(str(case.knob)), move[0])].append((case, weight))
-    found = [_lesson(key, members, at_hand, fingerprints) for key, members in groups.items()]
-    return sorted(found, key=lambda lesson: -lesson.weight)
+    near it count more (``LessonIndex`` keeps the grouping for many questions)."""
+    return LessonIndex(runs, cases, at_hand, exclude_run=exclude_run).lessons(phase=phase)
 
 
 def _lesson(
@@ -161,7 +204,7 @@ def _lesson(
     verdicts = [case.verdict for case, _ in members]
     effects = [case.effect_rel for case, _ in members if case.effect_rel is not None]
     factors = [move[1] for case, _ in members if (move := _move(case)) is not None]
-    lesson = Lesson(
+    return Lesson(
         kind=kind,
         knob=knob,
         direction=direction,
@@ -173,8 +216,6 @@ def _lesson(
         same_task=any(fingerprints[case.run_id].key() == at_hand.key() for case, _ in members),
         median_effect=median(effects) if effects else None,
     )
-    total = sum(weight for _, weight in members)
-    return lesson.model_copy(update={"weight": total * lesson.consistency})
 
 
 def _move(case: InterventionRecord) -> tuple[Direction, float] | None:
@@ -197,4 +238,4 @@ def _move(case: InterventionRecord) -> tuple[Direction, float] | None:
     return ("up" if factor > 1 else "down"), factor
 
 
-__all__ = ["Lesson", "lessons", "similarity"]
+__all__ = ["Lesson", "LessonIndex", "lessons", "similarity"]
