@@ -34,10 +34,6 @@ def multi(tmp_path_factory: pytest.TempPathFactory) -> tuple[MultiReport, Path]:
     return MultiReport.model_validate_json((out / "multi.json").read_text()), out
 
 
-@pytest.mark.xfail(
-    reason="until the live autopilot writes each run's record to the store (issue 13)",
-    strict=False,
-)
 def test_every_run_of_a_sequence_opens_the_same_memory_store(
     multi: tuple[MultiReport, Path],
 ) -> None:
