@@ -21,8 +21,8 @@ from autopilot.remember import RunMemory
 from autopilot.review import ReviewQueue
 from autopilot.watch import Autopilot
 from evals.tasks import TASKS, train_task
-from kernel import KnobSpec, read_kernel_state, read_ledger
-from memory import open_store
+from kernel import KernelState, KnobSpec, TaskInfo, read_kernel_state, read_ledger
+from memory import InterventionRecord, RunRecord, TaskFingerprint, open_store
 from memory.lessons import Lesson
 
 TASK = TASKS["digits/lr_low"]  # lr 1e-4: the rules raise it twice, each measured better
@@ -148,3 +148,69 @@ def test_memory_switched_off_in_the_config_is_said_by_status(tmp_path: Path) -> 
     off = Settings(memory=MemorySettings(enabled=False))
     memory = RunMemory(tmp_path, off)
     assert memory.status().startswith("memory is off ([memory] enabled = false)")
+
+
+def _seed_store(url: str, cases: list[dict[str, Any]]) -> KernelState:
+    """A store with one earlier run of a task (``cases`` its interventions); the kernel
+    state of a new run of the same task."""
+    knobs = [
+        KnobSpec(name="lr", kind="float", value=0.1, lo=1e-6, hi=1.0),
+        KnobSpec(name="weight_decay", kind="float", value=1e-5, lo=0.0, hi=1.0),
+    ]
+    task = TaskInfo(task="toy", model="MLP", optimizer="AdamW", n_params=100)
+    store = open_store(url)
+    store.put_run(
+        RunRecord(
+            run_id="earlier",
+            run_dir="/runs/earlier",
+            started_at=1.0,
+            fingerprint=TaskFingerprint(**task.model_dump()),
+            start_knobs={"lr": 0.1, "weight_decay": 1e-5},
+            trajectory=[(0, 2.0), (1000, 0.5)],
+        )
+    )
+    for i, case in enumerate(cases):
+        fields = {"run_id": "earlier", "source": "rules", "verdict": "better", **case}
+        store.add_intervention(InterventionRecord.model_validate({"command_id": f"c{i}", **fields}))
+    store.close()
+    return KernelState(pid=1, host="h", started_at=2.0, heartbeat=2.0, knobs=knobs, task=task)
+
+
+def test_a_plan_comes_when_the_earlier_run_needed_it_and_never_repeats_an_event(
+    tmp_path: Path, settings: Settings
+) -> None:
+    kernel = _seed_store(
+        settings.memory.store_url(),
+        [
+            {
+                "step": 221,
+                "kind": "overfitting",
+                "knob": "weight_decay",
+                "before": 1e-5,
+                "after": 1e-2,
+            },
+            {"step": 131, "kind": "divergence", "knob": "lr", "before": 0.1, "after": 0.05},
+            {
+                "step": 300,
+                "kind": "plateau",
+                "knob": "lr",
+                "before": 0.05,
+                "after": 0.025,
+                "evidence": {"too_big": True},
+            },
+            {"step": 900, "kind": "plateau", "knob": "lr", "before": 0.025, "after": 0.0125},
+        ],  # fmt: skip
+    )
+    memory = RunMemory(tmp_path / "run", settings)
+    assert memory.begin(kernel, "val/loss", "min")
+    plan = {p.knob: p for p in memory.start_plan({"lr": 0.1, "weight_decay": 1e-5})}
+    assert plan["weight_decay"].due_step == 221
+    assert plan["weight_decay"].factor == pytest.approx(1000)
+    # the divergence's cut and the late cut (past half the run) are not planned; the cut the
+    # update ratio called for (too_big) is, from the start
+    assert plan["lr"].due_step == 0 and plan["lr"].factor == pytest.approx(0.5)
+    assert "the last run of this task needed lr x0.5" in plan["lr"].describe()
+    assert "weak: 1 run" in plan["lr"].describe()
+    left = memory.start_plan({"lr": 0.05, "weight_decay": 1e-5})
+    assert [p.knob for p in left] == ["weight_decay"]  # the lr part is done
+    memory.close()
