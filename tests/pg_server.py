@@ -149,6 +149,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """The superuser URL of a PostgreSQL server that lives as long as the test session."""
+    bin_dir()  # without the binaries, fail before making a folder
     cluster = Cluster(Path(tempfile.mkdtemp(prefix="autopilot-pg-")))
     try:
         cluster.start()
