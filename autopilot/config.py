@@ -233,6 +233,21 @@ class TuneSettings(_Section):
     enabled: bool = False
     """Off: the rules (or the LLM in AI modes) propose. On: the tuner proposes while the run
     is healthy or stalled, and the rules still answer a divergence."""
+    knobs: list[str] = Field(default_factory=lambda: ["lr"], min_length=1, max_length=4)
+    """The knobs it mutates (each by a factor it learns); a knob the run lacks is skipped."""
+    max_factor: float = Field(default=4.0, gt=1.0, le=100.0)
+    """One trial moves a knob by a factor within ``[1/max_factor, max_factor]`` (and within
+    ``guards.max_down``/``max_up``, so the guards never have to clamp its proposal)."""
+    segment_steps: int | None = Field(default=None, ge=10)
+    """Steps from one trial's change to the next trial's; ``None``: ``evaluate.horizon_steps``
+    (a trial is judged over that horizon, so a shorter segment waits for it anyway)."""
+    patience: int = Field(default=2, ge=1, le=1000)
+    """After this many trials in a row were undone, a healthy run is left alone (a plateau
+    or an oscillation is still tuned); a kept trial resets the count."""
+    n_startup_trials: int = Field(default=4, ge=0, le=100)
+    """Random trials before TPE models the scores (counted over the task's stored study)."""
+    seed: int | None = 0
+    """The sampler's seed (``None``: a fresh one per process)."""
 
 
 class Settings(_Section):

@@ -133,6 +133,8 @@ class Effects:
             return None
         if base.get("intent") == "rollback":
             return None  # never undo an undo
+        if base.get("source") == "tune":
+            return None  # the tuner undoes its own trials by a rewind (autopilot.tune_node)
         kernel = read_kernel_state(self.run_dir)
         if kernel is None or kernel.freeze != "off" or kernel.knob(base["knob"]) is None:
             return None

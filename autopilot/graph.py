@@ -10,6 +10,10 @@ observe -> evaluate -> diagnose -+-> llm --+-> guard -> route -> END
                                  +-> END (healthy)
 ```
 
+With the online tuner on (``tune.enabled``, modes ``suggest`` and ``auto``), ``diagnose`` goes
+to ``score`` (which measures the open segment's trial), and from there to ``tune`` (a new
+segment: its proposal goes on to ``guard``) or as above (``autopilot.tune_node``).
+
 The ``llm`` node never waits for the provider: it starts the call in a thread of the
 context, and a later tick takes the answer to the guards (``autopilot.llm_calls``); an
 urgent diagnosis goes on to the rules in the same tick.
@@ -40,10 +44,12 @@ from typing import Any
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
-from autopilot import nodes, propose
+from autopilot import nodes, propose, tune_node
 from autopilot.state import TickContext, TickState
 
 NODES = ("observe", "evaluate", "diagnose", "llm", "rules", "guard", "route")
+TUNE_NODES = ("score", "tune")
+"""The nodes the online tuner adds (``autopilot.tune_node``)."""
 
 
 def build_graph(
@@ -62,9 +68,18 @@ def build_graph(
     g.add_edge(START, "observe")
     g.add_conditional_edges("observe", nodes.after_observe, ["evaluate", END])
     g.add_edge("evaluate", "diagnose")
-    g.add_conditional_edges(
-        "diagnose", partial(nodes.after_diagnose, ctx), ["llm", "rules", "route", END]
-    )
+    if tune_node.enabled(ctx):
+        g.add_node("score", partial(tune_node.score, ctx))
+        g.add_node("tune", partial(tune_node.tune, ctx))
+        g.add_edge("diagnose", "score")
+        g.add_conditional_edges(
+            "score", partial(tune_node.after_score, ctx), ["tune", "llm", "rules", "route", END]
+        )
+        g.add_conditional_edges("tune", tune_node.after_tune, ["guard", END])
+    else:
+        g.add_conditional_edges(
+            "diagnose", partial(nodes.after_diagnose, ctx), ["llm", "rules", "route", END]
+        )
     g.add_conditional_edges("llm", propose.after_llm, ["guard", "rules", END])
     g.add_edge("rules", "guard")
     g.add_edge("guard", "route")
@@ -72,4 +87,4 @@ def build_graph(
     return g.compile(checkpointer=checkpointer)
 
 
-__all__ = ["NODES", "build_graph"]
+__all__ = ["NODES", "TUNE_NODES", "build_graph"]

@@ -436,15 +436,16 @@ def _dispatch(
         )
         ctx.queue.add(item)
         return "review", []
-    source: Source = "ai" if proposal.proposer == "ai" else "rules"
+    source: Source = proposal.proposer if proposal.proposer in ("ai", "tune") else "rules"
+    kind = diagnoses[0].kind if diagnoses else None  # the tuner also tunes a healthy run
     kernel = tick_kernel(state)
     commands = commands_for(
         verdicts,
         source=source,
         proposal_id=decision_id,
-        reason_prefix=diagnoses[0].kind,
+        reason_prefix=kind or proposal.proposer,
         decision_id=decision_id,
-        for_diagnosis=diagnoses[0].kind,
+        for_diagnosis=kind,
         segment=kernel.segment if kernel is not None else None,
     )
     for command in commands:

@@ -103,6 +103,8 @@ class Proposal(BaseModel):
     design, not a failure of the LLM (``fallback_reason`` says which diagnosis)."""
     provider_note: str | None = Field(default=None, max_length=1000)
     """Set once per provider: it refused a response format, and which one is used now."""
+    trial: int | None = Field(default=None, ge=0)
+    """The online tuner's trial number in its task's study (proposer ``tune`` only)."""
 
     @model_validator(mode="before")
     @classmethod

@@ -26,6 +26,7 @@ from autopilot.diagnoses import DiagnosisKind
 from autopilot.effects import Effects
 from autopilot.llm_calls import Ask, LLMCalls
 from autopilot.policies.rules import RulePolicy
+from autopilot.policies.tune import TunerHolder
 from autopilot.review import ReviewQueue
 from autopilot.summary import Best, Early, Peak, RunSummary, Windows, summarize
 from kernel import KernelState
@@ -108,6 +109,10 @@ class TickState(TypedDict, total=False):
     """Recent decisions as the prompt reads them (``PastDecision`` fields)."""
     outcome: Outcome
     last_decision_id: str | None
+    tune: dict[str, Any]
+    """The online tuner's segments (``autopilot.tune_node``): ``open`` (the trial being
+    measured: number, study, run id, asked step, deadline, factors; ``None`` when none) and
+    ``next_step`` (when the next segment may open)."""
 
 
 def tick_kernel(state: TickState) -> KernelState | None:
@@ -201,6 +206,8 @@ class TickContext:
     detectors: tuple[Detector, ...]
     memory_notes: str = ""
     summaries: SummaryCache = field(repr=False)
+    tuner: TunerHolder = field(repr=False)
+    """The online tuner (``settings.tune``), its study opened on first use."""
 
     @classmethod
     def create(
@@ -231,6 +238,7 @@ class TickContext:
             detectors=tuple(chosen),
             memory_notes=past_run_notes(run_dir, kinds=get_args(DiagnosisKind)),
             summaries=SummaryCache(settings.detectors.min_points),
+            tuner=TunerHolder(settings, run_dir),
         )
 
     def summary(self, state: TickState) -> RunSummary:

@@ -39,6 +39,7 @@ from typing import Any, cast
 
 from langchain_core.runnables import RunnableConfig
 
+from autopilot import tune_node
 from autopilot._checkpoint import (
     CheckpointRefused,
     CheckpointUnavailable,
@@ -243,7 +244,12 @@ class Autopilot:
         return state is not None and state.has_ended()
 
     def close(self) -> None:
-        """Release the database (its WAL folded in and truncated) and the lock."""
+        """Fail the tuner's open trial if its run ended; release the database (its WAL
+        folded in and truncated) and the lock."""
+        try:
+            tune_node.close(self.context)  # a trial whose run ended is failed, never left open
+        except Exception:
+            logger.exception("failing the tuner's open trial failed")
         truncate_wal(self._conn)
         self._conn.close()
         os.close(self._lock_fd)

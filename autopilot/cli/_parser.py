@@ -193,6 +193,12 @@ def _add_watch(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument(
         "--forever", action="store_true", help="keep watching after the training has ended"
     )
+    p.add_argument(
+        "--tune",
+        action="store_true",
+        help="the online tuner proposes (suggest, auto): TPE over lr moves, its study in "
+        "memory ([tune] enabled = true)",
+    )
     p.set_defaults(handler="watch:cmd_watch")
 
 

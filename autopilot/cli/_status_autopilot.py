@@ -20,6 +20,7 @@ def autopilot_lines(run_dir: Path) -> list[str]:
     lines += _reviews(run_dir)
     lines.append(f"  LLM spend   {_spend(run_dir)}")
     lines.append(f"  memory      {_memory(run_dir)}")
+    lines.append(f"  tuner       {_tuner(run_dir)}")
     lines += _config(run_dir)
     return lines
 
@@ -41,6 +42,23 @@ def _memory(run_dir: Path) -> str:
     line = memory.status().removeprefix("memory: ")
     memory.close()
     return line
+
+
+def _tuner(run_dir: Path) -> str:
+    """The online tuner: off, or its task's study (trials, the best measured)."""
+    from autopilot.config import load_config
+    from autopilot.errors import AutopilotError
+    from autopilot.policies.tune import status_line
+    from kernel import read_kernel_state
+
+    try:
+        settings = load_config(None, run_dir).settings
+    except AutopilotError as exc:
+        return f"unknown: the config cannot be read: {exc}"
+    try:
+        return status_line(run_dir, settings, read_kernel_state(run_dir))
+    except Exception as exc:  # a status page shows what it can
+        return f"unknown: the study cannot be read: {exc}"
 
 
 def _config(run_dir: Path) -> list[str]:

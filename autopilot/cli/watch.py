@@ -36,6 +36,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="autopilot: %(levelname)s %(message)s")
     try:
         settings = load_settings(args.config, run_dir)
+        if args.tune:
+            tune = settings.tune.model_copy(update={"enabled": True})
+            settings = settings.model_copy(update={"tune": tune})
         mode = args.mode or settings.mode
         kernel = wait_for_kernel(run_dir, settings.cadence.poll_interval_s)
         check_bounds(settings, kernel)
@@ -103,6 +106,9 @@ def header(run_dir: Path, mode: str, settings: Any) -> str:
             line += f" (LLM {settings.llm.model} at {where})"
         else:
             line += f" (no key in ${settings.llm.api_key_env}: every decision falls back to rules)"
+    if settings.tune.enabled:
+        tuned = "the online tuner proposes" if mode in ("suggest", "auto") else "tuner ignored"
+        line += f"; {tuned} (tune: {', '.join(settings.tune.knobs)})"
     return line
 
 
