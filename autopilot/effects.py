@@ -67,12 +67,13 @@ class Effects:
 
     def measure_due(
         self, state: Mapping[str, Any]
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Measure the baselines whose horizon has passed; return what is left and the
-        recent decisions with their effects filled in."""
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[EffectRecord]]:
+        """Measure the baselines whose horizon has passed; return what is left, the recent
+        decisions with their effects filled in, and the effects measured now."""
         step, key = state["step"], state["key_metric"]
         horizon = self.settings.evaluate.horizon_steps
         left, past = [], [dict(p) for p in state.get("past", [])]
+        measured: list[EffectRecord] = []
         for base in state.get("baselines", []):
             if step < base["applied_step"] + horizon:
                 left.append(base)
@@ -86,7 +87,8 @@ class Effects:
             since = _diagnosed_since(state.get("decided", {}), base["applied_step"])
             record = self._record(base, effect, step, key, since)
             _note(past, base, record)
-        return left, past
+            measured.append(record)
+        return left, past, measured
 
     def _record(
         self,

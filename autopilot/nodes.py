@@ -18,9 +18,9 @@ from typing import Any, Literal
 from autopilot import observe as obs
 from autopilot.config import AI_MODES, AUTO_MODES, SUGGEST_MODES
 from autopilot.context import key_metric_of, past_entry, warn_key_metric
-from autopilot.decisions import DecisionRecord, Route
+from autopilot.decisions import DecisionRecord, EffectRecord, Route
 from autopilot.detectors import diagnose as run_detectors
-from autopilot.diagnoses import Diagnosis
+from autopilot.diagnoses import RECALL_PREFIX, Diagnosis
 from autopilot.episodes import Episodes
 from autopilot.errors import AutopilotError
 from autopilot.guard_context import AUTOPILOT_SOURCES, GuardContext
@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 _RECENT = 20
 """How many applied changes the prompt is shown."""
 _FAR_PAST = -(10**9)
+_UNREMEMBERED = 500
+"""At most this many applied rows wait for ``evaluate`` to write them to memory."""
 
 
 # -- observe ----------------------------------------------------------------------------
@@ -101,6 +103,10 @@ def observe(ctx: TickContext, state: TickState) -> TickState:
         update["kernel"] = kernel.model_dump(mode="json") if kernel else None
         frozen_by_kernel = kernel is None or kernel.freeze != "off"
         update["freeze"] = "off" if frozen_by_kernel else _freeze_mode(ctx)
+    remembered = [r for r in rows if r.decision == "applied" and (r.knob or r.op == "rewind")]
+    if remembered:
+        pending = state.get("unremembered", []) + [_row(r) for r in remembered]
+        update["unremembered"] = pending[-_UNREMEMBERED:]
     reflexes = [_reflex(r) for r in rows if r.decision == "applied" and r.reflex is not None]
     if reflexes:
         update["reflexes"] = (state.get("reflexes", []) + reflexes)[-_RECENT:]
@@ -149,6 +155,8 @@ def _fresh_segment_state() -> TickState:
         "decided": {},
         "llm_next_step": 0,
         "past": [],
+        "unremembered": [],
+        "recalled_at": None,
     }
 
 
@@ -217,8 +225,28 @@ def evaluate(ctx: TickContext, state: TickState) -> TickState:
         ctx.queue.expire_due(state["step"])
         if any(c.get("proposal_id") for c in state.get("changes", [])[-5:]):
             ctx.queue.note_applied()
-    baselines, past = ctx.effects.measure_due(state)
-    return {"baselines": baselines, "past": past}
+    baselines, past, measured = ctx.effects.measure_due(state)
+    _remember(ctx, state, measured)
+    return {"baselines": baselines, "past": past, "unremembered": []}
+
+
+def _remember(ctx: TickContext, state: TickState, measured: list[EffectRecord]) -> None:
+    """Write this run, its new interventions and the effects measured now to memory."""
+    kernel = tick_kernel(state)
+    key = state["key_metric"]
+    if kernel is None or not ctx.memory.begin(kernel, key, state["key_mode"]):
+        return
+    ctx.memory.note(
+        state.get("unremembered", []), measured, max_steps=kernel.max_steps, log=ctx.log
+    )
+    steps, values = state["windows"].get(key, [[], []])
+    best = state.get("best", {}).get(key)
+    ctx.memory.progress(
+        int(steps[-1]) if steps else state["step"],
+        values[-1] if values else None,
+        best[0] if best else None,
+        max_steps=kernel.max_steps,
+    )
 
 
 def diagnose(ctx: TickContext, state: TickState) -> TickState:
@@ -239,7 +267,16 @@ def diagnose(ctx: TickContext, state: TickState) -> TickState:
         cadences={name: m.cadence for name, m in summary.metrics.items()},
     )
     fresh = [d for d in found if _to_decide(ctx, d, state)]
+    update: TickState = {}
+    recalled = state.get("recalled_at")
+    # a plan the guards cut short goes on once its knob's cooldown from the change is over
+    again = ctx.settings.guards.cooldown_steps + _every(ctx)
+    if ctx.memory.run is not None and (recalled is None or state["step"] - recalled >= again):
+        update["recalled_at"] = state["step"]
+        recall = _recall(ctx, state)
+        fresh = [recall] if recall is not None else fresh  # the others wait a tick
     return {
+        **update,
         "outcome": "diagnosed" if fresh else ("cooldown" if found else "healthy"),
         "proposal": None,
         "fallback_reason": None,
@@ -251,6 +288,27 @@ def diagnose(ctx: TickContext, state: TickState) -> TickState:
         "present": [d.model_dump(mode="json") for d in found],
         "episodes": book.dump(),
     }
+
+
+def _recall(ctx: TickContext, state: TickState) -> Diagnosis | None:
+    """A ``recall`` diagnosis of the changes earlier runs of this task needed in their first
+    half that are due now (``PlannedChange.due_step``) and not yet made."""
+    kernel = tick_kernel(state)
+    if kernel is None:
+        return None
+    plan = ctx.memory.start_plan({k.name: k.value for k in kernel.knobs})
+    plan = [p for p in plan if p.due_step <= state["step"]]
+    if not plan:
+        return None
+    evidence: dict[str, Any] = {f"{RECALL_PREFIX}{p.knob}": p.factor for p in plan}
+    evidence.update({"runs": max(p.runs for p in plan), "weak": any(p.weak for p in plan)})
+    return Diagnosis(
+        kind="recall",
+        metric=state["key_metric"],
+        step=state["step"],
+        message=("memory: " + "; ".join(p.describe() for p in plan))[:1000],
+        evidence=evidence,
+    )
 
 
 def _reflex(row: LedgerRow) -> dict[str, Any]:
@@ -324,6 +382,9 @@ def after_diagnose(
     """Healthy ends the tick; mode ``off`` only records; the AI modes go to the LLM node
     (which never waits: see ``autopilot.propose``), also with nothing diagnosed when the
     LLM call in flight has an outcome to take or was lost."""
+    recall = any(d["kind"] == "recall" for d in state.get("diagnoses", []))
+    if recall:  # memory's start plan is the rules' to propose, in every mode
+        return "route" if ctx.mode == "off" else "rules"
     if ctx.mode in AI_MODES:
         ask = state.get("llm_ask")
         news = ask is not None and (

@@ -17,21 +17,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypedDict, get_args
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from autopilot.config import Mode, Settings
 from autopilot.decisions import DecisionLog
 from autopilot.detectors import Detector, default_detectors
-from autopilot.diagnoses import DiagnosisKind
 from autopilot.effects import Effects
 from autopilot.llm_calls import Ask, LLMCalls
 from autopilot.policies.rules import RulePolicy
 from autopilot.policies.tune import TunerHolder
+from autopilot.remember import RunMemory
 from autopilot.review import ReviewQueue
 from autopilot.summary import Best, Early, Peak, RunSummary, Windows, summarize
 from kernel import KernelState
 from kernel.knobs.simple import LOSS_WEIGHT_PREFIX
-from memory import past_run_notes
 
 if TYPE_CHECKING:
     from autopilot.policies.llm import LLMPolicy
@@ -92,6 +91,13 @@ class TickState(TypedDict, total=False):
     changes: list[dict[str, Any]]
     """The latest applied knob changes (ledger rows, any source), oldest first."""
     baselines: list[dict[str, Any]]
+    unremembered: list[dict[str, Any]]
+    """Applied ledger rows (knob changes, rewinds) not yet written to memory: ``observe``
+    collects them, ``evaluate`` writes them."""
+    recalled_at: int | None
+    """The step memory's start plan was last looked at (``autopilot.remember``): again
+    after a knob's cooldown, for the part of the plan that comes due later or was cut
+    short by a guard."""
     rewound: list[int] | None
     """The latest rewind's span ``[snapshot_step, rewind_step]`` (``observe.rewound_span``):
     metric records of those steps arriving later belong to the abandoned trajectory."""
@@ -204,7 +210,8 @@ class TickContext:
     llm_calls: LLMCalls
     """The LLM call outside the tick: one in flight at a time, never waited for."""
     detectors: tuple[Detector, ...]
-    memory_notes: str = ""
+    memory: RunMemory
+    """The memory store as this run uses it (``autopilot.remember``)."""
     summaries: SummaryCache = field(repr=False)
     tuner: TunerHolder = field(repr=False)
     """The online tuner (``settings.tune``), its study opened on first use."""
@@ -236,7 +243,7 @@ class TickContext:
             llm=holder,
             llm_calls=LLMCalls(lambda policy_ctx: holder.get().propose(policy_ctx)),
             detectors=tuple(chosen),
-            memory_notes=past_run_notes(run_dir, kinds=get_args(DiagnosisKind)),
+            memory=RunMemory(run_dir, settings),
             summaries=SummaryCache(settings.detectors.min_points),
             tuner=TunerHolder(settings, run_dir),
         )

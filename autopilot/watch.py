@@ -244,12 +244,17 @@ class Autopilot:
         return state is not None and state.has_ended()
 
     def close(self) -> None:
-        """Fail the tuner's open trial if its run ended; release the database (its WAL
+        """Write the run's record to memory as it ended; release the database (its WAL
         folded in and truncated) and the lock."""
         try:
             tune_node.close(self.context)  # a trial whose run ended is failed, never left open
         except Exception:
             logger.exception("failing the tuner's open trial failed")
+        try:
+            self.context.memory.finish()
+            self.context.memory.close()
+        except Exception:  # memory must not keep the lock held
+            logger.exception("writing the run's record to memory failed")
         truncate_wal(self._conn)
         self._conn.close()
         os.close(self._lock_fd)
