@@ -155,6 +155,8 @@ class RunMemory:
         self._lesson_index: LessonIndex | None = None
         self._helped_by: dict[tuple[str, str], list[InterventionRecord]] | None = None
         self._same_task: list[RunRecord] | None = None
+        self._stored = False
+        """Whether this run's record is in the store (``begin`` wrote it, ``peek`` found it)."""
         self._saved_step = -(10**9)
 
     # -- the store -----------------------------------------------------------------------
@@ -213,7 +215,7 @@ class RunMemory:
             return self.off_reason is None
         result = self._safely("opening the run", lambda s: self._begin(s, run_id, kernel))
         if result is not None:
-            self._run = result
+            self._run, self._stored = result, True
             self._forget_reads()
             if not self._run.key_metric:
                 self._run = self._run.model_copy(
@@ -406,6 +408,7 @@ class RunMemory:
         """Know the run ``kernel`` describes without writing anything (``autopilot status``)."""
         run_id = run_id_of(self.run_dir, kernel)
         found = self._safely("reading the run", lambda s: s.run(run_id))
+        self._stored = found is not None
         self._run = found or RunRecord(
             run_id=run_id,
             run_dir=str(self.run_dir.resolve()),
@@ -433,10 +436,14 @@ class RunMemory:
         run = self._run
         if run is None:
             return f"memory: {_safe_url(self.url)} (no run recorded yet)"
-        earlier = self.earlier_runs()
+        earlier = len(self.earlier_runs())
+        runs = f"{earlier} earlier run{'s' if earlier != 1 else ''}"
+        if self._stored:
+            runs = f"this run and {runs}"
+        lessons = len(self.lessons())
         return (
             f"memory: {_safe_url(self.url)}; task {run.fingerprint.task or run.task_key}: "
-            f"{len(earlier)} earlier run(s), {len(self.lessons())} lesson(s)"
+            f"{runs}, {lessons} lesson{'s' if lessons != 1 else ''} from them"
         )
 
 

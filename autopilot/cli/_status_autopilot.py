@@ -19,13 +19,13 @@ def autopilot_lines(run_dir: Path) -> list[str]:
     lines += _last_decision(run_dir)
     lines += _reviews(run_dir)
     lines.append(f"  LLM spend   {_spend(run_dir)}")
-    lines.append(f"  memory      {_memory(run_dir)}")
+    lines.append(f"  memory      {memory_line(run_dir).removeprefix('memory: ')}")
     lines.append(f"  tuner       {_tuner(run_dir)}")
     lines += _config(run_dir)
     return lines
 
 
-def _memory(run_dir: Path) -> str:
+def memory_line(run_dir: Path) -> str:
     """Where memory is and what it knows of this run's task (read only)."""
     from autopilot.config import load_config
     from autopilot.errors import AutopilotError
@@ -39,7 +39,7 @@ def _memory(run_dir: Path) -> str:
     kernel = read_kernel_state(run_dir)
     if kernel is not None:
         memory.peek(kernel)
-    line = memory.status().removeprefix("memory: ")
+    line = memory.status()
     memory.close()
     return line
 

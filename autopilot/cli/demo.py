@@ -22,6 +22,7 @@ from statistics import fmean
 from autopilot.cli._common import CliError
 from autopilot.cli._demo_watch import Watch
 from autopilot.cli._format import ledger_lines
+from autopilot.cli._status_autopilot import memory_line
 from autopilot.cli.demo_train import EVAL_EVERY, SPIKE_LR, SPIKE_STEP
 from autopilot.cli.watch import DecisionPrinter
 from autopilot.config import load_settings
@@ -151,6 +152,7 @@ def _report(
     print(f"  with the autopilot     {with_pilot:.4f}" if with_pilot is not None else "  -")
     if with_pilot is not None and without:
         print(f"  the rescued run ends {1 - with_pilot / without:.0%} lower")
+    print(f"\n{memory_line(run_dir)} (autopilot memory list)")
     print(f"\ndone in {elapsed:.1f} s. Look around: autopilot --dir {run_dir} decisions")
     if not any(r.decision == "applied" for r in rows):
         raise CliError("the autopilot changed nothing in this run; see autopilot.log", code=1)

@@ -123,6 +123,9 @@ def train(
         scheduler=schedule,
         loss_weights=weights,
         key_metric=KEY_METRIC,
+        model=model,
+        task="demo",
+        max_steps=steps,
     ) as k:
         for step in range(1, steps + 1):
             started = time.monotonic()

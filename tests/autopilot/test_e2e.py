@@ -37,6 +37,7 @@ from kernel import (
     read_kernel_state,
     read_ledger,
 )
+from memory import open_store
 
 ROOT = Path(__file__).resolve().parents[2]
 SAFETY_S = 120.0
@@ -304,8 +305,16 @@ def run_in(tmp_path: Path) -> Iterator[Callable[..., Run]]:
 # -- the tests ------------------------------------------------------------------------------
 def test_auto_mode_rescues_a_diverging_run(run_in) -> None:
     run = run_in(mode="auto")
-    _, decision = rescued(run, "rules")
+    row, decision = rescued(run, "rules")
     assert decision.proposer == "rules" and decision.fallback_reason is None
+    # the watcher process wrote the run and its change to the user's memory store
+    store = open_store(Path(run.env["XDG_STATE_HOME"]) / "train-autopilot" / "memory.sqlite")
+    [remembered] = store.runs()
+    assert remembered.run_dir == str(run.run_dir.resolve()) and remembered.ended_at is not None
+    assert remembered.fingerprint.model is not None and remembered.final is not None
+    cases = {c.command_id: c for c in store.interventions(run_id=remembered.run_id)}
+    assert cases[row.command_id].kind == "divergence" and cases[row.command_id].knob == "lr"
+    store.close()
 
 
 def test_ai_auto_mode_rescues_at_once_by_the_rules_and_judges_the_llm_later(

@@ -94,7 +94,7 @@ def test_the_lessons_reach_the_rules_and_the_llm_context(
     assert kernel is not None
     memory.peek(kernel.model_copy(update={"started_at": kernel.started_at + 1}))
     assert "plateau: lr x2 better 2 of 2" in memory.notes()
-    assert "2 earlier run(s)" in memory.status()
+    assert "2 earlier runs, 2 lessons from them" in memory.status()  # plateau and recall
     memory.close()
 
 
