@@ -241,11 +241,12 @@ class TuneSettings(_Section):
     segment_steps: int | None = Field(default=None, ge=10)
     """Steps from one trial's change to the next trial's; ``None``: ``evaluate.horizon_steps``
     (a trial is judged over that horizon, so a shorter segment waits for it anyway)."""
-    patience: int = Field(default=2, ge=1, le=1000)
+    patience: int = Field(default=1, ge=1, le=1000)
     """After this many trials in a row were undone, a healthy run is left alone (a plateau
     or an oscillation is still tuned); a kept trial resets the count."""
-    n_startup_trials: int = Field(default=4, ge=0, le=100)
-    """Random trials before TPE models the scores (counted over the task's stored study)."""
+    n_startup_trials: int = Field(default=2, ge=0, le=100)
+    """Random trials before TPE models the scores (counted over the task's stored study):
+    one run has room for a handful of segments, so TPE takes over early."""
     seed: int | None = 0
     """The sampler's seed (``None``: a fresh one per process)."""
 

@@ -396,11 +396,8 @@ def _undo_actions(
 ) -> list[Action]:
     snapshot = _start_snapshot(kernel, state, min(e.applied_step for e in effects))
     margin = ctx.settings.evaluate.worse_rel
-    if (
-        rewind
-        and snapshot is not None
-        and _beats(snapshot.metric, effects[0].observed, state, margin)
-    ):
+    level = None if snapshot is None else _metric_at(state, snapshot)
+    if rewind and snapshot is not None and _beats(level, effects[0].observed, state, margin):
         return [Action.rewind("step", to_step=snapshot.step, reason=f"undo tuner trial {trial}")]
     actions = []
     for effect in effects:
@@ -427,6 +424,16 @@ def _start_snapshot(kernel: KernelState, state: TickState, applied: int) -> Snap
     floor = max(earlier, default=-1)
     kept = [s for s in kernel.snapshots if floor <= s.step < applied]
     return max(kept, key=lambda s: s.step) if kept else None
+
+
+def _metric_at(state: TickState, snapshot: SnapshotInfo) -> float | None:
+    """The key metric of ``snapshot``: its own, else the latest logged at or before its
+    step (an evaluation every N steps rarely falls on the snapshot's step)."""
+    if snapshot.metric is not None:
+        return snapshot.metric
+    steps, values = state["windows"].get(state["key_metric"], [[], []])
+    before = [v for s, v in zip(steps, values, strict=True) if s <= snapshot.step]
+    return float(before[-1]) if before else None
 
 
 def _beats(metric: float | None, observed: float | None, state: TickState, margin: float) -> bool:

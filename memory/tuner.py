@@ -133,7 +133,7 @@ def open_study(
     name: str,
     *,
     seed: int | None = None,
-    n_startup_trials: int = 4,
+    n_startup_trials: int = 2,
 ) -> StoredStudy:
     """The study ``name`` in the memory database at ``store_url``, created when missing and
     loaded when it exists (the next run of a task starts warm).

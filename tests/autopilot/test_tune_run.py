@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 from autopilot.cli import main
 from autopilot.config import Settings
 from autopilot.decisions import DecisionLog
+from autopilot.review import ReviewQueue
 from autopilot.watch import Autopilot
 from kernel import Kernel, read_ledger
 from memory.tuner import RUN_ID
@@ -33,7 +34,11 @@ DIM = 512
 
 def settings(store: Path) -> Settings:
     return Settings.model_validate(
-        {"tune": {"enabled": True, "seed": 0}, "memory": {"url": f"sqlite:///{store}"}}
+        # patience: this healthy run is tuned throughout, however many trials are undone
+        {
+            "tune": {"enabled": True, "seed": 0, "patience": 1000},
+            "memory": {"url": f"sqlite:///{store}"},
+        }
     )
 
 
@@ -44,14 +49,17 @@ def train(
     *,
     steps: int = STEPS,
     restart_at: int | None = None,
+    mode: str = "auto",
 ) -> None:
     """Track a jittering target with SGD, ticking the autopilot every 10 steps (a new
-    autopilot from ``restart_at``, as a watcher restarted mid-run)."""
+    autopilot from ``restart_at``, as a watcher restarted mid-run). In ``suggest`` a person
+    approves each proposal as soon as it is queued."""
     gen = torch.Generator().manual_seed(0)
     w = torch.nn.Parameter(torch.zeros(DIM))
     optimizer = torch.optim.SGD([w], lr=LR)
     kernel = make_kernel(optimizer=optimizer, key_metric="val/loss", max_steps=steps)
-    pilot = Autopilot(run_dir, mode="auto", settings=pilot_settings)
+    pilot = Autopilot(run_dir, mode=mode, settings=pilot_settings)
+    queue = ReviewQueue(run_dir, pilot_settings)
     try:
         for step in range(1, steps + 1):
             target = 1.0 + torch.randn(DIM, generator=gen)
@@ -67,9 +75,12 @@ def train(
             kernel.step(step)
             if step == restart_at:
                 pilot.close()
-                pilot = Autopilot(run_dir, mode="auto", settings=pilot_settings)
+                pilot = Autopilot(run_dir, mode=mode, settings=pilot_settings)
             if step % 10 == 0:
                 pilot.tick()
+                for item in queue.items(step):
+                    if item.status == "pending":
+                        queue.approve(item.id, current_step=step)
     finally:
         kernel.close()
         pilot.close()
@@ -147,4 +158,24 @@ def test_a_restarted_watcher_goes_on_measuring_the_open_segment(
     first = study.get_trials()[0]
     assert first.state == TrialState.COMPLETE and first.value is not None
     assert first.user_attrs["applied_step"] < 150 < first.user_attrs["measured_at_step"]
+    assert not [t for t in study.get_trials() if t.state == TrialState.RUNNING]
+
+
+def test_in_suggest_mode_trials_wait_for_review_and_are_measured_once_approved(
+    run_dir: Path, tmp_path: Path, make_kernel: Callable[..., Kernel]
+) -> None:
+    store = tmp_path / "memory.sqlite"
+    train(run_dir, settings(store), make_kernel, steps=700, mode="suggest")
+    items = ReviewQueue(run_dir).items()
+    assert items and all(i.proposal.proposer == "tune" for i in items)
+    trials = [i.proposal.trial for i in items]
+    assert trials == sorted({t for t in trials if t is not None})  # one item per trial
+    rows = [r for r in read_ledger(run_dir) if r.source == "tune" and r.decision == "applied"]
+    assert len(rows) == len(items) and all(r.op == "set" and r.intent == "set" for r in rows)
+    study = optuna.load_study(
+        study_name=optuna.get_all_study_names(f"sqlite:///{store}")[0],
+        storage=f"sqlite:///{store}",
+    )
+    done = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
+    assert len(done) >= 3 and all(t.user_attrs["undo"] is None for t in done)  # a person's
     assert not [t for t in study.get_trials() if t.state == TrialState.RUNNING]
