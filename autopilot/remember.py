@@ -355,8 +355,10 @@ class RunMemory:
         """What is left to do of the changes a run of a known task starts with. For each
         knob: the net factor of the changes measured ``better`` in the first half of each
         earlier run of this task that started where this one did, when those runs agree on
-        its direction; less what this run has changed since its start (``knobs``: the
-        values now), so a plan the guards cut short goes on after the cooldown."""
+        its direction; less what the changes of this run (any source) have moved it by
+        since, so a plan the guards cut short goes on after the cooldown. Factors, not
+        values: a scheduled lr moves by itself. ``knobs``: the run's knobs now (a knob
+        it no longer has is not planned)."""
         run = self._run
         if run is None or self.off_reason is not None:
             return []
@@ -389,7 +391,7 @@ class RunMemory:
             if len({f > 1 for f in moved}) > 1:
                 continue  # they disagree on the direction
             factor = geometric_mean(moved)
-            left = float(start) * factor / float(now)
+            left = factor / self._moved(knob)
             if _close(left, 1.0) or (left > 1) != (factor > 1):
                 continue  # done already (or overshot): nothing left of the plan
             plan.append(
@@ -416,6 +418,15 @@ class RunMemory:
             fingerprint=fingerprint_of(kernel, self.settings),
         )
         self._forget_reads()
+
+    def _moved(self, knob: str) -> float:
+        """The factor this run's own applied changes moved ``knob`` by."""
+        moves = [
+            f
+            for c in self._cases.values()
+            if c.knob == knob and c.op in ("set", "rollback") and (f := _factor(c)) is not None
+        ]
+        return math.prod(moves)
 
     def _helped(self) -> dict[tuple[str, str], list[InterventionRecord]]:
         """Per earlier run and knob, its changes measured ``better`` that a plan may

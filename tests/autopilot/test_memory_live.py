@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from autopilot.config import MemorySettings, Mode, Settings
+from autopilot.decisions import DecisionLog
 from autopilot.diagnoses import Diagnosis
 from autopilot.policies._base import PolicyContext
 from autopilot.policies.rules import RulePolicy
@@ -211,6 +212,12 @@ def test_a_plan_comes_when_the_earlier_run_needed_it_and_never_repeats_an_event(
     assert plan["lr"].due_step == 0 and plan["lr"].factor == pytest.approx(0.5)
     assert "the last run of this task needed lr x0.5" in plan["lr"].describe()
     assert "weak: 1 run" in plan["lr"].describe()
-    left = memory.start_plan({"lr": 0.05, "weight_decay": 1e-5})
-    assert [p.knob for p in left] == ["weight_decay"]  # the lr part is done
+    cut = {
+        "seq": 1, "step": 30, "wall_time": 0.0, "decision": "applied", "command_id": "r-30",
+        "source": "rules", "op": "set", "knob": "lr", "before": 0.3, "after": 0.15,
+        "for_diagnosis": "recall",
+    }  # fmt: skip
+    memory.note([cut], [], max_steps=1000, log=DecisionLog(tmp_path / "run"))
+    left = memory.start_plan({"lr": 0.3, "weight_decay": 1e-5})  # a schedule moved it: 0.3
+    assert [p.knob for p in left] == ["weight_decay"]  # the lr part is done: x0.5 applied
     memory.close()
