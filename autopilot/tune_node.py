@@ -19,8 +19,9 @@ When a tick goes to the tuner: ``tune.enabled`` in ``suggest`` or ``auto`` (the 
 keep their LLM: ``tune.enabled`` is ignored there, with a warning), no segment open, the
 run past one horizon (a baseline needs a trend) and at least one horizon from its planned
 end (a trial there could not be measured), and nothing present but a plateau or an
-oscillation (or nothing at all). A divergence, an overfitting, an imbalance, a reflex or
-memory's start plan goes to the rules as without the tuner; a divergence during a segment
+oscillation (or nothing at all). A divergence, an overfitting, an imbalance, a reflex, a
+collapsed lr (the rules restore it) or memory's start plan goes to the rules as without the
+tuner; a divergence during a segment
 also tells its trial ``-1.0`` (what ``autopilot.evaluate`` scores a non-finite result), and
 the rules roll the change back. A plateau or oscillation is the tuner's alone: while no
 segment may open, it waits.
@@ -83,10 +84,18 @@ def after_score(
     (a segment is open, or the last one's undo settles) ends the tick: they are the tuner's
     to answer. Anything else routes as ``nodes.after_diagnose`` does."""
     if enabled(ctx):
-        kinds = {d["kind"] for d in [*state.get("present", []), *state.get("diagnoses", [])]}
-        if kinds <= TUNABLE:
+        found = [*state.get("present", []), *state.get("diagnoses", [])]
+        if all(_tunable(d) for d in found):
             return "tune" if _may_open(ctx, state) and _has_cause(ctx, state) else "__end__"
     return nodes.after_diagnose(ctx, state)
+
+
+def _tunable(diagnosis: dict[str, Any]) -> bool:
+    """Whether the tuner answers ``diagnosis``: a plateau or an oscillation, except a
+    plateau of a collapsed lr, which the rules restore to the value it fell from (a move
+    no bounded trial reaches, and one the run itself trained at)."""
+    evidence = diagnosis.get("evidence") or {}
+    return diagnosis.get("kind") in TUNABLE and not evidence.get("lr_collapsed")
 
 
 def _segment(state: TickState) -> dict[str, Any] | None:
