@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autopilot.config import Settings
+from autopilot.policies._base import PolicyContext
 from autopilot.proposals import Action, Proposal
 from kernel import KernelState, KnobValue
 from memory.records import TaskFingerprint
@@ -138,6 +139,13 @@ class TunePolicy:
             factors=factors,
             proposal=self._proposal(trial.number, factors, values, reason),
         )
+
+    def propose(self, ctx: PolicyContext) -> Proposal:
+        """The policies' interface (``RulePolicy.propose``): a new trial over ``ctx``'s knobs;
+        its number is the proposal's ``trial``, to be told once measured."""
+        kinds = ", ".join(d.kind for d in ctx.diagnoses)
+        values = {name: spec.value for name, spec in ctx.knobs.items()}
+        return self.ask(values, reason=f"answers {kinds}" if kinds else "").proposal
 
     def replace(self, trial: int, factors: Mapping[str, float], *, why: str) -> Asked:
         """Fail ``trial`` (the guards clamped it to ``factors``) and ask one enqueued with

@@ -10,7 +10,9 @@ from statistics import fmean
 import pytest
 from optuna.trial import TrialState
 
+from autopilot.policies._base import PolicyContext
 from autopilot.policies.tune import TunePolicy, param_name
+from kernel import KnobSpec
 from memory.tuner import RUN_ID, open_study
 
 BEST_LOG2 = -0.5
@@ -81,3 +83,18 @@ def test_a_clamped_trial_is_replaced_by_the_applied_factor(tmp_path: Path) -> No
     trials = stored.study.get_trials()
     assert trials[asked.trial].state == TrialState.FAIL
     assert trials[again.trial].user_attrs["replaces"] == asked.trial
+
+
+def test_it_proposes_through_the_policy_interface(tmp_path: Path) -> None:
+    stored = open_study(tmp_path / "m.sqlite", "tune-t-lr", seed=0)
+    ctx = PolicyContext(
+        step=300,
+        mode="auto",
+        key_metric="val/loss",
+        key_mode="min",
+        diagnoses=[],
+        knobs={"lr": KnobSpec(name="lr", kind="float", value=0.01, lo=1e-6, hi=1.0)},
+    )
+    proposal = TunePolicy(stored, knobs=["lr"]).propose(ctx)
+    assert (proposal.proposer, proposal.trial, proposal.actions[0].knob) == ("tune", 0, "lr")
+    assert stored.study.get_trials()[0].state == TrialState.RUNNING  # told once measured
