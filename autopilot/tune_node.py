@@ -9,11 +9,15 @@ A **segment** is one trial: ``tune`` asks TPE for factors (``autopilot.policies.
 the proposal goes through the guards and ``route`` like any other (the review queue in
 ``suggest``, the kernel in ``auto``). ``score`` runs on every due tick after ``diagnose``:
 once the Effects machinery has measured the trial's change (its decision record names the
-trial; the effect record is joined to it), the trial is told ``change_rel``; a change
-measured ``worse`` is undone in ``auto`` by a rewind to the newest snapshot before the
-change was applied, which restores the weights, the optimizer and the knobs' values (so
-``autopilot.effects`` never rolls a tuner's change back by value). In ``suggest`` a worse
-trial is told its value and left to the person who approved it, as a rule's change is.
+trial; the effect record is joined to it), the trial is told ``change_rel``. In ``auto`` a
+trial is kept when it measured ``better`` and at least the median of the run's earlier
+trials (the projection's bias is common to them all, see ``_beats_median``); any other is
+undone (``autopilot.tune_undo``): a ``worse`` one by a rewind to the segment's start snapshot when that
+snapshot's key metric beats the segment's end by ``evaluate.worse_rel`` (weights,
+optimizer, scheduler and knob values come back), else, like a ``neutral`` one, by setting
+the knob back, keeping the weights. ``autopilot.effects`` never rolls a tuner's change back
+itself. In ``suggest`` a trial is told its value and left to the person who approved it, as
+a rule's change is.
 
 When a tick goes to the tuner: ``tune.enabled`` in ``suggest`` or ``auto`` (the AI modes
 keep their LLM: ``tune.enabled`` is ignored there, with a warning), no segment open, the
@@ -21,10 +25,11 @@ run past one horizon (a baseline needs a trend) and at least one horizon from it
 end (a trial there could not be measured), and nothing present but a plateau or an
 oscillation (or nothing at all). A divergence, an overfitting, an imbalance, a reflex, a
 collapsed lr (the rules restore it) or memory's start plan goes to the rules as without the
-tuner; a divergence during a segment
-also tells its trial ``-1.0`` (what ``autopilot.evaluate`` scores a non-finite result), and
-the rules roll the change back. A plateau or oscillation is the tuner's alone: while no
-segment may open, it waits.
+tuner; a divergence during a segment also tells its trial ``-1.0`` (what
+``autopilot.evaluate`` scores a non-finite result), and the rules roll the change back. A
+plateau or oscillation is the tuner's alone: while no segment may open, it waits. A healthy
+run is tuned until ``tune.patience`` trials in a row were undone, then left as it was
+started (until it stalls): every move on a good start risks more than it can gain.
 
 No trial stays ``RUNNING``: one never measured within its deadline, or whose run ended, is
 failed with the reason; on the first tick of a process the trials of this run left running
@@ -37,18 +42,15 @@ from __future__ import annotations
 import logging
 import math
 import statistics
-import time
 from dataclasses import replace
 from typing import Any, Literal
 
-from autopilot import nodes
+from autopilot import nodes, tune_undo
 from autopilot.config import AUTO_MODES
-from autopilot.decisions import DecisionRecord, DecisionView, EffectRecord
-from autopilot.guards import Verdict, check, commands_for
+from autopilot.decisions import DecisionView, EffectRecord
+from autopilot.guards import Verdict, check
 from autopilot.policies.tune import Asked, TunePolicy
-from autopilot.proposals import Action, Proposal
 from autopilot.state import TickContext, TickState, tick_kernel
-from kernel import KernelState, SnapshotInfo, append_command
 from kernel.knobs import knob_family
 from memory.tuner import RUN_ID
 
@@ -288,8 +290,8 @@ def _told(
     segment: dict[str, Any],
     view: DecisionView,
 ) -> tuple[int, bool]:
-    """Tell the trial the mean effect of its commands; undo one that was not ``better``
-    (auto modes): a ``worse`` one by a rewind, a ``neutral`` one by value (see ``_undo``)."""
+    """Tell the trial the mean effect of its commands; undo one not kept (auto modes,
+    ``autopilot.tune_undo``)."""
     trial, effects = int(segment["trial"]), view.effects
     value = sum(e.change_rel for e in effects) / len(effects)
     first = min(effects, key=lambda e: e.applied_step)
@@ -297,7 +299,7 @@ def _told(
     keep = verdict == "better" and _beats_median(policy, value)
     undo: tuple[str, str] | None = None
     if not keep and ctx.mode in AUTO_MODES:
-        undo = _undo(ctx, state, trial, effects, rewind=verdict == "worse")
+        undo = tune_undo.undo(ctx, state, trial, effects, verdict=verdict)
     if _running(policy, trial):
         policy.tell(
             trial,
@@ -337,145 +339,6 @@ def _beats_median(policy: TunePolicy, value: float) -> bool:
 def _verdict(effects: list[EffectRecord]) -> str:
     verdicts = {e.verdict for e in effects}
     return "worse" if "worse" in verdicts else "neutral" if "neutral" in verdicts else "better"
-
-
-def _undo(
-    ctx: TickContext,
-    state: TickState,
-    trial: int,
-    effects: list[EffectRecord],
-    *,
-    rewind: bool,
-) -> tuple[str, str] | None:
-    """Undo trial ``trial`` through the guards, recorded as a decision of the tuner: how
-    (``rewind`` or ``value``) and the first command's id; ``None`` when nothing went.
-
-    A ``worse`` trial is rewound to the newest snapshot before its change when that
-    snapshot's key metric beats what the segment ended at: its weights are worth restoring,
-    and the rewind restores the knobs too. Otherwise, and for a ``neutral`` trial, each knob
-    is set back to its value from before (the ledger row's), keeping the weights: a change
-    measured worse than the projection may still have left them better than they were (a
-    recovering run is judged against its best before), and a neutral one bought nothing for
-    its move away from the start the run was given."""
-    kernel = tick_kernel(state)
-    assert kernel is not None
-    actions = _undo_actions(ctx, kernel, state, trial, effects, rewind=rewind)
-    if not actions:
-        logger.warning("tuner trial %d cannot be undone: no snapshot and no value before", trial)
-        return None
-    how = "rewind" if actions[0].op == "rewind" else "value"
-    decision_id = f"tune-t{trial}-undo"
-    measured = sum(e.change_rel for e in effects) / len(effects)
-    proposal = Proposal(
-        proposer="tune",
-        trial=trial,
-        diagnosis=f"tuner trial {trial}: {_verdict(effects)}, {measured:+.0%} vs projection",
-        actions=actions,
-        reasoning=f"undo trial {trial}: " + ", ".join(a.describe() for a in actions),
-    )
-    verdicts = check(proposal, nodes.guard_context(ctx, state), ctx.settings)
-    commands = commands_for(
-        verdicts,
-        source="tune",
-        proposal_id=decision_id,
-        reason_prefix=f"undo tuner trial {trial}",
-        decision_id=decision_id,
-        segment=kernel.segment,
-    )
-    if not ctx.log.has(decision_id):
-        for command in commands:
-            append_command(ctx.run_dir, command)
-        ctx.log.append(_undo_record(ctx, state, decision_id, proposal, verdicts, commands))
-    if not commands:
-        why = "; ".join(f"{v.reason} ({v.rule})" for v in verdicts)
-        logger.warning("tuner trial %d: its undo was rejected: %s", trial, why)
-        return None
-    logger.info("tuner trial %d undone by %s: %s", trial, how, proposal.reasoning)
-    return how, commands[0].id
-
-
-def _undo_actions(
-    ctx: TickContext,
-    kernel: KernelState,
-    state: TickState,
-    trial: int,
-    effects: list[EffectRecord],
-    *,
-    rewind: bool,
-) -> list[Action]:
-    snapshot = _start_snapshot(kernel, state, min(e.applied_step for e in effects))
-    margin = ctx.settings.evaluate.worse_rel
-    level = None if snapshot is None else _metric_at(state, snapshot)
-    if rewind and snapshot is not None and _beats(level, effects[0].observed, state, margin):
-        return [Action.rewind("step", to_step=snapshot.step, reason=f"undo tuner trial {trial}")]
-    actions = []
-    for effect in effects:
-        rows = [r for r in state.get("changes", []) if r.get("command_id") == effect.command_id]
-        if rows and rows[-1].get("before") is not None:
-            actions.append(
-                Action(
-                    knob=effect.knob,
-                    value=rows[-1]["before"],
-                    rolls_back=effect.command_id,
-                    reason=f"undo tuner trial {trial}",
-                )
-            )
-    return actions
-
-
-def _start_snapshot(kernel: KernelState, state: TickState, applied: int) -> SnapshotInfo | None:
-    """The segment's start snapshot: the newest before the change at ``applied``, and not
-    before the last change applied ahead of it (an undo of the trial before: a snapshot
-    from before that would bring back the value it undid)."""
-    earlier = [
-        int(r["step"]) for r in state.get("changes", []) if int(r.get("step") or 0) < applied
-    ]
-    floor = max(earlier, default=-1)
-    kept = [s for s in kernel.snapshots if floor <= s.step < applied]
-    return max(kept, key=lambda s: s.step) if kept else None
-
-
-def _metric_at(state: TickState, snapshot: SnapshotInfo) -> float | None:
-    """The key metric of ``snapshot``: its own, else the latest logged at or before its
-    step (an evaluation every N steps rarely falls on the snapshot's step)."""
-    if snapshot.metric is not None:
-        return snapshot.metric
-    steps, values = state["windows"].get(state["key_metric"], [[], []])
-    before = [v for s, v in zip(steps, values, strict=True) if s <= snapshot.step]
-    return float(before[-1]) if before else None
-
-
-def _beats(metric: float | None, observed: float | None, state: TickState, margin: float) -> bool:
-    """Whether a snapshot's key metric is better than the ``observed`` one by more than
-    ``margin`` of it: its weights are clearly worth the steps a rewind gives up."""
-    if metric is None or not math.isfinite(metric):
-        return False
-    if observed is None:
-        return True  # the segment ended non-finite
-    gain = observed - metric if state.get("key_mode", "min") == "min" else metric - observed
-    return gain > margin * abs(observed)
-
-
-def _undo_record(
-    ctx: TickContext,
-    state: TickState,
-    decision_id: str,
-    proposal: Proposal,
-    verdicts: list[Verdict],
-    commands: list[Any],
-) -> DecisionRecord:
-    return DecisionRecord(
-        id=decision_id,
-        step=state["step"],
-        time=time.time(),
-        mode=ctx.mode,
-        diagnoses=[],
-        proposer="tune",
-        proposal=proposal,
-        verdicts=verdicts,
-        route="kernel" if commands else "none",
-        command_ids=[c.id for c in commands],
-    )
 
 
 def close(ctx: TickContext) -> None:
