@@ -12,10 +12,10 @@ once the Effects machinery has measured the trial's change (its decision record 
 trial; the effect record is joined to it), the trial is told ``change_rel``. In ``auto`` a
 trial is kept when it measured ``better`` and at least the median of the run's earlier
 trials (the projection's bias is common to them all, see ``_beats_median``); any other is
-undone (``autopilot.tune_undo``): a ``worse`` one by a rewind to the segment's start snapshot when that
-snapshot's key metric beats the segment's end by ``evaluate.worse_rel`` (weights,
-optimizer, scheduler and knob values come back), else, like a ``neutral`` one, by setting
-the knob back, keeping the weights. ``autopilot.effects`` never rolls a tuner's change back
+undone (``autopilot.tune_undo``): a ``worse`` one by a rewind to the segment's start
+snapshot when that snapshot's key metric beats the segment's end by ``evaluate.worse_rel``
+(weights, optimizer, scheduler and knob values come back), else, like a ``neutral`` one, by
+setting the knob back, keeping the weights. ``autopilot.effects`` never rolls a tuner's change back
 itself. In ``suggest`` a trial is told its value and left to the person who approved it, as
 a rule's change is.
 
@@ -253,7 +253,9 @@ def _settle(
     if segment["run_id"] != policy.run_id or segment.get("segment") != state.get("segment"):
         policy.fail(trial, "its run ended before the trial was measured")
         return step, None
-    view = _decision_of(ctx, trial)
+    # no effect can be measured before a horizon has passed: the log is not read until then
+    due = step >= int(segment["asked_step"]) + _horizon(ctx)
+    view = _decision_of(ctx, trial) if due else None
     if view is not None and view.effects:
         return _told(ctx, state, policy, segment, view)
     if any(d["kind"] == "divergence" for d in state.get("present", [])):
