@@ -38,7 +38,12 @@ def bench(history: int, ticks: int) -> TickTimes:
         run_dir = Path(tmp) / "run"
         rng = write_run(run_dir, history)
         # every tick decides (no repeat suppression) so that the full path is measured too
-        settings = Settings.model_validate({"cadence": {"repeat_after_steps": 1}})
+        settings = Settings.model_validate(
+            {  # the memory store in the scratch directory, not the user's
+                "cadence": {"repeat_after_steps": 1},
+                "memory": {"url": f"sqlite:///{Path(tmp) / 'memory.sqlite'}"},
+            }
+        )
         with Autopilot(run_dir, mode="auto", settings=settings) as pilot:
             t0 = time.perf_counter()
             pilot.tick()

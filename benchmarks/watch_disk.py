@@ -36,7 +36,8 @@ def bench(ticks: int) -> dict[str, int]:
         rng = write_run(run_dir, 1000)
         db = run_dir / "autopilot" / "graph.sqlite"
         wal = db.with_name(db.name + "-wal")
-        with Autopilot(run_dir, mode="auto", settings=Settings()) as pilot:
+        scratch = Settings.model_validate({"memory": {"url": f"sqlite:///{tmp}/memory.sqlite"}})
+        with Autopilot(run_dir, mode="auto", settings=scratch) as pilot:
             step = 1001
             for _ in range(ticks):
                 append(run_dir, step, 10, rng)

@@ -152,7 +152,7 @@ def replay_run(
         update={"detectors": settings.detectors.model_copy(update={"key_metric": key})}
     )
     mode = POLICY_MODES[policy]
-    # a directory of its own, so the memory notes see no sibling runs
+    # a directory of its own, its memory store in it (``_feed``)
     with _scratch(scratch_root) as scratch:
         shadow = scratch / run.name
         shadow.mkdir()
@@ -210,6 +210,11 @@ def _feed(
 ) -> int:
     """Append ``records`` to ``run_dir`` one by one, ticking the graph when one is due."""
     lr = _ShadowKernel(run_dir, max_steps=max_steps)
+    # a replay is scored on its own: a scratch memory store, never the user's (whose earlier
+    # runs would steer it, and which it would fill with shadow runs)
+    scratch_store = f"sqlite:///{run_dir / 'autopilot' / 'memory.sqlite'}"
+    memory = settings.memory.model_copy(update={"url": scratch_store})
+    settings = settings.model_copy(update={"memory": memory})
     ctx = TickContext.create(run_dir, settings, mode, llm_policy=llm_policy)
     graph = build_graph(ctx)
     every = settings.cadence.tick_every_steps
