@@ -23,6 +23,8 @@ class KernelOptions:
     save_fn: Callable[[int], Any] | None = None
     knobs: tuple[Any, ...] = ()
     settings: KernelSettings | None = None
+    task: str | None = None
+    dataset_size: int | None = None
 
     def build(
         self,
@@ -51,4 +53,6 @@ class KernelOptions:
             bounds=self.bounds,
             settings=self.settings,
             model=model,
+            task=self.task,
+            dataset_size=self.dataset_size,
         )

@@ -75,6 +75,8 @@ class AutopilotTrainerCallback(TrainerCallback):
         knobs: Extra user ``Knob`` objects.
         settings: The kernel's cadences (``kernel.KernelSettings``: polling, snapshots for
             ``rewind``, ...); None: the defaults.
+        task: your name for the task, and ``dataset_size`` the number of training
+            examples: what the autopilot's memory finds earlier runs of it by (``Kernel``).
 
     Example:
         ::
@@ -100,6 +102,8 @@ class AutopilotTrainerCallback(TrainerCallback):
         save_fn: Callable[[int], Any] | None = None,
         knobs: Iterable[Any] = (),
         settings: KernelSettings | None = None,
+        task: str | None = None,
+        dataset_size: int | None = None,
     ) -> None:
         self.options = KernelOptions(
             run_dir=Path(run_dir),
@@ -111,6 +115,8 @@ class AutopilotTrainerCallback(TrainerCallback):
             save_fn=save_fn,
             knobs=tuple(knobs),
             settings=settings,
+            task=task,
+            dataset_size=dataset_size,
         )
         self.kernel: Kernel | None = None
         self._control: TrainerControl | None = None

@@ -107,6 +107,8 @@ class AutopilotCallback(pl.Callback):
         knobs: Extra user ``Knob`` objects.
         settings: The kernel's cadences (``kernel.KernelSettings``: polling, snapshots for
             ``rewind``, ...); None: the defaults.
+        task: your name for the task, and ``dataset_size`` the number of training
+            examples: what the autopilot's memory finds earlier runs of it by (``Kernel``).
 
     Example:
         ::
@@ -133,6 +135,8 @@ class AutopilotCallback(pl.Callback):
         metric_names: Mapping[str, str] | None = None,
         knobs: Iterable[Any] = (),
         settings: KernelSettings | None = None,
+        task: str | None = None,
+        dataset_size: int | None = None,
     ) -> None:
         self.options = KernelOptions(
             run_dir=Path(run_dir),
@@ -144,6 +148,8 @@ class AutopilotCallback(pl.Callback):
             save_fn=save_fn,
             knobs=tuple(knobs),
             settings=settings,
+            task=task,
+            dataset_size=dataset_size,
         )
         self.metric_names = dict(metric_names or {})
         self.kernel: Kernel | None = None
