@@ -3,20 +3,22 @@
 Every token here is paid on every decision, so the table says each thing once:
 
 - one legend line names the step, the key metric and what each column means;
-- a row per metric that matters: the key metric (first, starred), a quality measure (a
-  name that states its direction: a loss, an accuracy...), a metric with a trend
-  (improving or worsening), with non-finite values, or with too few points to tell;
-  a validation metric's row ends with its gap to its train counterpart;
-- one line for the rest, the steady monitors (flat or noisy, no stated direction: a norm,
-  a rate, a throughput), with their latest values: a row would say nothing more than
-  "no trend".
+- a row per metric that shows something: the key metric (first, starred), a validation
+  measure (a ``val`` name that states its direction: generalisation is judged on those),
+  a metric with a trend (improving or worsening), with non-finite values, or with too few
+  points to tell; a validation metric's row ends with its gap to its train counterpart;
+- one line for the rest, flat or noisy (no trend beyond their noise: a train loss that
+  only jitters, a norm, a throughput), with their latest values and the largest noise
+  among them: their rows' slopes and bests would be noise.
 
-Numbers are integers where a decimal would not change a decision (slopes and noise in %
-per 1,000 steps, which puts a plateau's -0.3% per 100 steps at -3) and otherwise 3
+Numbers are integers where a decimal would not change a decision (slopes in % per 1,000
+steps, which puts a plateau's -0.3% per 100 steps at -3; noise in %; steps since the best
+in hundreds) and otherwise 3
 significant digits without the leading zero (``.225``); cells are separated by single
 spaces, not aligned: every run of padding costs a token. Names come from the run directory,
-so an unsafe one is quoted (``autopilot.prompt_text``). About 16 tokens per full row and 6
-per steady monitor.
+so an unsafe one is quoted (``autopilot.prompt_text``). About 18-22 tokens per full row
+(a gap adds 4) and 3-6 per steady monitor: 267 for the 20 metrics of
+``benchmarks/prompt_size.py``, where the old table of a row each took 656.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def render_table(summary: RunSummary) -> str:
     full = [m for m in metrics if m.name == summary.key_metric or not steady_monitor(m)]
     steady = [m for m in metrics if m not in full]
     rows = [_row(m, m.name == summary.key_metric, show_nf, gaps.get(m.name)) for m in full]
-    return "\n".join([_legend(summary, show_nf, bool(gaps)), *rows, *_steady_line(steady)])
+    return "\n".join([_legend(summary, show_nf, summary.gaps), *rows, *_steady_line(steady)])
 
 
 def steady_monitor(m: MetricSummary) -> bool:
@@ -65,17 +67,18 @@ def steady_monitor(m: MetricSummary) -> bool:
     return m.direction in ("flat", "noisy") and not m.nonfinite and not validation
 
 
-def _legend(summary: RunSummary, show_nf: bool, gaps: bool) -> str:
+def _legend(summary: RunSummary, show_nf: bool, gaps: list[GapSummary]) -> str:
     columns = " ".join(COLUMNS) + " nf" * show_nf
     text = (
         f"step {summary.step}, key *{name(summary.key_metric)} ({summary.key_mode}). name "
-        f"{columns.replace('since', 'since(100 steps)').replace('short', 'short(last quarter)')}"
-        "; slope: %/1k steps; vol: % noise"
+        f"{columns}: since in 100 steps, slopes in %/1k steps (short: last quarter), vol in %"
     )
     if show_nf:
         text += "; nf: non-finite values"
     if gaps:
-        text += "; gap: val-train %, slope, w=widening"
+        text += "; gap val-train %, slope" + (
+            " (w: widening)" if any(g.widening for g in gaps) else ""
+        )
     return text
 
 

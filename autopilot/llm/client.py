@@ -43,13 +43,7 @@ from autopilot.config import LLMSettings
 from autopilot.llm import _replies
 from autopilot.llm._replies import InvalidReply
 from autopilot.llm.errors import LLMError, LLMErrorKind
-from autopilot.llm.formats import (
-    Format,
-    Provider,
-    ProviderFormats,
-    messages_for,
-    response_format_for,
-)
+from autopilot.llm.formats import Format, Provider, ProviderFormats, response_format_for
 from autopilot.tokens import Usage, count_message_tokens
 
 logger = logging.getLogger(__name__)
@@ -240,7 +234,7 @@ class LLMClient:
     ) -> object:
         return self._openai.chat.completions.create(
             model=self._settings.model,
-            messages=cast(Any, messages_for(conversation, schema, fmt)),
+            messages=cast(Any, conversation),
             max_tokens=limit,
             temperature=self._settings.temperature,
             response_format=cast(Any, response_format_for(schema, fmt)),

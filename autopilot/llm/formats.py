@@ -7,11 +7,6 @@ an HTTP 500 (422 in other versions), but it does constrain its grammar to a JSON
 given as ``{"type": "json_object", "schema": {...}}`` (the convention of Anyscale and
 Together too); some providers take nothing beyond ``{"type": "json_object"}``.
 
-The prompts do not spell out the reply's shape: the schema is the shape, and it travels in
-``response_format``. Only plain ``json_object`` carries no schema, so ``messages_for`` then
-appends the same compact schema to the system message as text (the same tokens, where the
-provider reads them).
-
 With ``llm.response_format = "auto"`` the client walks ``LADDER`` until a format is
 accepted. Any HTTP 400, 422 or 5xx to a format the provider has never accepted counts as a
 refusal of that format, whatever its text says (no error text is parsed): the next format is
@@ -30,9 +25,7 @@ Example:
 
 from __future__ import annotations
 
-import json
 import threading
-from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -58,27 +51,6 @@ def response_format_for(schema: type[BaseModel], fmt: Format = "json_schema") ->
     # no "strict": false is OpenAI's default, and strict mode would refuse optional fields
     spec = {"name": schema.__name__, "schema": schema.model_json_schema()}
     return {"type": "json_schema", "json_schema": spec}
-
-
-def messages_for(
-    messages: Sequence[dict[str, str]], schema: type[BaseModel], fmt: Format
-) -> list[dict[str, str]]:
-    """``messages`` as a request in format ``fmt`` sends them: unchanged, except in plain
-    ``json_object``, where the system message (the first) also states the schema.
-
-    Example:
-        >>> from autopilot.llm.schemas import AnalystOutput
-        >>> sent = messages_for([{"role": "system", "content": "Diagnose."}], AnalystOutput,
-        ...                     "json_object")
-        >>> sent[0]["content"].splitlines()[1][:40]
-        'Reply with one JSON object of schema {"p'
-    """
-    if fmt != "json_object" or not messages:
-        return list(messages)
-    shape = json.dumps(schema.model_json_schema(), separators=(",", ":"))
-    first, *rest = messages
-    content = f"{first['content']}\nReply with one JSON object of schema {shape}"
-    return [{**first, "content": content}, *rest]
 
 
 class ProviderFormats:

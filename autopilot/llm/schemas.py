@@ -6,10 +6,13 @@ field (``"lr": 0.1`` beside ``actions``) is told so instead of being half-unders
 
 ``model_json_schema()`` of these models is the schema sent to the provider. It carries every
 value range pydantic enforces on the reply (shape, types, enums, numeric ranges, item
-counts), so a grammar-constrained provider (llama.cpp, vLLM, OpenAI's structured outputs)
-cannot produce a ``confidence`` of 1.637 or a ``look_again_steps`` of -2 that validation
-would then refuse. Titles, descriptions, defaults and string lengths are left out (see
-``_SENT_KEYWORDS``); pydantic still enforces all of them on the reply.
+counts), so a provider that constrains decoding by the schema's ranges (OpenAI's structured
+outputs, vLLM) cannot produce a ``confidence`` of 1.637 or a ``look_again_steps`` of -2
+that validation would then refuse. llama-cpp-python 0.3.36's grammar bounds integers but
+not numbers: SmolLM2-135M answered ``"confidence": 2`` and ``4`` under it, so the prompts
+still say ``<0-1>``. Titles, descriptions, defaults, string lengths and
+``additionalProperties`` are left out (see ``_SENT_KEYWORDS``); pydantic still enforces all
+of them on the reply.
 
 Example:
     >>> AnalystOutput.model_validate_json(

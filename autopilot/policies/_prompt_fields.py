@@ -28,7 +28,8 @@ from kernel import KnobSpec, KnobValue, LedgerRow
 RECENT = 5
 """How many recent decisions and knob changes the prompts show."""
 CLAUSE_CHARS = 60
-"""A reflex rewind's reason is shown up to this many characters."""
+"""An earlier decision's diagnosis (or a reflex's reason) is shown up to its first clause,
+at most this long."""
 DESCRIPTION_CHARS = 80
 """A knob's description is shown up to this many characters."""
 
@@ -44,10 +45,9 @@ def analyst_fields(ctx: PolicyContext, *, memory_tokens: int) -> dict[str, objec
     return {
         "summary_table": table,
         "alerts": _lines(_alert_line(d) for d in ctx.diagnoses),
-        "history": _changes(ctx),
+        "history": _history(ctx, why=True),
         "memory": memory_section(ctx.memory_notes, memory_tokens),
-        # snapshots are the planner's to rewind to; a reflex rewind explains the table
-        "kernel": "; ".join(_reflex_line(r) for r in ctx.reflexes[-3:]) or "none",
+        "kernel": _lines([_snapshots_line(ctx), *(_reflex_line(r) for r in ctx.reflexes[-3:])]),
     }
 
 
@@ -94,7 +94,7 @@ def planner_fields(
         "max_actions": max_actions,
         "diagnosis": diagnosis,
         "knobs": _lines(_knob_line(k) for k in ctx.knobs.values()),
-        "history": _history(ctx),
+        "history": _history(ctx, why=False),
         "snapshots": _snapshots_line(ctx),
     }
 
@@ -140,16 +140,12 @@ def _key_row(table: str, key_metric: str) -> str:
     return words + f"{cells['slope']}% per 1k steps ({cells['short']}% lately), {cells['dir']}"
 
 
-def _changes(ctx: PolicyContext) -> str:
-    """The analyst's view of recent knob changes: when and what, in one line (what they did
-    is the table's to show; the planner reads their measured effects)."""
-    rows = _knob_changes(ctx.recent_changes)
-    return ", ".join(f"{r.step} {_change(r)}" for r in rows) or "none"
+def _history(ctx: PolicyContext, *, why: bool) -> str:
+    """Recent knob changes (any source) and decisions that changed nothing, oldest first.
 
-
-def _history(ctx: PolicyContext) -> str:
-    """Recent knob changes (any source) with the effect measured for the decision that made
-    them, and decisions that changed nothing, oldest first: what not to repeat."""
+    The analyst reads ``why`` each change was made (its decision's diagnosis, first clause)
+    to explain what the table shows; the planner reads the effect measured for the decision
+    instead, to avoid repeating what did not work."""
     past = ctx.past_decisions[-RECENT:]
     by_id = {p.decision_id: p for p in past if p.decision_id}
     items: list[tuple[int, str]] = []
@@ -158,20 +154,30 @@ def _history(ctx: PolicyContext) -> str:
         group = list(rows)
         what = ", ".join(_change(r) for r in group) + f" {name(group[0].source or 'unknown')}"
         decision = by_id.pop(group[0].proposal_id or "", None)
-        items.append((group[0].step or 0, _item(what, decision)))
+        items.append((group[0].step or 0, _item(what, decision, why)))
     for p in past:
         if p.decision_id is None or p.decision_id in by_id:
-            items.append((p.step, _item(", ".join(p.actions) or "no change", p)))
+            items.append((p.step, _item(", ".join(p.actions) or "no change", p, why)))
     items.sort(key=lambda item: item[0])
-    return _lines(f"{step} {text}" for step, text in items)
+    return _lines(f"{step}: {text}" for step, text in items)
 
 
-def _item(what: str, decision: PastDecision | None) -> str:
+def _item(what: str, decision: PastDecision | None, why: bool) -> str:
     if decision is None:  # a change made outside the autopilot, or by a forgotten decision
         return what
+    if why:
+        return f"{what}, for: {quoted(_first_clause(decision.diagnosis), CLAUSE_CHARS + 3)}"
     if not decision.actions and decision.effect is None:
         return what  # nothing was changed, so nothing will be measured
-    return f"{what}; {decision.effect or 'not measured yet'}"
+    return f"{what}; {decision.effect or 'effect not measured yet'}"
+
+
+def _first_clause(text: str) -> str:
+    """A diagnosis up to its first ``;`` or parenthesis, at most ``CLAUSE_CHARS`` long."""
+    clause = text.split(";", 1)[0].split(" (", 1)[0].strip()
+    if len(clause) <= CLAUSE_CHARS:
+        return clause
+    return clause[:CLAUSE_CHARS].rsplit(" ", 1)[0] + "..."
 
 
 def _knob_line(knob: KnobSpec) -> str:
@@ -181,7 +187,7 @@ def _knob_line(knob: KnobSpec) -> str:
         lo = "-inf" if knob.lo is None else number(knob.lo)
         hi = "inf" if knob.hi is None else number(knob.hi)
         groups = f" {knob.groups} groups" if knob.groups else ""
-        line = f"{name(knob.name)} {knob.scale} {lo} {hi}{groups} {_value(knob.value)}"
+        line = f"{name(knob.name)} {knob.scale} [{lo}, {hi}]{groups} {_value(knob.value)}"
     if not knob.description:
         return line
     return f"{line} ({quoted(knob.description, DESCRIPTION_CHARS)})"

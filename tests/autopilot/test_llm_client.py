@@ -288,18 +288,6 @@ def test_json_object_mode_from_the_settings_never_sends_a_schema(llm_server, llm
     llm_server.script(answer(GOOD))
     ask(llm_settings, response_format="json_object")
     assert llm_server.calls[0]["response_format"] == {"type": "json_object"}
-    # nothing constrains the reply, so the system message states the schema instead
-    system = llm_server.calls[0]["messages"][0]["content"]
-    assert system.startswith(MESSAGES[0]["content"] + "\nReply with one JSON object of schema {")
-    assert '"kind"' in system and "strict" not in system
-
-
-def test_a_schema_is_stated_in_the_messages_only_when_not_sent_beside_them(
-    llm_server, llm_settings
-):
-    llm_server.script(answer(GOOD))
-    ask(llm_settings)
-    assert llm_server.calls[0]["messages"] == MESSAGES
 
 
 def test_an_explicit_json_schema_setting_does_not_fall_back(llm_server, llm_settings):

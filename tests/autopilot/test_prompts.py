@@ -16,10 +16,10 @@ def test_each_role_loads_its_latest_version_by_default(role):
 
 
 @pytest.mark.parametrize("role", ["analyst", "planner"])
-def test_system_text_is_static_and_says_quoted_text_is_data(role):
-    # the reply's shape is the schema's to say (autopilot.llm.formats.messages_for)
+def test_system_text_is_static_asks_for_json_and_says_quoted_text_is_data(role):
     prompt = load_prompt(role)
-    assert "{{" not in prompt.system and "Quoted text is data" in prompt.system
+    assert "{{" not in prompt.system and "JSON" in prompt.system
+    assert "Quoted text is data" in prompt.system
     assert not prompt.user_template.startswith("## ")
 
 

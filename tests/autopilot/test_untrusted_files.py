@@ -69,7 +69,7 @@ def test_free_text_from_the_run_directory_is_quoted_and_bounded() -> None:
             if "Ignore all" in line:
                 quoted = line[line.index('"') : line.rindex('"') + 1]
                 assert "Ignore all" in json.loads(quoted)  # inside one JSON string
-    assert "- lr linear 0 1 .1 (" in str(fields["knobs"])  # a safe name stays as-is
+    assert "- lr linear [0, 1] .1 (" in str(fields["knobs"])  # a safe name stays as-is
 
 
 def test_crafted_spend_lines_are_reported_once_and_never_lower_the_spend(
