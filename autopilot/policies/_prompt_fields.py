@@ -1,15 +1,15 @@
 """What the LLM policy's prompts say: the fields of the analyst's and the planner's templates.
 
 Every token here is paid on every decision, so each field says what its reader needs once:
-the analyst reads the whole summary table; the planner reads the analyst's diagnosis and
-the knobs instead. Recent knob changes (from any source) are shown with the effect measured
-for the decision that made them, matched by the ledger row's ``proposal_id``. Memory's
-lessons take at most ``memory.prompt_tokens`` tokens, in whole lines.
+the analyst reads the whole summary table and what changed when; the planner reads the
+analyst's diagnosis, the knobs, and the effect measured for each recent change (matched by
+the ledger row's ``proposal_id``) instead. Memory's lessons take at most
+``memory.prompt_tokens`` tokens, in whole lines.
 
 Whatever comes from the run directory is untrusted: names and free text go through
-``autopilot.prompt_text`` (a name as-is only when it is safe; a knob's description or an
-earlier decision's diagnosis cut short and quoted as a JSON string, so it reads as data and
-cannot start a line of its own).
+``autopilot.prompt_text`` (a name as-is only when it is safe; a knob's description or a
+reflex's reason cut short and quoted as a JSON string, so it reads as data and cannot start
+a line of its own).
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ from kernel import KnobSpec, KnobValue, LedgerRow
 RECENT = 5
 """How many recent decisions and knob changes the prompts show."""
 CLAUSE_CHARS = 60
-"""An earlier decision's diagnosis (or a reflex's reason) is shown up to its first clause,
-at most this long."""
+"""A reflex rewind's reason is shown up to this many characters."""
 DESCRIPTION_CHARS = 80
 """A knob's description is shown up to this many characters."""
 
@@ -45,7 +44,7 @@ def analyst_fields(ctx: PolicyContext, *, memory_tokens: int) -> dict[str, objec
     return {
         "summary_table": table,
         "alerts": _lines(_alert_line(d) for d in ctx.diagnoses),
-        "history": _history(ctx, why=True),
+        "history": _history(ctx, effects=False),
         "memory": memory_section(ctx.memory_notes, memory_tokens),
         "kernel": _lines([_snapshots_line(ctx), *(_reflex_line(r) for r in ctx.reflexes[-3:])]),
     }
@@ -94,7 +93,7 @@ def planner_fields(
         "max_actions": max_actions,
         "diagnosis": diagnosis,
         "knobs": _lines(_knob_line(k) for k in ctx.knobs.values()),
-        "history": _history(ctx, why=False),
+        "history": _history(ctx, effects=True),
         "snapshots": _snapshots_line(ctx),
     }
 
@@ -140,12 +139,11 @@ def _key_row(table: str, key_metric: str) -> str:
     return words + f"{cells['slope']}% per 1k steps ({cells['short']}% lately), {cells['dir']}"
 
 
-def _history(ctx: PolicyContext, *, why: bool) -> str:
+def _history(ctx: PolicyContext, *, effects: bool) -> str:
     """Recent knob changes (any source) and decisions that changed nothing, oldest first.
 
-    The analyst reads ``why`` each change was made (its decision's diagnosis, first clause)
-    to explain what the table shows; the planner reads the effect measured for the decision
-    instead, to avoid repeating what did not work."""
+    The analyst reads what changed when, to explain what the table shows; the planner also
+    reads the effect measured for each decision, to avoid repeating what did not work."""
     past = ctx.past_decisions[-RECENT:]
     by_id = {p.decision_id: p for p in past if p.decision_id}
     items: list[tuple[int, str]] = []
@@ -154,30 +152,22 @@ def _history(ctx: PolicyContext, *, why: bool) -> str:
         group = list(rows)
         what = ", ".join(_change(r) for r in group) + f" {name(group[0].source or 'unknown')}"
         decision = by_id.pop(group[0].proposal_id or "", None)
-        items.append((group[0].step or 0, _item(what, decision, why)))
+        items.append((group[0].step or 0, _item(what, decision if effects else None)))
     for p in past:
         if p.decision_id is None or p.decision_id in by_id:
-            items.append((p.step, _item(", ".join(p.actions) or "no change", p, why)))
+            what = ", ".join(p.actions) or "no change"
+            items.append((p.step, _item(what, p if effects else None)))
     items.sort(key=lambda item: item[0])
     return _lines(f"{step}: {text}" for step, text in items)
 
 
-def _item(what: str, decision: PastDecision | None, why: bool) -> str:
+def _item(what: str, decision: PastDecision | None) -> str:
+    """``what`` changed, with the effect measured for ``decision`` when there is one."""
     if decision is None:  # a change made outside the autopilot, or by a forgotten decision
         return what
-    if why:
-        return f"{what}, for: {quoted(_first_clause(decision.diagnosis), CLAUSE_CHARS + 3)}"
     if not decision.actions and decision.effect is None:
         return what  # nothing was changed, so nothing will be measured
     return f"{what}; {decision.effect or 'effect not measured yet'}"
-
-
-def _first_clause(text: str) -> str:
-    """A diagnosis up to its first ``;`` or parenthesis, at most ``CLAUSE_CHARS`` long."""
-    clause = text.split(";", 1)[0].split(" (", 1)[0].strip()
-    if len(clause) <= CLAUSE_CHARS:
-        return clause
-    return clause[:CLAUSE_CHARS].rsplit(" ", 1)[0] + "..."
 
 
 def _knob_line(knob: KnobSpec) -> str:

@@ -3,8 +3,8 @@
 Two calls per decision, each estimated, reserved against the budget, made, and charged
 (failed attempts included):
 
-1. the analyst reads the summary table, the detector alerts, the recent knob changes with
-   why they were made and their measured effects, and memory notes, and answers an
+1. the analyst reads the summary table, the detector alerts, the recent knob changes, and
+   memory's lessons (at most ``memory.prompt_tokens`` of them), and answers an
    ``AnalystOutput``;
 2. unless the analyst finds the run healthy, the planner reads that diagnosis (not the
    table), the knobs with their bounds and current values, and the recent changes with
