@@ -11,6 +11,7 @@ and tell its study what each measured.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -179,3 +180,19 @@ def test_in_suggest_mode_trials_wait_for_review_and_are_measured_once_approved(
     done = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
     assert len(done) >= 3 and all(t.user_attrs["undo"] is None for t in done)  # a person's
     assert not [t for t in study.get_trials() if t.state == TrialState.RUNNING]
+
+
+def test_the_next_run_of_the_task_continues_its_study(
+    tmp_path: Path, make_kernel: Callable[..., Kernel]
+) -> None:
+    store = tmp_path / "memory.sqlite"
+    first, second = tmp_path / "run1", tmp_path / "run2"
+    for run in (first, second):
+        train(run, settings(store), partial(make_kernel, run_dir=run), steps=500)
+    (name,) = optuna.get_all_study_names(f"sqlite:///{store}")  # one task, one study
+    trials = optuna.load_study(study_name=name, storage=f"sqlite:///{store}").get_trials()
+    runs = [t.user_attrs[RUN_ID] for t in trials]
+    assert str(first.resolve()) in runs[0] and str(second.resolve()) in runs[-1]
+    assert runs == sorted(runs, key=lambda r: str(second.resolve()) in r)  # run 1's, then 2's
+    later = [t for t in trials if str(second.resolve()) in t.user_attrs[RUN_ID]]
+    assert later[0].number > 0 and later[0].state == TrialState.COMPLETE
