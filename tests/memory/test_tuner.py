@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from optuna.trial import TrialState
+from pg_server import fresh_schema
 
 from memory import open_store
 from memory.store import StoreError
@@ -60,3 +61,17 @@ def test_stale_trials_of_the_run_are_failed_with_a_reason(tmp_path: Path) -> Non
     assert states[mine.number].state == TrialState.FAIL
     assert states[mine.number].user_attrs[FAIL_REASON] == "stopped"
     assert states[kept.number].state == states[other.number].state == TrialState.RUNNING
+
+
+def test_a_study_lives_in_the_postgresql_store_too(postgres_url: str) -> None:
+    with fresh_schema(postgres_url) as url:
+        store = open_store(url)
+        first = open_study(url, "tune-t-lr", seed=1)
+        for value in (0.1, 0.4):
+            trial = first.study.ask()
+            trial.suggest_float("lr_log2_factor", -1.0, 1.0)
+            first.study.tell(trial, value)
+        summary = summarize(open_study(url, "tune-t-lr", seed=1))  # another connection
+        assert (summary.trials, summary.complete, summary.best_value) == (2, 2, 0.4)
+        assert store.runs() == []
+        store.close()
