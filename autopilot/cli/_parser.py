@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_decisions(sub, common)
     _add_reset(sub, common)
     _add_memory(sub, common)
+    _add_serve(sub, common)
     for entry in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
         entry.load()(sub, common)
     return parser
@@ -295,3 +296,26 @@ def _add_memory(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
         p.add_argument(
             "--config", default=argparse.SUPPRESS, metavar="F", help="your autopilot.toml"
         )
+
+
+def _add_serve(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="the autopilot of every run under a root, and the HTTP API, in one process",
+        description="Find the run directories under ROOT as they appear, tick the autopilot "
+        "of each run whose mode is set (autopilot mode, the API, --mode or your config), and "
+        "serve /api/v1. Writes need the bearer token; beyond loopback, reads do too.",
+    )
+    p.add_argument("--runs", required=True, metavar="ROOT", help="the folder of run directories")
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (127.0.0.1)")
+    p.add_argument("--port", type=int, default=8421, help="the port (8421)")
+    p.add_argument("--mode", choices=MODES, help="the mode of runs that set none themselves")
+    p.add_argument("--config", metavar="F", help="your autopilot.toml")
+    p.set_defaults(handler="serve:cmd_serve")
+    p = sub.add_parser(
+        "mode",
+        parents=[common],
+        help="show or set the mode autopilot serve ticks this run in",
+    )
+    p.add_argument("mode", nargs="?", choices=(*MODES, "unset"), help="the new mode; unset: none")
+    p.set_defaults(handler="serve:cmd_mode")

@@ -1,0 +1,258 @@
+"""The runs under the service's root: found as they appear, and an ``Autopilot`` ticking
+each run whose mode is set, all in one process.
+
+A run is a directory under the root (at most ``MAX_DEPTH`` levels down) that holds a
+``kernel.json``; its id is its path relative to the root with ``~`` for ``/`` (``team~exp1``).
+Symbolic links that leave the root are not followed: every path the service touches is
+under the root. Each ticked run has its own thread running ``Autopilot.run``, the loop of
+``autopilot watch``, with the same lock: a run a separate ``watch`` process holds is left
+to it (and a ``watch`` started later is refused), and a run whose mode changes is stopped
+and started again in the new mode.
+
+Example:
+    >>> import tempfile
+    >>> fleet = Fleet(tempfile.mkdtemp())
+    >>> fleet.scan()
+    {}
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from autopilot._watch_lock import LOCK_FILE, holder
+from autopilot.config import Mode, load_settings
+from autopilot.errors import AutopilotError
+from autopilot.run_mode import ResolvedMode, resolve_mode
+from kernel import read_kernel_state
+from kernel.state import AUTOPILOT_DIR, STATE_FILE
+
+logger = logging.getLogger(__name__)
+
+MAX_DEPTH = 3
+"""How deep under the root run directories are looked for (``root/team/project/run``)."""
+SEPARATOR = "~"
+PilotState = Literal["ticking", "starting", "watched", "idle", "ended", "failed"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PilotStatus:
+    """What the service does with one run: ``ticking`` it, ``starting``, leaving it to a
+    ``watch`` process that holds its lock (``watched``), nothing because no mode is set
+    (``idle``) or the run has ended (``ended``), or ``failed`` to start (``detail`` why)."""
+
+    state: PilotState
+    mode: Mode | None = None
+    detail: str | None = None
+
+
+@dataclass(kw_only=True)
+class _Pilot:
+    mode: Mode
+    key: tuple[int, float]
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+    status: PilotStatus = field(default_factory=lambda: PilotStatus(state="starting"))
+
+
+def discover(root: Path, max_depth: int = MAX_DEPTH) -> dict[str, Path]:
+    """Every run directory under ``root`` by id, sorted; none outside it."""
+    real_root = root.resolve()
+    found: dict[str, Path] = {}
+
+    def walk(path: Path, depth: int) -> None:
+        try:
+            children = sorted(p for p in path.iterdir() if not p.name.startswith("."))
+        except OSError:
+            return
+        for child in children:
+            if not child.is_dir() or SEPARATOR in child.name or not _inside(child, real_root):
+                continue
+            if (child / STATE_FILE).is_file():
+                found[SEPARATOR.join(child.relative_to(root).parts)] = child
+            elif depth < max_depth:
+                walk(child, depth + 1)
+
+    walk(root, 1)
+    return found
+
+
+def _inside(path: Path, real_root: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(real_root)
+    except OSError:
+        return False
+
+
+class Fleet:
+    """The runs under ``root`` and their autopilots.
+
+    Args:
+        root: the directory the run directories appear under (a shared filesystem works).
+        default_mode: the mode of runs that set none themselves (``serve --mode``).
+        config: the user's ``autopilot.toml`` (``serve --config``).
+        poll_s: how often ``start``'s thread looks for new runs and changed modes.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        default_mode: Mode | None = None,
+        config: str | None = None,
+        poll_s: float = 1.0,
+    ) -> None:
+        if poll_s <= 0:
+            raise AutopilotError(f"poll_s must be above 0, got {poll_s}")
+        self.root = Path(root)
+        self.default_mode, self.config, self.poll_s = default_mode, config, poll_s
+        self._runs: dict[str, Path] = {}
+        self._pilots: dict[str, _Pilot] = {}
+        self._ended: dict[str, tuple[int, float]] = {}
+        self._failed: dict[str, PilotStatus] = {}
+        """Why a run's autopilot could not start (kept until its run segment changes)."""
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- runs ------------------------------------------------------------------------------
+    def runs(self) -> dict[str, Path]:
+        """The runs found by the last scan."""
+        with self._lock:
+            return dict(self._runs)
+
+    def path_of(self, run_id: str) -> Path | None:
+        """The directory of run ``run_id`` (scanning again when it is not known yet)."""
+        found = self.runs().get(run_id)
+        if found is None:
+            found = self.scan(tick=False).get(run_id)
+        return found
+
+    def mode_of(self, run_id: str) -> ResolvedMode:
+        path = self.path_of(run_id)
+        if path is None:
+            return ResolvedMode(mode=None, source="unset")
+        return resolve_mode(path, self.default_mode, self.config)
+
+    def status_of(self, run_id: str) -> PilotStatus:
+        """What the service does with the run now."""
+        with self._lock:
+            pilot = self._pilots.get(run_id)
+            if pilot is not None:
+                return pilot.status
+            ended = run_id in self._ended
+            failed = self._failed.get(run_id)
+        if failed is not None and ended:
+            return failed
+        path = self.path_of(run_id)
+        if path is not None and (watcher := _other_watcher(path)) is not None:
+            return PilotStatus(state="watched", detail=watcher)
+        return PilotStatus(state="ended" if ended else "idle")
+
+    # -- the loop --------------------------------------------------------------------------
+    def scan(self, *, tick: bool = True) -> dict[str, Path]:
+        """Look for runs; with ``tick``, start, stop or restart their autopilots."""
+        runs = discover(self.root)
+        with self._lock:
+            self._runs = runs
+        if tick:
+            for run_id, path in runs.items():
+                try:
+                    self._reconcile(run_id, path)
+                except Exception:  # one bad run directory must not stop the others
+                    logger.exception("autopilot serve: run %s skipped this scan", run_id)
+        return runs
+
+    def start(self) -> None:
+        """Scan every ``poll_s`` in a daemon thread until ``stop``."""
+        self._thread = threading.Thread(target=self._loop, name="autopilot-serve", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop scanning and every autopilot (each finishes its current tick)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        with self._lock:
+            pilots = list(self._pilots.values())
+        for pilot in pilots:
+            pilot.stop.set()
+        for pilot in pilots:
+            if pilot.thread is not None:
+                pilot.thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.scan()
+            self._stop.wait(self.poll_s)
+
+    def _reconcile(self, run_id: str, path: Path) -> None:
+        state = read_kernel_state(path)
+        if state is None:
+            return
+        key = (state.segment, state.started_at)
+        wanted = resolve_mode(path, self.default_mode, self.config).mode
+        with self._lock:
+            pilot = self._pilots.get(run_id)
+            if pilot is not None and (pilot.mode != wanted or pilot.key != key):
+                pilot.stop.set()  # its thread removes it once the autopilot has closed
+                return
+            if pilot is not None or wanted is None or self._ended.get(run_id) == key:
+                return
+            self._failed.pop(run_id, None)
+            if state.has_ended():
+                self._ended[run_id] = key
+                return
+        if _other_watcher(path) is not None:
+            return
+        self._launch(run_id, path, wanted, key)
+
+    def _launch(self, run_id: str, path: Path, mode: Mode, key: tuple[int, float]) -> None:
+        pilot = _Pilot(mode=mode, key=key, status=PilotStatus(state="starting", mode=mode))
+        pilot.thread = threading.Thread(
+            target=self._run, args=(run_id, path, pilot), name=f"autopilot[{run_id}]", daemon=True
+        )
+        with self._lock:
+            self._pilots[run_id] = pilot
+        pilot.thread.start()
+
+    def _run(self, run_id: str, path: Path, pilot: _Pilot) -> None:
+        from autopilot.watch import Autopilot  # LangGraph: only once a run is ticked
+
+        try:
+            settings = load_settings(self.config, path)
+            autopilot = Autopilot(path, mode=pilot.mode, settings=settings)
+        except AutopilotError as exc:
+            logger.warning("autopilot serve: run %s not ticked: %s", run_id, exc)
+            pilot.status = PilotStatus(state="failed", mode=pilot.mode, detail=str(exc))
+            with self._lock:
+                self._failed[run_id] = pilot.status
+            self._forget(run_id, pilot, ended=True)
+            return
+        pilot.status = PilotStatus(state="ticking", mode=pilot.mode)
+        try:
+            with autopilot:
+                autopilot.run(stop=pilot.stop, until_ended=True)
+        except AutopilotError as exc:  # the run directory was deleted under it
+            logger.warning("autopilot serve: run %s: %s", run_id, exc)
+        self._forget(run_id, pilot, ended=not pilot.stop.is_set())
+
+    def _forget(self, run_id: str, pilot: _Pilot, *, ended: bool) -> None:
+        with self._lock:
+            if self._pilots.get(run_id) is pilot:
+                del self._pilots[run_id]
+            if ended:
+                self._ended[run_id] = pilot.key
+
+
+def _other_watcher(path: Path) -> str | None:
+    """Who else ticks the run (a ``watch`` process holding its lock), in words."""
+    found = holder(path / AUTOPILOT_DIR / LOCK_FILE)
+    if found is None or found.alive is False or found.pid == str(os.getpid()):
+        return None
+    return f"a watch process (pid {found.pid} on {found.host}, mode {found.mode or '?'})"

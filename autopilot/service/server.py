@@ -1,0 +1,78 @@
+"""Starting the service: the checks before it listens, and the uvicorn server.
+
+On loopback (127.0.0.1, the default) a missing token is generated into the user's state
+directory; on any other address the token must exist beforehand and reads need it too.
+
+Example:
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> root = tempfile.mkdtemp()
+    >>> make_server(root, host="0.0.0.0", token_file=Path(root) / "none", env={})
+    Traceback (most recent call last):
+    ...
+    autopilot.errors.AutopilotError: no token: a server on an address other than loopback ...
+    >>> make_server(root, token_file=Path(root) / "t", env={}).token.generated
+    True
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from autopilot.config import Mode
+from autopilot.errors import AutopilotError
+from autopilot.service.app import create_app
+from autopilot.service.auth import Token, is_loopback, load_token
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8421
+
+
+@dataclass(frozen=True, kw_only=True)
+class Prepared:
+    """A server ready to run, and the token it checks (``generated``: print it once)."""
+
+    server: uvicorn.Server
+    token: Token
+    reads_need_token: bool
+
+
+def make_server(
+    root: str | os.PathLike[str],
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    default_mode: Mode | None = None,
+    config: str | None = None,
+    token_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    tick: bool = True,
+) -> Prepared:
+    """A uvicorn server for the runs under ``root``; ``server.run()`` serves until stopped.
+
+    Raises:
+        AutopilotError: ``root`` is not a directory, or no token where one is needed.
+    """
+    if not Path(root).is_dir():
+        raise AutopilotError(
+            f"--runs {root} is not a directory; name the folder your runs' directories appear under"
+        )
+    if not 0 <= port <= 65535:
+        raise AutopilotError(f"port must be within [0, 65535], got {port}")
+    local = is_loopback(host)
+    token = load_token(token_file, create=local, env=env)
+    app = create_app(
+        root,
+        token=token,
+        reads_need_token=not local,
+        default_mode=default_mode,
+        config=config,
+        tick=tick,
+    )
+    config_ = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    return Prepared(server=uvicorn.Server(config_), token=token, reads_need_token=not local)
