@@ -80,6 +80,9 @@ class MetricsPage(BaseModel):
     segment: int | None = None
     downsampled: bool = False
     series: dict[str, Series]
+    rewinds: list[tuple[int, int]] = Field(default_factory=list)
+    """``(step, snapshot step)`` of each rewind in the page: the steps between belong to an
+    abandoned trajectory."""
 
 
 class SetIn(_Body):

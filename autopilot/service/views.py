@@ -19,7 +19,7 @@ from autopilot.run_mode import ResolvedMode
 from autopilot.service.lttb import lttb
 from autopilot.service.models import BudgetOut, MetricsPage, PilotOut, RunDetail, Series
 from autopilot.service.runs import PilotStatus
-from kernel import KernelState, MetricRecord, read_kernel_state
+from kernel import KernelError, KernelState, MetricRecord, read_kernel_state
 from kernel.jsonl import JsonlTail
 from kernel.metrics import METRICS_FILE
 
@@ -28,11 +28,16 @@ def run_detail(
     run_id: str, path: Path, settings: Settings, mode: ResolvedMode, pilot: PilotStatus
 ) -> RunDetail:
     """The run's summary and its ``kernel.json``."""
-    state = read_kernel_state(path)
+    try:
+        state = read_kernel_state(path)
+    except KernelError as exc:  # a garbled kernel.json must not hide the other runs
+        state, status = None, f"unreadable: {exc}"
+    else:
+        status = _status(state)
     views = DecisionLog(path).read()
     detail = RunDetail(
         id=run_id,
-        status=_status(state),
+        status=status,
         mode=mode.mode,
         mode_source=mode.source,
         pilot=PilotOut(state=pilot.state, mode=pilot.mode, detail=pilot.detail),
@@ -40,7 +45,7 @@ def run_detail(
         decisions=len(views),
         fallback_reason=views[-1].record.fallback_reason if views else None,
         spend_usd=Budget(path, settings).spent_run(),
-        pending_reviews=sum(1 for i in ReviewQueue(path).items() if i.status == "pending"),
+        pending_reviews=_pending(path, state),
     )
     if state is None:
         return detail
@@ -55,6 +60,11 @@ def run_detail(
         step, value = latest_values(records).get(state.key_metric, (None, None))
         update |= {"key_step": step, "key_value": _finite(value)}
     return detail.model_copy(update=update)
+
+
+def _pending(path: Path, state: KernelState | None) -> int:
+    step = 0 if state is None else state.last_step  # 0: no kernel.json to read it from
+    return sum(1 for i in ReviewQueue(path).items(step) if i.status == "pending")
 
 
 def _status(state: KernelState | None) -> str:
@@ -77,10 +87,13 @@ def metrics_page(path: Path, offset: int, names: list[str] | None, max_points: i
     tail = JsonlTail(path / METRICS_FILE, offset=start)
     segment = state.segment if state is not None else None
     columns: dict[str, tuple[list[int], list[float]]] = {}
+    rewinds = []
     for _, text in tail.read_new():
         record = _record(text)
         if record is None or (segment is not None and record.segment != segment):
             continue
+        if record.rewound_to is not None:
+            rewinds.append((record.step, record.rewound_to))
         for name, value in record.metrics.items():
             if names is None or name in names:
                 steps, values = columns.setdefault(name, ([], []))
@@ -93,6 +106,7 @@ def metrics_page(path: Path, offset: int, names: list[str] | None, max_points: i
         segment=segment,
         downsampled=any(len(s.steps) < s.points for s in series.values()),
         series=series,
+        rewinds=rewinds,
     )
 
 

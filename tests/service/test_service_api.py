@@ -14,7 +14,7 @@ from autopilot.config import Settings
 from autopilot.guards import GuardContext, check
 from autopilot.proposals import Action, Proposal
 from autopilot.review import ReviewQueue
-from kernel import LedgerRow, read_ledger
+from kernel import LedgerRow, MetricRecord, read_ledger
 
 API = "/api/v1"
 
@@ -219,3 +219,35 @@ def test_budget_decisions_and_lessons_read_the_core(client: TestClient, train) -
     assert client.get(f"{API}/runs/exp1/decisions").json() == []
     lessons = client.get(f"{API}/runs/exp1/lessons").json()
     assert lessons["lessons"] == [] and lessons["memory"]
+
+
+def test_a_long_series_arrives_downsampled_with_its_extremes(client: TestClient, train) -> None:
+    run = train("exp1", steps=3)
+    run.join()
+    values = [1.0 / (1 + s / 1000) for s in range(100_000)]
+    values[40_000], values[90_000] = 9.0, float("nan")
+    lines = (
+        MetricRecord(step=s, metrics={"train/loss": v}).to_line() for s, v in enumerate(values)
+    )
+    (run.run_dir / "metrics.jsonl").write_text("".join(lines))
+    page = client.get(f"{API}/runs/exp1/metrics").json()
+    series = page["series"]["train/loss"]
+    assert page["downsampled"] and series["points"] == 100_000
+    assert 1900 <= len(series["steps"]) <= 2100
+    assert series["steps"][0] == 0 and series["steps"][-1] == 99_999
+    assert 40_000 in series["steps"] and max(v for v in series["values"] if v) == 9.0
+    assert series["values"][series["steps"].index(90_000)] is None  # NaN kept, as null
+    small = client.get(f"{API}/runs/exp1/metrics", params={"max_points": 100}).json()
+    assert len(small["series"]["train/loss"]["steps"]) == 101  # 100 and the NaN
+
+
+def test_a_garbled_kernel_json_does_not_hide_the_other_runs(
+    client: TestClient, root: Path, train
+) -> None:
+    train("exp1")
+    (root / "broken").mkdir()
+    (root / "broken" / "kernel.json").write_text("{not json")
+    runs = {r["id"]: r["status"] for r in client.get(f"{API}/runs").json()}
+    assert runs["exp1"] == "running" and runs["broken"].startswith("unreadable: ")
+    answer = client.post(f"{API}/runs/broken/commands", json={"op": "stop"}, headers=AUTH)
+    assert answer.status_code == 409 and "is not valid JSON" in answer.json()["detail"]
