@@ -762,9 +762,7 @@ def _total_norm(parameters: Iterable[torch.Tensor] | torch.Tensor) -> torch.Tens
     return torch.nn.utils.get_total_norm(grads)
 
 
-def task_info(
-    task: str | None, model: Any, optimizer: Any, dataset_size: int | None
-) -> TaskInfo:
+def task_info(task: str | None, model: Any, optimizer: Any, dataset_size: int | None) -> TaskInfo:
     """What ``kernel.json`` says is trained: the classes, the trainable parameter count and
     the user's own name and dataset size (``TaskInfo``)."""
     n_params = sum(p.numel() for p in trainable_parameters(optimizer, model)) or None
