@@ -73,3 +73,43 @@ def test_the_real_server_refuses_a_write_without_the_token(server: str, train) -
         assert answer.status_code == 401 and "Bearer" in answer.json()["detail"]
         schema = http.get(server.removesuffix("/api/v1") + "/openapi.json").json()
         assert "/api/v1/runs/{run_id}/review/{item_id}/approve" in schema["paths"]
+
+
+def test_the_stream_delivers_a_new_review_item(server: str, train) -> None:
+    from autopilot.config import Settings
+    from autopilot.proposals import Action, Proposal
+    from autopilot.review import ReviewQueue
+
+    run: Training = train("exp1")
+    poll(lambda: run.step >= 1, what="a step")
+    queue = ReviewQueue(run.run_dir, Settings())
+    proposal = Proposal(
+        proposer="rules",
+        diagnosis="val/loss plateaued",
+        actions=[Action(knob="lr", multiplier=0.5, reason="plateau")],
+        confidence=0.9,
+    )
+    with (
+        httpx.Client(timeout=30) as http,
+        http.stream("GET", f"{server}/runs/exp1/stream") as stream,
+    ):
+        queue.add(queue.new_item(step=run.step, proposal=proposal, verdicts=[], item_id="rv-7"))
+        name = None
+        for line in stream.iter_lines():
+            if line.startswith("event:"):
+                name = line.removeprefix("event:").strip()
+            elif line.startswith("data:") and name == "review":
+                event = json.loads(line.removeprefix("data:"))
+                break
+    assert (event["event"], event["id"]) == ("proposed", "rv-7")
+
+
+def test_serve_refuses_to_start_with_a_clear_line(root: Path, capsys, monkeypatch) -> None:
+    from autopilot.cli import main
+
+    monkeypatch.delenv(ENV_TOKEN, raising=False)
+    assert main(["serve", "--runs", str(root / "missing")]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+    assert main(["serve", "--runs", str(root), "--host", "0.0.0.0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no token: a server on an address other than loopback")
