@@ -406,6 +406,10 @@ class RunMemory:
             )
         return plan
 
+    def open_check(self) -> bool:
+        """Open the store (``autopilot doctor``); whether it opened (``off_reason`` if not)."""
+        return self._open() is not None
+
     def peek(self, kernel: KernelState) -> None:
         """Know the run ``kernel`` describes without writing anything (``autopilot status``)."""
         run_id = run_id_of(self.run_dir, kernel)

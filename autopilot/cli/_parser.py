@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_decisions(sub, common)
     _add_reset(sub, common)
     _add_memory(sub, common)
+    _add_doctor(sub, common)
     _add_serve(sub, common)
     for entry in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
         entry.load()(sub, common)
@@ -260,6 +261,19 @@ def _add_decisions(sub: argparse._SubParsersAction, common: argparse.ArgumentPar
     p.add_argument("--tail", type=int, metavar="N", help="only the last N decisions")
     p.add_argument("--json", action="store_true", help="one JSON object per decision")
     p.set_defaults(handler="decisions:cmd_decisions")
+
+
+def _add_doctor(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "doctor",
+        parents=[common],
+        help="check the config, the run, its key metric, memory and the LLM before deciding",
+        description="Each check prints ok, warn or FAIL with what to do; exit 1 on a FAIL. "
+        "With a key set, the LLM gets one real call (its latency, tokens and cost).",
+    )
+    p.add_argument("--config", default=argparse.SUPPRESS, metavar="F", help="your autopilot.toml")
+    p.add_argument("--no-call", action="store_true", help="check the key and price, call nothing")
+    p.set_defaults(handler="doctor:cmd_doctor")
 
 
 def _add_memory(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
