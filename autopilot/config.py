@@ -251,6 +251,21 @@ class TuneSettings(_Section):
     """The sampler's seed (``None``: a fresh one per process)."""
 
 
+class NotifySettings(_Section):
+    """Notifications to a Slack-compatible webhook (``autopilot.notify``); from the user's
+    own config only, a run directory's may not set them."""
+
+    webhook_url: str | None = None
+    """Where the JSON is posted (``None``: no notifications)."""
+    min_interval_s: float = Field(default=60.0, ge=0)
+    """At most one notification of each kind per this many seconds."""
+    max_per_run: int = Field(default=100, ge=1)
+    """At most this many notifications per run (per autopilot process)."""
+    fallbacks_in_a_row: int = Field(default=3, ge=1)
+    """Notify when this many decisions in a row fell back from the LLM to the rules."""
+    timeout_s: float = Field(default=5.0, gt=0, le=60)
+
+
 class Settings(_Section):
     """Everything in ``autopilot.toml``."""
 
@@ -267,6 +282,7 @@ class Settings(_Section):
     review: ReviewSettings = Field(default_factory=ReviewSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
     tune: TuneSettings = Field(default_factory=TuneSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
 
     @model_validator(mode="after")
     def _check_bounds(self) -> Settings:

@@ -26,6 +26,7 @@ from autopilot.errors import AutopilotError
 from autopilot.guard_context import AUTOPILOT_SOURCES, GuardContext
 from autopilot.guards import Verdict, check, commands_for
 from autopilot.llm_calls import LLMCall
+from autopilot.notify import notify_decision, notify_rewinds
 from autopilot.proposals import Proposal
 from autopilot.state import TickContext, TickState, tick_kernel
 from autopilot.summary import summary_hash
@@ -227,6 +228,7 @@ def evaluate(ctx: TickContext, state: TickState) -> TickState:
             ctx.queue.note_applied()
     baselines, past, measured = ctx.effects.measure_due(state)
     _remember(ctx, state, measured)
+    notify_rewinds(ctx.notifier, state.get("unremembered", []))
     return {"baselines": baselines, "past": past, "unremembered": []}
 
 
@@ -473,6 +475,7 @@ def route(ctx: TickContext, state: TickState) -> TickState:
     )
     ctx.log.append(record)
     _log_decision(record)
+    notify_decision(ctx.notifier, record, ctx.settings)
     update["past"] = (state.get("past", []) + [past_entry(record)])[-5:]
     return update
 

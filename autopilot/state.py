@@ -24,6 +24,7 @@ from autopilot.decisions import DecisionLog
 from autopilot.detectors import Detector, default_detectors
 from autopilot.effects import Effects
 from autopilot.llm_calls import Ask, LLMCalls
+from autopilot.notify import Notifier
 from autopilot.policies.rules import RulePolicy
 from autopilot.policies.tune import TunerHolder
 from autopilot.remember import RunMemory
@@ -215,6 +216,8 @@ class TickContext:
     summaries: SummaryCache = field(repr=False)
     tuner: TunerHolder = field(repr=False)
     """The online tuner (``settings.tune``), its study opened on first use."""
+    notifier: Notifier = field(repr=False)
+    """Posts to ``[notify] webhook_url`` (``autopilot.notify``); a no-op without one."""
 
     @classmethod
     def create(
@@ -246,6 +249,7 @@ class TickContext:
             memory=RunMemory(run_dir, settings),
             summaries=SummaryCache(settings.detectors.min_points),
             tuner=TunerHolder(settings, run_dir),
+            notifier=Notifier(settings.notify, run_dir),
         )
 
     def summary(self, state: TickState) -> RunSummary:

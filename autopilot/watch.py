@@ -258,6 +258,19 @@ class Autopilot:
         truncate_wal(self._conn)
         self._conn.close()
         os.close(self._lock_fd)
+        self._notify_end()
+
+    def _notify_end(self) -> None:
+        """Tell the webhook the run ended (not when only the autopilot stops), then let the
+        queued posts go out."""
+        notifier = self.context.notifier
+        try:
+            kernel = read_kernel_state(self.run_dir) if notifier.enabled else None
+            if kernel is not None and kernel.has_ended():
+                notifier.event("run_end", f"training ended ({kernel.status})", kernel.last_step)
+        except Exception:  # a garbled kernel.json: nothing to tell
+            logger.exception("notifying the run's end failed")
+        notifier.close()
 
     def __enter__(self) -> Autopilot:
         return self
