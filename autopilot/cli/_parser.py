@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_memory(sub, common)
     _add_doctor(sub, common)
     _add_serve(sub, common)
+    _add_launch(sub, common)
     for entry in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
         entry.load()(sub, common)
     return parser
@@ -310,6 +311,23 @@ def _add_memory(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
         p.add_argument(
             "--config", default=argparse.SUPPRESS, metavar="F", help="your autopilot.toml"
         )
+
+
+def _add_launch(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "launch",
+        parents=[common],
+        help="train module:fn in a child process under an autopilot (and the API)",
+        description="Call fn(run_dir, max_steps) of module in a child process, run the "
+        "autopilot over the run directory in this one, optionally serve the API on a free "
+        "loopback port; wait for the training to end (Ctrl-C: stop). Exit code: the training's.",
+    )
+    p.add_argument("target", metavar="module:fn", help="the training function")
+    p.add_argument("--mode", choices=MODES, default="suggest", help="the autopilot's mode")
+    p.add_argument("--serve", action="store_true", help="also serve /api/v1 over the run")
+    p.add_argument("--max-steps", type=int, metavar="N", help="passed to fn as max_steps")
+    p.add_argument("--config", metavar="F", help="your autopilot.toml")
+    p.set_defaults(handler="launch:cmd_launch")
 
 
 def _add_serve(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
