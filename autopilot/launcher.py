@@ -61,6 +61,16 @@ class Launched:
         self._server: Any = None
         self._server_thread: threading.Thread | None = None
 
+    def wait_started(self, timeout: float = 60.0) -> bool:
+        """Wait until the training published its ``kernel.json`` (its knobs, so ``set`` is
+        checked against them); ``False`` when it exited first or ``timeout`` passed."""
+        deadline = time.monotonic() + timeout
+        while not kernel_started(self.run_dir):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                return kernel_started(self.run_dir)
+            time.sleep(0.05)
+        return True
+
     def metrics(self) -> list[MetricRecord]:
         """The run's metric records so far (its latest segment)."""
         from autopilot.observe import read_metrics

@@ -33,7 +33,7 @@ def test_a_launched_run_trains_under_its_autopilot_and_takes_a_human_set(tmp_pat
     run_dir = tmp_path / "run"
     h = launch(train, run_dir=run_dir, mode="auto", max_steps=400, settings=_settings(tmp_path))
     assert h.url is None
-    _until(lambda: kernel_started(run_dir))
+    assert h.wait_started()
     (command,) = h.set(lr=0.02, reason="from the handle")
     assert h.wait(timeout=120) == 0
     (row,) = [r for r in h.ledger() if r.command_id == command.id]
