@@ -152,7 +152,8 @@ def notify_decision(notifier: Notifier, record: DecisionRecord, settings: Settin
         )
     if record.mode not in AI_MODES:
         return
-    fell_back = record.fallback_reason is not None
+    # an urgent diagnosis answered by the rules at once is no failure of the LLM
+    fell_back = record.fallback_reason is not None and not record.urgent
     notifier.decided(fell_back=fell_back, step=record.step)
     if fell_back and _budget_left(notifier.run, settings) <= 0:
         notifier.event(

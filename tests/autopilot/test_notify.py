@@ -16,7 +16,8 @@ from llm_server import ServerThread
 from spiked_loop import SPIKE_STEP, SpikedLoop
 
 from autopilot.config import NotifySettings, Settings, load_config
-from autopilot.notify import Event, Notifier
+from autopilot.decisions import DecisionRecord
+from autopilot.notify import Event, Notifier, notify_decision
 from autopilot.watch import Autopilot
 
 LOCKSTEP: dict[str, Any] = {"flush_interval_s": 0.0, "heartbeat_interval_s": 3600.0}
@@ -125,3 +126,39 @@ def test_a_run_directory_cannot_set_the_webhook(tmp_path: Path) -> None:
     loaded = load_config(None, tmp_path)
     assert loaded.settings.notify.webhook_url is None
     assert "notify.webhook_url" in loaded.ignored
+
+
+def _fallback(step: int, **kw: Any) -> DecisionRecord:
+    return DecisionRecord(
+        id=f"d{step}", step=step, mode="ai_auto", fallback_reason="budget: per-run cap", **kw
+    )
+
+
+def test_fallbacks_in_a_row_and_an_exhausted_budget_are_told_once(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    settings = _settings(tmp_path, receiver.url, fallbacks_in_a_row=2)
+    spent = settings.model_copy(
+        update={"budget": settings.budget.model_copy(update={"per_run_usd": 0})}
+    )
+    notifier = Notifier(spent.notify, tmp_path)
+    notify_decision(notifier, _fallback(10, urgent=True), spent)  # the rules at once: no failure
+    for step in (20, 30):
+        notify_decision(notifier, _fallback(step), spent)
+    notifier.close()
+    texts = receiver.texts()
+    assert [t for t in texts if "fell back" in t] == [
+        f"[autopilot] {tmp_path} at step 30: the LLM fell back to the rules 2 times in a row"
+    ]
+    budget = [t for t in texts if "budget is exhausted" in t]
+    assert len(budget) == 2 and "at step 20" in budget[0]  # min_interval_s = 0 here
+
+
+def test_a_fallback_with_budget_left_is_no_budget_notification(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    settings = _settings(tmp_path, receiver.url)
+    notifier = Notifier(settings.notify, tmp_path)
+    notify_decision(notifier, _fallback(10), settings)
+    notifier.close()
+    assert receiver.bodies == []
