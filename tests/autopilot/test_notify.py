@@ -61,7 +61,12 @@ def _settings(tmp_path: Path, url: str, **notify: Any) -> Settings:
 def _train_watched(run_dir: Path, settings: Settings, mode: str, steps: int = 220) -> None:
     loop = SpikedLoop(run_dir, **LOCKSTEP)
     with Autopilot(run_dir, mode=mode, settings=settings) as pilot:
-        loop.train(steps, on_step=lambda step: pilot.tick() if step % 10 == 0 else None)
+
+        def tick(step: int) -> None:
+            if step % 10 == 0:
+                pilot.tick()
+
+        loop.train(steps, on_step=tick)
 
 
 def test_a_diverging_run_notifies_its_review_item_its_reflex_and_its_end(
