@@ -33,6 +33,7 @@ from starlette.routing import Match
 
 from autopilot.config import Mode
 from autopilot.errors import AutopilotError, ReviewError
+from autopilot.service import dashboard
 from autopilot.service.auth import Token
 from autopilot.service.routes import ServiceState, router
 from autopilot.service.runs import Fleet
@@ -86,6 +87,7 @@ def create_app(
         root=Path(root), fleet=fleet, token=token, reads_need_token=reads_need_token, config=config
     )
     app.include_router(router, prefix=API_PREFIX)
+    app.include_router(dashboard.router)
     _errors(app)
     if not reads_need_token:
         _open_reads_in_schema(app)

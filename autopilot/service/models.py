@@ -184,3 +184,10 @@ class LessonsOut(BaseModel):
     memory: str
     """Where memory is and what it knows of this run's task."""
     lessons: list[Lesson]
+
+
+class TicketOut(BaseModel):
+    """A stream ticket (``?ticket=``) and how long it opens the stream."""
+
+    ticket: str
+    ttl_s: float

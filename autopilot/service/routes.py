@@ -21,7 +21,7 @@ from autopilot.decisions import DecisionLog, DecisionView
 from autopilot.proposals import Action
 from autopilot.review import ReviewItem, ReviewQueue
 from autopilot.run_mode import write_run_mode
-from autopilot.service import views
+from autopilot.service import tickets, views
 from autopilot.service.auth import ENV_TOKEN, Token
 from autopilot.service.models import (
     RUN_ID,
@@ -44,6 +44,7 @@ from autopilot.service.models import (
     RunDetail,
     RunSummary,
     SetIn,
+    TicketOut,
     ToStep,
 )
 from autopilot.service.runs import Fleet
@@ -274,13 +275,42 @@ def get_lessons(state: Reader, run_id: RunId) -> LessonsOut:
         memory.close()
 
 
+def can_stream(
+    request: Request,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    run_id: RunId,
+    ticket: Annotated[str | None, Query(max_length=200, description="from stream-ticket")] = None,
+) -> ServiceState:
+    """A read, where a browser's ``EventSource`` (no headers) may show a stream ticket
+    instead of the token (``tickets``)."""
+    state = _service(request)
+    if state.reads_need_token and not (ticket and tickets.valid(state.token, run_id, ticket)):
+        _check(
+            state,
+            creds,
+            "this server listens beyond loopback, so the stream needs the "
+            "token or a ticket from POST .../stream-ticket",
+        )
+    return state
+
+
 @router.get("/runs/{run_id}/stream", response_class=EventSourceResponse)
 def stream(
-    state: Reader, run_id: RunId, since: Literal["now", "start"] = "now"
+    state: Annotated[ServiceState, Depends(can_stream)],
+    run_id: RunId,
+    since: Literal["now", "start"] = "now",
 ) -> EventSourceResponse:
     """Server-Sent Events: ``metrics``, ``ledger``, ``decision`` and ``review``, one per
     line appended to those files (data: the line's JSON)."""
     return EventSourceResponse(events(_run_dir(state, run_id), since=since))
+
+
+@router.post("/runs/{run_id}/stream-ticket", status_code=201)
+def stream_ticket(state: Writer, run_id: RunId) -> TicketOut:
+    """A ticket that opens this run's stream for a minute (``?ticket=``): for a browser,
+    whose ``EventSource`` cannot send the token, and which keeps it out of URLs."""
+    _run_dir(state, run_id)
+    return TicketOut(ticket=tickets.issue(state.token, run_id), ttl_s=tickets.TICKET_TTL_S)
 
 
 # -- writes --------------------------------------------------------------------------------
