@@ -110,8 +110,9 @@ class Launched:
         except subprocess.TimeoutExpired:
             return None
         if self._pilot_thread is not None:
-            self._pilot_thread.join(_DRAIN_S)
-            self._pilot_stop.set()  # a child that died before its kernel started
+            if kernel_started(self.run_dir):  # else it died before its kernel started
+                self._pilot_thread.join(_DRAIN_S)
+            self._pilot_stop.set()
             self._pilot_thread.join()
         self._stop_server()
         return code
