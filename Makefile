@@ -16,7 +16,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# the dashboard's chart library (uPlot) from the npm registry, served by `autopilot serve`
+WEB := autopilot/service/web
+WEB_STAMP := $(WEB)/node_modules/.installed
+$(WEB_STAMP): $(WEB)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is needed for the dashboard's assets: apt-get install npm"; exit 1; }
+	npm ci --prefix $(WEB) --no-audit --no-fund --loglevel=error
+	touch $(WEB_STAMP)
+
+install: $(STAMP) $(WEB_STAMP)
 
 demo: install
 	$(VENV)/bin/autopilot demo
