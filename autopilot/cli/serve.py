@@ -37,6 +37,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"/api/v1 ({reads} need `Authorization: Bearer TOKEN`; the schema: /docs)",
         flush=True,
     )
+    print(
+        f"the dashboard: http://{args.host}:{args.port}/ (paste the token into its top bar)",
+        flush=True,
+    )
     prepared.server.run()
     return 0
 

@@ -221,6 +221,39 @@ def test_a_command_from_the_panel_is_applied(page: Page, train) -> None:
     page.wait_for_selector("#markers li[data-kind='applied']")
 
 
+def test_a_rewind_from_the_panel_is_marked_on_the_chart(page: Page, train) -> None:
+    run: Training = train("exp1")
+    poll(lambda: run.step >= 1, what="a step (the kernel snapshots step 0)")
+    open_run(page, "exp1")
+    page.click("#rewind")
+    page.wait_for_selector("#message.ok:has-text('queued rewind')")
+    row = ledger_row(run, op="rewind")
+    assert (row.decision, row.source) == ("applied", "human")
+    page.wait_for_selector("#markers li[data-kind='rewind']")
+
+
+def test_beyond_loopback_the_page_reads_with_the_token_and_streams_with_a_ticket(
+    browser: Browser, root: Path, train
+) -> None:
+    run: Training = train("exp1", pace_s=0.02)
+    poll(lambda: last_step(run.run_dir), what="a step")
+    with serve(create_app(root, token=TOKEN, reads_need_token=True)) as base:
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(f"{base}/dashboard/#/run/exp1")
+        page.wait_for_selector("#message.error:has-text('401')")  # no token: no reads
+        page.fill("#token", TOKEN.value)
+        page.click("#token-save")
+        page.reload()
+        open_run(page, "exp1")  # the stream opened: with a ticket, as EventSource sends none
+        points = ".chart[data-metric='train/loss']"
+        before = int(page.locator(points).get_attribute("data-points") or 0)
+        page.wait_for_function(
+            "([sel, n]) => +document.querySelector(sel).dataset.points > n", arg=[points, before]
+        )
+        context.close()
+
+
 def test_a_write_without_the_token_is_refused_on_the_page(page: Page, train) -> None:
     run: Training = train("exp1")
     poll(lambda: last_step(run.run_dir), what="a step")
