@@ -1,9 +1,10 @@
 """The autopilot's settings: one typed object loaded from ``autopilot.toml``.
 
 Every field has a default, so a missing file means "the defaults". Unknown keys are errors
-(a typo must not silently turn a guard off). ``autopilot.example.toml`` at the repository
-root documents each field. The settings come from the user's own file (``load_config``); a
-run directory's ``autopilot.toml`` may only tighten them (``autopilot._config_trust``).
+(a typo must not silently turn a guard off). ``autopilot/autopilot.example.toml``, which
+``autopilot init`` writes, documents each field. The settings come from the user's own file
+(``load_config``); a run directory's ``autopilot.toml`` may only tighten them
+(``autopilot._config_trust``).
 
 Example:
     >>> s = Settings.model_validate({"guards": {"max_actions": 1}})
@@ -461,5 +462,5 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 _UNKNOWN_SETTING = {
-    "extra_forbidden": "unknown setting (see autopilot.example.toml for the valid ones)"
+    "extra_forbidden": "unknown setting (`autopilot init` writes a file with every valid one)"
 }

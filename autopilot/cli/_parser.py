@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reset(sub, common)
     _add_memory(sub, common)
     _add_doctor(sub, common)
+    _add_init(sub)
     _add_serve(sub, common)
     _add_launch(sub, common)
     for entry in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
@@ -262,6 +263,19 @@ def _add_decisions(sub: argparse._SubParsersAction, common: argparse.ArgumentPar
     p.add_argument("--tail", type=int, metavar="N", help="only the last N decisions")
     p.add_argument("--json", action="store_true", help="one JSON object per decision")
     p.set_defaults(handler="decisions:cmd_decisions")
+
+
+def _add_init(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "init",
+        help="write a commented autopilot.toml with every setting at its default",
+        description="Writes ./autopilot.toml (or PATH, or with --user your own config file); "
+        "refuses to overwrite a file without --force.",
+    )
+    p.add_argument("path", nargs="?", metavar="PATH", help="where (default: ./autopilot.toml)")
+    p.add_argument("--user", action="store_true", help="write your config file in XDG_CONFIG_HOME")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p.set_defaults(handler="init:cmd_init")
 
 
 def _add_doctor(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

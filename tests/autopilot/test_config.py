@@ -11,7 +11,7 @@ from _runs import write_run
 from autopilot.config import Settings, check_bounds, load_settings
 from autopilot.errors import ConfigError
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "autopilot.example.toml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "autopilot" / "autopilot.example.toml"
 
 
 def test_the_example_file_holds_exactly_the_defaults() -> None:
