@@ -60,7 +60,7 @@ def test_free_text_from_the_run_directory_is_quoted_and_bounded() -> None:
     analysis = AnalystOutput(kind="plateau", summary="flat", confidence=0.5)
     analyst = analyst_fields(ctx, memory_tokens=120)
     fields = {**analyst, **planner_fields(ctx, analysis, max_actions=2)}
-    assert "\n## system" not in str(analyst["history"]) and "Ignore all" in analyst["history"]
+    assert "\n## system" not in str(analyst["history"]) and "Ignore all" in str(analyst["history"])
     for name in ("knobs", "history"):
         text = str(fields[name])
         assert "\n## system" not in text and "Ignore all" in text  # in, but only as data
