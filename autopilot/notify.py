@@ -9,9 +9,7 @@ Each kind is sent at most once per ``min_interval_s``, and a run sends at most
 ``max_per_run`` in all.
 
 Example:
-    >>> from autopilot.config import AI_MODES, NotifySettings, Settings
-from autopilot.decisions import DecisionRecord
-from autopilot.proposals import Action
+    >>> from autopilot.config import NotifySettings
     >>> n = Notifier(NotifySettings(), "RUN")  # no webhook: every event is dropped
     >>> n.send(Event(kind="run_end", run="RUN", step=10, text="training ended"))
     False

@@ -76,7 +76,7 @@ def run_id_of(run_dir: Path, kernel: KernelState) -> str:
     Example:
         >>> k = KernelState(pid=1, host="h", started_at=1.5e9, heartbeat=0, segment=1)
         >>> run_id_of(Path("/runs/exp3"), k)
-        'exp3.1.3c5e5c2e'
+        'exp3.1.87e3cbfc'
     """
     digest = hashlib.sha256(f"{kernel.host}:{kernel.started_at:.6f}".encode()).hexdigest()
     return f"{run_dir.name}.{kernel.segment}.{digest[:8]}"
