@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -217,23 +216,11 @@ def _start_pilot(handle: Launched, pilot: Any) -> None:
 
 
 def _start_server(handle: Launched, config: str | None) -> None:
-    from autopilot.service import make_server
+    from autopilot.service import serve_in_thread
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    root = handle.run_dir.resolve().parent
-    prepared = make_server(root, port=port, config=config, tick=False)
-    server = prepared.server
-    thread = threading.Thread(target=server.run, name="autopilot-serve", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:  # set once uvicorn listens
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise AutopilotError(f"the service did not start on 127.0.0.1:{port}")
-        time.sleep(0.02)
-    handle._server, handle._server_thread = server, thread
-    handle.url, handle.token = f"http://127.0.0.1:{port}", prepared.token.value
+    serving = serve_in_thread(handle.run_dir.resolve().parent, config=config, tick=False)
+    handle._server, handle._server_thread = serving.server, serving.thread
+    handle.url, handle.token = serving.url, serving.token
 
 
 def kernel_started(run_dir: str | os.PathLike[str]) -> bool:

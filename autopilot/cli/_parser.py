@@ -171,6 +171,19 @@ def _add_demo(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
         metavar="S",
         help="seconds per training step, so the run can be watched (0.015)",
     )
+    p.add_argument(
+        "--serve",
+        action="store_true",
+        help="also serve the dashboard on 127.0.0.1 (its address is printed), and keep it up "
+        "after the run until Ctrl-C",
+    )
+    p.add_argument(
+        "--linger",
+        type=float,
+        default=None,
+        metavar="S",
+        help="with --serve: keep the dashboard up S seconds after the run (default: until Ctrl-C)",
+    )
     p.set_defaults(handler="demo:cmd_demo")
 
 

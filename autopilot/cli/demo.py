@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 from statistics import fmean
+from typing import TYPE_CHECKING
 
 from autopilot.cli._common import CliError
 from autopilot.cli._demo_watch import Watch
@@ -26,6 +27,9 @@ from autopilot.cli._status_autopilot import memory_line
 from autopilot.cli.demo_train import EVAL_EVERY, SPIKE_LR, SPIKE_STEP
 from autopilot.cli.watch import DecisionPrinter
 from autopilot.config import load_settings
+
+if TYPE_CHECKING:
+    from autopilot.service import Serving
 from kernel import read_ledger
 
 _POLL_S = 0.05
@@ -43,6 +47,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _fresh_run_dir(str(twin_dir))
     mode = "ai_auto" if load_settings(None, run_dir).api_key() else "auto"
     _intro(run_dir, mode)
+    serving = _serve(run_dir) if args.serve else None
     procs = [
         _start_training(run_dir, args),
         _start_training(twin_dir, args),
@@ -54,7 +59,38 @@ def cmd_demo(args: argparse.Namespace) -> int:
     finally:
         for proc in procs:
             _stop(proc)
-    return _report(run_dir, twin_dir, procs, watch, time.monotonic() - started)
+    try:
+        return _report(run_dir, twin_dir, procs, watch, time.monotonic() - started)
+    finally:
+        if serving is not None:
+            _linger(serving, args.linger)
+
+
+def _serve(run_dir: Path) -> Serving:
+    """The dashboard over the demo's runs (the watch process runs the autopilot)."""
+    from autopilot.service import serve_in_thread
+
+    serving = serve_in_thread(run_dir.parent, tick=False)
+    print(f"  the dashboard: {serving.url}/dashboard/ (writes need the token: {serving.token})\n")
+    return serving
+
+
+def _linger(serving: Serving, seconds: float | None) -> None:
+    """Keep the dashboard up after the run: ``seconds``, or until Ctrl-C."""
+    print(
+        f"\nthe dashboard stays up at {serving.url}/dashboard/ "
+        + (f"for {seconds:g} s" if seconds is not None else "until Ctrl-C")
+    )
+    try:
+        if seconds is None:
+            while serving.thread.is_alive():
+                time.sleep(0.5)
+        else:
+            time.sleep(max(seconds, 0.0))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        serving.stop()
 
 
 def _intro(run_dir: Path, mode: str) -> None:

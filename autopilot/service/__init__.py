@@ -13,7 +13,13 @@ Example:
 from autopilot.service.app import API_PREFIX, create_app
 from autopilot.service.auth import Token, load_token
 from autopilot.service.runs import Fleet, discover
-from autopilot.service.server import DEFAULT_HOST, DEFAULT_PORT, make_server
+from autopilot.service.server import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    Serving,
+    make_server,
+    serve_in_thread,
+)
 
 __all__ = [
     "API_PREFIX",
@@ -25,4 +31,6 @@ __all__ = [
     "discover",
     "load_token",
     "make_server",
+    "serve_in_thread",
+    "Serving",
 ]

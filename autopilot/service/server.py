@@ -18,6 +18,9 @@ Example:
 from __future__ import annotations
 
 import os
+import socket
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,3 +79,43 @@ def make_server(
     )
     config_ = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
     return Prepared(server=uvicorn.Server(config_), token=token, reads_need_token=not local)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Serving:
+    """A server listening on loopback in a thread of this process (``serve_in_thread``)."""
+
+    url: str
+    token: str
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout)
+
+
+def serve_in_thread(
+    root: str | os.PathLike[str], *, config: str | None = None, tick: bool = False
+) -> Serving:
+    """The service for the runs under ``root`` on a free 127.0.0.1 port, in a daemon
+    thread (``launch(serve=True)``, ``autopilot demo --serve``); ``tick=False`` leaves the
+    autopilot to whoever runs it already.
+
+    Raises:
+        AutopilotError: it did not listen within 15 s.
+    """
+    with socket.socket() as probe:
+        probe.bind((DEFAULT_HOST, 0))
+        port = probe.getsockname()[1]
+    prepared = make_server(root, port=port, config=config, tick=tick)
+    server = prepared.server
+    thread = threading.Thread(target=server.run, name="autopilot-serve", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:  # set once uvicorn listens
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise AutopilotError(f"the service did not start on {DEFAULT_HOST}:{port}")
+        time.sleep(0.02)
+    url = f"http://{DEFAULT_HOST}:{port}"
+    return Serving(url=url, token=prepared.token.value, server=server, thread=thread)
