@@ -221,3 +221,30 @@ def test_a_plan_comes_when_the_earlier_run_needed_it_and_never_repeats_an_event(
     left = memory.start_plan({"lr": 0.3, "weight_decay": 1e-5})  # a schedule moved it: 0.3
     assert [p.knob for p in left] == ["weight_decay"]  # the lr part is done: x0.5 applied
     memory.close()
+
+
+def test_the_llm_analyst_reads_the_lessons_in_its_prompt(
+    tmp_path: Path, settings: Settings
+) -> None:
+    from autopilot.context import build_context
+    from autopilot.policies._prompt_fields import analyst_fields
+    from autopilot.state import TickContext
+
+    _train(tmp_path / "first", settings)
+    _train(tmp_path / "second", settings)
+    kernel = read_kernel_state(tmp_path / "second")
+    assert kernel is not None
+    third = kernel.model_copy(update={"started_at": kernel.started_at + 1})
+    ctx = TickContext.create(tmp_path / "third", settings, "ai_suggest")
+    assert ctx.memory.begin(third, "val/loss", "min")
+    plateau = Diagnosis(kind="plateau", metric="val/loss", step=300, message="flat")
+    state: dict[str, Any] = {
+        "step": 300, "key_metric": "val/loss", "key_mode": "min", "metrics_offset": 0,
+        "windows": {}, "best": {}, "diagnoses": [plateau.model_dump(mode="json")],
+        "kernel": third.model_dump(mode="json"),
+    }  # fmt: skip
+    policy_ctx = build_context(ctx, state)  # type: ignore[arg-type]
+    assert [lesson.kind for lesson in policy_ctx.lessons] == ["plateau"]
+    memory = str(analyst_fields(policy_ctx, memory_tokens=120)["memory"])
+    assert "plateau: lr x2 better 2 of 2" in memory
+    ctx.memory.close()
