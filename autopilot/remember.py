@@ -61,12 +61,18 @@ MIN_PLAN_MOVE = 0.1
 """A start plan skips a knob whose remembered factor (or what is left of it) is within
 10 % of 1."""
 PLAN_KNOBS = ("lr", "weight_decay", "grad_clip")
-EVENT_KINDS = frozenset({"divergence", "recall"})
-"""Changes for these kinds answer an event of their run (a spike, a reflex) or were the plan
-itself, not its start: a plan never repeats them (a plan's own measured effect is a lesson)."""
+"""The knob families a start plan may change (and ``loss.*`` weights)."""
+EVENT_KINDS = frozenset({"divergence"})
+"""Changes for these kinds answer an event of their run (a spike, a reflex), not its start:
+a plan never repeats them."""
+EVENT_EVIDENCE = ("lr_collapsed", "reflex")
+"""Evidence of an event too: a collapsed lr restored (a bug that fires mid-run: raising the
+lr before it only adds to the collapse's aftermath), a reflex's rewind."""
+PLAN_STEP = 2.0
+"""How much further a plan goes than the latest run that followed one, while each of that
+run's plan steps measured better."""
 START_EVIDENCE = ("slow", "too_big")
 """Evidence that the update ratio found the starting value itself wrong."""
-"""The knob families a start plan may change (and ``loss.*`` weights)."""
 
 
 def run_id_of(run_dir: Path, kernel: KernelState) -> str:
@@ -375,12 +381,14 @@ class RunMemory:
             steps: list[int] = []
             firsts: list[int] = []
             from_start = False
+            followed: list[InterventionRecord] = []
             for past in earlier:
                 began = past.start_knobs.get(knob)
                 if not _number(began) or not _close(float(began), float(start)):
                     continue  # the script changed since: that run's lesson is not this one's
                 helped = [c for c in helped_by.get((past.run_id, knob), []) if _early(c, past)]
                 factors.append(math.prod(f for c in helped if (f := _factor(c)) is not None))
+                followed = self._recalls(past.run_id, knob)  # the latest such run's, at the end
                 if helped:
                     firsts.append(min(c.step for c in helped))
                     steps += [c.step for c in helped]
@@ -391,6 +399,13 @@ class RunMemory:
             if len({f > 1 for f in moved}) > 1:
                 continue  # they disagree on the direction
             factor = geometric_mean(moved)
+            if followed and not _close(factors[-1], 1.0):
+                # the latest run followed a plan: build on where it ended, and one step
+                # further while every step of its plan measured better (a line search
+                # across runs; a step measured worse is rolled back and ends it)
+                factor = factors[-1]
+                if all(c.verdict == "better" for c in followed):
+                    factor *= PLAN_STEP if factor > 1 else 1 / PLAN_STEP
             left = factor / self._moved(knob)
             if _close(left, 1.0) or (left > 1) != (factor > 1):
                 continue  # done already (or overshot): nothing left of the plan
@@ -432,14 +447,20 @@ class RunMemory:
         ]
         return math.prod(moves)
 
+    def _recalls(self, run_id: str, knob: str) -> list[InterventionRecord]:
+        """The changes a start plan made to ``knob`` in the earlier run ``run_id``."""
+        return [
+            c
+            for c in self._past_cases()[1]
+            if c.run_id == run_id and c.knob == knob and c.kind == "recall" and c.op == "set"
+        ]
+
     def _helped(self) -> dict[tuple[str, str], list[InterventionRecord]]:
-        """Per earlier run and knob, its changes measured ``better`` that a plan may
-        repeat (not answers to an event: ``EVENT_KINDS``)."""
+        """Per earlier run and knob, the changes a plan may repeat (``_plannable_case``)."""
         if self._helped_by is None:
             found: dict[tuple[str, str], list[InterventionRecord]] = {}
             for c in self._past_cases()[1]:
-                good = c.op == "set" and c.verdict == "better" and c.kind not in EVENT_KINDS
-                if good and c.knob is not None:
+                if _plannable_case(c) and c.knob is not None:
                     found.setdefault((c.run_id, c.knob), []).append(c)
             self._helped_by = found
         return self._helped_by
@@ -560,6 +581,19 @@ def _early(case: InterventionRecord, run: RunRecord) -> bool:
         return case.phase < EARLY_PHASE
     last = run.trajectory[-1][0] if run.trajectory else None
     return last is not None and case.step < EARLY_PHASE * last
+
+
+def _plannable_case(case: InterventionRecord) -> bool:
+    """Whether a plan may repeat ``case``: a change measured ``better``, or an earlier plan's
+    own change kept (``better`` or ``neutral``: that run needed it too, so the plan builds on
+    the runs that followed it rather than forgetting them), and never an answer to an event
+    (``EVENT_KINDS``, ``EVENT_EVIDENCE``)."""
+    if case.op != "set" or case.kind in EVENT_KINDS:
+        return False
+    if any(case.evidence.get(key) not in (None, False) for key in EVENT_EVIDENCE):
+        return False
+    kept = ("better", "neutral") if case.kind == "recall" else ("better",)
+    return case.verdict in kept
 
 
 def _start_was_wrong(case: InterventionRecord) -> bool:

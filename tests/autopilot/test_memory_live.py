@@ -200,6 +200,14 @@ def test_a_plan_comes_when_the_earlier_run_needed_it_and_never_repeats_an_event(
                 "evidence": {"too_big": True},
             },
             {"step": 900, "kind": "plateau", "knob": "lr", "before": 0.025, "after": 0.0125},
+            {
+                "step": 200,
+                "kind": "plateau",
+                "knob": "lr",
+                "before": 0.01,
+                "after": 0.1,
+                "evidence": {"lr_collapsed": 0.01},
+            },  # a collapse's restore answers a bug
         ],  # fmt: skip
     )
     memory = RunMemory(tmp_path / "run", settings)
@@ -248,3 +256,12 @@ def test_the_llm_analyst_reads_the_lessons_in_its_prompt(
     memory = str(analyst_fields(policy_ctx, memory_tokens=120)["memory"])
     assert "plateau: lr x2 better 2 of 2" in memory
     ctx.memory.close()
+
+
+def test_a_plan_that_kept_measuring_better_goes_one_step_further_each_run(
+    tmp_path: Path, settings: Settings
+) -> None:
+    for name in ("first", "second", "third"):
+        _train(tmp_path / name, settings)
+    recalls = [r.after for r in _applied(tmp_path / "third") if r.for_diagnosis == "recall"]
+    assert recalls == pytest.approx([2e-4, 4e-4, 8e-4])  # x4 the last run, x2 further
