@@ -89,19 +89,28 @@ def test_the_stream_delivers_a_new_review_item(server: str, train) -> None:
         actions=[Action(knob="lr", multiplier=0.5, reason="plateau")],
         confidence=0.9,
     )
+    event: dict = {}
     with (
         httpx.Client(timeout=30) as http,
         http.stream("GET", f"{server}/runs/exp1/stream") as stream,
     ):
-        queue.add(queue.new_item(step=run.step, proposal=proposal, verdicts=[], item_id="rv-7"))
+        added = False
         name = None
+        deadline = time.monotonic() + 30  # metrics keep coming: never read the stream forever
         for line in stream.iter_lines():
             if line.startswith("event:"):
                 name = line.removeprefix("event:").strip()
+            elif line.startswith("data:") and not added:
+                # the stream is live (it follows from "now"): the item comes after it
+                item = queue.new_item(step=run.step, proposal=proposal, verdicts=[], item_id="rv-7")
+                queue.add(item)
+                added = True
             elif line.startswith("data:") and name == "review":
                 event = json.loads(line.removeprefix("data:"))
                 break
-    assert (event["event"], event["id"]) == ("proposed", "rv-7")
+            if time.monotonic() > deadline:
+                break
+    assert (event.get("event"), event.get("id")) == ("proposed", "rv-7")
 
 
 def test_serve_refuses_to_start_with_a_clear_line(root: Path, capsys, monkeypatch) -> None:
