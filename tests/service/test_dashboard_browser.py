@@ -297,3 +297,33 @@ def test_beyond_loopback_the_stream_takes_a_ticket_not_a_missing_token(root: Pat
                 "GET", f"{base}/api/v1/runs/exp2/stream", params={"ticket": ticket}
             ) as s:
                 assert s.status_code == 401  # a ticket opens its own run's stream only
+
+
+def test_a_long_live_run_keeps_the_page_at_its_cap_and_its_markers(
+    page: Page, server: str, train
+) -> None:
+    run: Training = train("exp1", pace_s=0.002)
+    poll(lambda: run.step >= 5, what="5 steps")
+    page.goto(f"{server}/dashboard/?max_points=20#/run/exp1")  # at most 2 x 20 kept
+    open_run(page, "exp1")
+    sel = ".chart[data-metric='train/loss']"
+    page.evaluate(
+        """sel => { const box = document.querySelector(sel); window.mostPoints = 0;
+        new MutationObserver(() => { window.mostPoints = Math.max(window.mostPoints,
+          +box.dataset.points) }).observe(box, { attributes: true }) }""",
+        sel,
+    )
+    body = {"op": "set", "assignments": ["lr=x0.5"], "reason": "from the test"}
+    auth = {"Authorization": f"Bearer {TOKEN.value}"}
+    answer = httpx.post(f"{server}/api/v1/runs/exp1/commands", json=body, headers=auth)
+    assert answer.status_code == 201, answer.text
+    marked = int(page.locator("#markers li[data-kind='applied']").get_attribute("data-step") or 0)
+    start = int(page.locator(sel).get_attribute("data-last-step") or 0)
+    page.wait_for_function(
+        "([sel, n]) => +document.querySelector(sel).dataset.lastStep > n", arg=[sel, start + 200]
+    )
+    chart = page.locator(sel)
+    assert 0 < page.evaluate("window.mostPoints") <= 40  # 200 points streamed, 40 at most kept
+    first = int(chart.get_attribute("data-first-step") or -1)
+    assert first <= marked <= int(chart.get_attribute("data-last-step") or 0)
+    assert int(chart.get_attribute("data-markers") or 0) >= 1

@@ -11,6 +11,11 @@ const API = "/api/v1";
 const TOKEN_KEY = "train-autopilot-token";
 const COLORS = { applied: "#2563eb", rollback: "#ea580c", rewind: "#dc2626", reflex: "#9333ea" };
 const MAX_CHARTS = 4;
+// points per series asked of the server (LTTB there); a series streamed past twice that is
+// thinned back to it here, so a page left open on a long run stays about one size.
+// `?max_points=N` in the page's URL overrides it (the tests use a small one).
+const MAX_POINTS = Math.min(Math.max(
+  +new URLSearchParams(location.search).get("max_points") || 2000, 3), 100000);
 const $ = (sel) => document.querySelector(sel);
 
 function el(tag, attrs = {}, ...children) {
@@ -162,6 +167,21 @@ function drawMarks(u) {
   ctx.restore();
 }
 
+// the first metrics page drawn on every chart: the readiness signal a benchmark waits for
+function signalDrawn() {
+  if (document.body.dataset.chartsReady) return;
+  const names = Object.keys(run.series).sort().slice(0, MAX_CHARTS);
+  if (!names.every((n) => run.charts[n] && run.charts[n].box.dataset.drawn)) return;
+  document.body.dataset.chartsReady = "1";
+  performance.mark("charts-drawn");
+}
+
+function chartDrawn(u) {
+  if (!run || !u.data[0].length) return;
+  u.root.parentElement.dataset.drawn = "1";
+  signalDrawn();
+}
+
 function chart(name) {
   if (run.charts[name]) return run.charts[name];
   const box = el("div", { class: "chart", dataset: { metric: name, points: 0 } });
@@ -171,7 +191,7 @@ function chart(name) {
     title: name, width, height: 220,
     scales: { x: { time: false } },
     series: [{ label: "step" }, { label: name, stroke: "#0f766e", width: 1.5, spanGaps: false }],
-    hooks: { draw: [drawMarks] },
+    hooks: { draw: [drawMarks, chartDrawn] },
   };
   const plot = new uPlot(opts, [[], []], box);
   run.charts[name] = { box, plot };
@@ -194,8 +214,51 @@ function addPoints(page) {
       mine.steps.push(s.steps[i]);
       mine.values.push(s.values[i]);
     }
+    if (mine.steps.length > 2 * MAX_POINTS) run.series[name] = thin(mine, MAX_POINTS);
   }
   redraw();
+}
+
+// the server's LTTB (autopilot/service/lttb.py) over the finite points; every null is kept.
+// The first and last points stay, so the x range, and the markers drawn on it, do not move.
+function thin(series, threshold) {
+  const { steps, values } = series;
+  const finite = [];
+  for (let i = 0; i < steps.length; i++) if (values[i] !== null) finite.push(i);
+  const kept = new Set(steps.map((_, i) => i).filter((i) => values[i] === null));
+  for (const j of lttb(finite.map((i) => steps[i]), finite.map((i) => values[i]), threshold)) {
+    kept.add(finite[j]);
+  }
+  const order = [...kept].sort((a, b) => a - b);
+  return { steps: order.map((i) => steps[i]), values: order.map((i) => values[i]) };
+}
+
+function lttb(xs, ys, threshold) {
+  const n = xs.length;
+  if (n <= threshold) return xs.map((_, i) => i);
+  const edges = [];  // the buckets of the inner points, as the server cuts them
+  for (let i = 0; i < threshold - 1; i++) edges.push(Math.floor(1 + (i * (n - 2)) / (threshold - 2)));
+  const keep = [0];
+  let a = 0;
+  for (let i = 0; i < threshold - 2; i++) {
+    const lo = edges[i], hi = Math.max(edges[i + 1], lo + 1);
+    const nextLo = edges[i + 1], nextHi = i + 2 < edges.length ? edges[i + 2] : n;
+    let cx = xs[n - 1], cy = ys[n - 1];
+    if (nextHi > nextLo) {
+      cx = 0; cy = 0;
+      for (let j = nextLo; j < nextHi; j++) { cx += xs[j]; cy += ys[j]; }
+      cx /= nextHi - nextLo; cy /= nextHi - nextLo;
+    }
+    let best = lo, area = -1;
+    for (let j = lo; j < hi; j++) {
+      const s = Math.abs((xs[a] - cx) * (ys[j] - ys[a]) - (xs[a] - xs[j]) * (cy - ys[a]));
+      if (s > area) { area = s; best = j; }
+    }
+    keep.push(best);
+    a = best;
+  }
+  keep.push(n - 1);
+  return keep;
 }
 
 function redraw() {
@@ -205,6 +268,8 @@ function redraw() {
     const s = run.series[name];
     plot.setData([s.steps, s.values]);
     box.dataset.points = s.steps.length;
+    box.dataset.firstStep = s.steps[0];
+    box.dataset.lastStep = s.steps[s.steps.length - 1];
     box.dataset.markers = markers().length;
   }
   $("#markers").replaceChildren(...markers().slice(-30).map((m) =>
@@ -213,9 +278,12 @@ function redraw() {
 }
 
 async function loadMetrics() {
-  const page = await api("GET", `/runs/${run.id}/metrics?offset=${run.offset}`);
+  const current = run;
+  const page = await api("GET", `/runs/${current.id}/metrics?offset=${current.offset}&max_points=${MAX_POINTS}`);
+  if (run !== current) return;
   run.offset = page.next_offset;
   addPoints(page);
+  if (!Object.keys(run.series).length) signalDrawn();  // no metrics yet: nothing to draw
 }
 
 async function loadLedger() {
@@ -365,6 +433,7 @@ function closeRun() {
 async function showRun(id) {
   closeRun();
   run = newRun(id);
+  delete document.body.dataset.chartsReady;
   $("#charts").replaceChildren();
   $("#run-id").textContent = id;
   $("#overview").hidden = true;
