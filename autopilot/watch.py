@@ -33,6 +33,7 @@ import os
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -54,6 +55,7 @@ from autopilot.errors import AutopilotError
 from autopilot.graph import build_graph
 from autopilot.observe import file_size
 from autopilot.state import TickContext, TickState
+from autopilot.watch_stats import TickStats
 from kernel import read_kernel_state
 from kernel.jsonl import read_json
 from kernel.metrics import METRICS_FILE
@@ -114,6 +116,7 @@ class Autopilot:
         )
         self._thread = _thread_of(self.state_dir)
         self._resume = self._open_checkpoint()
+        self.stats = TickStats()
         if mode in AI_MODES:
             self.context.llm.warm_up()
 
@@ -211,23 +214,32 @@ class Autopilot:
             ended = until_ended and self._training_ended()  # before the size: see run()
             size = file_size(metrics)
             if size != seen:
-                seen = size
+                seen = self.stats.seen_bytes = size
                 failures = self._safe_tick(on_tick, failures)
             elif ended:
                 return
             stop.wait(self.settings.cadence.poll_interval_s)
 
     def _safe_tick(self, on_tick: Callable[[dict[str, Any]], None] | None, failures: int) -> int:
+        cpu = time.thread_time()
         try:
             state = self.tick()
         except Exception:  # a bug in a node must not end the watch, nor the training
+            self._count(cpu)
             failures += 1
             if failures <= 3 or failures % 100 == 0:
                 logger.exception("autopilot tick failed (%d in a row); continuing", failures)
             return failures
+        self._count(cpu)
         if on_tick is not None:
             on_tick(state)
         return 0
+
+    def _count(self, cpu_at_start: float) -> None:
+        stats = self.stats
+        stats.ticks += 1
+        stats.cpu_s += time.thread_time() - cpu_at_start
+        stats.last_tick_at = time.time()
 
     def _check_run_dir(self) -> None:
         if _identity(self.run_dir) != self._identity:

@@ -55,6 +55,7 @@ class SQLiteStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._users = 0
         self._lock = threading.RLock()
         """One connection, shared by the threads of a process (a watcher's tick, the CLI)."""
         try:
@@ -173,8 +174,33 @@ class SQLiteStore:
         return [InterventionRecord.model_validate_json(r[0]) for r in rows]
 
     def close(self) -> None:
+        """Release this user's share; the connection closes with its last user."""
+        with _OPEN_LOCK:
+            self._users -= 1
+            if self._users > 0:
+                return
+            if _OPEN.get(self.path) is self:
+                del _OPEN[self.path]
         with self._lock:
             self._db.close()
+
+    @classmethod
+    def shared(cls, path: Path) -> SQLiteStore:
+        """The process's open store on ``path`` (one connection and lock for all its
+        users: `autopilot serve` ticks many runs in threads of one process, and 100
+        connections to one file would wait on each other's locks past the busy timeout),
+        opened when there is none; each user ``close``s its own share."""
+        key = path.resolve()
+        with _OPEN_LOCK:
+            store = _OPEN.get(key)
+            if store is None:
+                store = _OPEN[key] = cls(key)
+            store._users += 1
+            return store
+
+
+_OPEN: dict[Path, SQLiteStore] = {}
+_OPEN_LOCK = threading.Lock()
 
 
 class _Transaction:

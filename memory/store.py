@@ -93,7 +93,7 @@ def open_store(url: str | Path) -> MemoryStore:
         )
     from memory.sqlite import SQLiteStore
 
-    return SQLiteStore(Path(text))
+    return SQLiteStore.shared(Path(text))
 
 
 def _open_postgres(url: str) -> MemoryStore:

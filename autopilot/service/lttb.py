@@ -42,15 +42,22 @@ def lttb(x: npt.ArrayLike, y: npt.ArrayLike, threshold: int) -> npt.NDArray[np.i
     if n <= threshold:
         return np.arange(n, dtype=np.intp)
     edges = np.linspace(1, n - 1, threshold - 1).astype(np.intp)  # buckets of the inner points
+    # each bucket's next-bucket centroid, all at once (the last one's "next" is the last point)
+    starts = edges[1:]
+    ends = np.append(edges[2:], n)
+    counts = ends - starts
+    sum_x, sum_y = np.add.reduceat(xs, starts), np.add.reduceat(ys, starts)
+    empty = counts <= 0
+    cxs = np.where(empty, xs[-1], sum_x / np.maximum(counts, 1))
+    cys = np.where(empty, ys[-1], sum_y / np.maximum(counts, 1))
     keep = np.empty(threshold, dtype=np.intp)
     keep[0], keep[-1] = 0, n - 1
     a = 0
     for i in range(threshold - 2):
-        lo, hi = edges[i], max(edges[i + 1], edges[i] + 1)
-        nxt_lo, nxt_hi = edges[i + 1], edges[i + 2] if i + 2 < len(edges) else n
-        cx = xs[nxt_lo:nxt_hi].mean() if nxt_hi > nxt_lo else xs[-1]
-        cy = ys[nxt_lo:nxt_hi].mean() if nxt_hi > nxt_lo else ys[-1]
-        area = np.abs((xs[a] - cx) * (ys[lo:hi] - ys[a]) - (xs[a] - xs[lo:hi]) * (cy - ys[a]))
-        a = lo + int(np.argmax(area))
+        lo = int(edges[i])
+        hi = max(int(edges[i + 1]), lo + 1)
+        ax, ay, cx, cy = xs[a], ys[a], cxs[i], cys[i]
+        area = np.abs((ax - cx) * (ys[lo:hi] - ay) - (ax - xs[lo:hi]) * (cy - ay))
+        a = lo + int(area.argmax())
         keep[i + 1] = a
     return keep

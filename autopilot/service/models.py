@@ -12,7 +12,7 @@ from autopilot.config import Mode
 from autopilot.guards import Verdict
 from autopilot.review import ReviewItem
 from autopilot.run_mode import ModeSource
-from autopilot.service.runs import PilotState
+from autopilot.service.runs import PilotState, PilotStatus
 from kernel import Command, KernelState
 from memory.lessons import Lesson
 
@@ -32,9 +32,27 @@ class ErrorOut(BaseModel):
 
 
 class PilotOut(BaseModel):
+    """What the service's autopilot does with the run, and what its ticks cost so far."""
+
     state: PilotState
     mode: Mode | None = None
     detail: str | None = None
+    ticks: int = 0
+    cpu_s: float = 0.0
+    """CPU seconds of this run's ticks (its thread's time)."""
+    last_tick_at: float | None = None
+    """When its last tick ended (Unix time)."""
+
+    @classmethod
+    def of(cls, status: PilotStatus) -> PilotOut:
+        return cls(
+            state=status.state,
+            mode=status.mode,
+            detail=status.detail,
+            ticks=status.ticks,
+            cpu_s=round(status.cpu_s, 4),
+            last_tick_at=status.last_tick_at,
+        )
 
 
 class RunSummary(BaseModel):

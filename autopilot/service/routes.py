@@ -243,7 +243,7 @@ def _mode(state: ServiceState, run_id: str) -> ModeOut:
     return ModeOut(
         mode=mode.mode,
         source=mode.source,
-        pilot=PilotOut(state=pilot.state, mode=pilot.mode, detail=pilot.detail),
+        pilot=PilotOut.of(pilot),
     )
 
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -29,6 +30,7 @@ from autopilot._watch_lock import LOCK_FILE, holder
 from autopilot.config import Mode, load_settings
 from autopilot.errors import AutopilotError
 from autopilot.run_mode import ResolvedMode, resolve_mode
+from autopilot.watch_stats import TickStats
 from kernel import read_kernel_state
 from kernel.state import AUTOPILOT_DIR, STATE_FILE
 
@@ -49,6 +51,10 @@ class PilotStatus:
     state: PilotState
     mode: Mode | None = None
     detail: str | None = None
+    ticks: int = 0
+    cpu_s: float = 0.0
+    """The CPU time of this run's ticks so far (its thread's)."""
+    last_tick_at: float | None = None
 
 
 @dataclass(kw_only=True)
@@ -58,6 +64,16 @@ class _Pilot:
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
     status: PilotStatus = field(default_factory=lambda: PilotStatus(state="starting"))
+    stats: TickStats | None = None
+
+    def current(self) -> PilotStatus:
+        """The status with the autopilot's tick counts as they are now."""
+        stats = self.stats
+        if stats is None:
+            return self.status
+        return replace(
+            self.status, ticks=stats.ticks, cpu_s=stats.cpu_s, last_tick_at=stats.last_tick_at
+        )
 
 
 def discover(root: Path, max_depth: int = MAX_DEPTH) -> dict[str, Path]:
@@ -97,6 +113,7 @@ class Fleet:
         default_mode: the mode of runs that set none themselves (``serve --mode``).
         config: the user's ``autopilot.toml`` (``serve --config``).
         poll_s: how often ``start``'s thread looks for new runs and changed modes.
+        on_tick: called after each tick of a run with its id and its stats (benchmarks).
     """
 
     def __init__(
@@ -106,11 +123,13 @@ class Fleet:
         default_mode: Mode | None = None,
         config: str | None = None,
         poll_s: float = 1.0,
+        on_tick: Callable[[str, TickStats], None] | None = None,
     ) -> None:
         if poll_s <= 0:
             raise AutopilotError(f"poll_s must be above 0, got {poll_s}")
         self.root = Path(root)
         self.default_mode, self.config, self.poll_s = default_mode, config, poll_s
+        self.on_tick = on_tick
         self._runs: dict[str, Path] = {}
         self._pilots: dict[str, _Pilot] = {}
         self._ended: dict[str, tuple[int, float]] = {}
@@ -144,7 +163,7 @@ class Fleet:
         with self._lock:
             pilot = self._pilots.get(run_id)
             if pilot is not None:
-                return pilot.status
+                return pilot.current()
             ended = run_id in self._ended
             failed = self._failed.get(run_id)
         if failed is not None and ended:
@@ -234,10 +253,13 @@ class Fleet:
                 self._failed[run_id] = pilot.status
             self._forget(run_id, pilot, ended=True)
             return
+        pilot.stats = autopilot.stats
         pilot.status = PilotStatus(state="ticking", mode=pilot.mode)
         try:
+            hook = self.on_tick
+            traced = None if hook is None else (lambda _: hook(run_id, autopilot.stats))
             with autopilot:
-                autopilot.run(stop=pilot.stop, until_ended=True)
+                autopilot.run(stop=pilot.stop, until_ended=True, on_tick=traced)
         except AutopilotError as exc:  # the run directory was deleted under it
             logger.warning("autopilot serve: run %s: %s", run_id, exc)
         self._forget(run_id, pilot, ended=not pilot.stop.is_set())

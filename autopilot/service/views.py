@@ -40,7 +40,7 @@ def run_detail(
         status=status,
         mode=mode.mode,
         mode_source=mode.source,
-        pilot=PilotOut(state=pilot.state, mode=pilot.mode, detail=pilot.detail),
+        pilot=PilotOut.of(pilot),
         kernel=state,
         decisions=len(views),
         fallback_reason=views[-1].record.fallback_reason if views else None,
@@ -88,17 +88,22 @@ def metrics_page(path: Path, offset: int, names: list[str] | None, max_points: i
     segment = state.segment if state is not None else None
     columns: dict[str, tuple[list[int], list[float]]] = {}
     rewinds = []
+    wanted = None if names is None else set(names)
     for _, text in tail.read_new():
         record = _record(text)
         if record is None or (segment is not None and record.segment != segment):
             continue
+        step = record.step
         if record.rewound_to is not None:
-            rewinds.append((record.step, record.rewound_to))
+            rewinds.append((step, record.rewound_to))
         for name, value in record.metrics.items():
-            if names is None or name in names:
-                steps, values = columns.setdefault(name, ([], []))
-                steps.append(record.step)
-                values.append(value)
+            column = columns.get(name)
+            if column is None:
+                if wanted is not None and name not in wanted:
+                    continue
+                column = columns[name] = ([], [])
+            column[0].append(step)
+            column[1].append(value)
     series = {name: _series(steps, values, max_points) for name, (steps, values) in columns.items()}
     return MetricsPage(
         offset=start,

@@ -49,7 +49,9 @@ def test_a_run_is_ticked_once_its_mode_is_set(client: TestClient, fleet: Fleet, 
     poll(lambda: (run.run_dir / "autopilot" / "graph.sqlite").exists(), what="a tick")
     client.put(f"{API}/runs/exp1/mode", json={"mode": "auto"}, headers=AUTH)
     poll(lambda: lock_of(run) == "auto", what="the autopilot restarted in mode auto")
-    assert pilot(client)["pilot"] == {"state": "ticking", "mode": "auto", "detail": None}
+    status = poll(lambda: (s := pilot(client)["pilot"])["ticks"] >= 1 and s, what="a tick")
+    assert (status["state"], status["mode"], status["detail"]) == ("ticking", "auto", None)
+    assert status["cpu_s"] > 0 and status["last_tick_at"] > 0
     client.put(f"{API}/runs/exp1/mode", json={"mode": None}, headers=AUTH)
     poll(lambda: lock_of(run) is None, what="the autopilot stopped")
     assert pilot(client)["mode"] is None
