@@ -178,6 +178,20 @@ def read_changes(run_dir: Path, offset: int) -> tuple[list[LedgerRow], int]:
     return rows, tail.offset
 
 
+def _columns(records: Iterable[MetricRecord]) -> dict[str, tuple[list[int], list[float]]]:
+    """Each metric's steps and values in ``records``, in order (one pass over them)."""
+    columns: dict[str, tuple[list[int], list[float]]] = {}
+    for record in records:
+        step = record.step
+        for name, value in record.metrics.items():
+            column = columns.get(name)
+            if column is None:
+                column = columns[name] = ([], [])
+            column[0].append(step)
+            column[1].append(float(value))
+    return columns
+
+
 def fold_records(
     windows: Windows, best: Best, records: Iterable[MetricRecord], window: int
 ) -> tuple[Windows, Best]:
@@ -191,17 +205,17 @@ def fold_records(
     """
     windows = {name: _copy(name, w) for name, w in windows.items()}
     best = dict(best)
-    for record in records:
-        step = record.step
-        for name, value in record.metrics.items():
-            value = float(value)
-            columns = windows.get(name)
-            if columns is None:
-                columns = windows[name] = [[], []]
-            columns[0].append(step)
-            columns[1].append(value)
-            if math.isfinite(value) and _better(name, value, best.get(name)):
-                best[name] = [value, step]
+    for name, (steps, values) in _columns(records).items():
+        columns = windows.get(name)
+        if columns is None:
+            columns = windows[name] = [[], []]
+        columns[0].extend(steps)
+        columns[1].extend(values)
+        finite = list(filter(math.isfinite, values))
+        if finite:
+            top = min(finite) if metric_mode(name) == "min" else max(finite)
+            if _better(name, top, best.get(name)):
+                best[name] = [top, steps[values.index(top)]]
     for steps, values in windows.values():
         if (extra := len(steps) - window) > 0:
             del steps[:extra], values[:extra]
@@ -223,24 +237,29 @@ def fold_run_stats(early: Early, peak: Peak, records: Iterable[MetricRecord]) ->
     """
     early = {name: list(values) for name, values in early.items()}
     peak = dict(peak)
-    for record in records:
-        for name, value in record.metrics.items():
-            value = float(value)
-            if not math.isfinite(value):
-                continue
-            first = early.setdefault(name, [])
-            if len(first) < EARLY_POINTS:
-                first.append(value)
-            top = peak.get(name)
-            if top is None:
-                peak[name] = [value, record.step, value, 0.0]
-                continue
-            largest, at, last, drop = (list(top) + [value, 0.0])[:4]  # older: [value, step]
+    for name, (steps, values) in _columns(records).items():
+        points = [(s, v) for s, v in zip(steps, values) if math.isfinite(v)]
+        if not points:
+            continue
+        first = early.setdefault(name, [])
+        if len(first) < EARLY_POINTS:
+            first.extend(v for _, v in points[: EARLY_POINTS - len(first)])
+        top = peak.get(name)
+        if top is None:
+            top = [points[0][1], points[0][0], points[0][1], 0.0]
+            points = points[1:]
+        if len(top) < 4:  # older: [value, step]
+            top = [top[0], top[1], points[0][1], 0.0]
+        largest, at, last, drop = top
+        for step, value in points:
             if largest > 0:
-                drop = max(drop, (last - value) / largest)
+                fall = (last - value) / largest
+                if fall > drop:
+                    drop = fall
             if value > largest:
-                largest, at = value, record.step
-            peak[name] = [largest, at, value, drop]
+                largest, at = value, step
+            last = value
+        peak[name] = [largest, at, last, drop]
     return early, peak
 
 
