@@ -216,9 +216,9 @@ def fold_records(
             top = min(finite) if metric_mode(name) == "min" else max(finite)
             if _better(name, top, best.get(name)):
                 best[name] = [top, steps[values.index(top)]]
-    for steps, values in windows.values():
-        if (extra := len(steps) - window) > 0:
-            del steps[:extra], values[:extra]
+    for kept in windows.values():
+        if (extra := len(kept[0]) - window) > 0:
+            del kept[0][:extra], kept[1][:extra]
     return windows, best
 
 

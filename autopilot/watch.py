@@ -117,6 +117,7 @@ class Autopilot:
         self._thread = _thread_of(self.state_dir)
         self._resume = self._open_checkpoint()
         self.stats = TickStats()
+        self._seen, self._failures = -1, 0  # metrics' size at the last tick; failed ticks
         if mode in AI_MODES:
             self.context.llm.warm_up()
 
@@ -199,26 +200,42 @@ class Autopilot:
         on_tick: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         """Tick whenever the metrics grow, until ``stop`` is set or (with ``until_ended``) the
-        training has ended and its last metrics were read. Errors are logged, never raised:
-        the autopilot must not take anything down with it.
+        training has ended and its last metrics were read: ``poll`` every
+        ``[cadence] poll_interval_s``. Errors are logged, never raised: the autopilot must
+        not take anything down with it.
+
+        Raises:
+            AutopilotError: the run directory was deleted (or replaced by another)."""
+        stop = stop or threading.Event()
+        self._seen = -1  # a loop started again ticks first
+        while not stop.is_set():
+            if self.poll(until_ended=until_ended, on_tick=on_tick):
+                return
+            stop.wait(self.settings.cadence.poll_interval_s)
+
+    def poll(
+        self,
+        *,
+        until_ended: bool = True,
+        on_tick: Callable[[dict[str, Any]], None] | None = None,
+    ) -> bool:
+        """Look at the run once (one ``stat`` of the metrics file) and tick when it grew
+        since the last look; whether the watch is over: (with ``until_ended``) the training
+        has ended and its last metrics were read. A failed tick is logged, never raised.
 
         Raises:
             AutopilotError: the run directory was deleted (or replaced by another).
 
         The kernel flushes its last metrics before it marks itself closed, so the end is
         checked before the file's size: a size read afterwards includes the last flush."""
-        stop = stop or threading.Event()
-        metrics, seen, failures = self.run_dir / METRICS_FILE, -1, 0
-        while not stop.is_set():
-            self._check_run_dir()
-            ended = until_ended and self._training_ended()  # before the size: see run()
-            size = file_size(metrics)
-            if size != seen:
-                seen = self.stats.seen_bytes = size
-                failures = self._safe_tick(on_tick, failures)
-            elif ended:
-                return
-            stop.wait(self.settings.cadence.poll_interval_s)
+        self._check_run_dir()
+        ended = until_ended and self._training_ended()  # before the size: see above
+        size = file_size(self.run_dir / METRICS_FILE)
+        if size != self._seen:
+            self._seen = self.stats.seen_bytes = size
+            self._failures = self._safe_tick(on_tick, self._failures)
+            return False
+        return ended
 
     def _safe_tick(self, on_tick: Callable[[dict[str, Any]], None] | None, failures: int) -> int:
         cpu = time.thread_time()

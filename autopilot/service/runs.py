@@ -4,10 +4,11 @@ each run whose mode is set, all in one process.
 A run is a directory under the root (at most ``MAX_DEPTH`` levels down) that holds a
 ``kernel.json``; its id is its path relative to the root with ``~`` for ``/`` (``team~exp1``).
 Symbolic links that leave the root are not followed: every path the service touches is
-under the root. Each ticked run has its own thread running ``Autopilot.run``, the loop of
-``autopilot watch``, with the same lock: a run a separate ``watch`` process holds is left
-to it (and a ``watch`` started later is refused), and a run whose mode changes is stopped
-and started again in the new mode.
+under the root. Each ticked run has an ``Autopilot`` with the lock of ``autopilot watch``: a
+run a separate ``watch`` process holds is left to it (and a ``watch`` started later is
+refused), and a run whose mode changes is stopped and started again in the new mode. A few
+threads (``TickPool``) look at every run each ``[cadence] poll_interval_s`` with
+``Autopilot.poll``, the look ``autopilot watch`` repeats, and tick the runs that grew.
 
 Example:
     >>> import tempfile
@@ -23,16 +24,21 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from autopilot._watch_lock import LOCK_FILE, holder
 from autopilot.config import Mode, load_settings
 from autopilot.errors import AutopilotError
 from autopilot.run_mode import ResolvedMode, resolve_mode
+from autopilot.service.tick_pool import TickPool
 from autopilot.watch_stats import TickStats
 from kernel import read_kernel_state
 from kernel.state import AUTOPILOT_DIR, STATE_FILE
+
+if TYPE_CHECKING:
+    from autopilot.watch import Autopilot
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +68,13 @@ class _Pilot:
     mode: Mode
     key: tuple[int, float]
     stop: threading.Event = field(default_factory=threading.Event)
-    thread: threading.Thread | None = None
+    busy: threading.Lock = field(default_factory=threading.Lock)
+    """Held while a pool thread looks at the run (``Fleet.stop`` waits for it)."""
     status: PilotStatus = field(default_factory=lambda: PilotStatus(state="starting"))
     stats: TickStats | None = None
+    autopilot: Autopilot | None = None
+    on_tick: Callable[[dict[str, Any]], None] | None = None
+    closed: bool = False
 
     def current(self) -> PilotStatus:
         """The status with the autopilot's tick counts as they are now."""
@@ -114,6 +124,7 @@ class Fleet:
         config: the user's ``autopilot.toml`` (``serve --config``).
         poll_s: how often ``start``'s thread looks for new runs and changed modes.
         on_tick: called after each tick of a run with its id and its stats (benchmarks).
+        threads: how many threads tick the runs (``TickPool``).
     """
 
     def __init__(
@@ -124,9 +135,12 @@ class Fleet:
         config: str | None = None,
         poll_s: float = 1.0,
         on_tick: Callable[[str, TickStats], None] | None = None,
+        threads: int = 4,
     ) -> None:
         if poll_s <= 0:
             raise AutopilotError(f"poll_s must be above 0, got {poll_s}")
+        if threads < 1:
+            raise AutopilotError(f"threads must be at least 1, got {threads}")
         self.root = Path(root)
         self.default_mode, self.config, self.poll_s = default_mode, config, poll_s
         self.on_tick = on_tick
@@ -138,6 +152,8 @@ class Fleet:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._threads = threads
+        self._pool: TickPool | None = None
 
     # -- runs ------------------------------------------------------------------------------
     def runs(self) -> dict[str, Path]:
@@ -198,12 +214,18 @@ class Fleet:
         if self._thread is not None:
             self._thread.join(timeout)
         with self._lock:
-            pilots = list(self._pilots.values())
-        for pilot in pilots:
+            pilots = list(self._pilots.items())
+            pool = self._pool
+        for _, pilot in pilots:
             pilot.stop.set()
-        for pilot in pilots:
-            if pilot.thread is not None:
-                pilot.thread.join(timeout)
+        if pool is not None:
+            pool.stop(timeout)
+        for run_id, pilot in pilots:
+            if pilot.busy.acquire(timeout=timeout):  # else a tick is stuck: leave it be
+                try:
+                    self._close(run_id, pilot, ended=False)
+                finally:
+                    pilot.busy.release()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -233,14 +255,40 @@ class Fleet:
 
     def _launch(self, run_id: str, path: Path, mode: Mode, key: tuple[int, float]) -> None:
         pilot = _Pilot(mode=mode, key=key, status=PilotStatus(state="starting", mode=mode))
-        pilot.thread = threading.Thread(
-            target=self._run, args=(run_id, path, pilot), name=f"autopilot[{run_id}]", daemon=True
-        )
         with self._lock:
             self._pilots[run_id] = pilot
-        pilot.thread.start()
+            if self._pool is None:
+                self._pool = TickPool(self._threads, name="autopilot-serve-tick")
+            pool = self._pool
+        pool.add(partial(self._look, run_id, path, pilot))
 
-    def _run(self, run_id: str, path: Path, pilot: _Pilot) -> None:
+    def _look(self, run_id: str, path: Path, pilot: _Pilot) -> float | None:
+        """One look at a run (a ``TickPool`` job): start its autopilot, poll it, or close it
+        once it is stopped or its run has ended; the seconds until the next look."""
+        with pilot.busy:
+            if pilot.closed:
+                return None
+            autopilot = pilot.autopilot
+            if autopilot is None and not pilot.stop.is_set():
+                return self._start(run_id, path, pilot)
+            over = pilot.stop.is_set()
+            if autopilot is not None and not over:
+                try:
+                    over = autopilot.poll(until_ended=True, on_tick=pilot.on_tick)
+                except AutopilotError as exc:  # the run directory was deleted under it
+                    logger.warning("autopilot serve: run %s: %s", run_id, exc)
+                    over = True
+                except Exception:  # a bug: close it; the next scan starts it again
+                    logger.exception("autopilot serve: run %s failed; starting it again", run_id)
+                    self._close(run_id, pilot, ended=False)
+                    return None
+            if not over:
+                assert autopilot is not None
+                return autopilot.settings.cadence.poll_interval_s
+            self._close(run_id, pilot, ended=not pilot.stop.is_set())
+            return None
+
+    def _start(self, run_id: str, path: Path, pilot: _Pilot) -> float | None:
         from autopilot.watch import Autopilot  # LangGraph: only once a run is ticked
 
         try:
@@ -251,18 +299,26 @@ class Fleet:
             pilot.status = PilotStatus(state="failed", mode=pilot.mode, detail=str(exc))
             with self._lock:
                 self._failed[run_id] = pilot.status
+            pilot.closed = True
             self._forget(run_id, pilot, ended=True)
-            return
-        pilot.stats = autopilot.stats
+            return None
+        hook = self.on_tick
+        pilot.on_tick = None if hook is None else (lambda _: hook(run_id, autopilot.stats))
+        pilot.autopilot, pilot.stats = autopilot, autopilot.stats
         pilot.status = PilotStatus(state="ticking", mode=pilot.mode)
-        try:
-            hook = self.on_tick
-            traced = None if hook is None else (lambda _: hook(run_id, autopilot.stats))
-            with autopilot:
-                autopilot.run(stop=pilot.stop, until_ended=True, on_tick=traced)
-        except AutopilotError as exc:  # the run directory was deleted under it
-            logger.warning("autopilot serve: run %s: %s", run_id, exc)
-        self._forget(run_id, pilot, ended=not pilot.stop.is_set())
+        return 0.0
+
+    def _close(self, run_id: str, pilot: _Pilot, *, ended: bool) -> None:
+        """Close the run's autopilot (once) and forget it (the caller holds ``busy``)."""
+        if pilot.closed:
+            return
+        pilot.closed = True
+        if pilot.autopilot is not None:
+            try:
+                pilot.autopilot.close()
+            except Exception:  # the lock and database are released as far as they can be
+                logger.exception("autopilot serve: closing run %s failed", run_id)
+        self._forget(run_id, pilot, ended=ended)
 
     def _forget(self, run_id: str, pilot: _Pilot, *, ended: bool) -> None:
         with self._lock:
