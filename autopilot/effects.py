@@ -135,7 +135,7 @@ class Effects:
             return None
         if base.get("intent") == "rollback":
             return None  # never undo an undo
-        if base.get("source") == "tune":
+        if "tune" in (base.get("source"), base.get("proposed_by")):
             return None  # the tuner undoes its own trials by a rewind (autopilot.tune_node)
         kernel = read_kernel_state(self.run_dir)
         if kernel is None or kernel.freeze != "off" or kernel.knob(base["knob"]) is None:
@@ -164,7 +164,8 @@ class Effects:
             return None
         command = Command(
             id=f"rollback-{base['command_id']}",
-            source=base.get("source") or "rules",
+            # the autopilot undoes it, even when a person approved the change it undoes
+            source=base.get("proposed_by") or base.get("source") or "rules",
             knob=base["knob"],
             value=base["before"],
             reason=f"rollback: {base['knob']}={format_value(base['after'])} from step "

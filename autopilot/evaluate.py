@@ -46,6 +46,7 @@ def make_baseline(
         "decision_id": decision_id,
         "knob": row.knob,
         "source": row.source,
+        "proposed_by": row.proposed_by,
         "before": row.before,
         "after": row.after,
         "intent": row.intent or "set",

@@ -43,6 +43,20 @@ AUTOPILOT_SOURCES: frozenset[str] = frozenset({"rules", "ai", "tune"})
 """Ledger sources that are the autopilot's own changes (not a person's, not a replay's)."""
 
 
+def by_autopilot(row: LedgerRow) -> bool:
+    """Whether ``row``'s change was the autopilot's idea: sent by it, or proposed by it and
+    approved unchanged by a person (``source="human"``, ``proposed_by`` the proposer). Such
+    a change is measured, cooled down and learned from as the autopilot's; who *ordered* a
+    change is ``row.source``.
+
+    Example:
+        >>> by_autopilot(LedgerRow(seq=1, wall_time=0.0, decision="applied",
+        ...                        source="human", proposed_by="rules"))
+        True
+    """
+    return row.source in AUTOPILOT_SOURCES or row.proposed_by in AUTOPILOT_SOURCES
+
+
 @dataclass(frozen=True, kw_only=True)
 class Drift:
     """How far the autopilot's own changes have moved one knob family."""
@@ -68,7 +82,8 @@ class GuardContext:
     last_change_step: dict[str, int] = field(default_factory=dict)
     """Per knob, the step of its last applied change from any source (humans included)."""
     last_autopilot_step: int | None = None
-    """The step of the last applied change from ``rules``, ``ai`` or ``tune``."""
+    """The step of the last applied change that was the autopilot's idea (``by_autopilot``:
+    from ``rules``, ``ai`` or ``tune``, or proposed by one and approved unchanged)."""
     history: tuple[LedgerRow, ...] = ()
     """This segment's applied ``set`` rows, oldest first (for the cumulative guard)."""
     improved: frozenset[str] = frozenset()
@@ -140,7 +155,7 @@ class GuardContext:
         last: dict[str, int] = {}
         for row in changes:
             last[str(row.knob)] = max(last.get(str(row.knob), 0), int(row.step or 0))
-        auto = [int(r.step or 0) for r in changes if r.source in AUTOPILOT_SOURCES]
+        auto = [int(r.step or 0) for r in changes if by_autopilot(r)]
         return cls(
             step=max(state.last_step or 0, step or 0),
             knobs={k.name: k for k in state.knobs},
@@ -190,8 +205,10 @@ class GuardContext:
                 self.step - window_steps
             ):
                 continue
-            if row.source not in AUTOPILOT_SOURCES or row.command_id in self.improved:
-                drift = Drift()  # a person took charge, or the change helped: start afresh
+            if not by_autopilot(row) or row.command_id in self.improved:
+                # a person took charge (their own change, or an edited proposal), or the
+                # change helped: start afresh. An approved unchanged proposal still counts.
+                drift = Drift()
                 continue
             factor = change_factor(row.before, row.after)
             if factor is None:
@@ -256,4 +273,11 @@ def change_factor(before: KnobValue | None, after: KnobValue | None) -> float | 
     return math.exp(sum(math.log(r) for r in ratios) / len(ratios))
 
 
-__all__ = ["AUTOPILOT_SOURCES", "Drift", "GuardContext", "change_factor", "condemned_by"]
+__all__ = [
+    "AUTOPILOT_SOURCES",
+    "Drift",
+    "GuardContext",
+    "by_autopilot",
+    "change_factor",
+    "condemned_by",
+]

@@ -218,6 +218,7 @@ def commands_for(
     decision_id: str | None = None,
     for_diagnosis: str | None = None,
     segment: int | None = None,
+    proposed_by: Source | None = None,
 ) -> list[Command]:
     """Kernel commands for the verdicts that passed.
 
@@ -228,7 +229,9 @@ def commands_for(
     (``Command.bounds``). An absolute action is sent as the guarded value. What the command
     is for travels as data: ``decision_id``, ``for_diagnosis`` (the diagnosis kind), the run
     ``segment``, and ``intent="rollback"`` with ``rolls_back`` for an action that undoes a
-    change; the reason is prose for people.
+    change; the reason is prose for people. ``proposed_by`` names whose idea a command
+    ``source`` orders is (an autopilot's proposal a person approved): the id is derived
+    from it, so an approved proposal's commands keep the ids of its proposer.
 
     Example:
         >>> v = Verdict(index=0, knob="lr", status="allowed", value=0.05, before=0.1,
@@ -240,8 +243,9 @@ def commands_for(
     """
     return [
         Command(
-            id=command_id(source, proposal_id, v.index),
+            id=command_id(proposed_by or source, proposal_id, v.index),
             source=source,
+            proposed_by=proposed_by,
             **_change(v),
             proposal_id=proposal_id,
             decision_id=decision_id,

@@ -23,7 +23,7 @@ from autopilot.detectors import diagnose as run_detectors
 from autopilot.diagnoses import RECALL_PREFIX, Diagnosis
 from autopilot.episodes import Episodes
 from autopilot.errors import AutopilotError
-from autopilot.guard_context import AUTOPILOT_SOURCES, GuardContext
+from autopilot.guard_context import GuardContext, by_autopilot
 from autopilot.guards import Verdict, check, commands_for
 from autopilot.llm_calls import LLMCall
 from autopilot.notify import notify_decision, notify_rewinds
@@ -120,8 +120,9 @@ def observe(ctx: TickContext, state: TickState) -> TickState:
         latest = update.get("rewound") or state.get("rewound")
         rewound_at = latest[1] if latest else -1
         update["baselines"] = kept + ctx.effects.baselines_for(
-            # a change made with a rewind is not measured: its curve is the rewind's too
-            [r for r in applied if r.source in AUTOPILOT_SOURCES and (r.step or 0) > rewound_at],
+            # a change made with a rewind is not measured: its curve is the rewind's too; an
+            # autopilot's proposal a person approved unchanged is measured as the autopilot's
+            [r for r in applied if by_autopilot(r) and (r.step or 0) > rewound_at],
             windows,
             update.get("key_metric") or state.get("key_metric"),
             update.get("key_mode") or state.get("key_mode") or "min",

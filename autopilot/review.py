@@ -11,7 +11,9 @@ Every transition runs read-fold-check-append under an exclusive ``flock`` on
 item. Approving re-runs the guards on the run as it is now: an approval (edited or not)
 cannot get past bounds, caps or cooldowns that the proposal met when it was made. The
 commands say what they are for as data (``decision_id``, ``for_diagnosis``, the run
-``segment``); an action a person edited is sent with source ``human``. A run whose kernel
+``segment``); every command an approval sends has source ``human`` (the person ordered
+it), and an action approved unchanged names its proposer in ``proposed_by`` (an action the
+person edited is their own: ``proposed_by`` None). A run whose kernel
 has closed approves nothing. A proposal identical to a pending one (the same actions) is
 merged into it (a ``merged`` event) instead of being queued again. The file is untrusted
 input: an invalid or torn line is skipped (reported once) and never moves an item's state
@@ -44,6 +46,7 @@ from autopilot.config import Settings
 from autopilot.decisions import AUTOPILOT_DIR
 from autopilot.diagnoses import Diagnosis
 from autopilot.errors import ReviewError
+from autopilot.guard_context import AUTOPILOT_SOURCES
 from autopilot.guards import GuardContext, Verdict, check, commands_for
 from autopilot.proposals import Action, Proposal
 from autopilot.tokens import Usage, fold_flat_usage
@@ -341,7 +344,10 @@ class ReviewQueue:
     def _commands(
         self, item: ReviewItem, verdicts: list[Verdict], edited: set[int], segment: int | None
     ) -> list[Command]:
-        """The commands of an approval: an action a person edited is theirs (``human``)."""
+        """The commands of an approval, each ordered by a person (source ``human``). An
+        action approved unchanged stays the proposer's idea (``proposed_by``: it is measured,
+        cooled down and learned from as the autopilot's change); an action the person
+        edited is their own (``proposed_by`` None)."""
         kind = item.proposal.kind or next((d.kind for d in item.diagnoses), None)
         common: dict[str, Any] = {
             "proposal_id": item.id,
@@ -351,11 +357,12 @@ class ReviewQueue:
             "segment": segment,
         }
         proposer = item.proposal.proposer
+        by = proposer if proposer in AUTOPILOT_SOURCES else None
         return [
             command
             for v in verdicts
             for command in commands_for(
-                [v], source="human" if v.index in edited else proposer, **common
+                [v], source="human", proposed_by=None if v.index in edited else by, **common
             )
         ]
 

@@ -65,6 +65,10 @@ class Command(BaseModel):
     """The review item this command was approved from, if any."""
     decision_id: str | None = Field(default=None, max_length=200)
     """The autopilot decision that produced this command, if any."""
+    proposed_by: Source | None = None
+    """Whose idea the command was when it is not its sender's: an autopilot's proposal
+    (``rules``, ``ai``, ``tune``) a person approved unchanged has ``source="human"`` (the
+    person ordered it) and ``proposed_by`` the proposer. ``None``: the sender's own idea."""
     intent: Intent = "set"
     for_diagnosis: str | None = Field(default=None, min_length=1, max_length=40)
     """The kind of problem this command answers (``divergence``, ``plateau``, ...)."""

@@ -57,6 +57,8 @@ class LedgerRow(BaseModel):
     error: str | None = None
     proposal_id: str | None = None
     decision_id: str | None = None
+    proposed_by: str | None = None
+    """The command's ``proposed_by``: whose idea a change a person approved was."""
     intent: Intent | None = None
     for_diagnosis: str | None = None
     rolls_back: str | None = None
@@ -83,8 +85,9 @@ def line_crc(text: str) -> int:
 def command_fields(
     command: Command, offset: int | None, crc: int | None = None
 ) -> dict[str, object]:
-    """What a ledger row repeats of the command it answers: who sent it, what it touches,
-    and its structured intent (never recovered later from the reason text)."""
+    """What a ledger row repeats of the command it answers: who sent it (and whose idea it
+    was), what it touches, and its structured intent (never recovered later from the reason
+    text)."""
     return {
         "command_id": command.id,
         "source": command.source,
@@ -92,6 +95,7 @@ def command_fields(
         "knob": command.knob,
         "proposal_id": command.proposal_id,
         "decision_id": command.decision_id,
+        "proposed_by": command.proposed_by,
         "intent": command.intent,
         "for_diagnosis": command.for_diagnosis,
         "rolls_back": command.rolls_back,

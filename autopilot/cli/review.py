@@ -19,7 +19,7 @@ from autopilot.config import load_settings
 from autopilot.errors import AutopilotError
 from autopilot.proposals import Action
 from autopilot.review import ReviewItem, ReviewQueue
-from kernel import KernelState, read_kernel_state
+from kernel import Command, KernelState, read_kernel_state
 
 LIST_HEADERS = ("id", "step", "status", "proposer", "actions", "cost", "diagnosis")
 T = TypeVar("T")
@@ -56,16 +56,26 @@ def cmd_approve(args: argparse.Namespace) -> int:
     approval = _call(lambda: queue.approve(args.id, edits=edits))
     item = approval.item
     count = len(approval.commands)
-    sources = " and ".join(dict.fromkeys(c.source for c in approval.commands))
     print(
         f"approved {item.id}: queued {count} command{'s' if count != 1 else ''} "
-        f"from {sources} (applied at the next step)"
+        f"from {_senders(approval.commands)} (applied at the next step)"
     )
     for command in approval.commands:
         print(f"  {command.id}: {command.describe()}")
     print("  verdicts:")
     print("\n".join(verdict_lines(approval.verdicts, indent="    ")))
     return 0
+
+
+def _senders(commands: list[Command]) -> str:
+    """``human``, and whose idea the commands approved unchanged were: ``human, as
+    proposed by ai`` (``human, 1 as proposed by ai`` when some were edited)."""
+    sources = " and ".join(dict.fromkeys(c.source for c in commands))
+    ideas = [c.proposed_by for c in commands if c.proposed_by is not None]
+    if not ideas:
+        return sources
+    how_many = "" if len(ideas) == len(commands) else f"{len(ideas)} "
+    return f"{sources}, {how_many}as proposed by {' and '.join(dict.fromkeys(ideas))}"
 
 
 def cmd_reject(args: argparse.Namespace) -> int:

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from autopilot.detectors._base import is_grad_norm
 from autopilot.diagnoses import RECALL_PREFIX, Diagnosis
 from autopilot.directions import against
-from autopilot.guard_context import AUTOPILOT_SOURCES
+from autopilot.guard_context import by_autopilot
 from autopilot.guards import EFFECTIVELY_OFF
 from autopilot.policies._base import PolicyContext
 from autopilot.proposals import Action, Proposal
@@ -387,7 +387,7 @@ def _last_move(ctx: PolicyContext, knob: str, *, up: bool) -> LedgerRow | None:
     for row in reversed(ctx.recent_changes):
         if row.knob is None or knob_family(row.knob) != family:
             continue
-        if row.decision != "applied" or row.source not in AUTOPILOT_SOURCES:
+        if row.decision != "applied" or not by_autopilot(row):
             continue
         before, after = row.before, row.after
         numbers = isinstance(before, float | int) and isinstance(after, float | int)
@@ -430,8 +430,6 @@ def _positive(value: object) -> bool:
 
 def _last_autopilot_change(rows: list[LedgerRow]) -> LedgerRow | None:
     changes = [
-        r
-        for r in rows
-        if r.decision == "applied" and r.source in AUTOPILOT_SOURCES and r.knob is not None
+        r for r in rows if r.decision == "applied" and by_autopilot(r) and r.knob is not None
     ]
     return changes[-1] if changes else None

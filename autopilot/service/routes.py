@@ -360,7 +360,8 @@ def approve(
     body: ApproveIn,
 ) -> ApprovalOut:
     """Approve a proposal: the guards run again on the run as it is now (edits too) and its
-    commands are queued; an edited action is sent with source ``human``."""
+    commands are queued, each with source ``human`` (an unedited action keeps its proposer
+    in ``proposed_by``: ``autopilot.review``)."""
     path = _run_dir(state, run_id)
     item = _item(state, path, item_id)
     kernel = read_kernel_state(path)

@@ -378,15 +378,15 @@ REFLEX_SOURCE = "kernel"
 def _interventions(run_dir: Path) -> list[Intervention]:
     """Applied knob changes and rewinds from the autopilot, and the kernel reflex's rewinds,
     from the run's ledger."""
-    from autopilot.guard_context import AUTOPILOT_SOURCES
+    from autopilot.guard_context import by_autopilot
     from kernel import read_ledger
 
     changes = []
     for row in read_ledger(run_dir):
         if row.decision != "applied":
             continue
-        rewind = row.op == "rewind" and row.source in {*AUTOPILOT_SOURCES, REFLEX_SOURCE}
-        if rewind or (row.knob and row.source in AUTOPILOT_SOURCES):
+        rewind = row.op == "rewind" and (by_autopilot(row) or row.source == REFLEX_SOURCE)
+        if rewind or (row.knob and by_autopilot(row)):
             changes.append(
                 Intervention(
                     step=row.step or 0,

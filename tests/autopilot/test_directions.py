@@ -119,9 +119,11 @@ def test_an_unedited_approval_is_held_and_an_edited_one_is_the_persons(tmp_path:
     approval = queue.approve("rv-1", edits=[mul("lr", 2.0)])
     lr = approval.verdicts[0]
     assert (lr.status, lr.value) == ("allowed", 0.2)
-    assert [(c.knob, c.source) for c in approval.commands] == [
-        ("lr", "human"),
-        ("weight_decay", "ai"),
+    # both ordered by the person; the unedited one is still the AI's idea (and held by the
+    # direction guard as such), the edited one is the person's own
+    assert [(c.knob, c.source, c.proposed_by) for c in approval.commands] == [
+        ("lr", "human", None),
+        ("weight_decay", "human", "ai"),
     ]
     up = Proposal(proposer="ai", diagnosis="divergence", kind="divergence", actions=[
         mul("lr", 2.0)])  # fmt: skip

@@ -28,6 +28,7 @@ from llm_server import ScriptedLLM, answer, status
 
 from autopilot.cli import main
 from autopilot.decisions import DecisionLog, DecisionRecord
+from autopilot.guard_context import by_autopilot
 from autopilot.review import ReviewItem, ReviewQueue
 from kernel import (
     Command,
@@ -42,7 +43,6 @@ from memory import open_store
 ROOT = Path(__file__).resolve().parents[2]
 SAFETY_S = 120.0
 """Only guards against a hang; every wait below ends on observable state."""
-AUTOPILOT_SOURCES = ("rules", "ai")
 MAX_STEPS = 3000
 """More than any rescue needs; the tests stop the training once they have seen it."""
 TEST_MODEL = "test-model"
@@ -211,7 +211,8 @@ class Run:
             kill_group(proc)
 
     def autopilot_rows(self) -> list[LedgerRow]:
-        return [r for r in read_ledger(self.run_dir) if r.source in AUTOPILOT_SOURCES]
+        """The rows of the autopilot's changes: its own, and its proposals approved unchanged."""
+        return [r for r in read_ledger(self.run_dir) if by_autopilot(r)]
 
     def applied(self, source: str) -> LedgerRow | None:
         """The first change from ``source`` that the kernel applied."""
@@ -369,7 +370,9 @@ def test_ai_suggest_proposal_is_approved_from_the_cli(run_in, llm_server, capsys
         return next((r for r in run.autopilot_rows() if r.proposal_id == item.id), None)
 
     row = wait_for("the approved change in the ledger", applied, run)
-    assert row.decision == "applied" and row.source == item.proposal.proposer and row.knob == "lr"
+    assert row.decision == "applied" and row.knob == "lr"
+    # the person ordered it; the idea stays the proposer's
+    assert (row.source, row.proposed_by) == ("human", item.proposal.proposer)
     assert isinstance(row.before, float) and row.after == pytest.approx(row.before * 0.1)
     shown = in_process(capsys, "--dir", run.run_dir, "review", "show", item.id)
     assert f"proposal {item.id}  applied" in shown

@@ -203,9 +203,28 @@ def test_suggest_queues_the_fix_and_an_approval_applies_it(make_kernel, run_dir,
         approval = queue.approve(item.id)
         run.train(1)
     [command] = approval.commands
-    assert (command.source, command.proposal_id) == ("rules", item.id)
+    # the person ordered it; the idea (and the id) stays the rules'
+    assert (command.source, command.proposed_by) == ("human", "rules")
+    assert (command.id, command.proposal_id) == (f"rules-{item.id}-0", item.id)
     assert applied(run_dir, command.id)[0].after == pytest.approx(0.05)
     assert queue.get(item.id).status == "applied"
+
+
+def test_an_unedited_approval_is_measured_as_the_autopilots_change(make_kernel, run_dir, settings):
+    run = Training(make_kernel, diverges_above_0_2)
+    queue = ReviewQueue(run_dir, settings)
+    with Autopilot(run_dir, mode="suggest", settings=settings) as pilot:
+        record = diverge(run, pilot)
+        [command] = queue.approve(record.id).commands
+        run.train(1)
+        [row] = applied(run_dir, command.id)
+        assert (row.decision, row.source, row.proposed_by) == ("applied", "human", "rules")
+        state = pilot.tick()
+        assert [b["command_id"] for b in state["baselines"]] == [command.id]
+        assert state["baselines"][0]["proposed_by"] == "rules"
+        [effect] = run.until(lambda: effects(run_dir), pilot)
+    assert (effect.decision_id, effect.command_id) == (record.id, command.id)
+    assert effect.verdict == "better"
 
 
 def test_off_records_the_diagnosis_and_proposes_nothing(make_kernel, run_dir, settings):

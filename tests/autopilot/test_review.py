@@ -59,14 +59,15 @@ def test_unknown_and_ambiguous_ids(queue: ReviewQueue) -> None:
         queue.get("rv-aa")
 
 
-def test_approve_queues_commands_from_the_proposer(queue: ReviewQueue) -> None:
+def test_approve_queues_a_persons_commands_of_the_proposers_idea(queue: ReviewQueue) -> None:
     item = add(queue, mul("lr", 0.5), mul("weight_decay", 2.0), item_id="rv-1")
     approval = queue.approve("rv-1")
-    assert [c.id for c in approval.commands] == ["ai-rv-1-0", "ai-rv-1-1"]
+    assert [c.id for c in approval.commands] == ["ai-rv-1-0", "ai-rv-1-1"]  # the proposer's ids
     sent = queued(queue.run_dir)
-    assert [(c["knob"], c["multiplier"], c["source"], c["proposal_id"]) for c in sent] == [
-        ("lr", 0.5, "ai", "rv-1"),
-        ("weight_decay", 2.0, "ai", "rv-1"),
+    fields = ("knob", "multiplier", "source", "proposed_by", "proposal_id")
+    assert [tuple(c[f] for f in fields) for c in sent] == [
+        ("lr", 0.5, "human", "ai", "rv-1"),
+        ("weight_decay", 2.0, "human", "ai", "rv-1"),
     ]
     now = queue.get(item.id)
     assert now.status == "approved" and now.command_ids == ["ai-rv-1-0", "ai-rv-1-1"]
@@ -237,7 +238,8 @@ def test_approved_commands_say_what_they_are_for(queue: ReviewQueue) -> None:
     queue.add(queue.new_item(step=1000, proposal=p, verdicts=verdicts, item_id="rv-1"))
     approval = queue.approve("rv-1", edits=[mul("weight_decay", 1.5)])
     lr, wd = approval.commands
-    assert (lr.id, lr.source, wd.id, wd.source) == ("ai-rv-1-0", "ai", "human-rv-1-1", "human")
+    assert (lr.id, lr.source, lr.proposed_by) == ("ai-rv-1-0", "human", "ai")
+    assert (wd.id, wd.source, wd.proposed_by) == ("human-rv-1-1", "human", None)  # edited: theirs
     for command in (lr, wd):
         assert (command.decision_id, command.proposal_id) == ("rv-1", "rv-1")
         assert (command.for_diagnosis, command.intent, command.segment) == ("divergence", "set", 0)

@@ -83,15 +83,14 @@ def test_approve_queues_the_commands(run_dir: Path, capsys) -> None:
     queue_item(run_dir)
     code, out, _ = run(capsys, "--dir", run_dir, "review", "approve", "rv-1")
     assert code == 0
-    assert out.startswith("approved rv-1: queued 1 command from ai (applied at the next step)\n")
+    # the person ordered it (source human); the idea stays the proposer's (ids included)
+    assert out.startswith(
+        "approved rv-1: queued 1 command from human, as proposed by ai (applied at the next step)\n"
+    )
     assert "  ai-rv-1-0: lr x0.5\n" in out
     (cmd,) = commands(run_dir)
-    assert (cmd["id"], cmd["source"], cmd["proposal_id"], cmd["multiplier"]) == (
-        "ai-rv-1-0",
-        "ai",
-        "rv-1",
-        0.5,
-    )
+    fields = ("id", "source", "proposed_by", "proposal_id", "multiplier")
+    assert tuple(cmd[f] for f in fields) == ("ai-rv-1-0", "human", "ai", "rv-1", 0.5)
     assert "approved in review rv-1; escape the plateau" in cmd["reason"]
     _, out, _ = run(capsys, "--dir", run_dir, "review", "show", "rv-1")
     assert "decided: approved at step 1000" in out and "commands: ai-rv-1-0" in out
@@ -229,7 +228,8 @@ def test_an_approved_proposal_reaches_the_kernel(tmp_path: Path, make_kernel, ca
     assert code == 0
     kernel.step(2)
     (row,) = read_ledger(kernel.run_dir)
-    assert (row.decision, row.command_id, row.source) == ("applied", "ai-rv-e2e-0", "ai")
+    assert (row.decision, row.command_id) == ("applied", "ai-rv-e2e-0")
+    assert (row.source, row.proposed_by) == ("human", "ai")  # the kernel keeps whose idea it was
     assert (row.proposal_id, row.before, row.after, row.step) == ("rv-e2e", 0.1, 0.05, 2)
     assert opt.param_groups[0]["lr"] == 0.05
     state = read_kernel_state(kernel.run_dir)

@@ -171,8 +171,11 @@ def test_in_suggest_mode_trials_wait_for_review_and_are_measured_once_approved(
     assert items and all(i.proposal.proposer == "tune" for i in items)
     trials = [i.proposal.trial for i in items]
     assert trials == sorted({t for t in trials if t is not None})  # one item per trial
-    rows = [r for r in read_ledger(run_dir) if r.source == "tune" and r.decision == "applied"]
+    # a person ordered each trial (source human); the trial stays the tuner's idea
+    rows = [r for r in read_ledger(run_dir) if r.proposed_by == "tune" and r.decision == "applied"]
     assert len(rows) == len(items) and all(r.op == "set" and r.intent == "set" for r in rows)
+    assert {r.source for r in rows} == {"human"}
+    assert [r.command_id for r in rows] == [c for i in items for c in i.command_ids]
     study = optuna.load_study(
         study_name=optuna.get_all_study_names(f"sqlite:///{store}")[0],
         storage=f"sqlite:///{store}",

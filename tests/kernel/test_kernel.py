@@ -61,6 +61,20 @@ def test_a_command_is_applied_at_the_next_step(make_kernel, send, run_dir):
     assert (row.reason, row.proposal_id, row.offset) == ("plateau", "p1", 0)
 
 
+def test_the_ledger_keeps_whose_idea_an_approved_command_was(make_kernel, send, run_dir):
+    kernel = make_kernel(optimizer=_sgd())
+    send(id="ai-rv-1-0", knob="lr", multiplier=0.5, proposed_by="ai", proposal_id="rv-1")
+    append_line(run_dir / "commands.jsonl", json.dumps(
+        {"id": "old", "source": "rules", "knob": "lr", "multiplier": 0.5}))  # fmt: skip
+    kernel.step(1)
+    rows = read_ledger(run_dir)
+    assert [(r.command_id, r.source, r.proposed_by) for r in rows] == [
+        ("ai-rv-1-0", "human", "ai"),  # a person ordered the AI's proposal
+        ("old", "rules", None),  # a line from before commands had the field
+    ]
+    assert [r.decision for r in rows] == ["applied", "applied"]
+
+
 def test_a_command_is_applied_once(make_kernel, send, run_dir):
     kernel = make_kernel(optimizer=_sgd())
     send(knob="lr", multiplier=0.5)

@@ -206,6 +206,20 @@ def test_approving_on_the_page_puts_a_human_row_in_the_ledger(page: Page, train)
     page.wait_for_selector(f"#ledger tr[data-seq='{row.seq}'][data-source='human']")
 
 
+def test_approving_unedited_on_the_page_is_the_persons_order_of_the_rules_idea(
+    page: Page, train
+) -> None:
+    run: Training = train("exp1")
+    queue_item(run)
+    open_run(page, "exp1")
+    page.locator(".item[data-item='rv-1'] .approve").click()
+    page.wait_for_selector("#message.ok:has-text('approved rv-1')")
+    row = ledger_row(run, proposal_id="rv-1")
+    assert (row.decision, row.source, row.proposed_by) == ("applied", "human", "rules")
+    assert run.lr == pytest.approx(0.025)  # x0.5, as proposed
+    page.wait_for_selector(f"#ledger tr[data-seq='{row.seq}'][data-source='human']")
+
+
 def test_a_command_from_the_panel_is_applied(page: Page, train) -> None:
     run: Training = train("exp1")
     poll(lambda: last_step(run.run_dir), what="a step")

@@ -111,11 +111,27 @@ def test_approve_with_an_edit_puts_a_human_row_in_the_ledger(client: TestClient,
     assert answer.status_code == 200, answer.text
     (command,) = answer.json()["commands"]
     assert command["source"] == "human" and command["proposal_id"] == "rv-1"
+    assert command["proposed_by"] is None  # what a person edited is their own idea
     row = ledger_row(run.run_dir, command["id"])
     assert (row.decision, row.source, row.proposal_id) == ("applied", "human", "rv-1")
     assert run.lr == pytest.approx(0.04)
     again = client.post(f"{API}/runs/exp1/review/rv-1/approve", json={}, headers=AUTH)
     assert again.status_code == 409 and "rv-1" in again.json()["detail"]
+
+
+def test_approve_unedited_puts_a_human_row_of_the_proposers_idea(client: TestClient, train) -> None:
+    run = train("exp1")
+    queue_item(run.run_dir)
+    answer = client.post(f"{API}/runs/exp1/review/rv-1/approve", json={}, headers=AUTH)
+    assert answer.status_code == 200, answer.text
+    (command,) = answer.json()["commands"]
+    assert (command["source"], command["proposed_by"]) == ("human", "rules")
+    row = ledger_row(run.run_dir, command["id"])
+    assert (row.decision, row.source, row.proposed_by) == ("applied", "human", "rules")
+    served = client.get(f"{API}/runs/exp1/ledger").json()
+    assert [(r["source"], r["proposed_by"]) for r in served if r["seq"] == row.seq] == [
+        ("human", "rules")
+    ]
 
 
 def test_reject_keeps_the_reason(client: TestClient, train) -> None:
