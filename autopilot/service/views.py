@@ -7,19 +7,17 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
-from pydantic import ValidationError
-
 from autopilot.budget import Budget
 from autopilot.cli._metrics import latest_values, recent_metrics
 from autopilot.config import Settings
 from autopilot.decisions import DecisionLog
 from autopilot.review import ReviewQueue
 from autopilot.run_mode import ResolvedMode
-from autopilot.service.lttb import lttb
-from autopilot.service.models import BudgetOut, MetricsPage, PilotOut, RunDetail, Series
+from autopilot.service.metric_columns import COLUMNS, Columns, page_of
+from autopilot.service.metric_lines import parse
+from autopilot.service.models import BudgetOut, MetricsPage, PilotOut, RunDetail
 from autopilot.service.runs import PilotStatus
-from kernel import KernelError, KernelState, MetricRecord, read_kernel_state
+from kernel import KernelError, KernelState, read_kernel_state
 from kernel.jsonl import JsonlTail
 from kernel.metrics import METRICS_FILE
 
@@ -81,60 +79,18 @@ def _finite(value: float | None) -> float | None:
 
 def metrics_page(path: Path, offset: int, names: list[str] | None, max_points: int) -> MetricsPage:
     """The current segment's records from byte ``offset`` (0: the segment's start), as one
-    series per metric, each downsampled to ``max_points`` with LTTB."""
+    series per metric, each downsampled to ``max_points`` with LTTB. The segment's start
+    is served from the process's cached columns (``metric_columns.COLUMNS``), extended by
+    what was appended since; a later offset is read from there."""
     state = read_kernel_state(path)
-    start = offset or (state.metrics_start if state is not None else 0)
-    tail = JsonlTail(path / METRICS_FILE, offset=start)
     segment = state.segment if state is not None else None
-    columns: dict[str, tuple[list[int], list[float]]] = {}
-    rewinds = []
-    wanted = None if names is None else set(names)
-    for _, text in tail.read_new():
-        record = _record(text)
-        if record is None or (segment is not None and record.segment != segment):
-            continue
-        step = record.step
-        if record.rewound_to is not None:
-            rewinds.append((step, record.rewound_to))
-        for name, value in record.metrics.items():
-            column = columns.get(name)
-            if column is None:
-                if wanted is not None and name not in wanted:
-                    continue
-                column = columns[name] = ([], [])
-            column[0].append(step)
-            column[1].append(value)
-    series = {name: _series(steps, values, max_points) for name, (steps, values) in columns.items()}
-    return MetricsPage(
-        offset=start,
-        next_offset=tail.offset,
-        segment=segment,
-        downsampled=any(len(s.steps) < s.points for s in series.values()),
-        series=series,
-        rewinds=rewinds,
-    )
-
-
-def _record(text: str) -> MetricRecord | None:
-    try:
-        return MetricRecord.model_validate_json(text)
-    except ValidationError:
-        return None  # a line written by something else
-
-
-def _series(steps: list[int], values: list[float], max_points: int) -> Series:
-    """Downsampled over the finite points; every non-finite point is kept (as ``None``)."""
-    x, y = np.asarray(steps, dtype=float), np.asarray(values, dtype=float)
-    finite = np.isfinite(y)
-    keep = np.flatnonzero(finite)
-    if len(keep) > max_points:
-        keep = keep[lttb(x[keep], y[keep], max_points)]
-    kept = np.union1d(keep, np.flatnonzero(~finite))
-    return Series(
-        steps=[steps[i] for i in kept],
-        values=[values[i] if finite[i] else None for i in kept],
-        points=len(steps),
-    )
+    if not offset:
+        start = state.metrics_start if state is not None else 0
+        return COLUMNS.page(path, start=start, segment=segment, names=names, max_points=max_points)
+    tail = JsonlTail(path / METRICS_FILE, offset=offset)
+    columns = Columns()
+    columns.add(parse(tail.read_new(), segment))
+    return page_of(columns, offset, tail.offset, segment, names, max_points)
 
 
 def budget_of(path: Path, settings: Settings) -> BudgetOut:
