@@ -238,7 +238,7 @@ def fold_run_stats(early: Early, peak: Peak, records: Iterable[MetricRecord]) ->
     early = {name: list(values) for name, values in early.items()}
     peak = dict(peak)
     for name, (steps, values) in _columns(records).items():
-        points = [(s, v) for s, v in zip(steps, values) if math.isfinite(v)]
+        points = [(s, v) for s, v in zip(steps, values, strict=True) if math.isfinite(v)]
         if not points:
             continue
         first = early.setdefault(name, [])

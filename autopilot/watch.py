@@ -27,7 +27,6 @@ Example:
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import re
@@ -327,21 +326,6 @@ def _thread_of(state_dir: Path) -> str:
         meta = None
     thread = meta.get("thread") if isinstance(meta, dict) else None
     return thread if isinstance(thread, str) and _THREAD.fullmatch(thread) else "autopilot-0"
-
-
-def quiet_gc() -> None:
-    """Tune the garbage collector for a process whose main job is to watch.
-
-    With the default thresholds, the objects a tick allocates (and the tens of thousands a
-    first tick on a long run folds in) set off collections that scan every long-lived object
-    of LangGraph, pydantic and numpy. Freezing what is alive after start-up and collecting
-    young objects less often halves that first tick and trims the slow tail of the others
-    (the windows are columnar, so a tick's median barely moves). ``autopilot watch`` calls
-    this; a training process that runs the autopilot in a thread keeps its own settings.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 20, 20)
 
 
 class BackgroundAutopilot:

@@ -21,7 +21,8 @@ from pathlib import Path
 from _synthetic_run import append, write_run
 
 from autopilot.config import Settings
-from autopilot.watch import Autopilot, quiet_gc
+from autopilot.quiet_gc import quiet_gc
+from autopilot.watch import Autopilot
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -69,14 +69,24 @@ def writer(root: str, runs: int, rate: float, stop_at: float, out: str, stop: An
             next_beat += 1.0
         time.sleep(0.005)
     cpu = time.process_time()
-    Path(out).write_text(json.dumps({"flushes": flushes, "cpu_s": cpu}))
+    wall = time.time() - started
+    Path(out).write_text(json.dumps({"flushes": flushes, "cpu_s": cpu, "wall_s": wall}))
 
 
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
+def rss_mb(pid: int | str = "self") -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return float("nan")
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -86,15 +96,20 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--warmup-limit", type=float, default=180.0)
     parser.add_argument("--poll", type=float, default=None, help="cadence.poll_interval_s")
+    parser.add_argument("--threads", type=int, default=4, help="tick threads per process")
+    parser.add_argument("--workers", type=int, default=1, help="processes that tick (serve)")
     args = parser.parse_args()
 
     import uvicorn
 
     from autopilot.config import Settings
+    from autopilot.quiet_gc import quiet_gc
     from autopilot.service.app import create_app
     from autopilot.service.auth import Token
     from autopilot.service.runs import Fleet
     from autopilot.watch_stats import TickStats
+
+    quiet_gc()  # as `autopilot serve` does
 
     tmp = Path(tempfile.mkdtemp(prefix="service-fleet-"))
     config = None
@@ -123,6 +138,8 @@ def main() -> None:
         config=None if config is None else str(config),
         poll_s=1.0,
         on_tick=on_tick,
+        threads=args.threads,
+        workers=args.workers,
     )
     app = create_app(root, token=Token(value="t" * 32, source="bench"), fleet=fleet, tick=True)
     server = uvicorn.Server(
@@ -148,14 +165,19 @@ def main() -> None:
             break
         time.sleep(0.2)
     warmup_s = time.time() - t0
-    cpu0, w0 = time.process_time(), time.time()
+    workers = fleet.pids()[1:]
+    cpu0, w0 = time.process_time() + sum(cpu_s(p) for p in workers), time.time()
     with guard:
         cpu_runs0 = {k: v[-1][2] for k, v in ticks.items()}
-    rss_peak = rss_mb()
+
+    def rss_all() -> float:
+        return rss_mb() + sum(rss_mb(p) for p in workers)
+
+    rss_peak = rss_all()
     while time.time() - w0 < args.seconds:
         time.sleep(1.0)
-        rss_peak = max(rss_peak, rss_mb())
-    w1, cpu1 = time.time(), time.process_time()
+        rss_peak = max(rss_peak, rss_all())
+    w1, cpu1 = time.time(), time.process_time() + sum(cpu_s(p) for p in workers)
     with guard:
         snapshot = {k: list(v) for k, v in ticks.items()}
     stop.set()  # the writer writes its log on its way out
@@ -200,7 +222,10 @@ def main() -> None:
     cpu_pct = 100 * (cpu1 - cpu0) / (w1 - w0)
     q = statistics.quantiles(lags, n=100) if len(lags) > 100 else [float("nan")] * 99
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"runs {args.runs}, {args.rate:g} steps/s each, 20 metrics, warm-up {warmup_s:.1f} s")
+    print(
+        f"runs {args.runs}, {args.rate:g} steps/s each, 20 metrics, {args.workers} worker "
+        f"process(es) x {args.threads} tick threads, warm-up {warmup_s:.1f} s"
+    )
     print("| measure | value |\n|---|---|")
     print(f"| ticks in {w1 - w0:.0f} s | {len(lags)} ({len(lags) / (w1 - w0):.0f}/s) |")
     print(
@@ -211,14 +236,16 @@ def main() -> None:
         f"| runs whose every tick came within one poll ({poll_s} s, +0.1 s) | "
         f"{within} of {args.runs} |"
     )
-    print(f"| service CPU | {cpu_pct:.0f} % of a core |")
+    print(f"| service CPU (all its processes) | {cpu_pct:.0f} % of a core |")
+    if (writer_cpu := _writer_cpu(log)) is not None:
+        print(f"| the writer's CPU (another process, all runs) | {writer_cpu:.0f} % of a core |")
     print(
         f"| CPU per run, median / max | {100 * statistics.median(cpu_runs):.2f} / "
         f"{100 * max(cpu_runs):.2f} % of a core |"
     )
     print(
-        f"| RSS before serving / peak / ru_maxrss | {rss_start:.0f} / {rss_peak:.0f} / "
-        f"{maxrss:.0f} MB |"
+        f"| RSS before serving / peak (all processes) / ru_maxrss (this one) | "
+        f"{rss_start:.0f} / {rss_peak:.0f} / {maxrss:.0f} MB |"
     )
 
 
@@ -226,6 +253,15 @@ def _flushes(log: Path) -> list[list[tuple[int, float]]] | None:
     try:
         return [[tuple(f) for f in run] for run in json.loads(log.read_text())["flushes"]]
     except (OSError, ValueError, KeyError):
+        return None
+
+
+def _writer_cpu(log: Path) -> float | None:
+    """The writer's CPU over its life, in percent of a core."""
+    try:
+        found = json.loads(log.read_text())
+        return 100 * found["cpu_s"] / found["wall_s"]
+    except (OSError, ValueError, KeyError, ZeroDivisionError):
         return None
 
 

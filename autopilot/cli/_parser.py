@@ -360,7 +360,7 @@ def _add_launch(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
 def _add_serve(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "serve",
-        help="the autopilot of every run under a root, and the HTTP API, in one process",
+        help="the autopilot of every run under a root, and the HTTP API, in one service",
         description="Find the run directories under ROOT as they appear, tick the autopilot "
         "of each run whose mode is set (autopilot mode, the API, --mode or your config), and "
         "serve /api/v1. Writes need the bearer token; beyond loopback, reads do too.",
@@ -370,6 +370,16 @@ def _add_serve(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument("--port", type=int, default=8421, help="the port (8421)")
     p.add_argument("--mode", choices=MODES, help="the mode of runs that set none themselves")
     p.add_argument("--config", metavar="F", help="your autopilot.toml")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes that tick the runs (1: this one); one per core for many busy runs",
+    )
+    p.add_argument(
+        "--threads", type=int, default=4, metavar="N", help="tick threads in each process (4)"
+    )
     p.set_defaults(handler="serve:cmd_serve")
     p = sub.add_parser(
         "mode",

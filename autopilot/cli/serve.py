@@ -17,12 +17,20 @@ from autopilot.errors import AutopilotError
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the runs under ``--runs`` until interrupted."""
+    from autopilot.quiet_gc import quiet_gc
     from autopilot.service import make_server
 
     logging.basicConfig(level=logging.WARNING, format="autopilot: %(levelname)s %(message)s")
+    quiet_gc()  # as in `autopilot watch`: a full collection over many runs stalls every tick
     try:
         prepared = make_server(
-            args.runs, host=args.host, port=args.port, default_mode=args.mode, config=args.config
+            args.runs,
+            host=args.host,
+            port=args.port,
+            default_mode=args.mode,
+            config=args.config,
+            workers=args.workers,
+            threads=args.threads,
         )
     except AutopilotError as exc:
         raise CliError(str(exc)) from None

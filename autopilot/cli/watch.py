@@ -29,7 +29,8 @@ def _print(line: str) -> None:
 
 def cmd_watch(args: argparse.Namespace) -> int:
     """Watch the run and print each decision and measured effect as it is recorded."""
-    from autopilot.watch import Autopilot, quiet_gc
+    from autopilot.quiet_gc import quiet_gc
+    from autopilot.watch import Autopilot
 
     run_dir = run_dir_of(args, must_exist=False)
     # before the autopilot starts: a refused checkpoint is reported as it is opened

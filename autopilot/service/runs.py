@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -32,6 +33,7 @@ from autopilot._watch_lock import LOCK_FILE, holder
 from autopilot.config import Mode, load_settings
 from autopilot.errors import AutopilotError
 from autopilot.run_mode import ResolvedMode, resolve_mode
+from autopilot.service.shards import Shards, owner
 from autopilot.service.tick_pool import TickPool
 from autopilot.watch_stats import TickStats
 from kernel import read_kernel_state
@@ -124,7 +126,9 @@ class Fleet:
         config: the user's ``autopilot.toml`` (``serve --config``).
         poll_s: how often ``start``'s thread looks for new runs and changed modes.
         on_tick: called after each tick of a run with its id and its stats (benchmarks).
-        threads: how many threads tick the runs (``TickPool``).
+        threads: how many threads tick the runs (``TickPool``), in each worker.
+        workers: how many processes tick the runs (``Shards``); 1: this process does.
+        shard: ``(index, workers)`` in a worker: tick only the runs it owns.
     """
 
     def __init__(
@@ -136,11 +140,15 @@ class Fleet:
         poll_s: float = 1.0,
         on_tick: Callable[[str, TickStats], None] | None = None,
         threads: int = 4,
+        workers: int = 1,
+        shard: tuple[int, int] | None = None,
     ) -> None:
         if poll_s <= 0:
             raise AutopilotError(f"poll_s must be above 0, got {poll_s}")
         if threads < 1:
             raise AutopilotError(f"threads must be at least 1, got {threads}")
+        if workers < 1:
+            raise AutopilotError(f"workers must be at least 1, got {workers}")
         self.root = Path(root)
         self.default_mode, self.config, self.poll_s = default_mode, config, poll_s
         self.on_tick = on_tick
@@ -152,8 +160,9 @@ class Fleet:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._threads = threads
+        self._threads, self._workers, self._shard = threads, workers, shard
         self._pool: TickPool | None = None
+        self._shards: Shards | None = None
 
     # -- runs ------------------------------------------------------------------------------
     def runs(self) -> dict[str, Path]:
@@ -176,6 +185,8 @@ class Fleet:
 
     def status_of(self, run_id: str) -> PilotStatus:
         """What the service does with the run now."""
+        if self._shards is not None and (reported := self._shards.status(run_id)) is not None:
+            return reported
         with self._lock:
             pilot = self._pilots.get(run_id)
             if pilot is not None:
@@ -185,18 +196,26 @@ class Fleet:
         if failed is not None and ended:
             return failed
         path = self.path_of(run_id)
-        if path is not None and (watcher := _other_watcher(path)) is not None:
+        if path is not None and (watcher := _other_watcher(path, self.pids())) is not None:
             return PilotStatus(state="watched", detail=watcher)
         return PilotStatus(state="ended" if ended else "idle")
 
+    def pids(self) -> list[int]:
+        """The processes ticking the runs: this one, or its workers."""
+        return [os.getpid()] if self._shards is None else [os.getpid(), *self._shards.pids()]
+
     # -- the loop --------------------------------------------------------------------------
     def scan(self, *, tick: bool = True) -> dict[str, Path]:
-        """Look for runs; with ``tick``, start, stop or restart their autopilots."""
+        """Look for runs; with ``tick``, start, stop or restart their autopilots (those it
+        owns, in a worker; none, in a service whose workers tick them)."""
         runs = discover(self.root)
         with self._lock:
             self._runs = runs
-        if tick:
+        if tick and self._workers == 1:
+            shard = self._shard
             for run_id, path in runs.items():
+                if shard is not None and owner(run_id, shard[1]) != shard[0]:
+                    continue
                 try:
                     self._reconcile(run_id, path)
                 except Exception:  # one bad run directory must not stop the others
@@ -204,7 +223,18 @@ class Fleet:
         return runs
 
     def start(self) -> None:
-        """Scan every ``poll_s`` in a daemon thread until ``stop``."""
+        """Scan every ``poll_s`` in a daemon thread until ``stop`` (and start the workers)."""
+        if self._workers > 1:
+            self._shards = Shards(
+                str(self.root),
+                workers=self._workers,
+                default_mode=self.default_mode,
+                config=self.config,
+                poll_s=self.poll_s,
+                threads=self._threads,
+                on_tick=self.on_tick,
+            )
+            self._shards.start()
         self._thread = threading.Thread(target=self._loop, name="autopilot-serve", daemon=True)
         self._thread.start()
 
@@ -213,6 +243,8 @@ class Fleet:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._shards is not None:
+            self._shards.stop(timeout)
         with self._lock:
             pilots = list(self._pilots.items())
             pool = self._pool
@@ -230,6 +262,8 @@ class Fleet:
     def _loop(self) -> None:
         while not self._stop.is_set():
             self.scan()
+            if self._shards is not None:
+                self._shards.revive()
             self._stop.wait(self.poll_s)
 
     def _reconcile(self, run_id: str, path: Path) -> None:
@@ -249,7 +283,7 @@ class Fleet:
             if state.has_ended():
                 self._ended[run_id] = key
                 return
-        if _other_watcher(path) is not None:
+        if _other_watcher(path, [os.getpid()]) is not None:
             return
         self._launch(run_id, path, wanted, key)
 
@@ -306,7 +340,8 @@ class Fleet:
         pilot.on_tick = None if hook is None else (lambda _: hook(run_id, autopilot.stats))
         pilot.autopilot, pilot.stats = autopilot, autopilot.stats
         pilot.status = PilotStatus(state="ticking", mode=pilot.mode)
-        return 0.0
+        # Runs found together would tick together ever after: spread them over an interval.
+        return random.uniform(0.0, autopilot.settings.cadence.poll_interval_s)
 
     def _close(self, run_id: str, pilot: _Pilot, *, ended: bool) -> None:
         """Close the run's autopilot (once) and forget it (the caller holds ``busy``)."""
@@ -328,9 +363,10 @@ class Fleet:
                 self._ended[run_id] = pilot.key
 
 
-def _other_watcher(path: Path) -> str | None:
-    """Who else ticks the run (a ``watch`` process holding its lock), in words."""
+def _other_watcher(path: Path, ours: list[int]) -> str | None:
+    """Who else ticks the run (a ``watch`` process holding its lock, not one of ``ours``),
+    in words."""
     found = holder(path / AUTOPILOT_DIR / LOCK_FILE)
-    if found is None or found.alive is False or found.pid == str(os.getpid()):
+    if found is None or found.alive is False or found.pid in {str(p) for p in ours}:
         return None
     return f"a watch process (pid {found.pid} on {found.host}, mode {found.mode or '?'})"

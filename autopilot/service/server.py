@@ -31,6 +31,7 @@ from autopilot.config import Mode
 from autopilot.errors import AutopilotError
 from autopilot.service.app import create_app
 from autopilot.service.auth import Token, is_loopback, load_token
+from autopilot.service.runs import Fleet
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8421
@@ -55,11 +56,15 @@ def make_server(
     token_file: Path | None = None,
     env: Mapping[str, str] | None = None,
     tick: bool = True,
+    workers: int = 1,
+    threads: int = 4,
 ) -> Prepared:
     """A uvicorn server for the runs under ``root``; ``server.run()`` serves until stopped.
+    Its autopilots tick in ``workers`` processes (1: this one), ``threads`` in each.
 
     Raises:
-        AutopilotError: ``root`` is not a directory, or no token where one is needed.
+        AutopilotError: ``root`` is not a directory, no token where one is needed, or
+            fewer than 1 worker or thread.
     """
     if not Path(root).is_dir():
         raise AutopilotError(
@@ -69,10 +74,12 @@ def make_server(
         raise AutopilotError(f"port must be within [0, 65535], got {port}")
     local = is_loopback(host)
     token = load_token(token_file, create=local, env=env)
+    fleet = Fleet(root, default_mode=default_mode, config=config, workers=workers, threads=threads)
     app = create_app(
         root,
         token=token,
         reads_need_token=not local,
+        fleet=fleet,
         default_mode=default_mode,
         config=config,
         tick=tick,

@@ -1,10 +1,13 @@
-"""A few threads that look at many runs: each job runs again after the delay it returns.
+"""A few threads that look at many runs: each job runs again the interval it returns after
+it started.
 
 ``serve`` ticks every run of its root in one process. A thread per run would leave a
 hundred threads contending for one interpreter lock, each tick waiting for the others at
 every read and write; the pool keeps ``threads`` of them (enough that an LLM call, which
 waits on the network, does not hold up the other runs) and a queue of jobs ordered by when
-each is due. A job is run by one thread at a time, so one run is never ticked twice at once.
+each is due. A job is run by one thread at a time, so one run is never ticked twice at once,
+and at a fixed rate: a look that took 50 ms does not push the next one 50 ms later (one that
+took longer than its interval is followed at once).
 
 Example:
     >>> import threading
@@ -37,7 +40,7 @@ from collections.abc import Callable
 logger = logging.getLogger(__name__)
 
 Job = Callable[[], float | None]
-"""One look at a run: the seconds until the next, or ``None`` when it is finished."""
+"""One look at a run: the seconds from its start to the next, or ``None`` when finished."""
 
 
 class TickPool:
@@ -58,9 +61,12 @@ class TickPool:
             thread.start()
 
     def add(self, job: Job, delay: float = 0.0) -> None:
-        """Run ``job`` in ``delay`` seconds, then again after each delay it returns."""
+        """Run ``job`` in ``delay`` seconds, then again each interval it returns."""
+        self._schedule(job, time.monotonic() + delay)
+
+    def _schedule(self, job: Job, due: float) -> None:
         with self._cond:
-            heapq.heappush(self._due, (time.monotonic() + delay, next(self._order), job))
+            heapq.heappush(self._due, (due, next(self._order), job))
             self._cond.notify()
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -73,13 +79,14 @@ class TickPool:
 
     def _work(self) -> None:
         while (job := self._next()) is not None:
+            started = time.monotonic()
             try:
-                delay = job()
+                interval = job()
             except Exception:  # a job must catch its own errors; a bug drops only that job
                 logger.exception("a tick job failed and is dropped")
                 continue
-            if delay is not None:
-                self.add(job, delay)
+            if interval is not None:
+                self._schedule(job, started + interval)
 
     def _next(self) -> Job | None:
         with self._cond:
