@@ -109,7 +109,8 @@ def main() -> None:
     from autopilot.service.runs import Fleet
     from autopilot.watch_stats import TickStats
 
-    quiet_gc()  # as `autopilot serve` does
+    if args.workers == 1:
+        quiet_gc()  # as `autopilot serve` does
 
     tmp = Path(tempfile.mkdtemp(prefix="service-fleet-"))
     config = None

@@ -21,7 +21,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from autopilot.service import make_server
 
     logging.basicConfig(level=logging.WARNING, format="autopilot: %(levelname)s %(message)s")
-    quiet_gc()  # as in `autopilot watch`: a full collection over many runs stalls every tick
+    if args.workers == 1:  # the runs tick here (workers tune their own collector)
+        quiet_gc()  # as in `autopilot watch`: a full collection over many runs stalls ticks
     try:
         prepared = make_server(
             args.runs,

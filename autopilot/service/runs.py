@@ -1,5 +1,5 @@
 """The runs under the service's root: found as they appear, and an ``Autopilot`` ticking
-each run whose mode is set, all in one process.
+each run whose mode is set: in this process, or spread over worker processes (``shards``).
 
 A run is a directory under the root (at most ``MAX_DEPTH`` levels down) that holds a
 ``kernel.json``; its id is its path relative to the root with ``~`` for ``/`` (``team~exp1``).

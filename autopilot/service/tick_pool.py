@@ -1,7 +1,7 @@
 """A few threads that look at many runs: each job runs again the interval it returns after
 it started.
 
-``serve`` ticks every run of its root in one process. A thread per run would leave a
+``serve`` ticks every run of its root in a process (or a few). A thread per run would leave a
 hundred threads contending for one interpreter lock, each tick waiting for the others at
 every read and write; the pool keeps ``threads`` of them (enough that an LLM call, which
 waits on the network, does not hold up the other runs) and a queue of jobs ordered by when
