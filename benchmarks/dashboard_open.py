@@ -87,7 +87,7 @@ def main() -> None:
         root = Path(tmp)
         for steps in args.steps:
             write_run(root / f"run{steps}", steps)
-        serving = serve_in_thread(root, tick=False)
+        serving = serve_in_thread(root, tick=False, warm=False)  # cold opens stay cold
         try:
             rows = [measure(serving.url, steps, args.loads) for steps in args.steps]
         finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from autopilot.cli._metrics import MetricsFollower
+from autopilot.metrics_tail import MetricsFollower
 
 PROGRESS_EVERY = 100
 _SHOWN = {"train/loss": "{:.4f}", "val/loss": "{:.4f}", "val/acc": "{:.3f}", "lr": "{:g}"}

@@ -162,7 +162,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _final_val_loss(run_dir: Path, window: int = 3) -> float | None:
-    from autopilot.cli._metrics import recent_metrics
+    from autopilot.metrics_tail import recent_metrics
 
     values = [r.metrics["val/loss"] for r in recent_metrics(run_dir) if "val/loss" in r.metrics]
     return fmean(values[-window:]) if values else None

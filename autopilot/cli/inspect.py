@@ -9,8 +9,8 @@ from pathlib import Path
 
 from autopilot.cli._common import CliError, run_dir_of
 from autopilot.cli._format import age_text, ledger_lines, table, value_text
-from autopilot.cli._metrics import latest_values, recent_metrics
 from autopilot.cli._status_autopilot import autopilot_lines
+from autopilot.metrics_tail import latest_values, recent_metrics
 from kernel import (
     CommandError,
     KernelState,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -33,7 +34,7 @@ from starlette.routing import Match
 
 from autopilot.config import Mode
 from autopilot.errors import AutopilotError, ReviewError
-from autopilot.service import dashboard
+from autopilot.service import dashboard, views
 from autopilot.service.auth import Token
 from autopilot.service.routes import ServiceState, router
 from autopilot.service.runs import Fleet
@@ -53,6 +54,7 @@ def create_app(
     default_mode: Mode | None = None,
     config: str | None = None,
     tick: bool = False,
+    warm: bool = False,
 ) -> FastAPI:
     """The application serving the runs under ``root``.
 
@@ -64,6 +66,8 @@ def create_app(
         default_mode: the mode of runs that set none (``serve --mode``).
         config: the user's ``autopilot.toml``.
         tick: whether the application starts the fleet's autopilots while it lives.
+        warm: whether it reads the runs' metrics into its cache once it starts, in a
+            thread (``views.warm``), so that a run opens fast the first time too.
     """
     fleet = fleet or Fleet(root, default_mode=default_mode, config=config)
 
@@ -71,6 +75,12 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if tick:
             fleet.start()
+        if warm:
+            threading.Thread(
+                target=lambda: views.warm(fleet.scan(tick=False).values()),
+                name="autopilot-serve-warm",
+                daemon=True,
+            ).start()
         try:
             yield
         finally:

@@ -179,7 +179,7 @@ def get_metrics(
     run_id: RunId,
     offset: Annotated[int, Query(ge=0, le=2**53, description="0: the segment's start")] = 0,
     names: Annotated[list[str] | None, Query(max_length=50)] = None,
-    max_points: Annotated[int, Query(ge=3, le=100_000)] = 2000,
+    max_points: Annotated[int, Query(ge=3, le=100_000)] = views.DEFAULT_MAX_POINTS,
 ) -> MetricsPage:
     """The metrics appended since byte ``offset`` (pass ``next_offset`` next time), each
     series downsampled with LTTB to ``max_points``."""

@@ -58,9 +58,11 @@ def make_server(
     tick: bool = True,
     workers: int = 1,
     threads: int = 4,
+    warm: bool = True,
 ) -> Prepared:
     """A uvicorn server for the runs under ``root``; ``server.run()`` serves until stopped.
-    Its autopilots tick in ``workers`` processes (1: this one), ``threads`` in each.
+    Its autopilots tick in ``workers`` processes (1: this one), ``threads`` in each; with
+    ``warm`` it reads the runs' metrics into its cache as it starts (``views.warm``).
 
     Raises:
         AutopilotError: ``root`` is not a directory, no token where one is needed, or
@@ -83,6 +85,7 @@ def make_server(
         default_mode=default_mode,
         config=config,
         tick=tick,
+        warm=warm,
     )
     config_ = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
     return Prepared(server=uvicorn.Server(config_), token=token, reads_need_token=not local)
@@ -103,7 +106,11 @@ class Serving:
 
 
 def serve_in_thread(
-    root: str | os.PathLike[str], *, config: str | None = None, tick: bool = False
+    root: str | os.PathLike[str],
+    *,
+    config: str | None = None,
+    tick: bool = False,
+    warm: bool = True,
 ) -> Serving:
     """The service for the runs under ``root`` on a free 127.0.0.1 port, in a daemon
     thread (``launch(serve=True)``, ``autopilot demo --serve``); ``tick=False`` leaves the
@@ -115,7 +122,7 @@ def serve_in_thread(
     with socket.socket() as probe:
         probe.bind((DEFAULT_HOST, 0))
         port = probe.getsockname()[1]
-    prepared = make_server(root, port=port, config=config, tick=tick)
+    prepared = make_server(root, port=port, config=config, tick=tick, warm=warm)
     server = prepared.server
     thread = threading.Thread(target=server.run, name="autopilot-serve", daemon=True)
     thread.start()

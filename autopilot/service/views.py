@@ -4,13 +4,15 @@ readers (``kernel.read_kernel_state``, ``DecisionLog``, ``ReviewQueue``, ``Budge
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Iterable
 from pathlib import Path
 
 from autopilot.budget import Budget
-from autopilot.cli._metrics import latest_values, recent_metrics
 from autopilot.config import Settings
 from autopilot.decisions import DecisionLog
+from autopilot.metrics_tail import latest_values, recent_metrics
 from autopilot.review import ReviewQueue
 from autopilot.run_mode import ResolvedMode
 from autopilot.service.metric_columns import COLUMNS, Columns, page_of
@@ -20,6 +22,8 @@ from autopilot.service.runs import PilotStatus
 from kernel import KernelError, KernelState, read_kernel_state
 from kernel.jsonl import JsonlTail
 from kernel.metrics import METRICS_FILE
+
+logger = logging.getLogger(__name__)
 
 
 def run_detail(
@@ -75,6 +79,35 @@ def _status(state: KernelState | None) -> str:
 
 def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
+
+
+DEFAULT_MAX_POINTS = 2000
+"""How many points a series is downsampled to unless a request says (the page's own)."""
+
+
+def warm(paths: Iterable[Path], share: float = 0.75) -> int:
+    """Read the runs' metrics into the process's cache, and page them as the dashboard asks
+    first (every series, ``DEFAULT_MAX_POINTS``), the latest written first, while the cache
+    is under ``share`` of its size: so a run opens fast the first time too. The number of
+    runs warmed; a run that cannot be read is skipped (its page will say why)."""
+
+    def written(path: Path) -> float:
+        try:
+            return (path / METRICS_FILE).stat().st_mtime
+        except OSError:
+            return 0.0
+
+    warmed = 0
+    for path in sorted(paths, key=written, reverse=True):
+        if COLUMNS.nbytes >= share * COLUMNS.max_bytes:
+            break
+        try:
+            metrics_page(path, 0, None, DEFAULT_MAX_POINTS)
+        except Exception as exc:  # a garbled run must not stop the others' warm-up
+            logger.info("warming the metrics of %s skipped: %s", path, exc)
+            continue
+        warmed += 1
+    return warmed
 
 
 def metrics_page(path: Path, offset: int, names: list[str] | None, max_points: int) -> MetricsPage:

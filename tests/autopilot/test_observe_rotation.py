@@ -56,7 +56,7 @@ def test_a_watcher_behind_across_one_and_two_rotations_reads_each_record_once(
 
 
 def test_the_recent_tail_reaches_into_the_newest_rotated_file(tmp_path: Path) -> None:
-    from autopilot.cli._metrics import recent_metrics
+    from autopilot.metrics_tail import recent_metrics
 
     with Kernel(tmp_path, settings=ROTATING) as kernel:
         step = _log_until_rotated(kernel, tmp_path, 0, rotations=1)

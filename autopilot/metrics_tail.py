@@ -1,5 +1,5 @@
-"""Reading ``metrics.jsonl`` from outside the training process: its recent tail, or new
-records as they arrive."""
+"""Reading ``metrics.jsonl`` from outside the training process (the CLI and the service):
+its recent tail, or new records as they arrive."""
 
 from __future__ import annotations
 
