@@ -150,7 +150,7 @@ def _history(ctx: PolicyContext, *, effects: bool) -> str:
     # one line per decision's changes; a change without a decision stands alone
     for _, rows in groupby(_knob_changes(ctx.recent_changes), lambda r: r.proposal_id or r.seq):
         group = list(rows)
-        what = ", ".join(_change(r) for r in group) + f" {name(group[0].source or 'unknown')}"
+        what = ", ".join(_change(r) for r in group) + f" {_by(group[0])}"
         decision = by_id.pop(group[0].proposal_id or "", None)
         items.append((group[0].step or 0, _item(what, decision if effects else None)))
     for p in past:
@@ -159,6 +159,12 @@ def _history(ctx: PolicyContext, *, effects: bool) -> str:
             items.append((p.step, _item(what, p if effects else None)))
     items.sort(key=lambda item: item[0])
     return _lines(f"{step}: {text}" for step, text in items)
+
+
+def _by(row: LedgerRow) -> str:
+    """Who made a change: its source, and whose proposal a person approved unchanged."""
+    who = name(row.source or "unknown")
+    return who if row.proposed_by is None else f"{who} (approving {name(row.proposed_by)})"
 
 
 def _item(what: str, decision: PastDecision | None) -> str:

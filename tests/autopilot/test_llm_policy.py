@@ -173,9 +173,12 @@ def test_changes_without_a_decision_and_decisions_without_a_change_are_listed(
         seq=2, step=3000, wall_time=0.0, decision="applied", knob="grad_clip", before=1.0,
         after=5.0, source="human",
     )  # fmt: skip
+    approved = manual.model_copy(
+        update={"seq": 3, "step": 3200, "before": 5.0, "after": 2.0, "proposed_by": "rules"}
+    )  # a person approved the rules' proposal unchanged
     waited = PastDecision(step=3500, diagnosis="plateau; small", actions=[], effect=None)
     ctx = context(
-        recent_changes=[*context().recent_changes, manual],
+        recent_changes=[*context().recent_changes, manual, approved],
         past_decisions=[*context().past_decisions, waited],
     )
     planner = policy_for(llm_settings, run_dir).planner_request(ctx, ANALYSIS)
@@ -183,6 +186,7 @@ def test_changes_without_a_decision_and_decisions_without_a_change_are_listed(
     assert lines.split("\n\n")[0].splitlines() == [
         "- 2500: lr .0006>.0003 ai; val/loss 4% better than projected",
         "- 3000: grad_clip 1>5 human",
+        "- 3200: grad_clip 5>2 human (approving rules)",
         "- 3500: no change",
     ]
 
