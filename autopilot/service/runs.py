@@ -73,16 +73,15 @@ class _Pilot:
     busy: threading.Lock = field(default_factory=threading.Lock)
     """Held while a pool thread looks at the run (``Fleet.stop`` waits for it)."""
     status: PilotStatus = field(default_factory=lambda: PilotStatus(state="starting"))
-    stats: TickStats | None = None
     autopilot: Autopilot | None = None
     on_tick: Callable[[dict[str, Any]], None] | None = None
     closed: bool = False
 
     def current(self) -> PilotStatus:
         """The status with the autopilot's tick counts as they are now."""
-        stats = self.stats
-        if stats is None:
+        if self.autopilot is None:
             return self.status
+        stats = self.autopilot.stats
         return replace(
             self.status, ticks=stats.ticks, cpu_s=stats.cpu_s, last_tick_at=stats.last_tick_at
         )
@@ -298,7 +297,8 @@ class Fleet:
 
     def _look(self, run_id: str, path: Path, pilot: _Pilot) -> float | None:
         """One look at a run (a ``TickPool`` job): start its autopilot, poll it, or close it
-        once it is stopped or its run has ended; the seconds until the next look."""
+        once it is stopped or its run has ended; the seconds from this look's start to the
+        next (``None``: no more looks)."""
         with pilot.busy:
             if pilot.closed:
                 return None
@@ -338,7 +338,7 @@ class Fleet:
             return None
         hook = self.on_tick
         pilot.on_tick = None if hook is None else (lambda _: hook(run_id, autopilot.stats))
-        pilot.autopilot, pilot.stats = autopilot, autopilot.stats
+        pilot.autopilot = autopilot
         pilot.status = PilotStatus(state="ticking", mode=pilot.mode)
         # Runs found together would tick together ever after: spread them over an interval.
         return random.uniform(0.0, autopilot.settings.cadence.poll_interval_s)
